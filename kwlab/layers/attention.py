@@ -1,0 +1,183 @@
+"""The KernelWarehouse attention: the contrasting-driven attention function (CAF) and its ablations.
+
+Per sample and per mixture ``j`` of a layer (official ``Attention`` class)::
+
+    p   = GAP(x)                                  (B, I)
+    h   = ReLU(norm(fc1(p)))                      (B, H),  H = max(floor(I * reduction), 16)
+    z   = fc2(h)                                  (B, m, n + 1): n warehouse cells + the zero cell
+    z^  = z / (sum_t |z_t| + 1e-3)                signed L1 normalisation over the n + 1 slots
+    a   = (1 - tau) * z^ + tau * beta             beta: one-hot init pattern (buffer ``init_pattern``)
+    alpha = a[..., :n]                            the zero cell is dropped
+
+``attention="caf_noinit"`` drops the ``tau * beta`` term (alpha = z^). ``"softmax"`` and ``"sigmoid"``
+replace the L1 normalisation by ``softmax(z / T)`` / ``sigmoid(z / T)`` with ``T = 1 + 29 * tau``, so
+the usual KW schedule (tau 1 -> 0) becomes DY-Conv's 30 -> 1 softmax temperature; these two have no init
+pattern. The zero-cell slot is kept for every function (it absorbs mass; switch it off with
+``zero_cell=False``).
+
+Non-local basis (``nonlocal_basis_ratio < 1``, official ResNet50 KW 1/2x): fc2 has no bias and emits,
+per mixture, logits for the layer's own ``floor(b * m)`` cells, ``N_b = max(floor(n_nonlocal * ratio), 16)``
+basis logits and the zero cell; a shared ``fc3`` maps the basis to all other cells, which are put back
+in warehouse order, and a learned ``basis_bias`` is added.
+
+Normalisation (``attention_norm``): "batch" (official for ResNet/MobileNetV2; BatchNorm1d), "layer"
+(official for ConvNeXt; LayerNorm) or "none". Batch-1 rule: a training-mode forward with a single
+sample cannot compute batch statistics, so that forward normalises with the running statistics (as in
+eval mode) and leaves them unchanged. Every other batch size behaves exactly as BatchNorm1d.
+Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import DynamicAttention
+from .warehouse import check_budget
+
+__all__ = ["KWAttention", "ATTENTION_FUNCTIONS", "ATTENTION_NORMS", "BatchNorm1dSafe", "init_pattern"]
+
+ATTENTION_FUNCTIONS = ("caf", "caf_noinit", "softmax", "sigmoid")
+ATTENTION_NORMS = ("batch", "layer", "none")
+
+
+@torch.fx.wrap
+def _safe_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None,
+                     bias: Tensor | None, training: bool, momentum: float, eps: float) -> Tensor:
+    use_batch = training and x.shape[0] > 1
+    return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, momentum, eps)
+
+
+class BatchNorm1dSafe(nn.BatchNorm1d):
+    """BatchNorm1d that accepts a single training sample (then it uses the running statistics)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            # counts every batch, like BatchNorm1d (harmless for the batch-1 case)
+            self.num_batches_tracked.add_(1)
+        return _safe_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                                0.1 if self.momentum is None else self.momentum, self.eps)
+
+
+def init_pattern(num_mixtures: int, num_cells: int, start_cell: int, budget: float) -> Tensor:
+    """The official one-hot init pattern beta, shape ``(m, n + 1)`` (last column: the zero cell).
+
+    ``b >= 1``: mixture j points at cell ``start + j * b``. ``b = 1/q``: mixture j points at the next owned
+    cell when ``j % q == (j // q) % q``, else at the zero cell.
+    """
+    b = check_budget(budget)
+    beta = torch.zeros(num_mixtures, num_cells + 1)
+    cursor = start_cell
+    for j in range(num_mixtures):
+        if b >= 1:
+            beta[j, cursor] = 1.0
+            cursor += int(b)
+        else:
+            q = b.denominator
+            if j % q == (j // q) % q:
+                beta[j, cursor] = 1.0
+                cursor += 1
+            else:
+                beta[j, num_cells] = 1.0
+    return beta
+
+
+class KWAttention(DynamicAttention):
+    """Attention of one KW layer; ``forward(x)`` returns alpha ``(B, m, n)``.
+
+    Args:
+        in_channels: channels of the layer's input (I).
+        num_mixtures: m.
+        num_cells: n, the size of the layer's warehouse.
+        start_cell: first cell this layer owns (where its init pattern starts).
+        budget: the warehouse's budget b (sets the init pattern and the local cell count).
+        reduction: hidden width = max(floor(I * reduction), 16).
+        function: one of :data:`ATTENTION_FUNCTIONS`.
+        norm: one of :data:`ATTENTION_NORMS`.
+        zero_cell: keep the extra zero-cell slot (official: yes).
+        nonlocal_basis_ratio: < 1 enables the non-local basis mapping.
+    """
+
+    def __init__(self, in_channels: int, num_mixtures: int, num_cells: int, *, start_cell: int = 0,
+                 budget: float = 1.0, reduction: float = 1 / 16, function: str = "caf", norm: str = "batch",
+                 zero_cell: bool = True, nonlocal_basis_ratio: float = 1.0, temperature: float = 1.0) -> None:
+        if function not in ATTENTION_FUNCTIONS:
+            raise ValueError(f"attention must be one of {ATTENTION_FUNCTIONS}, got {function!r}")
+        if norm not in ATTENTION_NORMS:
+            raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {norm!r}")
+        b = check_budget(budget)
+        if b < 1 and not zero_cell and function in ("caf",):
+            raise ValueError("budget < 1 needs the zero cell (its init pattern points mixtures at it); "
+                             "use zero_cell=True or a budget >= 1")
+        super().__init__(num_mixtures, num_cells, zero_cell=zero_cell, temperature=temperature)
+        self.function = function
+        self.slots = num_cells + (1 if zero_cell else 0)
+        hidden = max(int(in_channels * reduction), 16)
+        self.fc1 = nn.Linear(in_channels, hidden, bias=norm != "batch")
+        self.norm1 = {"batch": lambda: BatchNorm1dSafe(hidden), "layer": lambda: nn.LayerNorm(hidden),
+                      "none": nn.Identity}[norm]()
+        self.act1 = nn.ReLU(inplace=True)
+        self.nonlocal_basis = nonlocal_basis_ratio < 1.0
+        if self.nonlocal_basis:
+            if not zero_cell:
+                raise ValueError("nonlocal_basis_ratio < 1 requires zero_cell=True (official layout)")
+            self.num_local = int(float(b) * num_mixtures)
+            self.num_nonlocal = num_cells - self.num_local
+            self.num_basis = max(int(self.num_nonlocal * nonlocal_basis_ratio), 16)
+            self.start_cell = start_cell
+            self.fc2 = nn.Linear(hidden, (self.num_local + self.num_basis + 1) * num_mixtures, bias=False)
+            self.fc3 = nn.Linear(self.num_basis, self.num_nonlocal, bias=False)
+            self.basis_bias = nn.Parameter(torch.zeros(num_mixtures * self.slots))
+        else:
+            self.fc2 = nn.Linear(hidden, num_mixtures * self.slots)
+        beta = init_pattern(num_mixtures, num_cells, start_cell, budget)
+        if not zero_cell:
+            beta = beta[:, :num_cells]
+        self.register_buffer("init_pattern", beta)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: Linear kaiming-normal (fan_out, relu) with zero bias; norm weight 1, bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm1d, nn.LayerNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.nonlocal_basis:
+            nn.init.zeros_(self.basis_bias)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Raw logits z, shape ``(B, m, slots)``. ``x``: the layer input ``(B, I, *spatial)``."""
+        pooled = x.flatten(2).mean(-1)
+        hidden = self.act1(self.norm1(self.fc1(pooled)))
+        z = self.fc2(hidden)
+        if self.nonlocal_basis:
+            z = z.reshape(-1, self.num_local + self.num_basis + 1)
+            local = z[:, : self.num_local]
+            nonlocal_ = self.fc3(z[:, self.num_local : self.num_local + self.num_basis])
+            zero = z[:, self.num_local + self.num_basis :]
+            s = self.start_cell
+            z = torch.cat([nonlocal_[:, :s], local, nonlocal_[:, s:], zero], dim=1)
+            z = z.reshape(-1, self.num_mixtures * self.slots) + self.basis_bias
+        return z.reshape(-1, self.num_mixtures, self.slots)
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        z = self.logits(x)
+        tau = self.temperature
+        if self.function in ("caf", "caf_noinit"):
+            z = z / (z.abs().sum(dim=-1, keepdim=True) + 1e-3)
+            if self.function == "caf":
+                z = (1.0 - tau) * z + tau * self.init_pattern
+            return z
+        t = 1.0 + 29.0 * tau
+        if self.function == "softmax":
+            return torch.softmax(z / t, dim=-1)
+        return torch.sigmoid(z / t)
+
+    def extra_repr(self) -> str:
+        return (f"function={self.function!r}, num_mixtures={self.num_mixtures}, num_cells={self.num_cells}, "
+                f"zero_cell={self.zero_cell}")

@@ -1,0 +1,174 @@
+"""CondConv: Conditionally Parameterized Convolutions (Yang, Bender, Le, Ngiam; NeurIPS 2019).
+
+arXiv: https://arxiv.org/abs/1904.04971
+
+Aggregation rule, per sample::
+
+    r(x) = sigmoid(R @ GAP(x) + c)            (B, E)   one Linear, NOT normalised, no temperature
+    W(x) = sum_e r_e(x) W_e,  b(x) = sum_e r_e(x) b_e
+
+Checked against the reference digest (``dynamic-conv-family.md`` section 3.1) and the timm
+implementation (``timm/layers/cond_conv2d.py``). Differences from timm: the routing function lives in
+the layer (timm shares one routing Linear across the expand/depthwise/project convs of a block), and
+only zero padding is supported (no TF "same" padding).
+
+This module also holds the small geometry helpers shared by the other family layers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.fx
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from kwlab.ops import dynamic_conv
+
+from .base import DynamicAttention, DynamicLayer
+
+# dynamic_conv is fx-wrapped where it is defined; wrapping its name here too keeps the call a leaf
+# when a model using this module is traced with torch.fx.symbolic_trace.
+torch.fx.wrap("dynamic_conv")
+
+__all__ = ["CondConv2d", "CondConvRouting"]
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _conv_geometry(in_channels: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int,
+                   padding_mode: str) -> dict[str, Any]:
+    """Validate ``nn.Conv2d``-style arguments and normalise them to tuples (shared by the family layers)."""
+    _check_positive_int("in_channels", in_channels)
+    _check_positive_int("out_channels", out_channels)
+    _check_positive_int("groups", groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
+                         f"groups ({groups})")
+    if padding_mode != "zeros":
+        raise ValueError(f"padding_mode must be 'zeros' (the only mode the dynamic kernels support), "
+                         f"got {padding_mode!r}")
+    kernel = _pair(kernel_size)
+    for k in kernel:
+        _check_positive_int("kernel_size", k)
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        pad: Any = padding
+    else:
+        pad = _pair(padding)
+    return dict(kernel_size=kernel, stride=_pair(stride), padding=pad, dilation=_pair(dilation))
+
+
+def _init_like_conv(weight: Tensor, bias: Tensor | None) -> None:
+    """Initialise each kernel ``weight[e]`` (and ``bias[e]``) like ``nn.Conv2d.reset_parameters``."""
+    for e in range(weight.shape[0]):
+        nn.init.kaiming_uniform_(weight[e], a=math.sqrt(5))
+        if bias is not None:
+            fan_in = weight[e][0].numel()
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            nn.init.uniform_(bias[e], -bound, bound)
+
+
+def _conv_repr(layer: nn.Module) -> str:
+    s = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, stride={layer.stride}, "
+         f"padding={layer.padding}")
+    if layer.dilation != (1, 1):
+        s += f", dilation={layer.dilation}"
+    if layer.groups != 1:
+        s += f", groups={layer.groups}"
+    if getattr(layer, "bias", None) is None:
+        s += ", bias=False"
+    return s
+
+
+class CondConvRouting(DynamicAttention):
+    """CondConv routing function: ``sigmoid(Linear(GAP(x)))``, returned as alpha ``(B, 1, E)``.
+
+    The ``temperature`` buffer exists for the protocol but has no effect (CondConv has none).
+
+    Args:
+        in_channels: channels of the layer's input.
+        num_experts: E, the number of expert kernels.
+    """
+
+    def __init__(self, in_channels: int, num_experts: int, *, device=None, dtype=None) -> None:
+        super().__init__(1, num_experts, temperature=1.0)
+        self.fc = nn.Linear(in_channels, num_experts, device=device, dtype=dtype)
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        """``x``: ``(B, I, H, W)`` -> routing weights ``(B, 1, E)`` in (0, 1)."""
+        return torch.sigmoid(self.fc(x.mean((2, 3)))).unsqueeze(1)
+
+
+class CondConv2d(DynamicLayer):
+    """Conditionally parameterised 2D convolution: a sigmoid-routed sum of ``num_experts`` kernels.
+
+    Args mirror ``nn.Conv2d`` (``bias`` defaults to False: the layers are followed by BatchNorm).
+
+    Args:
+        num_experts: E, number of expert kernels (timm default 4; the ResNet18 "8x" table row uses 8).
+
+    Shapes:
+        x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``. ``weight``: ``(E, O, I/groups, kh, kw)``,
+        ``bias``: ``(E, O)``. ``attention(x)``: routing ``(B, 1, E)``.
+
+    Experts and their biases are initialised like ``nn.Conv2d`` (kaiming-uniform a=sqrt(5)); the routing
+    Linear keeps PyTorch's default init.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = False, *, num_experts: int = 4, padding_mode: str = "zeros",
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        self.num_experts = _check_positive_int("num_experts", num_experts)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
+        self.padding, self.dilation = geo["padding"], geo["dilation"]
+        self.algorithm = "auto"
+        self._kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
+        factory = dict(device=device, dtype=dtype)
+        self.weight = nn.Parameter(torch.empty(num_experts, *self._kernel_shape, **factory))
+        self.bias = nn.Parameter(torch.empty(num_experts, out_channels, **factory)) if bias else None
+        self.attention = CondConvRouting(in_channels, num_experts, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _init_like_conv(self.weight, self.bias)
+        self.attention.fc.reset_parameters()
+
+    def per_sample_kernel(self, alpha: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for routing ``alpha`` ``(B, 1, E)``."""
+        r = alpha[:, 0]
+        weight = (r @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
+        bias = None if self.bias is None else r @ self.bias
+        return weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.per_sample_kernel(self.attention(x))
+        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.algorithm)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> "CondConv2d":
+        """A CondConv2d with ``conv``'s geometry whose every expert is a copy of ``conv``'s weight (and bias).
+
+        The output is then ``(sum_e r_e(x)) * conv(x)``: CondConv's routing is not normalised.
+        """
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, padding_mode=conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias.unsqueeze(0).expand_as(layer.bias))
+        return layer.train(conv.training)
+
+    def extra_repr(self) -> str:
+        return _conv_repr(self) + f", num_experts={self.num_experts}"
+

@@ -1,0 +1,140 @@
+"""DY-Conv: Dynamic Convolution, Attention over Convolution Kernels (Chen et al., CVPR 2020).
+
+arXiv: https://arxiv.org/abs/1912.03458
+
+Aggregation rule, per sample::
+
+    z(x)  = FC2(ReLU(FC1(GAP(x))))            FC1: C -> C/4 (no bias), FC2: C/4 -> K (with bias)
+    pi(x) = softmax(z(x) / T)                 (B, K), a convex combination
+    W(x)  = sum_k pi_k(x) W_k,  b(x) = sum_k pi_k(x) b_k
+
+Temperature ``T``: the paper anneals it linearly from 30 to 1 over the first 10 epochs, then keeps 1,
+so that early attention is near-uniform and every kernel gets trained. In kwlab ``T`` is the
+``attention.temperature`` buffer (set with :func:`kwlab.set_temperature`; schedule
+``TemperatureSchedule(iters_per_epoch, epochs=10, start=30.0, end=1.0)``, see
+``kwlab.family.METHODS["dyconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
+Non-positive temperatures are clamped to 1e-6 (the softmax becomes an argmax) instead of dividing by 0.
+
+There is no official code. Checked against the reference digest (``dynamic-conv-family.md`` section 3.2)
+and the widely used reimplementation kaijieshi7/Dynamic-convolution-Pytorch; differences from the
+latter: hidden width ``max(int(C * reduction), 1)`` (not ``int(C/4) + 1``) and kernels initialised like
+``nn.Conv2d``. Because the mixture is convex, a layer whose K kernels all equal ``W`` *is* the static
+conv ``W`` for any attention (used by :func:`kwlab.family.convert`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kwlab.ops import dynamic_conv
+
+from .base import DynamicAttention, DynamicLayer
+from .condconv import _check_positive_int, _conv_geometry, _conv_repr, _init_like_conv
+
+torch.fx.wrap("dynamic_conv")
+
+__all__ = ["DynamicConv2d", "DyConvAttention"]
+
+#: the paper's schedule: T goes 30 -> 1 over the first 10 epochs
+DYCONV_TEMPERATURE = (30.0, 1.0, 10.0)
+
+
+class DyConvAttention(DynamicAttention):
+    """DY-Conv kernel attention ``softmax(FC2(ReLU(FC1(GAP(x)))) / T)``, alpha ``(B, 1, K)``.
+
+    Args:
+        in_channels: C, channels of the layer's input.
+        num_kernels: K.
+        reduction: hidden width = ``max(int(C * reduction), 1)`` (paper: C/4).
+        temperature: initial T (30, the start of the paper's schedule).
+    """
+
+    def __init__(self, in_channels: int, num_kernels: int, *, reduction: float = 0.25, temperature: float = 30.0,
+                 device=None, dtype=None) -> None:
+        if not reduction > 0:
+            raise ValueError(f"reduction must be > 0, got {reduction!r}")
+        super().__init__(1, num_kernels, temperature=temperature)
+        factory = dict(device=device, dtype=dtype)
+        self.hidden = max(int(in_channels * reduction), 1)
+        self.fc1 = nn.Linear(in_channels, self.hidden, bias=False, **factory)
+        self.fc2 = nn.Linear(self.hidden, num_kernels, **factory)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Raw logits z ``(B, K)`` for the layer input ``x`` ``(B, C, H, W)``."""
+        return self.fc2(F.relu(self.fc1(x.mean((2, 3)))))
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.logits(x) / self.temperature.clamp_min(1e-6), dim=-1).unsqueeze(1)
+
+
+class DynamicConv2d(DynamicLayer):
+    """Dynamic convolution (DY-Conv): a softmax-attention mixture of ``num_kernels`` kernels (and biases).
+
+    Args mirror ``nn.Conv2d`` (``bias`` defaults to False: the layers are followed by BatchNorm).
+
+    Args:
+        num_kernels: K (paper: 4).
+        reduction: attention hidden width ``max(int(C * reduction), 1)``.
+        temperature: initial softmax temperature (see the module docstring for the schedule).
+
+    Shapes:
+        x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``. ``weight``: ``(K, O, I/groups, kh, kw)``,
+        ``bias``: ``(K, O)``. ``attention(x)``: ``(B, 1, K)``, rows sum to 1.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = False, *, num_kernels: int = 4, reduction: float = 0.25,
+                 temperature: float = 30.0, padding_mode: str = "zeros", device=None, dtype=None) -> None:
+        super().__init__()
+        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        self.num_kernels = _check_positive_int("num_kernels", num_kernels)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
+        self.padding, self.dilation = geo["padding"], geo["dilation"]
+        self.algorithm = "auto"
+        self._kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
+        factory = dict(device=device, dtype=dtype)
+        self.weight = nn.Parameter(torch.empty(num_kernels, *self._kernel_shape, **factory))
+        self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **factory)) if bias else None
+        self.attention = DyConvAttention(in_channels, num_kernels, reduction=reduction, temperature=temperature,
+                                         **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Each kernel like ``nn.Conv2d``; attention Linears with PyTorch's default init."""
+        _init_like_conv(self.weight, self.bias)
+        self.attention.fc1.reset_parameters()
+        self.attention.fc2.reset_parameters()
+
+    def per_sample_kernel(self, alpha: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for attention ``alpha`` ``(B, 1, K)``."""
+        pi = alpha[:, 0]
+        weight = (pi @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
+        bias = None if self.bias is None else pi @ self.bias
+        return weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.per_sample_kernel(self.attention(x))
+        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.algorithm)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> "DynamicConv2d":
+        """A DynamicConv2d with ``conv``'s geometry whose K kernels (and biases) all copy ``conv``.
+
+        Because the attention is convex, its output equals ``conv(x)`` for any attention.
+        """
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, padding_mode=conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias.unsqueeze(0).expand_as(layer.bias))
+        return layer.train(conv.training)
+
+    def extra_repr(self) -> str:
+        return _conv_repr(self) + f", num_kernels={self.num_kernels}"

@@ -1,0 +1,208 @@
+"""Statistics of dynamic attention as pure tensor functions (no model, no hooks).
+
+Every function takes the mixing coefficients ``alpha`` of one layer, shape ``(B, m, n)`` (``B`` samples,
+``m`` mixtures, ``n`` cells of the bank), or any tensor whose last axis indexes the cells, and returns a
+number (0-d tensor) or a small tensor. :class:`kwlab.Probe` streams them over many batches; notebooks can
+call them directly on a recorded ``alpha``.
+
+The *attention distribution* of a mixture is ``p = |alpha| / sum |alpha|`` over its cells: KernelWarehouse
+attention is signed (the contrasting-driven attention function allows negative weights), so entropy and the
+effective number of cells are measured on magnitudes. A mixture with all-zero coefficients has no
+distribution; its ``p`` is taken as all zeros, so its entropy is 0 and its effective number of cells 1
+(rare in practice; stated here rather than hidden).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DEFAULT_BINS",
+    "attention_distribution",
+    "attention_entropy",
+    "between_class_distance",
+    "cell_mean_abs",
+    "class_means",
+    "effective_cells",
+    "negative_fraction",
+    "negative_mass",
+    "pairwise_cosine_distance",
+    "signed_histogram",
+    "top_cell_counts",
+    "zero_cell_mass",
+]
+
+#: Histogram edges used by the probe: 40 bins of width 0.05 on [-1, 1], with 0 as an edge, so every
+#: negative coefficient falls left of 0. CAF, softmax and sigmoid attention all live in [-1, 1].
+DEFAULT_BINS: Tensor = torch.arange(-20, 21, dtype=torch.float32) / 20  # exact 0 edge (linspace misses it)
+
+_EPS = 1e-12
+
+
+def negative_fraction(alpha: Tensor) -> Tensor:
+    """Share of coefficients that are negative.
+
+    Args:
+        alpha: any shape, e.g. ``(B, m, n)``.
+    Returns:
+        0-d tensor, ``#{alpha < 0} / numel``.
+    """
+    if alpha.numel() == 0:
+        raise ValueError("alpha is empty")
+    return (alpha < 0).float().mean()
+
+
+def negative_mass(alpha: Tensor) -> Tensor:
+    """Share of the total magnitude carried by negative coefficients.
+
+    Args:
+        alpha: any shape.
+    Returns:
+        0-d tensor, ``sum |alpha| over alpha < 0  /  sum |alpha|`` (0 when alpha is all zeros).
+    """
+    a = alpha.abs()
+    neg = (a * (alpha < 0)).sum()  # no boolean indexing: no host sync on GPU
+    return neg / a.sum().clamp_min(_EPS)
+
+
+def zero_cell_mass(full: Tensor) -> Tensor:
+    """Average share each mixture gives to its zero cell (the last slot), before that slot is dropped.
+
+    Args:
+        full: full coefficients ``(..., n + 1)``, zero cell last (what ``attention.tap`` sees).
+    Returns:
+        0-d tensor, mean over mixtures of ``|z_n| / sum_t |z_t|``.
+    """
+    if full.shape[-1] < 2:
+        raise ValueError(f"full coefficients need n + 1 >= 2 slots on the last axis, got shape {tuple(full.shape)}")
+    a = full.abs()
+    share = a[..., -1] / a.sum(-1).clamp_min(_EPS)
+    return share.mean()
+
+
+def attention_distribution(alpha: Tensor) -> Tensor:
+    """Per-mixture distribution over cells, ``p = |alpha| / sum |alpha|`` along the last axis (same shape)."""
+    a = alpha.abs()
+    return a / a.sum(-1, keepdim=True).clamp_min(_EPS)
+
+
+def attention_entropy(alpha: Tensor) -> Tensor:
+    """Entropy (nats) of each mixture's distribution over cells.
+
+    Args:
+        alpha: ``(..., n)``.
+    Returns:
+        ``alpha.shape[:-1]``, ``-sum_t p_t log p_t`` with ``0 log 0 = 0``; between 0 (one cell) and ``log n``.
+    """
+    p = attention_distribution(alpha)
+    return -(p * torch.log(p.clamp_min(_EPS))).sum(-1)
+
+
+def effective_cells(alpha: Tensor) -> Tensor:
+    """Effective number of cells each mixture uses, ``exp(entropy)``: 1 (one cell) to ``n`` (uniform).
+
+    Args:
+        alpha: ``(..., n)``.
+    Returns:
+        ``alpha.shape[:-1]``.
+    """
+    return attention_entropy(alpha).exp()
+
+
+def cell_mean_abs(alpha: Tensor) -> Tensor:
+    """Mean ``|alpha|`` per cell over every sample and mixture.
+
+    Args:
+        alpha: ``(..., n)``.
+    Returns:
+        ``(n,)``.
+    """
+    return alpha.abs().reshape(-1, alpha.shape[-1]).mean(0)
+
+
+def top_cell_counts(alpha: Tensor) -> Tensor:
+    """How often each cell is a mixture's strongest cell (``argmax |alpha|``; ties go to the lowest index).
+
+    Args:
+        alpha: ``(..., n)``.
+    Returns:
+        ``(n,)`` integer counts summing to the number of mixtures ``prod(alpha.shape[:-1])``.
+    """
+    n = alpha.shape[-1]
+    top = alpha.abs().reshape(-1, n).argmax(-1)
+    return torch.bincount(top, minlength=n)
+
+
+def pairwise_cosine_distance(alpha: Tensor) -> Tensor:
+    """Diversity across inputs: mean over pairs ``i < j`` of ``1 - cos(alpha_i, alpha_j)``.
+
+    Each sample's coefficients are flattened into one vector (``m * n`` entries). 0 means every input gets
+    the same attention (a static layer); for signed attention the distance can exceed 1.
+
+    Args:
+        alpha: ``(B, ...)`` with ``B >= 2``.
+    Returns:
+        0-d tensor.
+    """
+    b = alpha.shape[0]
+    if b < 2:
+        raise ValueError(f"pairwise_cosine_distance needs at least 2 samples, got batch size {b}")
+    v = alpha.reshape(b, -1).float()
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    sim = v @ v.T  # (B, B)
+    off_diag = sim.sum() - sim.diagonal().sum()
+    return 1.0 - off_diag / (b * (b - 1))
+
+
+def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
+    """Counts of coefficients per bin ``[bins[i], bins[i+1])``; values outside go to the edge bins.
+
+    Args:
+        alpha: any shape.
+        bins: increasing edges ``(k + 1,)``.
+    Returns:
+        ``(k,)`` integer counts summing to ``alpha.numel()``.
+    """
+    if bins.dim() != 1 or bins.numel() < 2:
+        raise ValueError(f"bins must be a 1-d tensor of at least 2 increasing edges, got shape {tuple(bins.shape)}")
+    edges = bins.to(device=alpha.device, dtype=alpha.dtype)
+    k = edges.numel() - 1
+    # index of the bin whose left edge is the last edge <= value
+    idx = torch.bucketize(alpha.reshape(-1).detach(), edges, right=True) - 1
+    return torch.bincount(idx.clamp_(0, k - 1), minlength=k)
+
+
+def class_means(alpha: Tensor, labels: Tensor, num_classes: int | None = None) -> tuple[Tensor, Tensor]:
+    """Per-class mean attention.
+
+    Args:
+        alpha: ``(B, m, n)`` (any ``(B, ...)``).
+        labels: ``(B,)`` integer class labels in ``[0, num_classes)``.
+        num_classes: number of classes (default ``labels.max() + 1``).
+    Returns:
+        ``means (C, ...)`` (NaN for a class without samples) and ``counts (C,)``.
+    """
+    if labels.dim() != 1 or labels.shape[0] != alpha.shape[0]:
+        raise ValueError(f"labels must have shape ({alpha.shape[0]},), got {tuple(labels.shape)}")
+    labels = labels.long()
+    c = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    flat = alpha.reshape(alpha.shape[0], -1)
+    sums = torch.zeros(c, flat.shape[1], dtype=flat.dtype, device=flat.device).index_add_(0, labels, flat)
+    counts = torch.bincount(labels, minlength=c)
+    means = sums / counts.unsqueeze(1).to(flat.dtype)  # 0/0 -> NaN for an empty class
+    return means.reshape(c, *alpha.shape[1:]), counts
+
+
+def between_class_distance(means: Tensor) -> Tensor:
+    """Mean pairwise cosine distance between class-mean attention vectors (classes with NaN are skipped).
+
+    Args:
+        means: ``(C, ...)``, e.g. the first output of :func:`class_means`.
+    Returns:
+        0-d tensor; NaN when fewer than 2 classes have samples.
+    """
+    flat = means.reshape(means.shape[0], -1)
+    flat = flat[~torch.isnan(flat).any(1)]
+    if flat.shape[0] < 2:
+        return torch.tensor(float("nan"))
+    return pairwise_cosine_distance(flat)

@@ -1,0 +1,136 @@
+"""Which algorithm runs: forcing one (argument, global setter, context manager) and the automatic choice.
+
+Precedence: an explicit ``algorithm=`` other than ``"auto"`` wins; otherwise the algorithm set by
+:func:`use_algorithm` (where it applies to the shape: ``"matmul"`` only fits unpadded 1x1 convolutions, other
+shapes then fall back to the automatic choice); otherwise :func:`choose`.
+
+The automatic choice is a rule table measured with ``benchmarks/bench_speed.py`` (see benchmarks/README.md).
+With :func:`set_benchmark` ``(True)`` it instead times every candidate once per shape, forward and backward,
+and caches the winner (like ``torch.backends.cudnn.benchmark``).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from .algorithms import IMPLEMENTED
+from .unfold import ConvGeometry
+
+__all__ = ["ALGORITHMS", "use_algorithm", "get_algorithm", "set_benchmark", "choose", "resolve",
+           "clear_cache"]
+
+ALGORITHMS = ("auto", *IMPLEMENTED)
+
+_forced: str = "auto"
+_benchmark: bool = False
+_cache: dict[tuple, str] = {}
+
+
+def check_algorithm(algorithm: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+
+
+class use_algorithm:  # noqa: N801 - used like torch.set_grad_enabled
+    """Force an algorithm for every ``dynamic_conv``/``kw_conv`` called with ``algorithm="auto"``.
+
+    Works as a global setter, ``kwlab.ops.use_algorithm("unfold")``, and as a context manager that restores
+    the previous setting::
+
+        with kwlab.ops.use_algorithm("loop"):
+            model(x).sum().backward()
+
+    Args:
+        algorithm: one of :data:`ALGORITHMS`; ``"auto"`` restores the automatic choice.
+    """
+
+    def __init__(self, algorithm: str) -> None:
+        global _forced
+        check_algorithm(algorithm)
+        self.previous = _forced
+        _forced = algorithm
+
+    def __enter__(self) -> "use_algorithm":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _forced
+        _forced = self.previous
+
+
+def get_algorithm() -> str:
+    """The globally forced algorithm (``"auto"`` when none)."""
+    return _forced
+
+
+def set_benchmark(enabled: bool) -> None:
+    """Time the candidates per shape on first use (True) instead of using the rule table (False)."""
+    global _benchmark
+    _benchmark = bool(enabled)
+    _cache.clear()
+
+
+def clear_cache() -> None:
+    """Forget the benchmarked choices."""
+    _cache.clear()
+
+
+def candidates(geo: ConvGeometry, device: torch.device) -> tuple[str, ...]:
+    """Algorithms that apply to this geometry (``"matmul"`` needs an unpadded 1x1 kernel)."""
+    if geo.pointwise:
+        return ("matmul", "grouped", "loop")
+    return ("unfold", "grouped", "loop")
+
+
+def choose(geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out: tuple[int, ...], channels: int,
+           out_channels: int) -> str:
+    """The rule table: the algorithm measured fastest for this kind of shape."""
+    if geo.pointwise:
+        return "matmul"
+    if x.device.type == "cuda":
+        return "grouped"  # cuDNN's grouped kernels; measured in benchmarks/README.md where a GPU was available
+    return "unfold"
+
+
+def resolve(algorithm: str, geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out, channels: int,
+            out_channels: int, timer: Callable[[str], float] | None = None) -> str:
+    """The algorithm to run for this call (see the module docstring for the precedence)."""
+    check_algorithm(algorithm)
+    if algorithm != "auto":
+        if algorithm == "matmul" and not geo.pointwise:
+            raise ValueError("algorithm='matmul' needs an unpadded 1x1 kernel (a linear layer); use 'unfold', "
+                             f"'loop' or 'grouped' for kernel {geo.kernel} with padding {geo.padding}")
+        return algorithm
+    if _forced != "auto" and (_forced != "matmul" or geo.pointwise):
+        return _forced
+    if _benchmark and timer is not None and not _compiling():
+        key = (x.device.type, x.dtype, tuple(x.shape), out_channels, geo.key(), torch.is_grad_enabled())
+        if key not in _cache:
+            times = {a: timer(a) for a in candidates(geo, x.device)}
+            _cache[key] = min(times, key=times.get)
+        return _cache[key]
+    return choose(geo, x, batch, spatial_out, channels, out_channels)
+
+
+def _compiling() -> bool:
+    try:
+        return torch.compiler.is_compiling()
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
+def time_call(fn: Callable[[], None], device: torch.device, repeat: int = 2) -> float:
+    """Best wall time of ``fn`` over ``repeat`` runs after one warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return best

@@ -1,0 +1,659 @@
+"""The probe: records the attention of dynamic layers and streams its statistics (the only place hooks live).
+
+Every dynamic layer follows the protocol of :mod:`kwlab.layers.base`: ``layer.attention(x)`` returns the
+mixing coefficients ``alpha (B, m, n)`` and ``layer.attention.tap`` sees the full coefficients, zero cell
+included. :class:`Probe` hooks both, and per layer accumulates (without keeping every ``alpha``):
+
+* a signed histogram of ``alpha`` over fixed bins (:data:`kwlab.metrics.DEFAULT_BINS`);
+* ``neg_frac`` (share of ``alpha < 0``) and ``neg_mass`` (share of ``sum |alpha|`` that is negative);
+* ``zero_mass``: share each mixture gave the zero cell before it was dropped (NaN without a zero cell);
+* per cell of the bank: mean ``|alpha|`` and how often it is a mixture's strongest cell;
+* ``entropy`` and ``effective_cells = exp(entropy)`` of each mixture's ``p = |alpha| / sum |alpha|``;
+* ``diversity``: mean pairwise cosine distance between the samples' flattened ``alpha`` within a batch,
+  averaged over batches;
+* per-class mean attention and ``class_distance`` (mean pairwise cosine distance of the class means) when
+  labels are given;
+* the temperature at capture time; optionally the first ``keep`` samples' ``alpha`` for heatmaps.
+
+Labels: call ``probe.set_labels(y)`` before a forward (they stay until replaced or cleared with
+``set_labels(None)``), or let :meth:`Probe.record` / :meth:`Probe.record_loader` do it for you.
+
+Example::
+
+    model = kwlab.create_model("resnet20_cifar", method="kw", preset="1x", num_classes=10)
+    with kwlab.Probe(model, layers="layer1.*", keep=16) as probe:
+        probe.record_loader(test_loader, max_batches=20)   # labels are taken from (x, y) batches
+    probe.summary()        # one row per layer: neg_frac, neg_mass, zero_mass, entropy, ...
+    probe.cell_usage()     # layer x warehouse cell: mean_abs, top_count
+    probe.save("runs/probe", config=cfg); kwlab.probe.load("runs/probe")
+
+Training: :class:`ProbeCallback` records the summary every ``k`` steps of :class:`kwlab.train.Trainer`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import numbers
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from . import metrics
+from .callbacks import Callback
+from .layers.base import DynamicLayer, dynamic_layers
+
+__all__ = ["Probe", "ProbeResult", "ProbeCallback", "load", "load_history", "select_layers"]
+
+_TABLES = ("summary", "cell_usage", "histogram", "per_class", "samples")
+_SUMMARY_COLUMNS = ["layer", "bank", "num_mixtures", "num_cells", "n_samples", "neg_frac", "neg_mass",
+                    "zero_mass", "entropy", "effective_cells", "diversity", "class_distance", "mean_abs",
+                    "temperature"]
+
+
+# ----------------------------------------------------------------------------------------------- selection
+def select_layers(model: nn.Module, layers: str | Sequence[str] | None = None) -> list[tuple[str, DynamicLayer]]:
+    """The dynamic layers of ``model`` whose qualified name matches any glob pattern of ``layers``.
+
+    Args:
+        model: any module.
+        layers: None (all dynamic layers), one pattern (``"layer1.*"``) or a list of patterns.
+    Raises:
+        ValueError: the model has no dynamic layers, or a pattern matches none of them (the message lists
+            the dynamic layers that exist).
+    """
+    found = list(dynamic_layers(model))
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no dynamic layers (subclasses of "
+                         "kwlab.layers.base.DynamicLayer); convert it first, e.g. with kwlab.kernelwarehouse(model)")
+    if layers is None:
+        return found
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"layers must be None, a glob pattern or a list of glob patterns, got {layers!r}")
+    names = [n for n, _ in found]
+    for p in patterns:
+        if not fnmatch.filter(names, p):
+            shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+            raise ValueError(f"layers pattern {p!r} matches no dynamic layer; the dynamic layers are: {shown}")
+    return [(n, m) for n, m in found if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+# --------------------------------------------------------------------------------------- per-layer state
+class _LayerStats:
+    """Streaming accumulators of one layer (tensors live on the attention's device; no host sync)."""
+
+    def __init__(self, name: str, layer: DynamicLayer, bins: Tensor, keep: int) -> None:
+        att = layer.attention
+        self.name = name
+        self.bank = layer.bank or name
+        self.m, self.n = att.num_mixtures, att.num_cells
+        self.zero_cell = bool(att.zero_cell)
+        self.bins = bins
+        self.keep = keep
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls = 0           # forward calls seen (recorded or not)
+        self.n_samples = 0       # samples recorded
+        self.numel = 0
+        self.acc: dict[str, Tensor] | None = None
+        self.diversity_batches = 0
+        self.zero_count = 0
+        self.temperature = float("nan")
+        self._temperature: Tensor | None = None
+        self.class_sum: Tensor | None = None     # (C, m, n)
+        self.class_count: Tensor | None = None   # (C,)
+        self.kept: list[Tensor] = []
+        self.kept_labels: list[Tensor] = []
+        self.n_kept = 0
+        self.pending_full: Tensor | None = None
+
+    def _zeros(self, device: torch.device) -> dict[str, Tensor]:
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
+        return {"hist": z(self.bins.numel() - 1), "neg_count": z(()), "neg_abs": z(()), "abs_sum": z(()),
+                "entropy": z(()), "effective": z(()), "cell_abs": z(self.n), "top": z(self.n),
+                "alpha_sum": z(self.m, self.n), "diversity": z(()), "zero": z(())}
+
+    def update(self, alpha: Tensor, full: Tensor | None, labels: Tensor | None, temperature: Tensor) -> None:
+        a = alpha.detach().float()
+        b = a.shape[0]
+        if self.acc is None:
+            self.acc = self._zeros(a.device)
+        acc = self.acc
+        absa = a.abs()
+        acc["hist"] += metrics.signed_histogram(a, self.bins)
+        neg = a < 0
+        acc["neg_count"] += neg.sum()
+        acc["neg_abs"] += (absa * neg).sum()
+        acc["abs_sum"] += absa.sum()
+        ent = metrics.attention_entropy(a)  # (B, m)
+        acc["entropy"] += ent.sum()
+        acc["effective"] += ent.exp().sum()
+        acc["cell_abs"] += absa.sum((0, 1))
+        acc["top"] += metrics.top_cell_counts(a)
+        acc["alpha_sum"] += a.sum(0)
+        if b >= 2:
+            acc["diversity"] += metrics.pairwise_cosine_distance(a)
+            self.diversity_batches += 1
+        if full is not None and self.zero_cell:
+            f = full.detach().float().abs()
+            acc["zero"] += (f[..., -1] / f.sum(-1).clamp_min(1e-12)).sum()
+            self.zero_count += f[..., -1].numel()
+        self.n_samples += b
+        self.numel += a.numel()
+        self._temperature = temperature.detach().clone()
+        if labels is not None:
+            self._add_classes(a, labels)
+        if self.n_kept < self.keep:
+            take = a[: self.keep - self.n_kept]
+            self.kept.append(take.cpu())
+            self.kept_labels.append(labels[: take.shape[0]].cpu() if labels is not None
+                                    else torch.full((take.shape[0],), -1, dtype=torch.long))
+            self.n_kept += take.shape[0]
+
+    def _add_classes(self, a: Tensor, labels: Tensor) -> None:
+        labels = labels.to(a.device).long()
+        c = int(labels.max()) + 1  # one small sync per labelled batch
+        if self.class_sum is None:
+            self.class_sum = torch.zeros(0, self.m, self.n, dtype=torch.float64, device=a.device)
+            self.class_count = torch.zeros(0, dtype=torch.float64, device=a.device)
+        if c > self.class_sum.shape[0]:
+            grow = c - self.class_sum.shape[0]
+            self.class_sum = torch.cat([self.class_sum, self.class_sum.new_zeros(grow, self.m, self.n)])
+            self.class_count = torch.cat([self.class_count, self.class_count.new_zeros(grow)])
+        self.class_sum.index_add_(0, labels, a.double())
+        self.class_count.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+
+    # ------------------------------------------------------------------------------------------- readout
+    def _get(self, key: str) -> Tensor:
+        return self.acc[key].cpu() if self.acc is not None else torch.zeros(())
+
+    def mean_alpha(self) -> Tensor:
+        if self.acc is None:
+            raise RuntimeError(f"layer {self.name!r} recorded nothing yet: run a forward while the probe is on")
+        return (self.acc["alpha_sum"] / self.n_samples).float()
+
+    def class_means(self) -> tuple[Tensor, Tensor] | None:
+        if self.class_sum is None:
+            return None
+        count = self.class_count.cpu()
+        means = self.class_sum.cpu() / count.reshape(-1, 1, 1)  # empty class -> NaN
+        return means, count
+
+    def summary_row(self) -> dict[str, Any]:
+        nan = float("nan")
+        mixtures = self.n_samples * self.m
+        row: dict[str, Any] = {"layer": self.name, "bank": self.bank, "num_mixtures": self.m,
+                               "num_cells": self.n, "n_samples": self.n_samples}
+        if self.acc is None:
+            row.update({k: nan for k in _SUMMARY_COLUMNS if k not in row})
+            return row
+        abs_sum = float(self._get("abs_sum"))
+        cm = self.class_means()
+        row.update({
+            "neg_frac": float(self._get("neg_count")) / self.numel,
+            "neg_mass": float(self._get("neg_abs")) / abs_sum if abs_sum > 0 else 0.0,
+            "zero_mass": float(self._get("zero")) / self.zero_count if self.zero_count else nan,
+            "entropy": float(self._get("entropy")) / mixtures,
+            "effective_cells": float(self._get("effective")) / mixtures,
+            "diversity": float(self._get("diversity")) / self.diversity_batches if self.diversity_batches else nan,
+            "class_distance": float(metrics.between_class_distance(cm[0])) if cm is not None else nan,
+            "mean_abs": abs_sum / self.numel,
+            "temperature": float(self._temperature) if self._temperature is not None else nan,
+        })
+        return row
+
+
+# ------------------------------------------------------------------------------------------------- probe
+class Probe:
+    """Record the attention of a model's dynamic layers and summarise it as tidy DataFrames.
+
+    Args:
+        model: a model with dynamic layers (KW, CondConv, DY-Conv, ODConv, KernelDNA, ...).
+        layers: None (all dynamic layers) or glob pattern(s) over qualified names, e.g. ``"layer1.*"``.
+        every: record one forward call out of ``every`` (per layer; the first call is recorded).
+        keep: keep the first ``keep`` samples' ``alpha (m, n)`` per layer for :meth:`samples` (heatmaps).
+        bins: histogram edges (default :data:`kwlab.metrics.DEFAULT_BINS`, 40 bins on [-1, 1]).
+
+    Use as a context manager (hooks removed on exit, also on error) or with :meth:`start` / :meth:`stop`.
+    Recording runs under ``torch.no_grad`` on detached tensors: outputs and gradients are unchanged.
+    """
+
+    def __init__(self, model: nn.Module, layers: str | Sequence[str] | None = None, every: int = 1,
+                 keep: int = 0, bins: Tensor | Sequence[float] | None = None) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        if not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"keep must be an integer >= 0, got {keep!r}")
+        edges = metrics.DEFAULT_BINS if bins is None else torch.as_tensor(bins, dtype=torch.float32)
+        if edges.dim() != 1 or edges.numel() < 2 or not bool((edges[1:] > edges[:-1]).all()):
+            raise ValueError("bins must be at least 2 strictly increasing edges")
+        self.model = model
+        self.every = every
+        self.keep = keep
+        self.bins = edges
+        self._layers = select_layers(model, layers)
+        self._stats = {name: _LayerStats(name, layer, edges, keep) for name, layer in self._layers}
+        self._handles: list[Any] = []
+        self._labels: Tensor | None = None
+
+    # ------------------------------------------------------------------------------------------ hooks
+    @property
+    def layers(self) -> list[str]:
+        """Qualified names of the probed layers, in model order."""
+        return [n for n, _ in self._layers]
+
+    @property
+    def active(self) -> bool:
+        """Whether hooks are currently registered."""
+        return bool(self._handles)
+
+    def start(self) -> "Probe":
+        """Register the hooks (one forward hook on each ``attention`` and one on each ``attention.tap``)."""
+        if self._handles:
+            raise RuntimeError("probe already started; call stop() first")
+        try:
+            for name, layer in self._layers:
+                stats = self._stats[name]
+                self._handles.append(layer.attention.tap.register_forward_hook(self._tap_hook(stats)))
+                self._handles.append(layer.attention.register_forward_hook(self._alpha_hook(stats, layer)))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> "Probe":
+        """Remove every hook this probe registered (safe to call twice)."""
+        while self._handles:
+            self._handles.pop().remove()
+        for s in self._stats.values():
+            s.pending_full = None
+        return self
+
+    def __enter__(self) -> "Probe":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @staticmethod
+    def _tap_hook(stats: _LayerStats):
+        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            stats.pending_full = output  # reference only; consumed by the attention hook right after
+        return hook
+
+    def _alpha_hook(self, stats: _LayerStats, layer: DynamicLayer):
+        def hook(module: nn.Module, inputs: Any, alpha: Tensor) -> None:
+            full, stats.pending_full = stats.pending_full, None
+            record = stats.calls % self.every == 0
+            stats.calls += 1
+            if not record:
+                return
+            labels = self._labels
+            if labels is not None and labels.shape[0] != alpha.shape[0]:
+                raise ValueError(f"probe labels have {labels.shape[0]} entries but layer {stats.name!r} "
+                                 f"saw a batch of {alpha.shape[0]}; call probe.set_labels(y) for this batch")
+            with torch.no_grad():
+                stats.update(alpha, full, labels, layer.attention.temperature)
+        return hook
+
+    # ---------------------------------------------------------------------------------------- recording
+    def set_labels(self, labels: Tensor | Sequence[int] | None) -> None:
+        """Class labels ``(B,)`` of the next forward(s); None clears them."""
+        if labels is None:
+            self._labels = None
+            return
+        y = torch.as_tensor(labels)
+        if y.dim() != 1 or y.is_floating_point():
+            raise ValueError(f"labels must be a 1-d integer tensor (B,), got dtype {y.dtype} shape {tuple(y.shape)}")
+        self._labels = y.detach()
+
+    def record(self, inputs: Any, labels: Tensor | Sequence[int] | None = None) -> Any:
+        """Run ``model(inputs)`` under ``torch.no_grad`` with ``labels`` set, recording attention.
+
+        Starts the probe for this call if it is not running (and stops it again, also on error). Returns the
+        model output. The model's train/eval mode is left as it is.
+        """
+        started_here = not self.active
+        if started_here:
+            self.start()
+        self.set_labels(labels)
+        try:
+            with torch.no_grad():
+                return self.model(inputs)
+        finally:
+            self._labels = None
+            if started_here:
+                self.stop()
+
+    def record_loader(self, loader: Iterable, max_batches: int | None = None, device: torch.device | str | None = None,
+                      progress: bool = True) -> "Probe":
+        """Record over a loader of ``(inputs, labels)`` batches (or bare inputs), at most ``max_batches``.
+
+        Inputs (and labels) are moved to ``device`` (default: the device of the model's first parameter).
+        """
+        from tqdm.auto import tqdm
+
+        if device is None:
+            p = next(self.model.parameters(), None)
+            device = p.device if p is not None else "cpu"
+        total = max_batches
+        if total is None and hasattr(loader, "__len__"):
+            total = len(loader)
+        elif total is not None and hasattr(loader, "__len__"):
+            total = min(total, len(loader))
+        started_here = not self.active
+        if started_here:
+            self.start()
+        try:
+            for i, batch in enumerate(tqdm(loader, total=total, desc="probe", disable=not progress, leave=False)):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, y = _split_batch(batch)
+                self.record(x.to(device), None if y is None else y.to(device))
+        finally:
+            if started_here:
+                self.stop()
+        return self
+
+    def reset(self) -> "Probe":
+        """Clear every accumulator (hooks stay as they are)."""
+        for s in self._stats.values():
+            s.reset()
+        return self
+
+    # ------------------------------------------------------------------------------------------ readout
+    def mean_alpha(self) -> dict[str, Tensor]:
+        """Mean ``alpha (m, n)`` per layer over every recorded sample."""
+        return {name: s.mean_alpha() for name, s in self._stats.items()}
+
+    def summary(self) -> pd.DataFrame:
+        """One row per layer: layer, bank, num_mixtures, num_cells, n_samples, neg_frac, neg_mass, zero_mass,
+        entropy, effective_cells, diversity, class_distance, mean_abs, temperature."""
+        return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=_SUMMARY_COLUMNS)
+
+    def cell_usage(self) -> pd.DataFrame:
+        """One row per (layer, warehouse cell): mean_abs (mean ``|alpha|`` over samples and mixtures),
+        top_count (times it was a mixture's strongest cell) and top_frac (top_count / mixtures)."""
+        rows = []
+        for s in self._stats.values():
+            if s.acc is None:
+                continue
+            cell_abs = (s._get("cell_abs") / (s.n_samples * s.m)).tolist()
+            top = s._get("top").tolist()
+            for c in range(s.n):
+                rows.append({"layer": s.name, "warehouse": s.bank, "cell": c, "mean_abs": cell_abs[c],
+                             "top_count": int(top[c]), "top_frac": top[c] / (s.n_samples * s.m)})
+        return pd.DataFrame(rows, columns=["layer", "warehouse", "cell", "mean_abs", "top_count", "top_frac"])
+
+    def histogram(self) -> pd.DataFrame:
+        """One row per (layer, bin): bin_left, bin_right, count, frac (count / coefficients of the layer)."""
+        edges = self.bins.tolist()
+        rows = []
+        for s in self._stats.values():
+            if s.acc is None:
+                continue
+            counts = s._get("hist").tolist()
+            for i, c in enumerate(counts):
+                rows.append({"layer": s.name, "bin_left": edges[i], "bin_right": edges[i + 1],
+                             "count": int(c), "frac": c / s.numel})
+        return pd.DataFrame(rows, columns=["layer", "bin_left", "bin_right", "count", "frac"])
+
+    def per_class(self) -> pd.DataFrame:
+        """One row per (layer, label, mixture, cell): mean_alpha over that class's samples, n_samples.
+
+        Raises:
+            RuntimeError: no labels were recorded.
+        """
+        rows = []
+        for s in self._stats.values():
+            cm = s.class_means()
+            if cm is None:
+                continue
+            means, counts = cm
+            for c in range(means.shape[0]):
+                if counts[c] == 0:
+                    continue
+                for j in range(s.m):
+                    for t in range(s.n):
+                        rows.append({"layer": s.name, "label": c, "mixture": j, "cell": t,
+                                     "mean_alpha": float(means[c, j, t]), "n_samples": int(counts[c])})
+        if not rows:
+            raise RuntimeError("per_class() needs labels: call probe.set_labels(y) before each forward, or use "
+                               "probe.record(x, labels=y) / probe.record_loader(loader)")
+        return pd.DataFrame(rows, columns=["layer", "label", "mixture", "cell", "mean_alpha", "n_samples"])
+
+    def samples(self) -> pd.DataFrame:
+        """Kept coefficients, one row per (layer, sample, mixture, cell): label (-1 if unknown), alpha.
+
+        Raises:
+            RuntimeError: the probe was created with ``keep=0``.
+        """
+        if self.keep == 0:
+            raise RuntimeError("no samples kept: create the probe with keep=N to keep N samples per layer")
+        frames = []
+        for s in self._stats.values():
+            if not s.kept:
+                continue
+            a = torch.cat(s.kept)          # (K, m, n)
+            y = torch.cat(s.kept_labels)   # (K,)
+            k, m, n = a.shape
+            idx = torch.arange(k * m * n)
+            frames.append(pd.DataFrame({
+                "layer": s.name, "sample": (idx // (m * n)).numpy(), "label": y.repeat_interleave(m * n).numpy(),
+                "mixture": ((idx // n) % m).numpy(), "cell": (idx % n).numpy(), "alpha": a.reshape(-1).numpy()}))
+        cols = ["layer", "sample", "label", "mixture", "cell", "alpha"]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+    def kept(self, layer: str) -> Tensor:
+        """Kept ``alpha (K, m, n)`` of one layer."""
+        if layer not in self._stats:
+            raise ValueError(f"layer must be one of the probed layers {self.layers}, got {layer!r}")
+        s = self._stats[layer]
+        return torch.cat(s.kept) if s.kept else torch.zeros(0, s.m, s.n)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every available table by name (per_class only with labels, samples only with keep > 0)."""
+        out = {"summary": self.summary(), "cell_usage": self.cell_usage(), "histogram": self.histogram()}
+        if any(s.class_sum is not None for s in self._stats.values()):
+            out["per_class"] = self.per_class()
+        if self.keep:
+            out["samples"] = self.samples()
+        return out
+
+    def save(self, directory: str | Path, config: Any = None) -> Path:
+        """Write every table (Parquet if pyarrow is installed, else CSV) and ``config.json``; see :func:`load`."""
+        return _save_tables(Path(directory), self.tables(), config)
+
+
+# ------------------------------------------------------------------------------------------- save/load
+def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        y = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
+        return batch[0], y
+    raise TypeError(f"a batch must be a tensor or an (inputs, labels) tuple, got {type(batch).__name__}")
+
+
+def _table_format() -> str:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return "csv"
+    return "parquet"
+
+
+def _config_to_dict(config: Any) -> Any:
+    if config is None:
+        return None
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if isinstance(config, dict):
+        return config
+    raise TypeError(f"config must be a dataclass instance, a dict or None, got {type(config).__name__}")
+
+
+def _save_tables(directory: Path, tables: dict[str, pd.DataFrame], config: Any) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    fmt = _table_format()
+    for name, df in tables.items():
+        if fmt == "parquet":
+            df.to_parquet(directory / f"{name}.parquet", index=False)
+        else:
+            df.to_csv(directory / f"{name}.csv", index=False)
+    meta = {"format": fmt, "tables": sorted(tables), "config": _config_to_dict(config)}
+    (directory / "probe.json").write_text(json.dumps(meta, indent=2, default=str))
+    return directory
+
+
+class ProbeResult:
+    """Tables of a saved probe (same readout methods as :class:`Probe`) and the run's ``config`` dict."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame], config: dict[str, Any] | None) -> None:
+        self._tables = tables
+        self.config = config
+
+    def _table(self, name: str) -> pd.DataFrame:
+        if name not in self._tables:
+            hint = {"per_class": "the probe recorded no labels", "samples": "the probe kept no samples (keep=0)"}
+            raise RuntimeError(f"no {name!r} table saved: {hint.get(name, 'missing file')}")
+        return self._tables[name].copy()
+
+    def summary(self) -> pd.DataFrame:
+        return self._table("summary")
+
+    def cell_usage(self) -> pd.DataFrame:
+        return self._table("cell_usage")
+
+    def histogram(self) -> pd.DataFrame:
+        return self._table("histogram")
+
+    def per_class(self) -> pd.DataFrame:
+        return self._table("per_class")
+
+    def samples(self) -> pd.DataFrame:
+        return self._table("samples")
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {k: v.copy() for k, v in self._tables.items()}
+
+
+def load(directory: str | Path) -> ProbeResult:
+    """Load what :meth:`Probe.save` wrote."""
+    directory = Path(directory)
+    meta_path = directory / "probe.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path} not found: directory must be one written by Probe.save()")
+    meta = json.loads(meta_path.read_text())
+    tables = {}
+    for name in meta["tables"]:
+        if meta["format"] == "parquet":
+            tables[name] = pd.read_parquet(directory / f"{name}.parquet")
+        else:
+            tables[name] = pd.read_csv(directory / f"{name}.csv")
+    return ProbeResult(tables, meta.get("config"))
+
+
+# --------------------------------------------------------------------------------------------- training
+def _native(v: Any) -> Any:
+    if isinstance(v, (str, bool)) or v is None:
+        return v
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        return float(v)
+    return str(v)
+
+
+class ProbeCallback(Callback):
+    """Record the probe summary every ``every`` training steps of :class:`kwlab.train.Trainer`.
+
+    The hooks exist only during recorded steps (registered in ``on_step_start``, removed in ``on_step_end``),
+    so other steps run at full speed. :meth:`history` is one tidy DataFrame per run, columns ``step, epoch``
+    followed by the :meth:`Probe.summary` columns (``neg_frac`` over training is
+    ``history().pivot(index="step", columns="layer", values="neg_frac")``).
+
+    Args:
+        every: record steps ``0, every, 2 * every, ...``.
+        layers: glob pattern(s) of the layers to probe (None: all).
+        bins: histogram edges for the probe (the histogram is not kept in the history).
+    """
+
+    def __init__(self, every: int = 10, layers: str | Sequence[str] | None = None,
+                 bins: Tensor | Sequence[float] | None = None) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.every = every
+        self.layers = layers
+        self.bins = bins
+        self._probe: Probe | None = None
+        self._rows: list[dict[str, Any]] = []
+
+    def _ensure_probe(self, trainer: Any) -> Probe:
+        if self._probe is None or self._probe.model is not trainer.model:
+            self._probe = Probe(trainer.model, layers=self.layers, bins=self.bins)
+        return self._probe
+
+    def on_fit_start(self, trainer: Any) -> None:
+        self._ensure_probe(trainer)
+
+    def on_step_start(self, trainer: Any, step: int) -> None:
+        if step % self.every == 0:
+            probe = self._ensure_probe(trainer)
+            probe.stop().reset().start()
+
+    def on_step_end(self, trainer: Any, step: int, inputs: Any, targets: Any, logits: Any, loss: float) -> None:
+        probe = self._probe
+        if probe is None or not probe.active:
+            return
+        probe.stop()
+        epoch = getattr(trainer, "epoch", None)
+        for row in probe.summary().to_dict("records"):
+            self._rows.append({"step": int(step), "epoch": _native(epoch),
+                               **{k: _native(v) for k, v in row.items()}})
+
+    def on_fit_end(self, trainer: Any) -> None:
+        if self._probe is not None:
+            self._probe.stop()
+        run_dir = getattr(trainer, "run_dir", None)
+        if run_dir is not None and self._rows:
+            self.save(run_dir)
+
+    def history(self) -> pd.DataFrame:
+        """Columns step, epoch, then the summary columns; one row per (recorded step, layer)."""
+        return pd.DataFrame(self._rows, columns=["step", "epoch", *_SUMMARY_COLUMNS])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python containers only (loads with ``torch.load(..., weights_only=True)``)."""
+        return {"every": self.every, "rows": [dict(r) for r in self._rows]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.every = int(state.get("every", self.every))
+        self._rows = [dict(r) for r in state.get("rows", [])]
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``probe_history.parquet`` (or ``.csv`` without pyarrow) into ``run_dir``; see :func:`load_history`."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        df = self.history()
+        if _table_format() == "parquet":
+            path = run_dir / "probe_history.parquet"
+            df.to_parquet(path, index=False)
+        else:
+            path = run_dir / "probe_history.csv"
+            df.to_csv(path, index=False)
+        return path
+
+
+def load_history(run_dir: str | Path) -> pd.DataFrame:
+    """Read the history that :meth:`ProbeCallback.save` wrote into ``run_dir``."""
+    run_dir = Path(run_dir)
+    for name, reader in (("probe_history.parquet", pd.read_parquet), ("probe_history.csv", pd.read_csv)):
+        if (run_dir / name).exists():
+            return reader(run_dir / name)
+    raise FileNotFoundError(f"no probe_history.parquet or probe_history.csv in {run_dir}")

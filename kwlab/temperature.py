@@ -1,0 +1,55 @@
+"""Temperature schedules for dynamic-convolution attention.
+
+KernelWarehouse blends its attention with a one-hot init pattern by a temperature tau that goes
+linearly from 1 to 0 over the first ``epochs`` epochs and then stays 0 (official: 20 epochs, 15 for
+the MobileNetV2 recipes), updated every iteration. Official formula (engine.get_temperature)::
+
+    T = iters_per_epoch * epochs
+    t = iters_per_epoch * epoch + (iteration_in_epoch + 1)
+    tau = end + max(0, (start - end) * (T - t) / max(1, T))
+
+so the very first training step already runs at tau slightly below ``start``. Explained in
+notebooks/02_kernelwarehouse_anatomy.ipynb and notebooks/03_train_cifar.ipynb.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TemperatureSchedule"]
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule:
+    """Linear temperature anneal, evaluated per training iteration.
+
+    Args:
+        iters_per_epoch: training iterations per epoch (len of the train loader).
+        epochs: anneal span in epochs (may be fractional for short runs).
+        start: temperature at step 0 (KW: 1.0; DY-Conv/ODConv: 30.0).
+        end: temperature after the span (KW: 0.0; DY-Conv/ODConv: 1.0).
+    """
+
+    iters_per_epoch: int
+    epochs: float = 20.0
+    start: float = 1.0
+    end: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.iters_per_epoch < 1:
+            raise ValueError(f"iters_per_epoch must be >= 1, got {self.iters_per_epoch}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+
+    @property
+    def total_steps(self) -> int:
+        return int(round(self.iters_per_epoch * self.epochs))
+
+    def at_step(self, step: int) -> float:
+        """Temperature for global iteration ``step`` (0-based: the first iteration is step 0)."""
+        total = self.total_steps
+        t = step + 1
+        return self.end + max(0.0, (self.start - self.end) * (total - t) / max(1, total))
+
+    def __call__(self, epoch: int, iteration: int) -> float:
+        """Temperature at ``iteration`` (0-based) of ``epoch`` (0-based), as the official loop computes it."""
+        return self.at_step(epoch * self.iters_per_epoch + iteration)
