@@ -200,6 +200,7 @@ def kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1
         if init == "static":
             _fill_from_static(new, module)
         _set_module(model, name, new)
+    model.kw_warehouse_order = list(plan.warehouses)   # official `weights` index order (see kwlab.official)
     return model
 
 

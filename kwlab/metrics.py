@@ -142,16 +142,18 @@ def pairwise_cosine_distance(alpha: Tensor) -> Tensor:
     Args:
         alpha: ``(B, ...)`` with ``B >= 2``.
     Returns:
-        0-d tensor.
+        0-d tensor (pass float64 for small distances: ``1 - cos`` cancels in float32).
     """
     b = alpha.shape[0]
     if b < 2:
         raise ValueError(f"pairwise_cosine_distance needs at least 2 samples, got batch size {b}")
-    v = alpha.reshape(b, -1).float()
+    v = alpha.reshape(b, -1)
+    if v.dtype not in (torch.float32, torch.float64):
+        v = v.float()
     v = v / v.norm(dim=1, keepdim=True).clamp_min(_EPS)
     sim = v @ v.T  # (B, B)
     off_diag = sim.sum() - sim.diagonal().sum()
-    return 1.0 - off_diag / (b * (b - 1))
+    return (1.0 - off_diag / (b * (b - 1))).clamp_min(0.0)  # >= 0 exactly; rounding can go below
 
 
 def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:

@@ -137,7 +137,7 @@ class _LayerStats:
         acc["top"] += metrics.top_cell_counts(a)
         acc["alpha_sum"] += a.sum(0)
         if b >= 2:
-            acc["diversity"] += metrics.pairwise_cosine_distance(a)
+            acc["diversity"] += metrics.pairwise_cosine_distance(a.double())  # 1 - cos cancels in fp32
             self.diversity_batches += 1
         if full is not None and self.zero_cell:
             f = full.detach().float().abs()

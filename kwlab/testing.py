@@ -24,7 +24,7 @@ from .layers.base import DynamicAttention, DynamicLayer
 from .ops import dynamic_conv, mix_cells
 
 __all__ = ["MixtureAttention", "MixtureConv2d", "TinyWarehouse", "TinyBlock", "TinyDynamicNet",
-           "hook_count"]
+           "hook_count", "reference_forward"]
 
 
 class MixtureAttention(DynamicAttention):
@@ -167,3 +167,30 @@ def hook_count(model: nn.Module) -> int:
         total += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
         total += len(getattr(m, "_backward_pre_hooks", {}))
     return total
+
+
+def reference_forward(net: TinyDynamicNet, x: Tensor, alphas: dict[str, Tensor] | None = None
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run :class:`TinyDynamicNet` by hand, without calling any ``attention`` module (so no hook fires).
+
+    Each layer's full coefficients come from ``attention.coefficients`` and its output from the per-sample
+    loop convolution; with ``alphas`` (name -> ``(m, n)``) those coefficients are used for every sample
+    instead (the reference of a frozen model).
+
+    Returns:
+        logits ``(B, num_classes)`` and the full coefficients ``(B, m, n + zero_cell)`` per layer name.
+    """
+    fulls: dict[str, Tensor] = {}
+
+    def run(name: str, layer: MixtureConv2d, h: Tensor) -> Tensor:
+        full = layer.attention.coefficients(h)
+        fulls[name] = full
+        alpha = full[..., : layer.attention.num_cells]
+        if alphas is not None:
+            alpha = alphas[name]
+        return layer.forward_with_alpha(h, alpha)
+
+    h = F.relu(run("stem", net.stem, x))
+    for i, block in enumerate(net.layer1):
+        h = F.relu(run(f"layer1.{i}.conv", block.conv, h)) + h
+    return net.head(h.mean(dim=(2, 3))), fulls

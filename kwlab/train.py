@@ -222,8 +222,8 @@ class RunConfig:
         if self.method not in _TEMPERATURE:
             return None
         start, end, official = _TEMPERATURE[self.method]
-        if self.method == "kw" and self.arch.startswith("mobilenetv2"):
-            official = 15.0
+        if self.method == "kw":
+            official = _official_temperature_epochs(self.arch, official)
         span = self.temperature_epochs if self.temperature_epochs is not None else min(official, 0.25 * self.epochs)
         start = self.temperature_start if self.temperature_start is not None else start
         end = self.temperature_end if self.temperature_end is not None else end
@@ -231,6 +231,18 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _official_temperature_epochs(arch: str, default: float) -> float:
+    """The registry's official KW anneal span for ``arch`` (ResNet/ConvNeXt 20, MobileNetV2 15)."""
+    if ":" not in arch:
+        try:
+            from .models import model_entry  # noqa: PLC0415
+
+            return float(model_entry(arch).temperature_epochs)
+        except (ImportError, ValueError, KeyError):
+            pass
+    return 15.0 if arch.startswith("mobilenetv2") else default
 
 
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:

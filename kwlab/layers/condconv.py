@@ -48,8 +48,8 @@ def _conv_geometry(in_channels: int, out_channels: int, kernel_size, stride, pad
     _check_positive_int("out_channels", out_channels)
     _check_positive_int("groups", groups)
     if in_channels % groups or out_channels % groups:
-        raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
-                         f"groups ({groups})")
+        raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
+                         f"by groups ({groups})")
     if padding_mode != "zeros":
         raise ValueError(f"padding_mode must be 'zeros' (the only mode the dynamic kernels support), "
                          f"got {padding_mode!r}")
@@ -76,8 +76,8 @@ def _init_like_conv(weight: Tensor, bias: Tensor | None) -> None:
 
 
 def _conv_repr(layer: nn.Module) -> str:
-    s = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, stride={layer.stride}, "
-         f"padding={layer.padding}")
+    s = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+         f"stride={layer.stride}, padding={layer.padding}")
     if layer.dilation != (1, 1):
         s += f", dilation={layer.dilation}"
     if layer.groups != 1:
@@ -115,8 +115,9 @@ class CondConv2d(DynamicLayer):
         num_experts: E, number of expert kernels (timm default 4; the ResNet18 "8x" table row uses 8).
 
     Shapes:
-        x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``. ``weight``: ``(E, O, I/groups, kh, kw)``,
-        ``bias``: ``(E, O)``. ``attention(x)``: routing ``(B, 1, E)``.
+        x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``.
+        ``weight``: ``(E, O, I/groups, kh, kw)``, ``bias``: ``(E, O)``.
+        ``attention(x)``: routing ``(B, 1, E)``.
 
     Experts and their biases are initialised like ``nn.Conv2d`` (kaiming-uniform a=sqrt(5)); the routing
     Linear keeps PyTorch's default init.
@@ -126,7 +127,8 @@ class CondConv2d(DynamicLayer):
                  groups: int = 1, bias: bool = False, *, num_experts: int = 4, padding_mode: str = "zeros",
                  device=None, dtype=None) -> None:
         super().__init__()
-        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                             padding_mode)
         self.num_experts = _check_positive_int("num_experts", num_experts)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
@@ -144,7 +146,7 @@ class CondConv2d(DynamicLayer):
         self.attention.fc.reset_parameters()
 
     def per_sample_kernel(self, alpha: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for routing ``alpha`` ``(B, 1, E)``."""
+        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for routing ``alpha`` (B, 1, E)."""
         r = alpha[:, 0]
         weight = (r @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
         bias = None if self.bias is None else r @ self.bias
@@ -152,10 +154,11 @@ class CondConv2d(DynamicLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.per_sample_kernel(self.attention(x))
-        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.algorithm)
+        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups,
+                            self.algorithm)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> "CondConv2d":
+    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> CondConv2d:
         """A CondConv2d with ``conv``'s geometry whose every expert is a copy of ``conv``'s weight (and bias).
 
         The output is then ``(sum_e r_e(x)) * conv(x)``: CondConv's routing is not normalised.

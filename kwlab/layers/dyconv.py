@@ -53,8 +53,8 @@ class DyConvAttention(DynamicAttention):
         temperature: initial T (30, the start of the paper's schedule).
     """
 
-    def __init__(self, in_channels: int, num_kernels: int, *, reduction: float = 0.25, temperature: float = 30.0,
-                 device=None, dtype=None) -> None:
+    def __init__(self, in_channels: int, num_kernels: int, *, reduction: float = 0.25,
+                 temperature: float = 30.0, device=None, dtype=None) -> None:
         if not reduction > 0:
             raise ValueError(f"reduction must be > 0, got {reduction!r}")
         super().__init__(1, num_kernels, temperature=temperature)
@@ -82,15 +82,17 @@ class DynamicConv2d(DynamicLayer):
         temperature: initial softmax temperature (see the module docstring for the schedule).
 
     Shapes:
-        x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``. ``weight``: ``(K, O, I/groups, kh, kw)``,
-        ``bias``: ``(K, O)``. ``attention(x)``: ``(B, 1, K)``, rows sum to 1.
+        x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``.
+        ``weight``: ``(K, O, I/groups, kh, kw)``, ``bias``: ``(K, O)``.
+        ``attention(x)``: ``(B, 1, K)``, rows sum to 1.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = False, *, num_kernels: int = 4, reduction: float = 0.25,
                  temperature: float = 30.0, padding_mode: str = "zeros", device=None, dtype=None) -> None:
         super().__init__()
-        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                             padding_mode)
         self.num_kernels = _check_positive_int("num_kernels", num_kernels)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
@@ -100,8 +102,8 @@ class DynamicConv2d(DynamicLayer):
         factory = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(num_kernels, *self._kernel_shape, **factory))
         self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **factory)) if bias else None
-        self.attention = DyConvAttention(in_channels, num_kernels, reduction=reduction, temperature=temperature,
-                                         **factory)
+        self.attention = DyConvAttention(in_channels, num_kernels, reduction=reduction,
+                                         temperature=temperature, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -111,7 +113,7 @@ class DynamicConv2d(DynamicLayer):
         self.attention.fc2.reset_parameters()
 
     def per_sample_kernel(self, alpha: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for attention ``alpha`` ``(B, 1, K)``."""
+        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for attention (B, 1, K)."""
         pi = alpha[:, 0]
         weight = (pi @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
         bias = None if self.bias is None else pi @ self.bias
@@ -119,10 +121,11 @@ class DynamicConv2d(DynamicLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.per_sample_kernel(self.attention(x))
-        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.algorithm)
+        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups,
+                            self.algorithm)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> "DynamicConv2d":
+    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> DynamicConv2d:
         """A DynamicConv2d with ``conv``'s geometry whose K kernels (and biases) all copy ``conv``.
 
         Because the attention is convex, its output equals ``conv(x)`` for any attention.

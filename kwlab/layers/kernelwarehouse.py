@@ -28,6 +28,9 @@ from .attention import KWAttention
 from .base import DynamicLayer
 from .warehouse import LayerSpec, WarehouseOptions, owned_cell_count, plan_warehouses
 
+# fx.wrap patches the calling module's globals: keep the dispatching op a single node in traced graphs.
+torch.fx.wrap("kw_conv")
+
 __all__ = ["Warehouse", "KWConv1d", "KWConv2d", "KWConv3d", "KWLinear", "KW_LAYERS", "warehouses"]
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import select
 from .algorithms import conv_backward, conv_forward
+from .contract import contract_applies, contract_backward, contract_forward, contract_sample_bytes
 from .layout import CellLayout, assemble_kernel, mix_cells, split_kernels
 from .select import ALGORITHMS, time_call
 from .unfold import ConvGeometry
@@ -198,6 +199,68 @@ class _KWConvFn(torch.autograd.Function):
         return gx, ga, gc, None, None, None
 
 
+class _KWContractFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha, cells, layout, geo):
+        ctx.layout, ctx.geo = layout, geo
+        ctx.save_for_backward(x, alpha, cells)
+        out_sp = geo.out_shape(x.shape[2:])
+        chunks = _chunks(x.shape[0], contract_sample_bytes(layout, cells.shape[0], out_sp, x.element_size()))
+        if len(chunks) == 1:
+            return contract_forward(x, alpha, cells, layout, geo)
+        out = x.new_empty(x.shape[0], layout.out_channels, *out_sp)
+        for a, b in chunks:
+            out[a:b] = contract_forward(x[a:b], alpha[a:b], cells, layout, geo)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, alpha, cells = ctx.saved_tensors
+        layout, geo = ctx.layout, ctx.geo
+        need_x, need_a, need_c = ctx.needs_input_grad[:3]
+        grad_out = grad_out.contiguous()
+        chunks = _chunks(x.shape[0], contract_sample_bytes(layout, cells.shape[0], grad_out.shape[2:],
+                                                           x.element_size()))
+        acc = torch.float32 if cells.dtype in (torch.float16, torch.bfloat16) else cells.dtype
+        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
+        ga = torch.empty(alpha.shape, dtype=alpha.dtype, device=alpha.device) if need_a else None
+        gcat = None
+        for a, b in chunks:
+            cx, ca, cc = contract_backward(x[a:b], alpha[a:b], cells, grad_out[a:b], layout, geo,
+                                           need_x, need_a, need_c)
+            if need_x:
+                gx[a:b] = cx
+            if need_a:
+                ga[a:b] = ca
+            if need_c:
+                gcat = cc.to(acc) if gcat is None else gcat.add_(cc)
+        gc = None
+        if need_c:
+            n, oc = cells.shape[:2]
+            gc = gcat.reshape(oc, n, *cells.shape[2:]).transpose(0, 1).to(cells.dtype).contiguous()
+        return gx, ga, gc, None, None
+
+
+def _kw_apply(x, alpha, cells, layout, geo, algorithm):
+    if algorithm == "contract":
+        return _KWContractFn.apply(x, alpha, cells, layout, geo)
+    return _KWConvFn.apply(x, alpha, cells, layout, geo, algorithm)
+
+
+def _kw_cost(layout: CellLayout, n: int, spatial_out, algorithm: str) -> float:
+    """Rough multiply-add count of one training step per sample (used to pick ``"contract"``).
+
+    Kernel assembly costs ``n * |W|`` per pass and runs 4 times in a training step (mix, re-mix in backward,
+    gradients w.r.t. alpha and cells) at roughly a third of the matrix-product efficiency of a convolution
+    (its inner dimension is only ``n``); the convolution itself costs ``|W| * L`` three times.
+    """
+    w = math.prod(layout.weight_shape)
+    L = math.prod(spatial_out)
+    if algorithm == "contract":
+        return 3.0 * n * layout.out_channels * layout.cell_in * math.prod(layout.cell_kernel) * L
+    return 3.0 * w * L + 4 * 2.5 * n * w
+
+
 def _kw_chunks(x: Tensor, layout: CellLayout, geo: ConvGeometry, algorithm: str, spatial_out):
     item = x.element_size()
     per = math.prod(layout.weight_shape) * item * 2  # assembled kernel and its gradient
@@ -249,9 +312,10 @@ def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: T
 
     def timer(algo: str) -> float:
         if not torch.is_grad_enabled():
-            return time_call(lambda: _KWConvFn.apply(x, alpha, cells, layout, geo, algo), x.device)
+            return time_call(lambda: _kw_apply(x, alpha, cells, layout, geo, algo), x.device)
         xd, ad, cd = (t.detach().requires_grad_() for t in (x, alpha, cells))
-        return time_call(lambda: _KWConvFn.apply(xd, ad, cd, layout, geo, algo).sum().backward(), x.device)
+        return time_call(lambda: _kw_apply(xd, ad, cd, layout, geo, algo).sum().backward(), x.device)
 
-    algo = select.resolve(algorithm, geo, x, b, spatial_out, c, o, timer)
-    return _add_bias(_KWConvFn.apply(x, alpha, cells, layout, geo, algo), bias)
+    algo = select.resolve(algorithm, geo, x, b, spatial_out, c, o, timer, contract_applies(layout, geo),
+                          lambda a: _kw_cost(layout, cells.shape[0], spatial_out, a))
+    return _add_bias(_kw_apply(x, alpha, cells, layout, geo, algo), bias)

@@ -21,7 +21,7 @@ from .unfold import ConvGeometry
 __all__ = ["ALGORITHMS", "use_algorithm", "get_algorithm", "set_benchmark", "choose", "resolve",
            "clear_cache"]
 
-ALGORITHMS = ("auto", *IMPLEMENTED)
+ALGORITHMS = ("auto", *IMPLEMENTED, "contract")
 
 _forced: str = "auto"
 _benchmark: bool = False
@@ -77,11 +77,18 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def candidates(geo: ConvGeometry, device: torch.device) -> tuple[str, ...]:
-    """Algorithms that apply to this geometry (``"matmul"`` needs an unpadded 1x1 kernel)."""
-    if geo.pointwise:
-        return ("matmul", "grouped", "loop")
-    return ("unfold", "grouped", "loop")
+def candidates(geo: ConvGeometry, contract_ok: bool = False) -> tuple[str, ...]:
+    """Algorithms that apply (``"matmul"`` needs an unpadded 1x1 kernel, ``"contract"`` a KW layer)."""
+    base = ("matmul", "grouped", "loop") if geo.pointwise else ("unfold", "grouped", "loop")
+    return (*base, "contract") if contract_ok else base
+
+
+def _applies(algorithm: str, geo: ConvGeometry, contract_ok: bool) -> bool:
+    if algorithm == "matmul":
+        return geo.pointwise
+    if algorithm == "contract":
+        return contract_ok
+    return True
 
 
 def choose(geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out: tuple[int, ...], channels: int,
@@ -95,23 +102,30 @@ def choose(geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out: tuple[in
 
 
 def resolve(algorithm: str, geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out, channels: int,
-            out_channels: int, timer: Callable[[str], float] | None = None) -> str:
+            out_channels: int, timer: Callable[[str], float] | None = None, contract_ok: bool = False,
+            cost: Callable[[str], float] | None = None) -> str:
     """The algorithm to run for this call (see the module docstring for the precedence)."""
     check_algorithm(algorithm)
     if algorithm != "auto":
         if algorithm == "matmul" and not geo.pointwise:
             raise ValueError("algorithm='matmul' needs an unpadded 1x1 kernel (a linear layer); use 'unfold', "
                              f"'loop' or 'grouped' for kernel {geo.kernel} with padding {geo.padding}")
+        if algorithm == "contract" and not contract_ok:
+            raise ValueError("algorithm='contract' needs kw_conv with groups=1 and cells that are 1x1 "
+                             "spatially or the whole kernel; use 'unfold', 'loop' or 'grouped'")
         return algorithm
-    if _forced != "auto" and (_forced != "matmul" or geo.pointwise):
+    if _forced != "auto" and _applies(_forced, geo, contract_ok):
         return _forced
     if _benchmark and timer is not None and not _compiling():
         key = (x.device.type, x.dtype, tuple(x.shape), out_channels, geo.key(), torch.is_grad_enabled())
         if key not in _cache:
-            times = {a: timer(a) for a in candidates(geo, x.device)}
+            times = {a: timer(a) for a in candidates(geo, contract_ok)}
             _cache[key] = min(times, key=times.get)
         return _cache[key]
-    return choose(geo, x, batch, spatial_out, channels, out_channels)
+    choice = choose(geo, x, batch, spatial_out, channels, out_channels)
+    if contract_ok and cost is not None and cost("contract") < cost(choice):
+        return "contract"
+    return choice
 
 
 def _compiling() -> bool:

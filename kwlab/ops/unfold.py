@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ConvGeometry", "unfold_nd", "fold_nd"]
+__all__ = ["ConvGeometry", "unfold_view", "unfold_nd", "fold_nd"]
 
 
 class ConvGeometry:
@@ -78,8 +78,24 @@ def _string_padding(padding: str, kernel, stride, dilation) -> tuple[int, ...]:
     raise ValueError(f"padding must be an int, a tuple of ints, 'same' or 'valid', got {padding!r}")
 
 
+def unfold_view(x: Tensor, geo: ConvGeometry) -> Tensor:
+    """Sliding windows of ``x`` as a strided view ``(B, C, *S_out, *k)`` (padding makes one copy)."""
+    d = geo.dim
+    if any(geo.padding):
+        pad = []
+        for p in reversed(geo.padding):
+            pad += [p, p]
+        x = F.pad(x, pad)
+    for i in range(d):
+        k, s, dl = geo.kernel[i], geo.stride[i], geo.dilation[i]
+        x = x.unfold(2 + i, dl * (k - 1) + 1, s)
+        if dl > 1:
+            x = x[..., ::dl]
+    return x
+
+
 def unfold_nd(x: Tensor, geo: ConvGeometry) -> Tensor:
-    """Columns of ``x``.
+    """Columns of ``x`` (im2col; faster than ``F.unfold`` on CPU).
 
     Args:
         x: ``(B, C, *S)``.
@@ -93,21 +109,9 @@ def unfold_nd(x: Tensor, geo: ConvGeometry) -> Tensor:
         if any(s != 1 for s in geo.stride):
             x = x[(slice(None), slice(None), *(slice(None, None, s) for s in geo.stride))]
         return x.reshape(b, c, -1)
-    if d == 2:
-        return F.unfold(x, geo.kernel, geo.dilation, geo.padding, geo.stride)
-    if any(geo.padding):
-        pad = []
-        for p in reversed(geo.padding):
-            pad += [p, p]
-        x = F.pad(x, pad)
-    for i in range(d):
-        k, s, dl = geo.kernel[i], geo.stride[i], geo.dilation[i]
-        x = x.unfold(2 + i, dl * (k - 1) + 1, s)
-        if dl > 1:
-            x = x[..., ::dl]
     # (B, C, *L, *k) -> (B, C, *k, *L)
     perm = (0, 1, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))
-    return x.permute(perm).reshape(b, c * math.prod(geo.kernel), -1)
+    return unfold_view(x, geo).permute(perm).reshape(b, c * math.prod(geo.kernel), -1)
 
 
 def fold_nd(cols: Tensor, spatial: tuple[int, ...], geo: ConvGeometry) -> Tensor:
@@ -123,6 +127,10 @@ def fold_nd(cols: Tensor, spatial: tuple[int, ...], geo: ConvGeometry) -> Tensor
         return x
     if geo.dim == 2:
         return F.fold(cols, spatial, geo.kernel, geo.dilation, geo.padding, geo.stride)
+    if geo.dim == 1:
+        one = lambda t: (1, t[0])  # noqa: E731 - 1-d as 2-d with height 1
+        return F.fold(cols, one(spatial), one(geo.kernel), one(geo.dilation), (0, geo.padding[0]),
+                      one(geo.stride)).reshape(b, c, *spatial)
     # generic: the adjoint of the view-based unfold, through autograd
     with torch.enable_grad():
         x = cols.new_zeros(b, c, *spatial, requires_grad=True)

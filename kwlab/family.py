@@ -1,0 +1,321 @@
+"""Convert a static ConvNet into one of KernelWarehouse's relatives: CondConv, DY-Conv, ODConv, KernelDNA.
+
+``convert(model, method)`` swaps ``nn.Conv2d`` layers in place for the method's layer and returns the
+model. Each converted layer starts from the static conv it replaces (every expert/kernel is a copy of
+its weight and bias), so:
+
+* DY-Conv reproduces the static output exactly, for any attention (its mixture is convex);
+* CondConv gives ``(sum_e r_e(x)) * conv(x)`` (sigmoid routing is not normalised);
+* ODConv reproduces it where the channel, filter and spatial attentions equal 1;
+* KernelDNA children take their *parent's* kernel; with the gate at 1 they reproduce the parent conv.
+
+Default wiring on a ResNet (``METHODS[method]``), following the reference digest (sections 2-4):
+
+============ ======================= ==================== =========================================
+method       converted               kept static          layer defaults
+============ ======================= ==================== =========================================
+condconv     every conv but...       stem, downsample     ``num_experts=8`` (the ResNet18 "8x" row)
+dyconv       every conv but...       stem                 ``num_kernels=4`` (downsample converted)
+odconv       every conv but...       stem, downsample     ``num_kernels=4``, reduction 1/16, min 16
+kerneldna    later blocks' spatial   stem, downsample,    ``reduction=4``; last two stages
+             convs of a stage        parents (block 0)
+============ ======================= ==================== =========================================
+
+Rules (in this order):
+
+1. candidates: every ``nn.Conv2d`` of ``model`` (an already dynamic layer is never touched);
+2. if ``include`` is None, the method's wiring applies: the *stem* (the first conv in registration order)
+   and, where the method keeps them static, *downsample* convs (a name component containing
+   "downsample" or "shortcut", e.g. torchvision's ``layer2.0.downsample.0``) are dropped. If ``include``
+   is given it replaces that wiring: exactly the convs matching it are candidates;
+3. convs matching ``exclude`` are dropped;
+4. patterns (str or sequence of str) match a qualified name by ``fnmatch`` or as a module prefix
+   (``"layer4"`` matches ``layer4.1.conv2``);
+5. ``preset="Nx"`` (e.g. "4x", "8x") sets the kernel count of condconv/dyconv/odconv; explicit layer
+   keywords win over the preset and the defaults.
+
+KernelDNA pairing (``stages=`` keyword, default ``"late"``): a *stage* is an ``nn.Sequential`` or
+``nn.ModuleList`` whose children are all blocks (non-conv modules that contain a conv); ``"late"`` takes the
+last two stages found (ResNet: ``layer3``, ``layer4``, as the official code), ``"all"`` every stage, or
+pass stage names. In a stage, a candidate spatial conv (kernel > 1x1) of block j > 0 becomes a child of
+the same-shape (weight shape and groups) conv of the earliest block that has one; same relative name is
+preferred (``layerX.0.conv2`` for every 3x3 of a ResNet18 stage). Parents stay static ``nn.Conv2d``.
+The official KernelDNA ResNets instead rebuild the stage with extra depth; kwlab does not reproduce that.
+The rule is tuned for ResNets: torchvision-style MobileNetV2 has no stage containers (``features`` is one
+stage), so its depthwise convs get paired and the SE gates (rd 4 on 6x-expanded widths) make the model
+larger (5.00M vs 3.50M static; official KernelDNA MBv2 shares the 1x1 convs instead: 3.14M).
+
+Parameter counts of a torchvision-shaped ResNet18 (1000 classes) under the default wiring, checked in
+tests/test_family.py where a published number exists: ODConv 1x 11.94M and 4x 44.90M (README: same);
+DY-Conv 4x 45.47M (KW/ODConv table: 45.47M); CondConv 8x 88.62M (table: 81.35M; that row's wiring is
+not documented and no kwlab wiring reproduces it); KernelDNA 6.12M (official, with depth rewiring: 9.24M).
+
+Temperatures: DY-Conv and ODConv anneal T from 30 to 1 over 10 epochs (``METHODS[m].schedule(iters)``
+gives the :class:`kwlab.temperature.TemperatureSchedule`); new layers start at T = 30.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from kwlab.layers.base import DynamicLayer
+from kwlab.layers.condconv import CondConv2d
+from kwlab.layers.dyconv import DynamicConv2d
+from kwlab.layers.kerneldna import KernelDNAConv2d
+from kwlab.layers.odconv import ODConv2d
+from kwlab.temperature import TemperatureSchedule
+
+__all__ = ["FamilyMethod", "METHODS", "convert", "conversion_plan", "find_stages", "kerneldna_pairs"]
+
+Patterns = str | Sequence[str] | None
+
+
+@dataclass(frozen=True)
+class FamilyMethod:
+    """One dynamic-convolution method and its default wiring on a ResNet.
+
+    Attributes:
+        name: registry key.
+        layer: the layer class (has ``from_conv``).
+        defaults: layer keywords used by :func:`convert` unless overridden.
+        static_stem: keep the first conv static.
+        static_downsample: keep downsample/shortcut convs static.
+        count_arg: the layer keyword a preset "Nx" sets (None: no presets).
+        temperature: ``(start, end, epochs)`` of the linear temperature anneal, or None.
+        reference: paper / code the wiring follows.
+    """
+
+    name: str
+    layer: type[DynamicLayer]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    static_stem: bool = True
+    static_downsample: bool = True
+    count_arg: str | None = None
+    temperature: tuple[float, float, float] | None = None
+    reference: str = ""
+
+    def schedule(self, iters_per_epoch: int) -> TemperatureSchedule | None:
+        """The temperature schedule for a loader of ``iters_per_epoch`` batches (None: no temperature)."""
+        if self.temperature is None:
+            return None
+        start, end, epochs = self.temperature
+        return TemperatureSchedule(iters_per_epoch, epochs=epochs, start=start, end=end)
+
+    def preset_kwargs(self, preset: str) -> dict[str, Any]:
+        """Layer keywords for a preset such as "4x"."""
+        m = re.fullmatch(r"\s*(\d+)\s*[x\u00d7]\s*", str(preset))
+        if self.count_arg is None or m is None or int(m.group(1)) < 1:
+            allowed = ("none (KernelDNA has no kernel count)" if self.count_arg is None
+                       else "'1x', '2x', '4x', '8x', ...")
+            raise ValueError(f"preset for method {self.name!r} must be one of {allowed}, got {preset!r}")
+        return {self.count_arg: int(m.group(1))}
+
+
+METHODS: dict[str, FamilyMethod] = {
+    "condconv": FamilyMethod(
+        "condconv", CondConv2d, {"num_experts": 8}, static_stem=True, static_downsample=True,
+        count_arg="num_experts", temperature=None,
+        reference="Yang et al. 2019; ResNet18 '8x' row of the KW/ODConv table (block convs, 8 experts)"),
+    "dyconv": FamilyMethod(
+        "dyconv", DynamicConv2d, {"num_kernels": 4}, static_stem=True, static_downsample=False,
+        count_arg="num_kernels", temperature=(30.0, 1.0, 10.0),
+        reference="Chen et al. 2020: every conv but the first (downsample included), K = 4"),
+    "odconv": FamilyMethod(
+        "odconv", ODConv2d, {"num_kernels": 4}, static_stem=True, static_downsample=True,
+        count_arg="num_kernels", temperature=(30.0, 1.0, 10.0),
+        reference="OSVAI/ODConv models/od_resnet.py: block convs; stem, downsample, fc static"),
+    "kerneldna": FamilyMethod(
+        "kerneldna", KernelDNAConv2d, {"reduction": 4}, static_stem=True, static_downsample=True,
+        count_arg=None, temperature=None,
+        reference="haiduo/KernelDNA: children share a parent kernel in the last two stages (no rewiring)",
+    ),
+}
+
+_SHORTCUT_WORDS = ("downsample", "shortcut")
+
+
+def _as_patterns(patterns: Patterns, name: str) -> tuple[str, ...] | None:
+    if patterns is None:
+        return None
+    if isinstance(patterns, str):
+        return (patterns,)
+    if isinstance(patterns, Sequence) and all(isinstance(p, str) for p in patterns):
+        return tuple(patterns)
+    raise ValueError(f"{name} must be None, a str or a sequence of str (glob patterns), got {patterns!r}")
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) or name == p or name.startswith(p + ".") for p in patterns)
+
+
+def _is_shortcut(name: str) -> bool:
+    return any(word in part for part in name.split(".") for word in _SHORTCUT_WORDS)
+
+
+def _plain_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """Every ``nn.Conv2d`` of ``model`` except those inside a dynamic layer (e.g. ODConv's attention)."""
+    dynamic = [n for n, m in model.named_modules() if isinstance(m, DynamicLayer)]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)
+            and not any(n == d or n.startswith(d + ".") or d == "" for d in dynamic)]
+
+
+def conversion_plan(model: nn.Module, method: str, *, include: Patterns = None,
+                    exclude: Patterns = None) -> list[str]:
+    """Qualified names of the convs :func:`convert` would replace (KernelDNA: candidates before pairing)."""
+    spec = _method(method)
+    inc, exc = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
+    convs = _plain_convs(model)
+    if inc is not None:
+        names = [n for n, _ in convs if _matches(n, inc)]
+    else:
+        stem = convs[0][0] if convs else None
+        names = [n for n, _ in convs
+                 if not (spec.static_stem and n == stem) and not (spec.static_downsample and _is_shortcut(n))]
+    if exc is not None:
+        names = [n for n in names if not _matches(n, exc)]
+    return names
+
+
+def _method(method: str) -> FamilyMethod:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    return METHODS[method]
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def find_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Outermost ``nn.Sequential``/``nn.ModuleList`` containers whose children are all blocks (>= 2 of them).
+
+    A block is a module that is not itself a conv but contains one. ResNet: ``layer1`` .. ``layer4``.
+    """
+    found: list[tuple[str, nn.Module]] = []
+
+    def is_block(m: nn.Module) -> bool:
+        return not isinstance(m, nn.Conv2d) and any(isinstance(s, nn.Conv2d) for s in m.modules())
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for child_name, child in module.named_children():
+            name = f"{prefix}.{child_name}" if prefix else child_name
+            kids = list(child.children())
+            container = isinstance(child, (nn.Sequential, nn.ModuleList))
+            if container and len(kids) >= 2 and all(map(is_block, kids)):
+                found.append((name, child))
+            else:
+                visit(name, child)
+
+    visit("", model)
+    return found
+
+
+def kerneldna_pairs(model: nn.Module, *, stages: str | Sequence[str] = "late",
+                    candidates: Sequence[str] | None = None) -> dict[str, str]:
+    """``{child conv name: parent conv name}`` for the KernelDNA pairing rule (module docstring).
+
+    Args:
+        stages: "late" (last two stages), "all", or stage names (see :func:`find_stages`).
+        candidates: conv names allowed to become children (default: all).
+    """
+    all_stages = find_stages(model)
+    if isinstance(stages, str) and stages in ("late", "all"):
+        chosen = all_stages[-2:] if stages == "late" else all_stages
+    elif isinstance(stages, str) or not isinstance(stages, Sequence):
+        raise ValueError(f"stages must be 'late', 'all' or a sequence of stage names, got {stages!r}")
+    else:
+        by_name = dict(all_stages)
+        missing = [s for s in stages if s not in by_name]
+        if missing:
+            raise ValueError(f"stages {missing} are not stages of the model; found {sorted(by_name)}")
+        chosen = [(s, by_name[s]) for s in stages]
+    allowed = None if candidates is None else set(candidates)
+    pairs: dict[str, str] = {}
+    for stage_name, stage in chosen:
+        # shape key -> [(relative name, full name)] of the first block holding that shape
+        parents: dict[tuple, list[tuple[str, str]]] = {}
+        for block_name, block in stage.named_children():
+            block_convs = [(rel, m) for rel, m in block.named_modules()
+                           if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) and not _is_shortcut(rel)]
+            new_keys: dict[tuple, list[tuple[str, str]]] = {}
+            for rel, conv in block_convs:
+                full = f"{stage_name}.{block_name}.{rel}"
+                key = (tuple(conv.weight.shape), conv.groups)
+                if key in parents:
+                    if allowed is None or full in allowed:
+                        options = parents[key]
+                        same = [f for r, f in options if r == rel]
+                        pairs[full] = same[0] if same else options[0][1]
+                else:
+                    new_keys.setdefault(key, []).append((rel, full))
+            for key, convs in new_keys.items():
+                parents.setdefault(key, convs)
+    return pairs
+
+
+def convert(model: nn.Module, method: str, *, include: Patterns = None, exclude: Patterns = None,
+            preset: str | None = None, stages: str | Sequence[str] = "late",
+            **layer_kwargs: Any) -> nn.Module:
+    """Replace ``nn.Conv2d`` layers of ``model`` (in place) by ``method``'s dynamic layer; returns ``model``.
+
+    Args:
+        model: a static network; a lone ``nn.Conv2d`` is allowed (the new layer is then returned).
+        method: one of ``METHODS`` ("condconv", "dyconv", "odconv", "kerneldna").
+        include: glob patterns / module prefixes; if given, exactly the matching convs are candidates
+            (the method's default wiring is then ignored).
+        exclude: patterns of convs to keep static.
+        preset: "Nx" sets the kernel count (condconv, dyconv, odconv).
+        stages: KernelDNA only: "late", "all" or stage names.
+        **layer_kwargs: passed to the layer (e.g. ``num_kernels=2``, ``reduction=1/8``, ``temperature=1.0``).
+
+    Each new layer gets ``_bank`` = its qualified name, the same device/dtype and train/eval mode.
+    """
+    spec = _method(method)
+    kwargs = dict(spec.defaults)
+    if preset is not None:
+        kwargs.update(spec.preset_kwargs(preset))
+    kwargs.update(layer_kwargs)
+    if method != "kerneldna" and stages != "late":
+        raise ValueError(f"stages is only used by method 'kerneldna', got stages={stages!r} for {method!r}")
+    if isinstance(model, nn.Conv2d):  # a lone conv (KernelDNA: a standalone layer owning its kernel)
+        return spec.layer.from_conv(model, **kwargs)
+    names = conversion_plan(model, method, include=include, exclude=exclude)
+    modules = dict(model.named_modules())
+    if method == "kerneldna":
+        pairs = kerneldna_pairs(model, stages=stages, candidates=names)
+        for child, parent in pairs.items():
+            layer = KernelDNAConv2d.from_conv(modules[child], parent=modules[parent], **kwargs)
+            layer.parent_name = parent
+            layer._bank = child
+            _replace(model, child, layer)
+        return model
+    for name in names:
+        layer = spec.layer.from_conv(modules[name], **kwargs)
+        layer._bank = name
+        _replace(model, name, layer)
+    return model
+
+
+
+def _create_model_hook(method: str):
+    def hook(model: nn.Module, entry: Any, preset: str | None, **overrides: Any) -> nn.Module:
+        return convert(model, method, preset=preset, **overrides)
+
+    hook.__name__ = f"convert_{method}"
+    return hook
+
+
+try:  # let kwlab.create_model(arch, method=...) build these methods
+    from kwlab.models.registry import register_method
+except ImportError:  # pragma: no cover - registry not available
+    pass
+else:
+    for _name in METHODS:
+        register_method(_name, _create_model_hook(_name))

@@ -1,0 +1,162 @@
+"""KernelDNA: child convolutions derived from a shared parent kernel (Huang, Zhang, Ren; 2025).
+
+arXiv: https://arxiv.org/abs/2503.23379 ; code: https://github.com/haiduo/KernelDNA
+
+Child rule (a *static* modulation of the parent plus an input-dependent gate)::
+
+    W_i  = W_p * (1 + S_i) * (1 + F_i)       S_i (1, 1, kh, kw): per-tap scale (absent for 1x1)
+                                             F_i (O, 1, 1, 1):   per-output-filter scale; both zero-init
+    g(x) = sigmoid(FC2(ReLU(BN(FC1(GAP(x))))))   SE gate on the child's INPUT channels, FC1: I -> I/rd
+                                                 (no bias), FC2: I/rd -> I (bias), rd = 4
+    y    = conv(x * g(x), W_i)               one dense conv for the whole batch (no per-sample kernel)
+
+So a child is a parent conv with ODConv's input-channel attention alone; at init (S = F = 0) its kernel is
+the parent's. ``S`` and ``F`` do not depend on the input and fold into a static kernel at inference.
+
+Protocol: ``layer.attention(x)`` reports the gate as alpha ``(B, 1, I)``: the "bank" of a KernelDNA layer
+is its input channels. The ``temperature`` buffer has no effect (KernelDNA has no temperature).
+Batch size 1 in training mode: the gate's BatchNorm uses the running statistics for that forward (see
+:class:`kwlab.layers.odconv.BatchNorm2dSafe`).
+
+Sharing: ``KernelDNAConv2d(..., parent=conv)`` shares ``conv.weight`` (the very same Parameter, so
+``model.parameters()`` lists it once); with ``parent=None`` the layer owns its kernel.
+:func:`kwlab.family.convert` with ``method="kerneldna"`` pairs same-shape spatial convs of a stage: the
+first block holding a conv of a given shape keeps it as a static parent, and that shape's convs in later
+blocks become its children. The official KernelDNA ResNets go further and *rewire depth*: each of the
+last two stages is rebuilt as 3 blocks (6 convs) drawn from 3 parent kernels (ResNet18: 9.24M params,
++0.46 GMACs); kwlab keeps the original depth and does not reproduce that rewiring exactly.
+Checked against the official code (commit a8cb91a, ``models/KDNA_ResNet18.py``) and the reference digest
+(section 2).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import DynamicAttention, DynamicLayer
+from .condconv import _check_positive_int, _conv_geometry, _conv_repr
+from .odconv import BatchNorm2dSafe
+
+__all__ = ["KernelDNAConv2d", "KernelDNAGate"]
+
+
+class KernelDNAGate(DynamicAttention):
+    """SE gate on the input channels, ``sigmoid(FC2(ReLU(BN(FC1(GAP(x))))))``, alpha ``(B, 1, I)``.
+
+    Args:
+        in_channels: I.
+        reduction: rd; hidden width ``max(I // rd, 1)`` (official 4; 24 on MobileNetV2's 6x-expanded width).
+    """
+
+    def __init__(self, in_channels: int, *, reduction: int = 4, device=None, dtype=None) -> None:
+        _check_positive_int("reduction", reduction)
+        super().__init__(1, in_channels, temperature=1.0)
+        factory = dict(device=device, dtype=dtype)
+        self.hidden = max(in_channels // reduction, 1)
+        self.fc1 = nn.Conv2d(in_channels, self.hidden, 1, bias=False, **factory)
+        self.bn = BatchNorm2dSafe(self.hidden, **factory)
+        self.fc2 = nn.Conv2d(self.hidden, in_channels, 1, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """1x1 convs kaiming-normal (fan_out, relu) as in the official models; FC2 bias 0; BN 1/0."""
+        for m in (self.fc1, self.fc2):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.fc2.bias)
+        self.bn.reset_parameters()
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        h = F.relu(self.bn(self.fc1(F.adaptive_avg_pool2d(x, 1))))
+        return torch.sigmoid(self.fc2(h)).flatten(1).unsqueeze(1)
+
+
+class KernelDNAConv2d(DynamicLayer):
+    """A KernelDNA child conv: the parent's kernel, statically modulated, on SE-gated inputs.
+
+    Args mirror ``nn.Conv2d`` (``bias``: a static bias of the child, default False).
+
+    Args:
+        parent: the ``nn.Conv2d`` whose ``weight`` this child shares (shape ``(O, I/groups, kh, kw)`` and
+            ``groups`` must match); None: the layer owns a fresh kernel (kaiming-normal, fan_out).
+            The child keeps its own stride, padding and dilation.
+        reduction: rd of the input gate (4).
+
+    Shapes:
+        x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``; ``parent_weight``
+        ``(O, I/groups, kh, kw)``; ``spatial_scale`` ``(1, 1, kh, kw)`` or None (1x1);
+        ``filter_scale`` ``(O, 1, 1, 1)``; ``attention(x)``: gate ``(B, 1, I)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = False, *, parent: nn.Conv2d | None = None, reduction: int = 4,
+                 padding_mode: str = "zeros", device=None, dtype=None) -> None:
+        super().__init__()
+        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                             padding_mode)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
+        self.padding, self.dilation = geo["padding"], geo["dilation"]
+        shape = (out_channels, in_channels // groups, *self.kernel_size)
+        factory = dict(device=device, dtype=dtype)
+        if parent is None:
+            self.parent_weight = nn.Parameter(torch.empty(shape, **factory))
+            nn.init.kaiming_normal_(self.parent_weight, mode="fan_out", nonlinearity="relu")
+        else:
+            weight = getattr(parent, "weight", None)
+            if not isinstance(weight, nn.Parameter) or tuple(weight.shape) != shape or \
+                    getattr(parent, "groups", groups) != groups:
+                raise ValueError(f"parent must be a conv with weight shape {shape} and groups={groups}, got "
+                                 f"{type(parent).__name__} with weight "
+                                 f"{None if weight is None else tuple(weight.shape)}")
+            self.parent_weight = weight
+        self.parent_name = ""  # set by kwlab.family.convert, for display
+        self.spatial_scale = None if self.kernel_size == (1, 1) else \
+            nn.Parameter(torch.zeros(1, 1, *self.kernel_size, **factory))
+        self.filter_scale = nn.Parameter(torch.zeros(out_channels, 1, 1, 1, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(shape[1] * shape[2] * shape[3])
+            nn.init.uniform_(self.bias, -bound, bound)
+        self.attention = KernelDNAGate(in_channels, reduction=reduction, **factory)
+
+    def reset_parameters(self) -> None:
+        """Zero the static modulation (child = parent), re-initialise the gate; keep the shared kernel."""
+        if self.spatial_scale is not None:
+            nn.init.zeros_(self.spatial_scale)
+        nn.init.zeros_(self.filter_scale)
+        self.attention.reset_parameters()
+
+    def kernel(self) -> Tensor:
+        """The child's static kernel ``W_p * (1 + S) * (1 + F)``, ``(O, I/groups, kh, kw)``."""
+        w = self.parent_weight
+        if self.spatial_scale is not None:
+            w = w * (1 + self.spatial_scale)
+        return w * (1 + self.filter_scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = self.attention(x)
+        x = x * gate[:, 0, :, None, None]
+        return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, *, parent: nn.Conv2d | None = None, **kwargs: Any) -> KernelDNAConv2d:
+        """Replace ``conv`` by a child of ``parent`` (``conv``'s own weight is dropped, its bias kept);
+        with ``parent=None`` the layer copies ``conv``'s weight into its own kernel."""
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, parent=parent,
+                    padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
+                    **kwargs)
+        with torch.no_grad():
+            if parent is None:
+                layer.parent_weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer.train(conv.training)
+
+    def extra_repr(self) -> str:
+        s = _conv_repr(self)
+        return s + (f", parent={self.parent_name!r}" if self.parent_name else "")

@@ -1,0 +1,257 @@
+"""ODConv: Omni-Dimensional Dynamic Convolution (Li, Zhou, Yao; ICLR 2022).
+
+OpenReview: https://openreview.net/forum?id=DmpCfq6Mg39 ; code: https://github.com/OSVAI/ODConv
+
+Aggregation rule, per sample (four attentions from one shared squeeze)::
+
+    h    = ReLU(BN(fc(GAP(x))))                          fc: 1x1 conv I -> Hd, Hd = max(int(I/16), 16)
+    a_c  = sigmoid(channel_fc(h) / T)   (B, I)           input channels
+    a_f  = sigmoid(filter_fc(h) / T)    (B, O)           output filters   (skipped for depthwise convs)
+    a_s  = sigmoid(spatial_fc(h) / T)   (B, kh, kw)      kernel taps      (skipped for 1x1 convs)
+    a_w  = softmax(kernel_fc(h) / T)    (B, n)           the n kernels    (skipped for n = 1)
+    y    = [ (sum_i a_w,i * (a_s * W_i)) * (x . a_c) ] . a_f
+
+As in the official code, ``a_c`` and ``a_f`` multiply the activations (equivalent to scaling the kernel's
+input/output axes, cheaper), and a 1x1 conv with n = 1 runs as a plain convolution between the two
+scalings. A *skipped* attention is a tensor of ones of the documented shape (the official code returns
+the float 1.0, which breaks shape-inspecting tools: OSVAI/ODConv issue #13).
+
+Protocol: ``layer.attention(x)`` reports the **kernel attention** ``a_w`` as alpha ``(B, 1, n)``; all four
+come from ``layer.attention.all_attentions(x)`` (an :class:`ODConvAttentions` tuple, no hooks needed).
+``attention.frozen_alpha`` freezes the kernel attention only; the other three stay input-dependent.
+
+Temperature: ``T`` divides the logits of all four attentions; the official recipe anneals it linearly
+30 -> 1 over the first 10 epochs (``TemperatureSchedule(iters, epochs=10, start=30.0, end=1.0)``, see
+``kwlab.family.METHODS["odconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
+
+Batch size 1 in training mode: BatchNorm cannot compute statistics from one value per channel (the
+attention's map is 1x1 after GAP), the failure reported in OSVAI/ODConv issue #27. kwlab's
+:class:`BatchNorm2dSafe` then normalises with the running statistics, as in eval mode, and leaves them
+unchanged (same rule as the KW attention). Any other batch behaves exactly like ``nn.BatchNorm2d``.
+When a model is traced with ``torch.fx``, the train/eval flag of that BatchNorm is fixed at trace time.
+
+Parameter names follow the official ``modules/odconv.py`` (``weight``, ``attention.fc``, ``attention.bn``,
+``attention.{channel,filter,spatial,kernel}_fc``), so official checkpoints map one to one.
+Checked against the official code (commit 0901cc1) and the reference digest (section 3.3): ResNet18 with
+ODConv on every block conv has 11.94M (n = 1) and 44.90M (n = 4) parameters.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kwlab.ops import dynamic_conv
+
+from .base import DynamicAttention, DynamicLayer
+from .condconv import _check_positive_int, _conv_geometry, _conv_repr
+
+torch.fx.wrap("dynamic_conv")
+
+__all__ = ["ODConv2d", "ODConvAttention", "ODConvAttentions", "BatchNorm2dSafe", "batch_safe_batch_norm"]
+
+#: the official schedule: T goes 30 -> 1 over the first 10 epochs
+ODCONV_TEMPERATURE = (30.0, 1.0, 10.0)
+
+
+@torch.fx.wrap
+def batch_safe_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                          weight: Tensor | None, bias: Tensor | None, num_batches_tracked: Tensor | None,
+                          training: bool, momentum: float | None, eps: float) -> Tensor:
+    """``F.batch_norm`` that falls back to the running statistics when a training batch has a single
+    value per channel (e.g. batch 1 on a 1x1 map); the running statistics are then left unchanged."""
+    use_batch = training and (running_mean is None or x.numel() > x.shape[1])
+    factor = 0.0 if momentum is None else momentum
+    if use_batch and num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+        if momentum is None:
+            factor = 1.0 / float(num_batches_tracked)
+    return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, factor, eps)
+
+
+class BatchNorm2dSafe(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that accepts a training batch with one value per channel (uses running stats)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return batch_safe_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                     self.num_batches_tracked, self.training, self.momentum, self.eps)
+
+
+class ODConvAttentions(NamedTuple):
+    """The four ODConv attentions of a batch (skipped ones are tensors of ones)."""
+
+    channel: Tensor  #: (B, I) input-channel attention
+    filter: Tensor   #: (B, O) output-filter attention
+    spatial: Tensor  #: (B, kh, kw) kernel-tap attention
+    kernel: Tensor   #: (B, 1, n) kernel attention, = ``attention(x)``
+
+
+class ODConvAttention(DynamicAttention):
+    """The official ODConv attention (one squeeze, four heads).
+
+    Args:
+        in_channels, out_channels, kernel_size, groups: the conv's geometry (decide which heads exist).
+        num_kernels: n.
+        reduction: hidden width ``Hd = max(int(in_channels * reduction), min_hidden)``.
+        min_hidden: floor of the hidden width (official 16).
+        temperature: initial T (30, the start of the official schedule).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int,
+                 num_kernels: int, *, reduction: float = 1 / 16, min_hidden: int = 16,
+                 temperature: float = 30.0, device=None, dtype=None) -> None:
+        if not reduction > 0:
+            raise ValueError(f"reduction must be > 0, got {reduction!r}")
+        _check_positive_int("min_hidden", min_hidden)
+        super().__init__(1, num_kernels, temperature=temperature)
+        factory = dict(device=device, dtype=dtype)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = tuple(kernel_size)
+        self.hidden = max(int(in_channels * reduction), min_hidden)
+        self.fc = nn.Conv2d(in_channels, self.hidden, 1, bias=False, **factory)
+        self.bn = BatchNorm2dSafe(self.hidden, **factory)
+        self.channel_fc = nn.Conv2d(self.hidden, in_channels, 1, **factory)
+        depthwise = in_channels == groups and in_channels == out_channels
+        self.filter_fc = None if depthwise else nn.Conv2d(self.hidden, out_channels, 1, **factory)
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        self.spatial_fc = None if taps == 1 else nn.Conv2d(self.hidden, taps, 1, **factory)
+        self.kernel_fc = None if num_kernels == 1 else nn.Conv2d(self.hidden, num_kernels, 1, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: 1x1 convs kaiming-normal (fan_out, relu) with zero bias; BN weight 1, bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.bn.reset_parameters()
+
+    def squeeze(self, x: Tensor) -> Tensor:
+        """Shared hidden code ``h = ReLU(BN(fc(GAP(x))))``, ``(B, Hd, 1, 1)``."""
+        return F.relu(self.bn(self.fc(F.adaptive_avg_pool2d(x, 1))))
+
+    def _kernel(self, h: Tensor) -> Tensor:
+        if self.kernel_fc is None:
+            return h.new_ones(h.shape[0], 1, 1)
+        return torch.softmax(self.kernel_fc(h).flatten(1) / self.temperature, dim=-1).unsqueeze(1)
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        """Kernel attention ``(B, 1, n)`` (only this head is evaluated)."""
+        return self._kernel(self.squeeze(x))
+
+    def all_attentions(self, x: Tensor) -> ODConvAttentions:
+        """All four attentions for the layer input ``x`` ``(B, I, H, W)``.
+
+        The kernel attention passes through ``tap`` and honours ``frozen_alpha`` exactly like ``forward``.
+        """
+        h = self.squeeze(x)
+        t = self.temperature
+        b = h.shape[0]
+        channel = torch.sigmoid(self.channel_fc(h).flatten(1) / t)
+        if self.filter_fc is None:
+            filt = h.new_ones(b, self.out_channels)
+        else:
+            filt = torch.sigmoid(self.filter_fc(h).flatten(1) / t)
+        if self.spatial_fc is None:
+            spatial = h.new_ones(b, *self.kernel_size)
+        else:
+            spatial = torch.sigmoid(self.spatial_fc(h).flatten(1) / t).view(-1, *self.kernel_size)
+        if self.frozen_alpha is not None:
+            kernel = self.frozen_alpha.unsqueeze(0).expand(b, -1, -1)
+        else:
+            kernel = self.tap(self._kernel(h))
+        return ODConvAttentions(channel, filt, spatial, kernel)
+
+    def extra_repr(self) -> str:
+        heads = [n for n in ("filter", "spatial", "kernel") if getattr(self, f"{n}_fc") is None]
+        return f"hidden={self.hidden}, num_kernels={self.num_cells}, skipped={heads}"
+
+
+class ODConv2d(DynamicLayer):
+    """Omni-dimensional dynamic 2D convolution.
+
+    Args mirror ``nn.Conv2d`` (``bias`` defaults to False as in the official code; if True, a *static*
+    per-output bias is added after the filter attention, an extension for converting biased convs).
+
+    Args:
+        num_kernels: n, the kernel count ("ODConv (1x)" is n = 1, "(4x)" is n = 4; official default 4).
+        reduction: attention hidden width ``max(int(in_channels * reduction), min_hidden)`` (1/16).
+        min_hidden: 16.
+        temperature: initial T of all four attentions (see the module docstring).
+
+    Shapes:
+        x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``;
+        ``weight``: ``(n, O, I/groups, kh, kw)``;
+        ``attention(x)``: kernel attention ``(B, 1, n)``; ``attention.all_attentions(x)``: see
+        :class:`ODConvAttentions`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = False, *, num_kernels: int = 4, reduction: float = 1 / 16,
+                 min_hidden: int = 16, temperature: float = 30.0, padding_mode: str = "zeros",
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                             padding_mode)
+        self.num_kernels = _check_positive_int("num_kernels", num_kernels)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
+        self.padding, self.dilation = geo["padding"], geo["dilation"]
+        self.algorithm = "auto"
+        self._kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
+        # 1x1 with a single kernel: the kernel is static up to a per-sample scalar -> plain conv
+        self._static_kernel = self.kernel_size == (1, 1) and num_kernels == 1
+        factory = dict(device=device, dtype=dtype)
+        self.weight = nn.Parameter(torch.empty(num_kernels, *self._kernel_shape, **factory))
+        self.bias = nn.Parameter(torch.zeros(out_channels, **factory)) if bias else None
+        self.attention = ODConvAttention(in_channels, out_channels, self.kernel_size, groups, num_kernels,
+                                         reduction=reduction, min_hidden=min_hidden, temperature=temperature,
+                                         **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: each kernel kaiming-normal (fan_out, relu); static bias 0; attention as official."""
+        for i in range(self.num_kernels):
+            nn.init.kaiming_normal_(self.weight[i], mode="fan_out", nonlinearity="relu")
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self.attention.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        att = self.attention.all_attentions(x)
+        x = x * att.channel[:, :, None, None]
+        if self._static_kernel:
+            y = F.conv2d(x, self.weight[0], None, self.stride, self.padding, self.dilation, self.groups)
+            scale = att.filter * att.kernel[:, 0]
+        else:
+            weight = (att.kernel[:, 0] @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
+            weight = weight * att.spatial[:, None, None]
+            y = dynamic_conv(x, weight, None, self.stride, self.padding, self.dilation, self.groups,
+                             self.algorithm)
+            scale = att.filter
+        y = y * scale[:, :, None, None]
+        if self.bias is not None:
+            y = y + self.bias[:, None, None]
+        return y
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> ODConv2d:
+        """An ODConv2d with ``conv``'s geometry whose n kernels (and static bias) copy ``conv``.
+
+        Its output equals ``conv(x)`` only where the channel, filter and spatial attentions are 1.
+        """
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, padding_mode=conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer.train(conv.training)
+
+    def extra_repr(self) -> str:
+        return _conv_repr(self) + f", num_kernels={self.num_kernels}"

@@ -1,0 +1,91 @@
+"""kwlab.metrics against hand-computed examples."""
+import math
+
+import pytest
+import torch
+
+from kwlab import metrics
+
+# two samples, one mixture, four cells
+ALPHA = torch.tensor([[[0.5, -0.25, 0.25, 0.0]],
+                      [[-1.0, 0.0, 0.0, 0.0]]])
+
+
+def test_negative_fraction_and_mass():
+    # negatives: -0.25 and -1.0 out of 8 entries; |neg| = 1.25 of total |alpha| = 2.0
+    assert metrics.negative_fraction(ALPHA).item() == pytest.approx(2 / 8)
+    assert metrics.negative_mass(ALPHA).item() == pytest.approx(1.25 / 2.0)
+    assert metrics.negative_mass(torch.zeros(3)).item() == 0.0
+    with pytest.raises(ValueError, match="empty"):
+        metrics.negative_fraction(torch.zeros(0))
+
+
+def test_entropy_and_effective_cells():
+    # mixture 1: p = (1/2, 1/4, 1/4, 0) -> H = 1/2 ln 2 + 2 * 1/4 ln 4 = 1.5 ln 2; mixture 2 is one-hot -> 0
+    ent = metrics.attention_entropy(ALPHA)
+    assert ent.shape == (2, 1)
+    assert ent[0, 0].item() == pytest.approx(1.5 * math.log(2))
+    assert ent[1, 0].item() == pytest.approx(0.0, abs=1e-9)
+    eff = metrics.effective_cells(ALPHA)
+    assert eff[0, 0].item() == pytest.approx(2 ** 1.5)
+    assert eff[1, 0].item() == pytest.approx(1.0)
+    # uniform over n cells -> n effective cells
+    assert metrics.effective_cells(torch.full((1, 5), -0.2)).item() == pytest.approx(5.0)
+
+
+def test_attention_distribution_sums_to_one():
+    p = metrics.attention_distribution(ALPHA)
+    assert torch.allclose(p[0, 0], torch.tensor([0.5, 0.25, 0.25, 0.0]))
+    assert torch.allclose(p.sum(-1), torch.ones(2, 1))
+
+
+def test_cell_mean_abs_and_top_counts():
+    assert torch.allclose(metrics.cell_mean_abs(ALPHA), torch.tensor([0.75, 0.125, 0.125, 0.0]))
+    assert metrics.top_cell_counts(ALPHA).tolist() == [2, 0, 0, 0]
+    # |0.3| == |-0.3|: ties go to the lowest index; the strongest cell is by magnitude
+    assert metrics.top_cell_counts(torch.tensor([[0.3, -0.3, 0.1], [0.1, 0.2, -0.9]])).tolist() == [1, 0, 1]
+
+
+def test_pairwise_cosine_distance():
+    # (1,0), (0,1), (-1,0): distances 1, 2, 1 -> mean 4/3
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]).reshape(3, 1, 2)
+    assert metrics.pairwise_cosine_distance(a).item() == pytest.approx(4 / 3)
+    # identical inputs -> 0 (a static layer)
+    assert metrics.pairwise_cosine_distance(torch.ones(4, 2, 3)).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        metrics.pairwise_cosine_distance(torch.ones(1, 2, 3))
+
+
+def test_zero_cell_mass():
+    # shares of the last slot: 0.5 / 1.0 and 0 / 2 -> mean 0.25
+    full = torch.tensor([[[0.2, 0.3, 0.5], [1.0, -1.0, 0.0]]])
+    assert metrics.zero_cell_mass(full).item() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="n \\+ 1"):
+        metrics.zero_cell_mass(torch.ones(2, 1))
+
+
+def test_signed_histogram():
+    bins = torch.tensor([-1.0, 0.0, 1.0])
+    # [-1, 0): -0.5 and -2 (clamped into the edge bin); [0, 1]: 0, 0.5, 1.0 (the last edge is included)
+    counts = metrics.signed_histogram(torch.tensor([-0.5, 0.0, 0.5, 1.0, -2.0]), bins)
+    assert counts.tolist() == [2, 3]
+    # the default bins have an exact edge at 0: a tiny negative lands on the negative side
+    d = metrics.DEFAULT_BINS
+    counts = metrics.signed_histogram(torch.tensor([-1e-9, 1e-9]), d)
+    assert counts[19].item() == 1 and counts[20].item() == 1 and counts.sum().item() == 2
+    with pytest.raises(ValueError, match="bins"):
+        metrics.signed_histogram(torch.zeros(3), torch.tensor([0.0]))
+
+
+def test_class_means_and_distance():
+    a = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[3.0, 0.0]]])
+    means, counts = metrics.class_means(a, torch.tensor([0, 1, 0]), num_classes=3)
+    assert counts.tolist() == [2, 1, 0]
+    assert torch.allclose(means[0], torch.tensor([[2.0, 0.0]]))
+    assert torch.allclose(means[1], torch.tensor([[0.0, 1.0]]))
+    assert torch.isnan(means[2]).all()
+    # class means (2,0) and (0,1) are orthogonal -> distance 1; the empty class is skipped
+    assert metrics.between_class_distance(means).item() == pytest.approx(1.0)
+    assert math.isnan(metrics.between_class_distance(means[:1]).item())
+    with pytest.raises(ValueError, match="labels must have shape"):
+        metrics.class_means(a, torch.tensor([0, 1]))
