@@ -137,7 +137,8 @@ def pairwise_cosine_distance(alpha: Tensor) -> Tensor:
     """Diversity across inputs: mean over pairs ``i < j`` of ``1 - cos(alpha_i, alpha_j)``.
 
     Each sample's coefficients are flattened into one vector (``m * n`` entries). 0 means every input gets
-    the same attention (a static layer); for signed attention the distance can exceed 1.
+    the same attention (a static layer); for signed attention the distance can exceed 1. Computed in
+    O(B) from the unit vectors ``u_i``: ``sum_{i != j} u_i . u_j = |sum_i u_i|^2 - B``.
 
     Args:
         alpha: ``(B, ...)`` with ``B >= 2``.
@@ -150,14 +151,18 @@ def pairwise_cosine_distance(alpha: Tensor) -> Tensor:
     v = alpha.reshape(b, -1)
     if v.dtype not in (torch.float32, torch.float64):
         v = v.float()
-    v = v / v.norm(dim=1, keepdim=True).clamp_min(_EPS)
-    sim = v @ v.T  # (B, B)
-    off_diag = sim.sum() - sim.diagonal().sum()
+    norm = v.norm(dim=1, keepdim=True)
+    u = v / norm.clamp_min(_EPS)
+    n_unit = (norm > _EPS).sum()          # an all-zero sample contributes u = 0 (cosine 0 with the others)
+    off_diag = u.sum(0).square().sum() - n_unit
     return (1.0 - off_diag / (b * (b - 1))).clamp_min(0.0)  # >= 0 exactly; rounding can go below
 
 
 def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
     """Counts of coefficients per bin ``[bins[i], bins[i+1])``; values outside go to the edge bins.
+
+    Equal-width bins (the default) take a fast path (arithmetic index, then one exact correction against
+    the edges) that gives the same counts as a binary search.
 
     Args:
         alpha: any shape.
@@ -167,11 +172,21 @@ def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
     """
     if bins.dim() != 1 or bins.numel() < 2:
         raise ValueError(f"bins must be a 1-d tensor of at least 2 increasing edges, got shape {tuple(bins.shape)}")
-    edges = bins.to(device=alpha.device, dtype=alpha.dtype)
+    x = alpha.detach().reshape(-1)
+    if not x.is_floating_point():
+        x = x.float()
+    edges = bins.to(device=x.device, dtype=x.dtype)
     k = edges.numel() - 1
-    # index of the bin whose left edge is the last edge <= value
-    idx = torch.bucketize(alpha.reshape(-1).detach(), edges, right=True) - 1
-    return torch.bincount(idx.clamp_(0, k - 1), minlength=k)
+    width = (bins[-1] - bins[0]) / k
+    if bool(((bins[1:] - bins[:-1]) - width).abs().max() <= 1e-6 * width.abs()):
+        idx = ((x - edges[0]) / float(width)).floor_().clamp_(0, k - 1).long()
+        idx -= (x < edges[idx]).long()                  # float rounding put it one bin too high
+        idx.clamp_(0, k - 1)
+        idx += ((x >= edges[idx + 1]) & (idx < k - 1)).long()   # ... or one bin too low
+    else:
+        # index of the bin whose left edge is the last edge <= value
+        idx = torch.bucketize(x, edges, right=True).sub_(1).clamp_(0, k - 1)
+    return torch.bincount(idx, minlength=k)
 
 
 def class_means(alpha: Tensor, labels: Tensor, num_classes: int | None = None) -> tuple[Tensor, Tensor]:

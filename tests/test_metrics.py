@@ -89,3 +89,32 @@ def test_class_means_and_distance():
     assert math.isnan(metrics.between_class_distance(means[:1]).item())
     with pytest.raises(ValueError, match="labels must have shape"):
         metrics.class_means(a, torch.tensor([0, 1]))
+
+
+def test_signed_histogram_matches_per_bin_reference():
+    """Fast (equal-width) and binary-search paths both equal counting each bin by its definition."""
+    g = torch.Generator().manual_seed(0)
+    edges = metrics.DEFAULT_BINS
+    x = torch.cat([torch.rand(2000, generator=g) * 2.4 - 1.2, edges, edges + 1e-7, edges - 1e-7,
+                   torch.tensor([-1e-12, 0.0, 1e-12])])
+    k = edges.numel() - 1
+    clamped = x.clamp(edges[0], edges[-1] - 1e-6)   # out-of-range values belong to the edge bins
+    ref = [int(((clamped >= edges[i]) & (clamped < edges[i + 1])).sum()) for i in range(k)]
+    assert metrics.signed_histogram(x, edges).tolist() == ref
+    uneven = torch.tensor([-1.0, -0.3, 0.0, 0.1, 1.0])
+    ref = [int(((x.clamp(-1, 1 - 1e-6) >= uneven[i]) & (x.clamp(-1, 1 - 1e-6) < uneven[i + 1])).sum())
+           for i in range(4)]
+    assert metrics.signed_histogram(x, uneven).tolist() == ref
+
+
+def test_pairwise_cosine_distance_matches_pair_loop():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(7, 3, 5, generator=g, dtype=torch.float64)
+    a[3] = 0.0   # an all-zero sample: cosine 0 with every other sample
+    v = a.reshape(7, -1)
+    dists = []
+    for i in range(7):
+        for j in range(i + 1, 7):
+            den = v[i].norm() * v[j].norm()
+            dists.append(1 - (v[i] @ v[j] / den if den > 0 else 0.0))
+    assert metrics.pairwise_cosine_distance(a).item() == pytest.approx(float(sum(dists) / len(dists)), rel=1e-12)
