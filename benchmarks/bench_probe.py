@@ -93,6 +93,34 @@ def main() -> None:
     print(f"(history rows recorded: {rows}; every=10 is within target: "
           f"{statistics.median(times['callback every=10']) / base <= 1.10})")
 
+    # The probe's own work, timed in isolation (robust to background load): replay one step's coefficients
+    # through every layer's accumulators, and take the summary.
+    captured: dict[str, torch.Tensor] = {}
+    probe = Probe(model)
+    handles = [layer.attention.tap.register_forward_hook(
+        lambda mod, inp, out, n=name: captured.__setitem__(n, out.detach())) for name, layer in probe._layers]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    update_t, summary_t = [], []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for name, layer in probe._layers:
+            full = captured[name]
+            alpha = full[..., : layer.attention.num_cells]
+            probe._stats[name].update(alpha, full, None, layer.attention.temperature)
+        t1 = time.perf_counter()
+        probe.summary()
+        summary_t.append(time.perf_counter() - t1)
+        update_t.append(t1 - t0)
+    upd, summ = statistics.median(update_t), statistics.median(summary_t)
+    print(f"probe work per recorded step: {1e3 * upd:.1f} ms streaming ({len(probe.layers)} layers) + "
+          f"{1e3 * summ:.1f} ms summary -> estimated overhead every=1: {(upd + summ) / base:.2%}, "
+          f"every=10: {(upd + summ) / 10 / base:.2%} of a {base:.2f} s step")
+
 
 if __name__ == "__main__":
     main()

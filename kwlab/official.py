@@ -80,20 +80,21 @@ def _owners(model: nn.Module) -> tuple[list[str], dict[str, str]]:
     return list(order), owners
 
 
-def _arch_key_map(model: nn.Module):
+def _arch_maps(model: nn.Module):
+    """The arch module's ``official_key_map`` and ``official_tensor_map`` (None where it has none)."""
     cfg = getattr(model, "kwlab_config", None) or {}
     arch = cfg.get("arch", "")
     for mod_name in ("mobilenetv2", "convnext"):
         if arch.startswith(mod_name):
             mod = importlib.import_module(f"kwlab.models.{mod_name}")
-            return getattr(mod, "official_key_map", None)
-    return None
+            return getattr(mod, "official_key_map", None), getattr(mod, "official_tensor_map", None)
+    return None, None
 
 
 def _map_keys(model: nn.Module, official: Mapping[str, Tensor]) -> dict[str, Tensor]:
     order, owners = _owners(model)
     linears = {n for n, m in model.named_modules() if isinstance(m, KWLinear)}
-    arch_map = _arch_key_map(model)
+    arch_map, tensor_map = _arch_maps(model)
     mapped: dict[str, Tensor] = {}
     for key, value in official.items():
         if key.startswith("module."):
@@ -111,7 +112,7 @@ def _map_keys(model: nn.Module, official: Mapping[str, Tensor]) -> dict[str, Ten
                 if new.startswith(f"{lin}.conv."):
                     new = f"{lin}.{new[len(lin) + 6:]}"
                     break
-        mapped[new] = value
+        mapped[new] = tensor_map(new, value) if tensor_map is not None else value
     return mapped
 
 

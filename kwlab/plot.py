@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["attention_heatmap", "alpha_histogram", "negative_fraction", "negative_fraction_over_training",
            "cell_usage", "layer_stats", "accuracy_vs_params", "metric_vs_knob"]
@@ -64,6 +65,12 @@ def _signed_imshow(fig: Figure, ax: Axes, values: np.ndarray, label: str) -> Non
     lim = lim if lim > 0 else 1.0
     im = ax.imshow(values, aspect="auto", cmap=_DIVERGING, vmin=-lim, vmax=lim, interpolation="nearest")
     fig.colorbar(im, ax=ax, label=label)
+    _integer_ticks(ax)
+
+
+def _integer_ticks(ax: Axes) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _layer_ticks(ax: Axes, names: Sequence[str]) -> None:
@@ -158,7 +165,8 @@ def negative_fraction(data: Any, *, column: str = "neg_frac", ax: Axes | None = 
     fig, ax = _fig_ax(ax, (max(4.0, 0.35 * len(df) + 2), 4.0))
     ax.bar(range(len(df)), df[column].to_numpy(), color=_NEG)
     _layer_ticks(ax, list(df["layer"]))
-    ax.set_ylabel({"neg_frac": "share of alpha < 0", "neg_mass": "share of |alpha| that is negative"}.get(column, column))
+    ylabels = {"neg_frac": "share of alpha < 0", "neg_mass": "share of |alpha| that is negative"}
+    ax.set_ylabel(ylabels.get(column, column))
     ax.set_xlabel("layer")
     ax.set_ylim(0, max(1e-3, float(np.nanmax(df[column].to_numpy())) * 1.15) if len(df) else 1)
     ax.set_title(title or ("Negative attention per layer" + (" (mass)" if column == "neg_mass" else "")))
@@ -229,6 +237,7 @@ def cell_usage(data: Any, warehouse: str | None = None, *, value: str = "mean_ab
         mat = part.pivot_table(index="layer", columns="cell", values=value, aggfunc="sum").reindex(order)
         im = a.imshow(mat.to_numpy(dtype=float), aspect="auto", cmap="magma", vmin=0, interpolation="nearest")
         fig.colorbar(im, ax=a, label=label)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.set_yticks(range(len(order)))
         a.set_yticklabels(order, fontsize=8)
         a.set_xlabel("warehouse cell")

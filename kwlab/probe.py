@@ -576,7 +576,9 @@ class ProbeCallback(Callback):
     The hooks exist only during recorded steps (registered in ``on_step_start``, removed in ``on_step_end``),
     so other steps run at full speed. :meth:`history` is one tidy DataFrame per run, columns ``step, epoch``
     followed by the :meth:`Probe.summary` columns (``neg_frac`` over training is
-    ``history().pivot(index="step", columns="layer", values="neg_frac")``).
+    ``history().pivot(index="step", columns="layer", values="neg_frac")``). The history travels with the
+    trainer's checkpoints through :meth:`state_dict` / :meth:`load_state_dict`, and ``on_fit_end`` writes it to
+    ``trainer.run_dir`` (:meth:`save`; read back with :func:`load_history`).
 
     Args:
         every: record steps ``0, every, 2 * every, ...``.

@@ -560,7 +560,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": _rng_state(self.device), "callbacks": [cb.state_dict() for cb in self.callbacks],
+                "rng": _rng_state(self.device), "callbacks": {k: cb.state_dict() for k, cb in _keyed(self.callbacks)},
                 "history": json.dumps(self.history), "epoch": self.epoch, "step": self.step,
                 "best_acc": self.best_acc}
 
@@ -569,8 +569,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
-            cb.load_state_dict(cb_state)
+        for key, cb in _keyed(self.callbacks):
+            if key in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][key])
         self.history = json.loads(state["history"])
         self.epoch, self.step, self.best_acc = int(state["epoch"]), int(state["step"]), float(state["best_acc"])
         _set_rng_state(state["rng"], self.device)
@@ -702,6 +703,17 @@ class Trainer:
         }
         out.update(getattr(self, "probe_headline", {}))
         return out
+
+
+def _keyed(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:
+    """Callbacks keyed by class name (``Name``, ``Name#1``, ...) so states survive a changed callback list."""
+    counts: dict[str, int] = {}
+    out = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        out.append((name if name not in counts else f"{name}#{counts[name]}", cb))
+        counts[name] = counts.get(name, 0) + 1
+    return out
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,7 +1,6 @@
 """kwlab.probe: recorded statistics vs a hand-walked reference, hook hygiene, tables, save/load, callback."""
 import dataclasses
 import math
-import types
 
 import pandas as pd
 import pytest

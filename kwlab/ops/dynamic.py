@@ -92,6 +92,17 @@ class _DynamicConvFn(torch.autograd.Function):
         return gx, gw, None, None
 
 
+_ORIGINAL: dict = {}  # the undecorated entry points (fx patches the module globals while tracing)
+
+
+def _traced(fn, args: tuple) -> Tensor | None:
+    """Under ``torch.fx.symbolic_trace`` record ``fn`` as one opaque node (its dispatch reads shapes)."""
+    for a in args:
+        if isinstance(a, torch.fx.Proxy):
+            return a.tracer.create_proxy("call_function", fn, args, {})
+    return None
+
+
 def _add_bias(out: Tensor, bias: Tensor | None) -> Tensor:
     if bias is None:
         return out
@@ -124,6 +135,9 @@ def dynamic_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
     Returns:
         ``(B, O, *spatial_out)``.
     """
+    traced = _traced(_ORIGINAL["dynamic_conv"], (x, weight, bias, stride, padding, dilation, groups, algorithm))
+    if traced is not None:
+        return traced
     select.check_algorithm(algorithm)
     if x.dim() not in (3, 4, 5):
         raise ValueError(f"x must be (B, C, *spatial) with 1, 2 or 3 spatial dims, got shape {tuple(x.shape)}")
@@ -287,6 +301,9 @@ def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: T
     Returns:
         ``(B, O, *spatial_out)``.
     """
+    traced = _traced(_ORIGINAL["kw_conv"], (x, alpha, cells, layout, bias, stride, padding, dilation, groups, algorithm))
+    if traced is not None:
+        return traced
     select.check_algorithm(algorithm)
     if x.dim() != layout.dim + 2:
         raise ValueError(f"x must be (B, C, *spatial) with {layout.dim} spatial dims for this layout, "
@@ -319,3 +336,6 @@ def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: T
     algo = select.resolve(algorithm, geo, x, b, spatial_out, c, o, timer, contract_applies(layout, geo),
                           lambda a: _kw_cost(layout, cells.shape[0], spatial_out, a))
     return _add_bias(_kw_apply(x, alpha, cells, layout, geo, algo), bias)
+
+
+_ORIGINAL.update(dynamic_conv=dynamic_conv, kw_conv=kw_conv)

@@ -93,12 +93,25 @@ def _applies(algorithm: str, geo: ConvGeometry, contract_ok: bool) -> bool:
 
 def choose(geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out: tuple[int, ...], channels: int,
            out_channels: int) -> str:
-    """The rule table: the algorithm measured fastest for this kind of shape."""
+    """The rule table: the algorithm measured fastest for this kind of shape (benchmarks/README.md).
+
+    * 1x1 without padding (and linear layers): ``"matmul"`` (one batched matrix product, no im2col).
+    * CUDA, k x k: ``"grouped"`` (cuDNN's grouped kernels).
+    * CPU, k x k with a large output (``L >= 256``, e.g. 16x16): ``"grouped"`` (oneDNN's direct grouped
+      convolution beats an im2col copy of 9x the activation).
+    * CPU, k x k with a small output: ``"unfold"`` (im2col is cheap there and one batched product wins).
+
+    ``kw_conv`` then switches to ``"contract"`` where its cost model says so (small output, see
+    :func:`kwlab.ops.dynamic._kw_cost`).
+    """
     if geo.pointwise:
         return "matmul"
     if x.device.type == "cuda":
-        return "grouped"  # cuDNN's grouped kernels; measured in benchmarks/README.md where a GPU was available
-    return "unfold"
+        return "grouped"
+    spatial = 1
+    for s in spatial_out:
+        spatial *= int(s)
+    return "grouped" if spatial >= 256 else "unfold"
 
 
 def resolve(algorithm: str, geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out, channels: int,

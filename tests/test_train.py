@@ -1,0 +1,157 @@
+"""kwlab.train: typed configs, schedules, exact resume, MACs, results."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from kwlab.callbacks import Callback
+from kwlab.layers.base import get_temperature
+from kwlab.temperature import TemperatureSchedule
+from kwlab.train import ConfigError, RunConfig, Trainer, count_macs, fit
+
+TINY = dict(arch="resnet20_cifar", model_kwargs={"widths": [4, 8, 8]}, data="synthetic", image_size=8,
+            train_samples=64, test_samples=32, batch_size=16, epochs=3, lr=0.05, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: thread sync would dominate
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------- config
+def test_unknown_field_suggests_the_closest():
+    with pytest.raises(ConfigError, match="unknown config field 'epoch'.*did you mean 'epochs'"):
+        RunConfig.from_dict({"epoch": 3})
+
+
+def test_types_are_checked_and_ints_accepted_for_floats():
+    with pytest.raises(ConfigError, match="epochs='ten'.*expected int"):
+        RunConfig.from_dict({"epochs": "ten"})
+    with pytest.raises(ConfigError, match="lr=True"):
+        RunConfig.from_dict({"lr": True})
+    cfg = RunConfig.from_dict({"lr": 1, "budget": 2, "method": "kw"})
+    assert isinstance(cfg.lr, float) and cfg.lr == 1.0 and isinstance(cfg.budget, float)
+
+
+def test_impossible_combinations_and_choices():
+    with pytest.raises(ConfigError, match="preset='1x' only apply to method='kw'"):
+        RunConfig.from_dict({"method": "static", "preset": "1x"})
+    with pytest.raises(ConfigError, match="optimizer='adam'.*did you mean 'adamw'"):
+        RunConfig.from_dict({"optimizer": "adam"})
+    with pytest.raises(ConfigError, match="preset='3x'"):
+        RunConfig.from_dict({"method": "kw", "preset": "3x"})
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        RunConfig.from_dict({"epochs": 2, "warmup_epochs": 5})
+
+
+def test_recipes_fill_fields_and_explicit_values_win():
+    cfg = RunConfig.from_recipe("cifar", epochs=3)
+    assert (cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.optimizer, cfg.epochs) == (0.1, 128, 5e-4, "sgd", 3)
+    r = RunConfig.from_recipe("imagenet_resnet", arch="resnet18", method="kw", preset="1x")
+    assert (r.optimizer, r.lr, r.batch_size, r.weight_decay, r.warmup_epochs, r.label_smoothing, r.epochs) == \
+        ("adamw", 4e-3, 4096, 0.05, 20, 0.1, 300)
+    m = RunConfig.from_recipe("imagenet_mobilenetv2", arch="mobilenetv2_100")
+    assert (m.optimizer, m.lr, m.weight_decay, m.temperature_epochs, m.epochs) == ("sgd", 0.05, 4e-5, 15, 150)
+    with pytest.raises(ConfigError, match="recipe='cifr'.*did you mean 'cifar'"):
+        RunConfig.from_dict({"recipe": "cifr"})
+
+
+def test_temperature_span_rule():
+    assert RunConfig(method="kw", epochs=300).resolved_temperature() == (1.0, 0.0, 20.0)  # official
+    assert RunConfig(method="kw", epochs=8).resolved_temperature() == (1.0, 0.0, 2.0)     # a quarter of the run
+    assert RunConfig(method="kw", epochs=8, temperature_epochs=5).resolved_temperature() == (1.0, 0.0, 5.0)
+    assert RunConfig(method="kw", arch="mobilenetv2_100", epochs=200).resolved_temperature()[2] == 15.0
+    assert RunConfig(method="static").resolved_temperature() is None
+
+
+# ------------------------------------------------------------------------------------------- loop
+class _Recorder(Callback):
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.temps: list[float] = []
+        self.lrs: list[float] = []
+        self.stop_at = stop_at
+
+    def on_step_start(self, trainer, step):
+        if self.stop_at is not None and step == self.stop_at:
+            raise KeyboardInterrupt("simulated kill")
+        self.temps.append(get_temperature(trainer.model))
+        self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+
+def test_lr_and_temperature_follow_their_formulas():
+    cfg = RunConfig.from_dict({**TINY, "method": "kw", "preset": "1x", "warmup_epochs": 1, "min_lr": 0.01,
+                               "temperature_epochs": 2, "epochs": 3})
+    rec = _Recorder()
+    trainer = Trainer(cfg, None, callbacks=[rec], progress=False)
+    trainer.fit()
+    ipe = trainer.iters_per_epoch  # 64 / 16 = 4
+    assert ipe == 4 and len(rec.lrs) == 12
+    total, warm = 12, 4
+    for step, lr in enumerate(rec.lrs):
+        if step < warm:
+            ref = 0.05 * (step + 1) / warm
+        else:
+            ref = 0.01 + (0.05 - 0.01) * 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
+        assert lr == pytest.approx(ref, rel=1e-9)
+    for step, tau in enumerate(rec.temps):  # official: tau = max(0, (T - (t + 1)) / T), T = 8 iterations
+        assert tau == pytest.approx(max(0.0, (8 - (step + 1)) / 8), abs=1e-6)
+    assert rec.temps == pytest.approx([TemperatureSchedule(4, 2).at_step(s) for s in range(12)], abs=1e-6)
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = RunConfig.from_dict({**TINY, "method": "kw", "preset": "1x", "probe_every": 3, "probe_samples": 16})
+    full = fit(cfg, tmp_path / "a", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, tmp_path / "b", callbacks=[_Recorder(stop_at=9)], progress=False).fit()  # dies in epoch 3
+    assert not (tmp_path / "b" / "results.json").exists()
+    resumed_trainer = Trainer(cfg, tmp_path / "b", progress=False)
+    assert resumed_trainer.resumed_from == 2
+    resumed = resumed_trainer.fit()
+    for key in ("final_acc", "best_acc", "final_loss", "final_train_loss", "params", "macs", "probe_neg_frac"):
+        assert resumed[key] == full[key], key
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    hist = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    hist_b = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["test_loss"] for h in hist] == [h["test_loss"] for h in hist_b]
+    import pandas as pd
+
+    from kwlab.probe import load_history
+
+    pd.testing.assert_frame_equal(load_history(tmp_path / "a"), load_history(tmp_path / "b"))
+    # finished runs are not trained again
+    assert fit(cfg, tmp_path / "a", progress=False) == json.loads((tmp_path / "a" / "results.json").read_text())
+
+
+def test_run_dir_holds_config_with_git_revision(tmp_path):
+    cfg = RunConfig.from_dict({**TINY, "epochs": 1})
+    results = fit(cfg, tmp_path / "r", progress=False)
+    info = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert info["config"] == cfg.to_dict()
+    assert isinstance(info["git_revision"], str) and info["git_revision"]
+    assert RunConfig.from_dict(info["config"]) == cfg
+    model = Trainer(cfg, None, progress=False).model
+    assert results["params"] == sum(p.numel() for p in model.parameters())
+    assert results["macs"] == count_macs(model, (1, 3, 8, 8))
+
+
+def test_count_macs_matches_hand_count():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    assert count_macs(model, (1, 3, 8, 8)) == 8 * 8 * 4 * 3 * 9 + 4 * 8 * 8 * 5
+
+
+def test_static_cnn_learns_synthetic_data():
+    cfg = RunConfig.from_dict({**TINY, "model_kwargs": {"widths": [8, 16, 16]}, "image_size": 12,
+                               "train_samples": 600, "test_samples": 200, "batch_size": 32, "epochs": 4,
+                               "lr": 0.1})
+    results = fit(cfg, None, progress=False)
+    assert results["best_acc"] > 0.3  # chance is 0.1
