@@ -8,7 +8,8 @@ A sweep file::
     runs:                           # optional: override sets combined with the grid; a list value in an
       - {method: static}            # entry is a sub-grid of that entry only
       - {method: kw, preset: ["1/2x", "1x", "2x"], sharing: [layer, stage]}
-    executor: {kind: sequential}    # or processes (workers: N), submitit (slurm_* options), submitit-local
+    executor: {kind: sequential}    # or processes (workers: N), submitit (slurm_* options), submitit-local;
+                                    # threads: torch threads per run (processes: cpu_count // workers)
 
 Each run goes to ``OUT/runs/<id>/`` (see :mod:`kwlab.train` for its files), where ``<id>`` names the
 fields that vary across the sweep plus a hash of the whole config, so a run is found again when the
@@ -366,7 +367,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out: str | os.PathLike, *, ex
         import multiprocessing  # noqa: PLC0415
         from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = int(spec.executor.get("threads") or max(1, (os.cpu_count() or 1) // workers))
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {pool.submit(_run_one, c.to_dict(), str(out / "runs" / i), threads): i for c, i in todo}
@@ -377,7 +378,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out: str | os.PathLike, *, ex
         import submitit  # noqa: PLC0415
 
         folder = out / "submitit"
-        params = {k: v for k, v in spec.executor.items() if k not in ("kind", "workers")}
+        params = {k: v for k, v in spec.executor.items() if k not in ("kind", "workers", "threads")}
         if kind == "submitit-local":
             ex = submitit.LocalExecutor(folder=folder)
             params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
@@ -385,7 +386,8 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out: str | os.PathLike, *, ex
             ex = submitit.AutoExecutor(folder=folder)
         params.setdefault("timeout_min", 60 * 24)
         ex.update_parameters(**params)
-        jobs = [(ex.submit(_run_one, c.to_dict(), str(out / "runs" / i)), i) for c, i in todo]
+        threads = spec.executor.get("threads")
+        jobs = [(ex.submit(_run_one, c.to_dict(), str(out / "runs" / i), threads), i) for c, i in todo]
         log(f"submitted {len(jobs)} jobs (logs in {folder})")
         for job, run_id in jobs:
             try:

@@ -628,7 +628,7 @@ class Trainer:
                                                torch.tensor(float(seen), device=self.device)]))
         return {"train_loss": float(totals[0] / totals[2]), "train_acc": float(totals[1] / totals[2]),
                 "lr": float(self.optimizer.param_groups[0]["lr"]),
-                "temperature": float("nan") if tau is None else float(tau),
+                "temperature": None if tau is None else float(tau),
                 "throughput": float(totals[2]) / elapsed, "epoch_time": elapsed}
 
     @torch.no_grad()

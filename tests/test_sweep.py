@@ -167,7 +167,8 @@ def test_processes_and_submitit_local_executors_match_sequential(tmp_path):
                     progress=False).set_index("run_id")[SCORE_COLUMNS].sort_index()
     pd.testing.assert_frame_equal(par, seq)
     pytest.importorskip("submitit")
-    sub = run_sweep(_spec(base={**BASE, "epochs": 1}, runs=[{"method": "kw", "preset": "1x"}]), tmp_path / "sub",
+    sub = run_sweep(_spec(base={**BASE, "epochs": 1}, runs=[{"method": "kw", "preset": "1x"}],
+                          executor={"threads": 1}), tmp_path / "sub",
                     executor="submitit-local", progress=False).set_index("run_id")[SCORE_COLUMNS].sort_index()
     kw_id = [i for i in seq.index if "kw" in i and "preset=1x" in i][0]
     assert sub.iloc[0].to_dict() == pytest.approx(seq.loc[kw_id].to_dict())
