@@ -106,9 +106,8 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     Returns:
         Path of ``index.html``.
     """
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg", force=False) if "MPLBACKEND" not in os.environ else None
+    # No backend switch: figures are saved and closed, which works with any backend (matplotlib picks a
+    # non-interactive one on a headless machine), and a notebook keeps its inline backend.
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     from . import plot  # noqa: PLC0415

@@ -22,7 +22,7 @@ Every config is expanded and checked before any training starts: unknown fields 
 name), wrong types, impossible combinations, unknown archs and presets, missing datasets, and an
 output directory that holds a different sweep all raise :class:`kwlab.train.ConfigError`.
 
-Explained in notebooks/05_sweeps_and_results.ipynb.
+Explained in notebooks/04_ablation_n_m_sharing.ipynb.
 """
 from __future__ import annotations
 
