@@ -32,7 +32,7 @@ from .base import DynamicAttention, DynamicLayer
 # when a model using this module is traced with torch.fx.symbolic_trace.
 torch.fx.wrap("dynamic_conv")
 
-__all__ = ["CondConv2d", "CondConvRouting"]
+__all__ = ["CondConv2d", "CondConvRouting", "KernelBankConv2d"]
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -87,6 +87,54 @@ def _conv_repr(layer: nn.Module) -> str:
     return s
 
 
+class KernelBankConv2d(DynamicLayer):
+    """Base of the whole-kernel methods (CondConv, DY-Conv, ODConv): ``nn.Conv2d`` geometry and a bank
+    ``weight`` of K kernels ``(K, O, I/groups, kh, kw)``.
+
+    Subclasses call :meth:`_init_bank` and set ``self.attention``; the default forward mixes the bank with
+    ``alpha (B, 1, K)`` (and a per-kernel bias ``(K, O)`` when there is one) and runs
+    :func:`kwlab.ops.dynamic_conv`.
+    """
+
+    def _init_bank(self, in_channels: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int,
+                   padding_mode: str, count_name: str, count: int, bias_shape: tuple[int, ...] | None,
+                   factory: dict) -> None:
+        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                             padding_mode)
+        setattr(self, count_name, _check_positive_int(count_name, count))
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
+        self.padding, self.dilation = geo["padding"], geo["dilation"]
+        self.algorithm = "auto"
+        self._kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self.weight = nn.Parameter(torch.empty(count, *self._kernel_shape, **factory))
+        self.bias = nn.Parameter(torch.empty(*bias_shape, **factory)) if bias_shape is not None else None
+
+    def per_sample_kernel(self, alpha: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for ``alpha`` (B, 1, K)."""
+        r = alpha[:, 0]
+        weight = (r @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
+        bias = None if self.bias is None else r @ self.bias
+        return weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.per_sample_kernel(self.attention(x))
+        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups,
+                            self.algorithm)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> "KernelBankConv2d":
+        """A layer with ``conv``'s geometry whose every kernel (and per-kernel bias) copies ``conv``."""
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, padding_mode=conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias.expand_as(layer.bias))
+        return layer.train(conv.training)
+
+
 class CondConvRouting(DynamicAttention):
     """CondConv routing function: ``sigmoid(Linear(GAP(x)))``, returned as alpha ``(B, 1, E)``.
 
@@ -106,7 +154,7 @@ class CondConvRouting(DynamicAttention):
         return torch.sigmoid(self.fc(x.mean((2, 3)))).unsqueeze(1)
 
 
-class CondConv2d(DynamicLayer):
+class CondConv2d(KernelBankConv2d):
     """Conditionally parameterised 2D convolution: a sigmoid-routed sum of ``num_experts`` kernels.
 
     Args mirror ``nn.Conv2d`` (``bias`` defaults to False: the layers are followed by BatchNorm).
@@ -127,17 +175,9 @@ class CondConv2d(DynamicLayer):
                  groups: int = 1, bias: bool = False, *, num_experts: int = 4, padding_mode: str = "zeros",
                  device=None, dtype=None) -> None:
         super().__init__()
-        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                             padding_mode)
-        self.num_experts = _check_positive_int("num_experts", num_experts)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
-        self.padding, self.dilation = geo["padding"], geo["dilation"]
-        self.algorithm = "auto"
-        self._kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
         factory = dict(device=device, dtype=dtype)
-        self.weight = nn.Parameter(torch.empty(num_experts, *self._kernel_shape, **factory))
-        self.bias = nn.Parameter(torch.empty(num_experts, out_channels, **factory)) if bias else None
+        self._init_bank(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
+                        "num_experts", num_experts, (num_experts, out_channels) if bias else None, factory)
         self.attention = CondConvRouting(in_channels, num_experts, **factory)
         self.reset_parameters()
 
@@ -145,32 +185,13 @@ class CondConv2d(DynamicLayer):
         _init_like_conv(self.weight, self.bias)
         self.attention.fc.reset_parameters()
 
-    def per_sample_kernel(self, alpha: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for routing ``alpha`` (B, 1, E)."""
-        r = alpha[:, 0]
-        weight = (r @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
-        bias = None if self.bias is None else r @ self.bias
-        return weight, bias
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight, bias = self.per_sample_kernel(self.attention(x))
-        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups,
-                            self.algorithm)
-
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> CondConv2d:
+    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> "CondConv2d":
         """A CondConv2d with ``conv``'s geometry whose every expert is a copy of ``conv``'s weight (and bias).
 
         The output is then ``(sum_e r_e(x)) * conv(x)``: CondConv's routing is not normalised.
         """
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None, padding_mode=conv.padding_mode,
-                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias.unsqueeze(0).expand_as(layer.bias))
-        return layer.train(conv.training)
+        return super().from_conv(conv, **kwargs)
 
     def extra_repr(self) -> str:
         return _conv_repr(self) + f", num_experts={self.num_experts}"

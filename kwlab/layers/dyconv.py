@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention, DynamicLayer
-from .condconv import _check_positive_int, _conv_geometry, _conv_repr, _init_like_conv
+from .base import DynamicAttention
+from .condconv import KernelBankConv2d, _conv_repr, _init_like_conv
 
 torch.fx.wrap("dynamic_conv")
 
@@ -71,7 +71,7 @@ class DyConvAttention(DynamicAttention):
         return torch.softmax(self.logits(x) / self.temperature.clamp_min(1e-6), dim=-1).unsqueeze(1)
 
 
-class DynamicConv2d(DynamicLayer):
+class DynamicConv2d(KernelBankConv2d):
     """Dynamic convolution (DY-Conv): a softmax-attention mixture of ``num_kernels`` kernels (and biases).
 
     Args mirror ``nn.Conv2d`` (``bias`` defaults to False: the layers are followed by BatchNorm).
@@ -91,17 +91,9 @@ class DynamicConv2d(DynamicLayer):
                  groups: int = 1, bias: bool = False, *, num_kernels: int = 4, reduction: float = 0.25,
                  temperature: float = 30.0, padding_mode: str = "zeros", device=None, dtype=None) -> None:
         super().__init__()
-        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                             padding_mode)
-        self.num_kernels = _check_positive_int("num_kernels", num_kernels)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
-        self.padding, self.dilation = geo["padding"], geo["dilation"]
-        self.algorithm = "auto"
-        self._kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
         factory = dict(device=device, dtype=dtype)
-        self.weight = nn.Parameter(torch.empty(num_kernels, *self._kernel_shape, **factory))
-        self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **factory)) if bias else None
+        self._init_bank(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
+                        "num_kernels", num_kernels, (num_kernels, out_channels) if bias else None, factory)
         self.attention = DyConvAttention(in_channels, num_kernels, reduction=reduction,
                                          temperature=temperature, **factory)
         self.reset_parameters()
@@ -112,32 +104,13 @@ class DynamicConv2d(DynamicLayer):
         self.attention.fc1.reset_parameters()
         self.attention.fc2.reset_parameters()
 
-    def per_sample_kernel(self, alpha: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for attention (B, 1, K)."""
-        pi = alpha[:, 0]
-        weight = (pi @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
-        bias = None if self.bias is None else pi @ self.bias
-        return weight, bias
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight, bias = self.per_sample_kernel(self.attention(x))
-        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups,
-                            self.algorithm)
-
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> DynamicConv2d:
         """A DynamicConv2d with ``conv``'s geometry whose K kernels (and biases) all copy ``conv``.
 
         Because the attention is convex, its output equals ``conv(x)`` for any attention.
         """
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None, padding_mode=conv.padding_mode,
-                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias.unsqueeze(0).expand_as(layer.bias))
-        return layer.train(conv.training)
+        return super().from_conv(conv, **kwargs)
 
     def extra_repr(self) -> str:
         return _conv_repr(self) + f", num_kernels={self.num_kernels}"

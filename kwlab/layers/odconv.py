@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention, DynamicLayer
-from .condconv import _check_positive_int, _conv_geometry, _conv_repr
+from .base import DynamicAttention
+from .condconv import KernelBankConv2d, _check_positive_int, _conv_repr
 
 torch.fx.wrap("dynamic_conv")
 
@@ -171,7 +171,7 @@ class ODConvAttention(DynamicAttention):
         return f"hidden={self.hidden}, num_kernels={self.num_cells}, skipped={heads}"
 
 
-class ODConv2d(DynamicLayer):
+class ODConv2d(KernelBankConv2d):
     """Omni-dimensional dynamic 2D convolution.
 
     Args mirror ``nn.Conv2d`` (``bias`` defaults to False as in the official code; if True, a *static*
@@ -195,19 +195,11 @@ class ODConv2d(DynamicLayer):
                  min_hidden: int = 16, temperature: float = 30.0, padding_mode: str = "zeros",
                  device=None, dtype=None) -> None:
         super().__init__()
-        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                             padding_mode)
-        self.num_kernels = _check_positive_int("num_kernels", num_kernels)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
-        self.padding, self.dilation = geo["padding"], geo["dilation"]
-        self.algorithm = "auto"
-        self._kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
+        factory = dict(device=device, dtype=dtype)
+        self._init_bank(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
+                        "num_kernels", num_kernels, (out_channels,) if bias else None, factory)
         # 1x1 with a single kernel: the kernel is static up to a per-sample scalar -> plain conv
         self._static_kernel = self.kernel_size == (1, 1) and num_kernels == 1
-        factory = dict(device=device, dtype=dtype)
-        self.weight = nn.Parameter(torch.empty(num_kernels, *self._kernel_shape, **factory))
-        self.bias = nn.Parameter(torch.zeros(out_channels, **factory)) if bias else None
         self.attention = ODConvAttention(in_channels, out_channels, self.kernel_size, groups, num_kernels,
                                          reduction=reduction, min_hidden=min_hidden, temperature=temperature,
                                          **factory)
@@ -244,14 +236,7 @@ class ODConv2d(DynamicLayer):
 
         Its output equals ``conv(x)`` only where the channel, filter and spatial attentions are 1.
         """
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None, padding_mode=conv.padding_mode,
-                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
-        return layer.train(conv.training)
+        return super().from_conv(conv, **kwargs)
 
     def extra_repr(self) -> str:
         return _conv_repr(self) + f", num_kernels={self.num_kernels}"
