@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import kwlab
-from kwlab.probe import Probe, ProbeCallback
+from kwlab.probe import Probe, capture, ProbeCallback
 
 
 def main() -> None:
@@ -95,16 +95,8 @@ def main() -> None:
 
     # The probe's own work, timed in isolation (robust to background load): replay one step's coefficients
     # through every layer's accumulators, and take the summary.
-    captured: dict[str, torch.Tensor] = {}
     probe = Probe(model)
-    handles = [layer.attention.tap.register_forward_hook(
-        lambda mod, inp, out, n=name: captured.__setitem__(n, out.detach())) for name, layer in probe._layers]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    captured = capture(model, x, what="coefficients")
     update_t, summary_t = [], []
     for _ in range(5):
         t0 = time.perf_counter()

@@ -46,7 +46,7 @@ from . import metrics
 from .callbacks import Callback
 from .layers.base import DynamicLayer, dynamic_layers
 
-__all__ = ["Probe", "ProbeResult", "ProbeCallback", "load", "load_history", "select_layers"]
+__all__ = ["Probe", "ProbeResult", "ProbeCallback", "capture", "load", "load_history", "select_layers"]
 
 _TABLES = ("summary", "cell_usage", "histogram", "per_class", "samples")
 _SUMMARY_COLUMNS = ["layer", "bank", "num_mixtures", "num_cells", "n_samples", "neg_frac", "neg_mass",
@@ -80,6 +80,33 @@ def select_layers(model: nn.Module, layers: str | Sequence[str] | None = None) -
             shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
             raise ValueError(f"layers pattern {p!r} matches no dynamic layer; the dynamic layers are: {shown}")
     return [(n, m) for n, m in found if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+def capture(model: nn.Module, x: Tensor, what: str = "inputs",
+            layers: str | Sequence[str] | None = None) -> dict[str, Tensor]:
+    """Run ``model(x)`` once without gradients and return, per dynamic layer, its input (``what="inputs"``)
+    or its attention's full coefficients before the zero cell is dropped (``what="coefficients"``).
+
+    For tests and benchmarks that need a reference per layer; the hooks are removed in ``finally``.
+    """
+    if what not in ("inputs", "coefficients"):
+        raise ValueError(f"what must be 'inputs' or 'coefficients', got {what!r}")
+    seen: dict[str, Tensor] = {}
+    handles = []
+    try:
+        for name, layer in select_layers(model, layers):
+            if what == "inputs":
+                handles.append(layer.register_forward_pre_hook(
+                    lambda mod, args, n=name: seen.__setitem__(n, args[0].detach())))
+            else:
+                handles.append(layer.attention.tap.register_forward_hook(
+                    lambda mod, args, out, n=name: seen.__setitem__(n, out.detach())))
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
 
 
 # --------------------------------------------------------------------------------------- per-layer state

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from kwlab.cli import main
@@ -15,12 +14,7 @@ BASE = dict(arch="resnet20_cifar", model_kwargs={"widths": [4, 8, 8]}, data="syn
             train_samples=48, test_samples=24, batch_size=16, epochs=1, lr=0.05, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_with_config_file_and_set_overrides(tmp_path, capsys):

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from kwlab.freeze import freeze_attention, unfreeze_attention
+from kwlab.probe import capture
 from kwlab.testing import TinyDynamicNet, hook_count, reference_forward
 
 LAYERS = ["stem", "layer1.0.conv", "layer1.1.conv"]
@@ -72,42 +73,18 @@ def test_single_tensor_and_layer_subset():
         freeze_attention(net, data, max_batches=0)
 
 
-# same helpers as in test_probe.py (test modules do not import each other)
-def kw_resnet20():
-    kwlab = pytest.importorskip("kwlab")
-    if not hasattr(kwlab, "create_model"):
-        pytest.skip("kwlab.create_model not available yet")
-    torch.manual_seed(0)
-    model = kwlab.create_model("resnet20_cifar", method="kw", preset="1x", num_classes=10).eval()
-    kwlab.set_temperature(model, 0.3)   # mid-anneal: signed attention blended with the init pattern
-    return model
 
 
-def layer_inputs(model, x):
-    """Inputs of every dynamic layer, captured by test-local pre-hooks (removed right away)."""
-    from kwlab.layers.base import dynamic_layers
-    seen, handles = {}, []
-    for name, layer in dynamic_layers(model):
-        handles.append(layer.register_forward_pre_hook(lambda m, args, n=name: seen.__setitem__(n, args[0])))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
-
-
-def test_kw_resnet20_freeze_matches_patched_mean_alpha():
+def test_kw_resnet20_freeze_matches_patched_mean_alpha(kw_resnet20):
     """On a real KW resnet20: frozen == the model with every attention replaced by its constant mean."""
     from kwlab.layers.base import dynamic_layers
-    model = kw_resnet20()
+    model = kw_resnet20
     torch.manual_seed(2)
     data = [torch.randn(4, 3, 16, 16) for _ in range(2)]
     x_test = torch.randn(3, 3, 16, 16)
     means = {}
     for xb in data:
-        for name, inp in layer_inputs(model, xb).items():
+        for name, inp in capture(model, xb).items():
             with torch.no_grad():
                 a = dict(dynamic_layers(model))[name].attention.coefficients(inp)[..., :-1]
             means.setdefault(name, []).append(a)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kwlab import metrics
-from kwlab.probe import Probe, ProbeCallback, load, load_history
+from kwlab.probe import Probe, ProbeCallback, capture, load, load_history
 from kwlab.testing import MixtureConv2d, TinyDynamicNet, hook_count, reference_forward
 
 LAYERS = ["stem", "layer1.0.conv", "layer1.1.conv"]
@@ -273,40 +273,16 @@ def test_whole_kernel_layer_alone():
     assert not math.isnan(s["entropy"].item())
 
 
-# ------------------------------------------------------------------------ real KernelWarehouse resnet20
-def kw_resnet20():
-    kwlab = pytest.importorskip("kwlab")
-    if not hasattr(kwlab, "create_model"):
-        pytest.skip("kwlab.create_model not available yet")
-    torch.manual_seed(0)
-    model = kwlab.create_model("resnet20_cifar", method="kw", preset="1x", num_classes=10).eval()
-    kwlab.set_temperature(model, 0.3)   # mid-anneal: signed attention blended with the init pattern
-    return model
 
 
-def layer_inputs(model, x):
-    """Inputs of every dynamic layer, captured by test-local pre-hooks (removed right away)."""
+def test_kw_resnet20_statistics_match_reference(kw_resnet20):
     from kwlab.layers.base import dynamic_layers
-    seen, handles = {}, []
-    for name, layer in dynamic_layers(model):
-        handles.append(layer.register_forward_pre_hook(lambda m, args, n=name: seen.__setitem__(n, args[0])))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
-
-
-def test_kw_resnet20_statistics_match_reference():
-    from kwlab.layers.base import dynamic_layers
-    model = kw_resnet20()
+    model = kw_resnet20
     torch.manual_seed(1)
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 10, (6,))
     probe = Probe(model, layers=["layer2.*", "layer3.0.*"])
     probe.record(x, y)
-    inputs = layer_inputs(model, x)
+    inputs = capture(model, x)
     layers = dict(dynamic_layers(model))
     s = probe.summary().set_index("layer")
     usage = probe.cell_usage()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from kwlab.sweep import SweepSpec, collect_results, expand, load_sweep, parse_overrides, run_ids, run_sweep
@@ -22,12 +21,7 @@ BASE = dict(arch="resnet20_cifar", model_kwargs={"widths": [4, 8, 8]}, data="syn
 SCORE_COLUMNS = ["final_acc", "best_acc", "final_loss", "final_train_loss", "params", "macs"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spec(**changes) -> SweepSpec:
