@@ -64,7 +64,7 @@ OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 # method -> (temperature start, end, official anneal epochs)
 _TEMPERATURE = {"kw": (1.0, 0.0, 20.0), "dyconv": (30.0, 1.0, 10.0), "odconv": (30.0, 1.0, 10.0)}
-_KW_FIELDS = ("preset", "budget", "cell_in", "cell_out", "sharing")
+_KW_FIELDS = ("preset", "budget", "cell_in", "cell_out", "sharing", "attention_norm", "spatial_partition", "zero_cell")
 _DYNAMIC_FIELDS = ("attention", "reduction")
 
 
@@ -96,6 +96,9 @@ class RunConfig:
     cell_in: float | None = None
     cell_out: float | None = None
     sharing: str | None = None
+    attention_norm: str | None = None      # KW: "batch" (official), "layer" or "none"
+    spatial_partition: bool | None = None  # KW: cut kernels into 1x1 spatial cells (official: True)
+    zero_cell: bool | None = None          # KW: the extra zero-cell slot (official: True)
     attention: str | None = None
     reduction: float | None = None
     drop_path_rate: float = 0.0
@@ -184,6 +187,8 @@ class RunConfig:
             _choice("sharing", self.sharing, SHARING)
         if self.attention is not None:
             _choice("attention", self.attention, ATTENTIONS)
+        if self.attention_norm is not None:
+            _choice("attention_norm", self.attention_norm, ("batch", "layer", "none"))
         if self.method != "kw":
             given = [f for f in _KW_FIELDS if getattr(self, f) is not None]
             if given:

@@ -170,11 +170,14 @@ class _KWConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, cells, layout, geo, algorithm):
         ctx.layout, ctx.geo, ctx.algorithm = layout, geo, algorithm
-        ctx.save_for_backward(x, alpha, cells)
         out_sp = geo.out_shape(x.shape[2:])
         chunks = _kw_chunks(x, layout, geo, algorithm, out_sp)
         if len(chunks) == 1:
-            return conv_forward(algorithm, x, _assemble(alpha, cells, layout), geo)
+            # the whole batch's kernels fit the chunk budget: keep them for backward instead of re-mixing
+            w = _assemble(alpha, cells, layout)
+            ctx.save_for_backward(x, alpha, cells, w)
+            return conv_forward(algorithm, x, w, geo)
+        ctx.save_for_backward(x, alpha, cells)
         out = x.new_empty(x.shape[0], layout.out_channels, *out_sp)
         for a, b in chunks:
             out[a:b] = conv_forward(algorithm, x[a:b], _assemble(alpha[a:b], cells, layout), geo)
@@ -182,7 +185,7 @@ class _KWConvFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, alpha, cells = ctx.saved_tensors
+        x, alpha, cells, *kept = ctx.saved_tensors
         layout, geo, algorithm = ctx.layout, ctx.geo, ctx.algorithm
         need_x = ctx.needs_input_grad[0]
         need_a, need_c = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
@@ -194,9 +197,10 @@ class _KWConvFn(torch.autograd.Function):
         gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
         ga = torch.empty(alpha.shape, dtype=alpha.dtype, device=alpha.device) if need_a else None
         gc = torch.zeros(cells_flat.shape, dtype=acc, device=cells.device) if need_c else None
-        for a, b in _kw_chunks(x, layout, geo, algorithm, grad_out.shape[2:]):
+        chunks = [(0, x.shape[0])] if kept else _kw_chunks(x, layout, geo, algorithm, grad_out.shape[2:])
+        for a, b in chunks:
             al = alpha[a:b]
-            w = _assemble(al, cells, layout)
+            w = kept.pop() if kept else _assemble(al, cells, layout)
             cx, cw = conv_backward(algorithm, x[a:b], w, grad_out[a:b], geo, need_x, need_w)
             del w
             if need_x:
@@ -255,9 +259,17 @@ class _KWContractFn(torch.autograd.Function):
         return gx, ga, gc, None, None
 
 
+def _fits_one_chunk(x, layout, geo, algorithm) -> bool:
+    return len(_kw_chunks(x, layout, geo, algorithm, geo.out_shape(x.shape[2:]))) == 1
+
+
 def _kw_apply(x, alpha, cells, layout, geo, algorithm):
     if algorithm == "contract":
         return _KWContractFn.apply(x, alpha, cells, layout, geo)
+    if algorithm == "grouped" and _fits_one_chunk(x, layout, geo, algorithm):
+        # The batch's kernels fit the chunk budget, so storing them is fine: plain autograd through the
+        # assembly and one grouped conv, whose fused convolution backward is the fastest measured here.
+        return conv_forward("grouped", x, _assemble(alpha, cells, layout), geo)
     return _KWConvFn.apply(x, alpha, cells, layout, geo, algorithm)
 
 
@@ -287,8 +299,9 @@ def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: T
             stride=1, padding=0, dilation=1, groups: int = 1, algorithm: str = "auto") -> Tensor:
     """KernelWarehouse convolution from mixing coefficients.
 
-    Equals ``dynamic_conv(x, assemble_kernel(mix_cells(alpha, cells), layout), ...)`` but never stores the
-    per-sample kernels for backward (they are rebuilt chunk by chunk).
+    Equals ``dynamic_conv(x, assemble_kernel(mix_cells(alpha, cells), layout), ...)``, but stores the
+    per-sample kernels for backward only when the whole batch fits the chunk budget
+    (:func:`set_chunk_bytes`, 64 MiB by default); larger ones are rebuilt chunk by chunk in backward.
 
     Args:
         x: ``(B, C, *spatial)``; a linear layer passes ``(B, C, N)`` with a 1-d layout and kernel ``(1,)``.
@@ -335,6 +348,9 @@ def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: T
 
     algo = select.resolve(algorithm, geo, x, b, spatial_out, c, o, timer, contract_applies(layout, geo),
                           lambda a: _kw_cost(layout, cells.shape[0], spatial_out, a))
+    if (algorithm == "auto" and select.is_rule_choice() and algo in ("unfold", "contract")
+            and _fits_one_chunk(x, layout, geo, "grouped")):
+        algo = "grouped"  # small layer: the kept-kernel grouped path beats both (benchmarks/README.md)
     return _add_bias(_kw_apply(x, alpha, cells, layout, geo, algo), bias)
 
 

@@ -141,6 +141,11 @@ def resolve(algorithm: str, geo: ConvGeometry, x: torch.Tensor, batch: int, spat
     return choice
 
 
+def is_rule_choice() -> bool:
+    """True when ``"auto"`` resolves by the rule table (no algorithm forced globally, no benchmark mode)."""
+    return _forced == "auto" and not _benchmark
+
+
 def _compiling() -> bool:
     try:
         return torch.compiler.is_compiling()
