@@ -92,11 +92,17 @@ def test_condconv_matches_formula(groups, bias):
     assert layer.attention(x).shape == (3, 1, 3)
 
 
-def test_condconv_one_expert_is_scaled_conv():
-    layer = CondConv2d(3, 5, 3, padding=1, bias=True, num_experts=1)
+def _first_kernel_conv(layer) -> nn.Conv2d:
+    """A 3 -> 5, 3x3 ``nn.Conv2d`` holding the first kernel (and bias) of a kernel-bank layer."""
     conv = nn.Conv2d(3, 5, 3, padding=1)
     conv.weight.data.copy_(layer.weight[0])
     conv.bias.data.copy_(layer.bias[0])
+    return conv
+
+
+def test_condconv_one_expert_is_scaled_conv():
+    layer = CondConv2d(3, 5, 3, padding=1, bias=True, num_experts=1)
+    conv = _first_kernel_conv(layer)
     x = torch.randn(2, 3, 6, 6)
     r = layer.attention(x)[:, 0, 0]
     torch.testing.assert_close(layer(x), r[:, None, None, None] * conv(x), atol=ATOL, rtol=1e-4)
@@ -126,9 +132,7 @@ def test_dyconv_matches_formula(groups, bias):
 
 def test_dyconv_one_kernel_is_conv_and_frozen_alpha():
     layer = DynamicConv2d(3, 5, 3, padding=1, bias=True, num_kernels=1)
-    conv = nn.Conv2d(3, 5, 3, padding=1)
-    conv.weight.data.copy_(layer.weight[0])
-    conv.bias.data.copy_(layer.bias[0])
+    conv = _first_kernel_conv(layer)
     x = torch.randn(2, 3, 6, 6)
     torch.testing.assert_close(layer(x), conv(x), atol=ATOL, rtol=1e-4)
     # frozen attention: the layer becomes the static conv with the fixed mixture

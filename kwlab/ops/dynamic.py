@@ -263,10 +263,13 @@ def _fits_one_chunk(x, layout, geo, algorithm) -> bool:
     return len(_kw_chunks(x, layout, geo, algorithm, geo.out_shape(x.shape[2:]))) == 1
 
 
-def _kw_apply(x, alpha, cells, layout, geo, algorithm):
+def _kw_apply(x, alpha, cells, layout, geo, algorithm, fits: bool | None = None):
+    """Run ``algorithm``; ``fits``: whether the batch's kernels fit one chunk (computed when None)."""
     if algorithm == "contract":
         return _KWContractFn.apply(x, alpha, cells, layout, geo)
-    if algorithm == "grouped" and _fits_one_chunk(x, layout, geo, algorithm):
+    if fits is None:
+        fits = _fits_one_chunk(x, layout, geo, algorithm)
+    if algorithm == "grouped" and fits:
         # The batch's kernels fit the chunk budget, so storing them is fine: plain autograd through the
         # assembly and one grouped conv, whose fused convolution backward is the fastest measured here.
         return conv_forward("grouped", x, _assemble(alpha, cells, layout), geo)
@@ -348,10 +351,10 @@ def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: T
 
     algo = select.resolve(algorithm, geo, x, b, spatial_out, c, o, timer, contract_applies(layout, geo),
                           lambda a: _kw_cost(layout, cells.shape[0], spatial_out, a))
-    if (algorithm == "auto" and select.is_rule_choice() and algo in ("unfold", "contract")
-            and _fits_one_chunk(x, layout, geo, "grouped")):
+    fits = _fits_one_chunk(x, layout, geo, "grouped")
+    if algorithm == "auto" and select.is_rule_choice() and algo in ("unfold", "contract") and fits:
         algo = "grouped"  # small layer: the kept-kernel grouped path beats both (benchmarks/README.md)
-    return _add_bias(_kw_apply(x, alpha, cells, layout, geo, algo), bias)
+    return _add_bias(_kw_apply(x, alpha, cells, layout, geo, algo, fits if algo == "grouped" else None), bias)
 
 
 _ORIGINAL.update(dynamic_conv=dynamic_conv, kw_conv=kw_conv)
