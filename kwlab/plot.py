@@ -284,6 +284,21 @@ def layer_stats(data: Any, columns: Sequence[str] = ("diversity", "effective_cel
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
+def _budget_text(value) -> str:
+    """``2.0`` -> ``"b=2"``, ``0.25`` -> ``"b=1/4"``; anything else as text."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if v != v:  # NaN
+        return ""
+    if v >= 1 and v == int(v):
+        return f"b={int(v)}"
+    if 0 < v < 1 and abs(1 / v - round(1 / v)) < 1e-6:
+        return f"b=1/{round(1 / v)}"
+    return f"b={v:g}"
+
+
 def accuracy_vs_params(data: pd.DataFrame, *, x: str = "params", y: str = "accuracy", hue: str = "method",
                        label: str | None = "budget", ax: Axes | None = None, logx: bool = False,
                        title: str | None = None) -> Figure:
@@ -298,9 +313,10 @@ def accuracy_vs_params(data: pd.DataFrame, *, x: str = "params", y: str = "accur
     scale = 1e6 if float(data[x].max()) > 1e5 else 1.0
     for i, (method, part) in enumerate(data.groupby(hue, sort=False)):
         ax.scatter(part[x] / scale, part[y], color=f"C{i}", label=str(method), s=36, zorder=3)
-        if label:
+        if label and str(method) != "static":     # a static net has no budget to label
             for _, row in part.iterrows():
-                ax.annotate(str(row[label]), (row[x] / scale, row[y]), textcoords="offset points",
+                text = _budget_text(row[label]) if label == "budget" else str(row[label])
+                ax.annotate(text, (row[x] / scale, row[y]), textcoords="offset points",
                             xytext=(4, 4), fontsize=7, color=f"C{i}")
     if logx:
         ax.set_xscale("log")

@@ -128,8 +128,12 @@ def test_accuracy_vs_params_and_metric_vs_knob():
     ax = plot.accuracy_vs_params(df).axes[0]
     assert len(ax.collections) == 2   # one scatter per method
     assert np.allclose(ax.collections[1].get_offsets(), np.c_[[0.2, 0.27, 0.9], [91.5, 92.4, 93.0]])
-    assert sorted(t.get_text() for t in ax.texts) == sorted(df["budget"])
+    # dynamic runs are labelled by their budget (string labels as given); the static net has none
+    assert sorted(t.get_text() for t in ax.texts) == ["1/2x", "1x", "4x"]
     assert ax.get_xlabel() == "parameters (M)"
+    numeric = df.assign(budget=[float("nan"), 0.5, 1.0, 4.0])
+    ax = plot.accuracy_vs_params(numeric).axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["b=1", "b=1/2", "b=4"]
     sweep = pd.DataFrame({"cell_in": [0.5, 0.5, 1.0, 1.0] * 2, "seed": [0, 1] * 4,
                           "acc": [90, 92, 93, 93, 80, 82, 85, 87], "sharing": ["stage"] * 4 + ["layer"] * 4})
     ax = plot.metric_vs_knob(sweep, "cell_in", "acc", hue="sharing").axes[0]
