@@ -80,15 +80,18 @@ def _owners(model: nn.Module) -> tuple[list[str], dict[str, str]]:
     return list(order), owners
 
 
-def _arch_maps(model: nn.Module):
-    """The arch module's ``official_key_map`` and ``official_tensor_map`` (None where it has none)."""
-    cfg = getattr(model, "kwlab_config", None) or {}
-    arch = cfg.get("arch", "")
+def _arch_module_attr(model: nn.Module, name: str):
+    """Attribute ``name`` of the model module of ``model``'s arch (MobileNetV2, ConvNeXt), or None."""
+    arch = (getattr(model, "kwlab_config", None) or {}).get("arch", "")
     for mod_name in ("mobilenetv2", "convnext"):
         if arch.startswith(mod_name):
-            mod = importlib.import_module(f"kwlab.models.{mod_name}")
-            return getattr(mod, "official_key_map", None), getattr(mod, "official_tensor_map", None)
-    return None, None
+            return getattr(importlib.import_module(f"kwlab.models.{mod_name}"), name, None)
+    return None
+
+
+def _arch_maps(model: nn.Module):
+    """The arch module's ``official_key_map`` and ``official_tensor_map`` (None where it has none)."""
+    return _arch_module_attr(model, "official_key_map"), _arch_module_attr(model, "official_tensor_map")
 
 
 def _map_keys(model: nn.Module, official: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -164,6 +167,7 @@ def to_official(model: nn.Module) -> dict[str, Tensor]:
     order, owners = _owners(model)
     owner_key = {f"{owners[k]}.warehouse.cells": i for i, k in enumerate(order)}
     linears = {n for n, m in model.named_modules() if isinstance(m, KWLinear)}
+    unmap = _arch_module_attr(model, "official_key_unmap")
     out: dict[str, Tensor] = {}
     for key, value in model.state_dict().items():
         if key.endswith(_KWLAB_ONLY):
@@ -175,5 +179,5 @@ def to_official(model: nn.Module) -> dict[str, Tensor]:
             if key.startswith(lin + ".attention.") or key == lin + ".bias":
                 key = f"{lin}.conv.{key[len(lin) + 1:]}"
                 break
-        out[key] = value
+        out[unmap(key, model) if unmap is not None else key] = value
     return out

@@ -351,3 +351,18 @@ def test_temperature_schedule_matches_official_formula():
     assert sched(1, 4) == sched.at_step(14)
     dy = kwlab.TemperatureSchedule(iters_per_epoch=10, epochs=1, start=30.0, end=1.0)
     assert dy.at_step(0) == pytest.approx(1 + 29 * 9 / 10) and dy.at_step(100) == 1.0
+
+
+def test_official_layout_of_mobilenetv2_half_classifier():
+    """MobileNetV2 1/2x: the official classifier is Sequential(Dropout, KWLinear(KWConv1d)): classifier.1.conv.*"""
+    torch.manual_seed(10)
+    a = kwlab.create_model("mobilenetv2_050", method="kw", preset="1/2x", num_classes=10).eval()
+    sd = to_official(a)
+    assert "classifier.1.conv.attention.fc2.weight" in sd and "classifier.1.conv.bias" in sd
+    assert not any(k.startswith("classifier.attention") for k in sd)
+    b = kwlab.create_model("mobilenetv2_050", method="kw", preset="1/2x", num_classes=10).eval()
+    load_official(b, sd, temperature=0.4)
+    kwlab.set_temperature(a, 0.4)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))

@@ -67,6 +67,19 @@ def official_key_map(official_key: str) -> str:
     return _CLASSIFIER_PREFIX.sub("classifier.", official_key)
 
 
+def official_key_unmap(key: str, model: nn.Module) -> str:
+    """Inverse of :func:`official_key_map`: kwlab key -> the official key of the same tensor.
+
+    The official static MobileNetV2 and the 1/2x KW model keep the classifier at index 1 of a Sequential;
+    the official 1x/4x KW models (static ``nn.Linear`` classifier next to ``dropout``) do not.
+    """
+    cfg = getattr(model, "kwlab_config", {}) or {}
+    wrapped = cfg.get("method") == "static" or not isinstance(model.classifier, nn.Linear)
+    if wrapped and key.startswith("classifier."):
+        return "classifier.1." + key[len("classifier."):]
+    return key
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round ``value`` to a multiple of ``divisor`` (not below ``min_value``, and not more than 10% down)."""
     min_value = divisor if min_value is None else min_value
