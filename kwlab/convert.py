@@ -35,10 +35,10 @@ from torch import nn
 
 from .layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS
 from .layers.kernelwarehouse import KW_LAYERS, Warehouse, _KWConvNd, init_cells
-from .layers.warehouse import LayerSpec, WarehouseOptions, check_budget, plan_warehouses
+from .layers.warehouse import KWPlan, LayerSpec, WarehouseOptions, check_budget, plan_warehouses
 from .ops import split_kernel
 
-__all__ = ["kernelwarehouse", "SharingRule", "layer_kind", "generic_stage_rule", "SHARING"]
+__all__ = ["kernelwarehouse", "plan_kernelwarehouse", "SharingRule", "layer_kind", "generic_stage_rule", "SHARING"]
 
 SharingRule = Callable[[str, nn.Module], Union[str, None]]
 SHARING = ("layer", "stage", "network")
@@ -116,6 +116,46 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def plan_kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1.0, cell_out: float = 1.0,
+                         sharing: str | SharingRule = "stage", include=None, exclude=None, reduction: float = 1 / 16,
+                         spatial_partition: bool = True, warehouse_options: Mapping[str, Mapping] | None = None,
+                         warehouse_order: Iterable[str] | None = None) -> KWPlan:
+    """The warehouse plan :func:`kernelwarehouse` makes for the static ``model``, without building anything.
+
+    Arguments as in :func:`kernelwarehouse`. ``plan.layers`` lists the layers to convert in allocation order,
+    ``plan.warehouses`` the warehouses in creation order; ``pandas.DataFrame(plan.table())`` shows it.
+    Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
+    """
+    check_budget(budget)
+    rule = _resolve_rule(model, sharing)
+    specs, keys = [], []
+    for name, module in model.named_modules():
+        if type(module) not in _CONVERTIBLE:
+            continue
+        if include is not None and not _match(name, include):
+            continue
+        if exclude is not None and _match(name, exclude):
+            continue
+        key = rule(name, module)
+        if key is None:
+            continue
+        specs.append(_spec(name, module))
+        keys.append(str(key))
+    if not specs:
+        convertible = [n for n, m in model.named_modules() if type(m) in _CONVERTIBLE]
+        raise ValueError(f"no layer to convert: the sharing rule and include={include!r}/exclude={exclude!r} "
+                         f"matched none of the model's {len(convertible)} conv/linear layers "
+                         f"({', '.join(convertible[:8])}{', ...' if len(convertible) > 8 else ''})")
+    base = WarehouseOptions(budget, cell_in, cell_out, spatial_partition, reduction)
+    overrides = dict(warehouse_options or {})
+    unknown = set(overrides) - set(keys)
+    if unknown:
+        raise ValueError(f"warehouse_options names warehouses that do not exist: {sorted(unknown)}; "
+                         f"warehouses are {sorted(set(keys))}")
+    options = {k: WarehouseOptions(**{**base.__dict__, **overrides.get(k, {})}) for k in dict.fromkeys(keys)}
+    return plan_warehouses(specs, keys, options, order=warehouse_order)
+
+
 def kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1.0, cell_out: float = 1.0,
                     sharing: str | SharingRule = "stage", include=None, exclude=None, init: str = "static",
                     attention: str = "caf", attention_norm: str = "batch", reduction: float = 1 / 16,
@@ -137,7 +177,7 @@ def kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1
         warehouse_order: creation order of the warehouses (official ``weights`` index order).
         temperature: initial temperature of every layer.
     Returns:
-        The same ``model``, converted.
+        The same ``model``, converted (the plan it followed: :func:`plan_kernelwarehouse`).
     """
     if init not in ("static", "kaiming"):
         raise ValueError(f"init must be 'static' or 'kaiming', got {init!r}")
@@ -147,37 +187,10 @@ def kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1
         raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {attention_norm!r}")
     if any(isinstance(m, _KWConvNd) for m in model.modules()):
         raise ValueError("model already contains KernelWarehouse layers; convert a static model")
-    check_budget(budget)
-    rule = _resolve_rule(model, sharing)
-    base = WarehouseOptions(budget, cell_in, cell_out, spatial_partition, reduction)
-
-    names, modules, keys = [], [], []
-    for name, module in model.named_modules():
-        if type(module) not in _CONVERTIBLE:
-            continue
-        if include is not None and not _match(name, include):
-            continue
-        if exclude is not None and _match(name, exclude):
-            continue
-        key = rule(name, module)
-        if key is None:
-            continue
-        names.append(name)
-        modules.append(module)
-        keys.append(str(key))
-    if not names:
-        convertible = [n for n, m in model.named_modules() if type(m) in _CONVERTIBLE]
-        raise ValueError(f"no layer to convert: the sharing rule and include={include!r}/exclude={exclude!r} "
-                         f"matched none of the model's {len(convertible)} conv/linear layers "
-                         f"({', '.join(convertible[:8])}{', ...' if len(convertible) > 8 else ''})")
-
-    overrides = dict(warehouse_options or {})
-    unknown = set(overrides) - set(keys)
-    if unknown:
-        raise ValueError(f"warehouse_options names warehouses that do not exist: {sorted(unknown)}; "
-                         f"warehouses are {sorted(set(keys))}")
-    options = {k: WarehouseOptions(**{**base.__dict__, **overrides.get(k, {})}) for k in dict.fromkeys(keys)}
-    plan = plan_warehouses([_spec(n, m) for n, m in zip(names, modules)], keys, options, order=warehouse_order)
+    plan = plan_kernelwarehouse(model, budget=budget, cell_in=cell_in, cell_out=cell_out, sharing=sharing,
+                                include=include, exclude=exclude, reduction=reduction,
+                                spatial_partition=spatial_partition, warehouse_options=warehouse_options,
+                                warehouse_order=warehouse_order)
 
     ref = next(iter(model.parameters()), None)
     factory = dict(device=ref.device, dtype=ref.dtype) if ref is not None else {}
@@ -185,8 +198,8 @@ def kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1
               for key, wp in plan.warehouses.items()}
     owned: set[str] = set()
 
-    for name, module in zip(names, modules):
-        lp = plan.layers[name]
+    for name, lp in plan.layers.items():
+        module = model.get_submodule(name)
         wh = by_key[lp.warehouse]
         layer_cls = KW_LAYERS[lp.spec.kind]
         new = layer_cls(**_layer_args(name, module), warehouse=wh, owns_warehouse=lp.warehouse not in owned,

@@ -29,7 +29,6 @@ __all__ = ["quick_mode", "pick_dataset", "find_data_file", "runs_dir", "plan_mod
            "budget_table", "plot_budget", "plot_plan", "budget_explorer", "cell_index_map", "plot_kernel_cells",
            "plot_learning_curves", "to_image", "plot_attribution_grid"]
 
-_CONVERTIBLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 # ----------------------------------------------------------------------------------------------- settings
@@ -83,66 +82,41 @@ def runs_dir(name: str) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- planning
-def _spec_and_key(model: nn.Module, sharing: Any):
-    from .convert import _resolve_rule, _spec  # noqa: PLC0415 - same rule as kwlab.kernelwarehouse
-
-    rule = _resolve_rule(model, sharing)
-    specs, keys, modules = [], [], []
-    for name, module in model.named_modules():
-        if type(module) not in _CONVERTIBLE:
-            continue
-        key = rule(name, module)
-        if key is None:
-            continue
-        specs.append(_spec(name, module))
-        keys.append(str(key))
-        modules.append(module)
-    return specs, keys, modules
-
-
 def plan_model(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1.0, cell_out: float = 1.0,
                sharing: Any = "stage", spatial_partition: bool = True, reduction: float = 1 / 16):
-    """The warehouse plan :func:`kwlab.kernelwarehouse` would make for a *static* ``model`` (nothing is built).
+    """The warehouse plan :func:`kwlab.kernelwarehouse` would make for a *static* ``model`` (nothing is built);
+    :func:`kwlab.convert.plan_kernelwarehouse` with the knobs the notebook's sliders move.
 
-    Args:
-        model: a static network, e.g. ``kwlab.create_model("resnet18")``.
-        budget, cell_in, cell_out, sharing, spatial_partition, reduction: as in :func:`kwlab.kernelwarehouse`.
-    Returns:
-        A :class:`kwlab.layers.KWPlan` (``plan.table()`` for one row per layer).
-    Raises:
-        ValueError: the combination is not allowed (the message names the parameter and allowed values).
-
+    Returns a :class:`kwlab.layers.KWPlan` (``plan.table()`` for one row per layer); a combination that is not
+    allowed raises ``ValueError`` naming the parameter and the allowed values.
     Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
     """
-    from .layers.warehouse import WarehouseOptions, plan_warehouses  # noqa: PLC0415
+    from .convert import plan_kernelwarehouse  # noqa: PLC0415
 
-    specs, keys, _ = _spec_and_key(model, sharing)
-    opts = WarehouseOptions(budget, cell_in, cell_out, spatial_partition, reduction)
-    return plan_warehouses(specs, keys, opts)
+    return plan_kernelwarehouse(model, budget=budget, cell_in=cell_in, cell_out=cell_out, sharing=sharing,
+                                spatial_partition=spatial_partition, reduction=reduction)
 
 
 def kw_parameter_count(model: nn.Module, plan: Any, *, attention_norm: str = "batch", zero_cell: bool = True) -> int:
-    """Parameters of the KW model that ``plan`` describes, from the static ``model`` and the plan alone.
-
-    ``static params - converted kernels + warehouse cells + attention MLPs`` where a layer with input
-    channels ``I``, ``m`` mixtures and a warehouse of ``n`` cells has an attention of
-    ``I*h (+h) + 2h + h*m*(n+1) + m*(n+1)`` parameters, ``h = max(floor(I * reduction), 16)`` (fc1, its
-    norm, fc2 with the zero-cell slot). Valid for the default non-local-basis-free attention.
+    """Parameters of the KW model that ``plan`` describes, from the static ``model`` and the plan alone:
+    ``static params - converted kernels + warehouse cells + attention heads``. Each layer's attention is built
+    on the meta device (no memory) and counted, so the count is the real module's by construction.
 
     Explained in notebooks/02_kernelwarehouse_anatomy.ipynb (checked there against the built model).
     """
+    from .layers.attention import KWAttention  # noqa: PLC0415
+
     modules = dict(model.named_modules())
     total = sum(p.numel() for p in model.parameters())
-    for name, lp in plan.layers.items():
-        total -= modules[name].weight.numel()
-        wp = plan.warehouses[lp.warehouse]
-        hidden = max(int(lp.spec.in_channels * wp.options.reduction), 16)
-        slots = wp.num_cells + (1 if zero_cell else 0)
-        m = lp.num_mixtures
-        norm = 2 * hidden if attention_norm in ("batch", "layer") else 0
-        fc1 = lp.spec.in_channels * hidden + (0 if attention_norm == "batch" else hidden)
-        total += fc1 + norm + hidden * m * slots + m * slots
     total += sum(wp.num_parameters for wp in plan.warehouses.values())
+    with torch.device("meta"):
+        for name, lp in plan.layers.items():
+            total -= modules[name].weight.numel()
+            wp = plan.warehouses[lp.warehouse]
+            att = KWAttention(lp.spec.in_channels, lp.num_mixtures, wp.num_cells, start_cell=lp.start_cell,
+                              budget=wp.options.budget, reduction=wp.options.reduction, norm=attention_norm,
+                              zero_cell=zero_cell)
+            total += sum(p.numel() for p in att.parameters())
     return int(total)
 
 

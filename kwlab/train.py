@@ -38,7 +38,6 @@ import math
 import os
 import platform
 import random
-import subprocess
 import time
 import types
 import typing
@@ -51,13 +50,15 @@ from torch import Tensor, nn
 
 from .callbacks import Callback
 from .layers.base import set_temperature
+from .models import RESNET_PRESETS
 from .temperature import TemperatureSchedule
+from .utils import git_revision
 
 __all__ = ["RunConfig", "Trainer", "fit", "build_model", "count_macs", "git_revision", "atomic_write_text",
            "atomic_torch_save", "ConfigError", "METHODS", "PRESETS"]
 
 METHODS = ("static", "kw", "condconv", "dyconv", "odconv", "kerneldna")
-PRESETS = ("1/4x", "1/2x", "1x", "2x", "4x")
+PRESETS = tuple(RESNET_PRESETS)  # every arch accepts a subset; create_model says which
 SHARING = ("layer", "stage", "network")
 ATTENTIONS = ("caf", "caf_noinit", "softmax", "sigmoid")
 OPTIMIZERS = ("sgd", "adamw")
@@ -307,17 +308,6 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 # Small utilities
 # ----------------------------------------------------------------------------------------------------
 
-def git_revision(path: str | os.PathLike | None = None) -> str:
-    """``git rev-parse HEAD`` of the repository holding ``path`` (default: this package), or "unknown"."""
-    cwd = Path(path) if path is not None else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    rev = out.stdout.strip()
-    return rev if out.returncode == 0 and rev else "unknown"
-
-
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never a partial one."""
     path = Path(path)
@@ -375,20 +365,13 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
         from .convert import kernelwarehouse  # noqa: PLC0415
 
         preset = overrides.pop("preset", None)
-        if preset is not None:
-            overrides.setdefault("budget", _preset_budget(preset))
         overrides.pop("drop_path_rate", None)
-        overrides.pop("reduction", None)
-        return kernelwarehouse(model, **overrides)
+        settings = {**(RESNET_PRESETS[preset] if preset is not None else {}), **overrides}  # generic presets
+        return kernelwarehouse(model, **settings)
     from .models import create_model  # noqa: PLC0415
 
     return create_model(config.arch, method=config.method, num_classes=num_classes, **overrides,
                         **config.model_kwargs)
-
-
-def _preset_budget(preset: str) -> float:
-    num, _, den = preset.rstrip("x").partition("/")
-    return float(num) / float(den or 1)
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:

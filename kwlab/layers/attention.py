@@ -29,35 +29,16 @@ Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
 from __future__ import annotations
 
 import torch
-import torch.fx
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DynamicAttention
+from .base import DynamicAttention, init_attention_head
+from .norm import BatchNorm1dSafe
 from .warehouse import check_budget
 
-__all__ = ["KWAttention", "ATTENTION_FUNCTIONS", "ATTENTION_NORMS", "BatchNorm1dSafe", "init_pattern"]
+__all__ = ["KWAttention", "ATTENTION_FUNCTIONS", "ATTENTION_NORMS", "init_pattern"]
 
 ATTENTION_FUNCTIONS = ("caf", "caf_noinit", "softmax", "sigmoid")
 ATTENTION_NORMS = ("batch", "layer", "none")
-
-
-@torch.fx.wrap
-def _safe_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None,
-                     bias: Tensor | None, training: bool, momentum: float, eps: float) -> Tensor:
-    use_batch = training and x.shape[0] > 1
-    return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, momentum, eps)
-
-
-class BatchNorm1dSafe(nn.BatchNorm1d):
-    """BatchNorm1d that accepts a single training sample (then it uses the running statistics)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            # counts every batch, like BatchNorm1d (harmless for the batch-1 case)
-            self.num_batches_tracked.add_(1)
-        return _safe_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
-                                0.1 if self.momentum is None else self.momentum, self.eps)
 
 
 def init_pattern(num_mixtures: int, num_cells: int, start_cell: int, budget: float) -> Tensor:
@@ -139,14 +120,7 @@ class KWAttention(DynamicAttention):
 
     def reset_parameters(self) -> None:
         """Official init: Linear kaiming-normal (fan_out, relu) with zero bias; norm weight 1, bias 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm1d, nn.LayerNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_attention_head(self)
         if self.nonlocal_basis:
             nn.init.zeros_(self.basis_bias)
 

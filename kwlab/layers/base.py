@@ -29,7 +29,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Tap", "DynamicAttention", "DynamicLayer", "dynamic_layers", "set_temperature", "get_temperature"]
+__all__ = ["Tap", "DynamicAttention", "init_attention_head", "DynamicLayer", "dynamic_layers", "set_temperature", "get_temperature"]
 
 
 class Tap(nn.Identity):
@@ -68,6 +68,18 @@ class DynamicAttention(nn.Module):
         if self.zero_cell:
             return full[..., : self.num_cells]
         return full
+
+
+def init_attention_head(head: nn.Module) -> None:
+    """The OSVAI attention init (KernelWarehouse, ODConv): every Linear/Conv weight kaiming-normal (fan_out,
+    relu) with zero bias, every norm layer reset (weight 1, bias 0, fresh running statistics)."""
+    for m in head.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm)):
+            m.reset_parameters()
 
 
 class DynamicLayer(nn.Module):

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .base import DynamicAttention, DynamicLayer
 from .condconv import _check_positive_int, _conv_geometry, _conv_repr
-from .odconv import BatchNorm2dSafe
+from .norm import BatchNorm2dSafe
 
 __all__ = ["KernelDNAConv2d", "KernelDNAGate"]
 

@@ -46,39 +46,16 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention
+from .base import DynamicAttention, init_attention_head
 from .condconv import KernelBankConv2d, _check_positive_int, _conv_repr
+from .norm import BatchNorm2dSafe
 
 torch.fx.wrap("dynamic_conv")
 
-__all__ = ["ODConv2d", "ODConvAttention", "ODConvAttentions", "BatchNorm2dSafe", "batch_safe_batch_norm"]
+__all__ = ["ODConv2d", "ODConvAttention", "ODConvAttentions"]
 
 #: the official schedule: T goes 30 -> 1 over the first 10 epochs
 ODCONV_TEMPERATURE = (30.0, 1.0, 10.0)
-
-
-@torch.fx.wrap
-def batch_safe_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
-                          weight: Tensor | None, bias: Tensor | None, num_batches_tracked: Tensor | None,
-                          training: bool, momentum: float | None, eps: float) -> Tensor:
-    """``F.batch_norm`` that falls back to the running statistics when a training batch has a single
-    value per channel (e.g. batch 1 on a 1x1 map); the running statistics are then left unchanged."""
-    use_batch = training and (running_mean is None or x.numel() > x.shape[1])
-    factor = 0.0 if momentum is None else momentum
-    if use_batch and num_batches_tracked is not None:
-        num_batches_tracked.add_(1)
-        if momentum is None:
-            factor = 1.0 / float(num_batches_tracked)
-    return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, factor, eps)
-
-
-class BatchNorm2dSafe(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` that accepts a training batch with one value per channel (uses running stats)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return batch_safe_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                     self.num_batches_tracked, self.training, self.momentum, self.eps)
-
 
 class ODConvAttentions(NamedTuple):
     """The four ODConv attentions of a batch (skipped ones are tensors of ones)."""
@@ -123,12 +100,7 @@ class ODConvAttention(DynamicAttention):
 
     def reset_parameters(self) -> None:
         """Official init: 1x1 convs kaiming-normal (fan_out, relu) with zero bias; BN weight 1, bias 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        self.bn.reset_parameters()
+        init_attention_head(self)
 
     def squeeze(self, x: Tensor) -> Tensor:
         """Shared hidden code ``h = ReLU(BN(fc(GAP(x))))``, ``(B, Hd, 1, 1)``."""

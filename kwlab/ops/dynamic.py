@@ -349,11 +349,9 @@ def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: T
         xd, ad, cd = (t.detach().requires_grad_() for t in (x, alpha, cells))
         return time_call(lambda: _kw_apply(xd, ad, cd, layout, geo, algo).sum().backward(), x.device)
 
-    algo = select.resolve(algorithm, geo, x, b, spatial_out, c, o, timer, contract_applies(layout, geo),
-                          lambda a: _kw_cost(layout, cells.shape[0], spatial_out, a))
     fits = _fits_one_chunk(x, layout, geo, "grouped")
-    if algorithm == "auto" and select.is_rule_choice() and algo in ("unfold", "contract") and fits:
-        algo = "grouped"  # small layer: the kept-kernel grouped path beats both (benchmarks/README.md)
+    algo = select.resolve(algorithm, geo, x, b, spatial_out, c, o, timer, contract_applies(layout, geo),
+                          lambda a: _kw_cost(layout, cells.shape[0], spatial_out, a), kernels_fit=fits)
     return _add_bias(_kw_apply(x, alpha, cells, layout, geo, algo, fits if algo == "grouped" else None), bias)
 
 

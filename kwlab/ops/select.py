@@ -116,8 +116,13 @@ def choose(geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out: tuple[in
 
 def resolve(algorithm: str, geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out, channels: int,
             out_channels: int, timer: Callable[[str], float] | None = None, contract_ok: bool = False,
-            cost: Callable[[str], float] | None = None) -> str:
-    """The algorithm to run for this call (see the module docstring for the precedence)."""
+            cost: Callable[[str], float] | None = None, kernels_fit: bool = False) -> str:
+    """The algorithm to run for this call (see the module docstring for the precedence).
+
+    ``kernels_fit`` (``kw_conv`` only): the batch's per-sample kernels fit the chunk budget, so they can be kept
+    for backward; then the rule table picks ``"grouped"`` for k x k kernels, which with kept kernels was the
+    fastest measured path for every such layer (benchmarks/README.md).
+    """
     check_algorithm(algorithm)
     if algorithm != "auto":
         if algorithm == "matmul" and not geo.pointwise:
@@ -136,14 +141,11 @@ def resolve(algorithm: str, geo: ConvGeometry, x: torch.Tensor, batch: int, spat
             _cache[key] = min(times, key=times.get)
         return _cache[key]
     choice = choose(geo, x, batch, spatial_out, channels, out_channels)
+    if kernels_fit and choice != "matmul":
+        return "grouped"
     if contract_ok and cost is not None and cost("contract") < cost(choice):
         return "contract"
     return choice
-
-
-def is_rule_choice() -> bool:
-    """True when ``"auto"`` resolves by the rule table (no algorithm forced globally, no benchmark mode)."""
-    return _forced == "auto" and not _benchmark
 
 
 def _compiling() -> bool:
