@@ -10,6 +10,7 @@ configuration is reported as a ratio to "no probe". Target: <= 1.10 at every=10.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_probe.py --steps 30
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,8 @@ import torch
 from torch import nn
 
 import kwlab
-from kwlab.probe import Probe, capture, ProbeCallback
+from kwlab.experiments.callbacks import ProbeCallback
+from kwlab.instruments.probe import Probe, capture
 
 
 def main() -> None:
@@ -83,15 +85,19 @@ def main() -> None:
         for name in steps:
             times[name].append(run(name))
     base = statistics.median(times["no probe"])
-    print(f"{args.arch} KW {args.preset}, batch {args.batch}, {args.threads} threads, {args.steps} steps each "
-          f"(torch {torch.__version__})")
+    print(
+        f"{args.arch} KW {args.preset}, batch {args.batch}, {args.threads} threads, {args.steps} steps each "
+        f"(torch {torch.__version__})"
+    )
     print(f"{'configuration':<30} {'median s/step':>14} {'mean s/step':>12} {'vs no probe':>12}")
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:<30} {med:>14.4f} {statistics.mean(ts):>12.4f} {med / base:>11.3f}x")
     rows = sum(len(cb.history()) for cb in callbacks.values())
-    print(f"(history rows recorded: {rows}; every=10 is within target: "
-          f"{statistics.median(times['callback every=10']) / base <= 1.10})")
+    print(
+        f"(history rows recorded: {rows}; every=10 is within target: "
+        f"{statistics.median(times['callback every=10']) / base <= 1.10})"
+    )
 
     # The probe's own work, timed in isolation (robust to background load): replay one step's coefficients
     # through every layer's accumulators, and take the summary.
@@ -109,9 +115,11 @@ def main() -> None:
         summary_t.append(time.perf_counter() - t1)
         update_t.append(t1 - t0)
     upd, summ = statistics.median(update_t), statistics.median(summary_t)
-    print(f"probe work per recorded step: {1e3 * upd:.1f} ms streaming ({len(probe.layers)} layers) + "
-          f"{1e3 * summ:.1f} ms summary -> estimated overhead every=1: {(upd + summ) / base:.2%}, "
-          f"every=10: {(upd + summ) / 10 / base:.2%} of a {base:.2f} s step")
+    print(
+        f"probe work per recorded step: {1e3 * upd:.1f} ms streaming ({len(probe.layers)} layers) + "
+        f"{1e3 * summ:.1f} ms summary -> estimated overhead every=1: {(upd + summ) / base:.2%}, "
+        f"every=10: {(upd + summ) / 10 / base:.2%} of a {base:.2f} s step"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Rows: ``static``; ``kw <preset> <algorithm>`` with the algorithm forced via ``kw
 (``auto`` = the automatic choice); ``naive`` = the official algorithm (full per-sample kernels through
 autograd + one grouped conv), run through kwlab's layers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,22 @@ ALL_ALGOS = ("auto", "grouped", "loop", "unfold", "contract", "naive")
 
 def _naive_kw_conv():
     """The official algorithm: assemble every per-sample kernel with autograd, one grouped conv."""
-    import torch
     from kwlab.ops import assemble_kernel, conv_nd, mix_cells
 
-    def kw_conv(x, alpha, cells, layout, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+    def kw_conv(
+        x, alpha, cells, layout, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"
+    ):
         b = x.shape[0]
         w = assemble_kernel(mix_cells(alpha, cells.to(x.dtype)), layout)
-        out = conv_nd(x.dim() - 2)(x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, *w.shape[2:]), None,
-                                   stride, padding, dilation, groups * b)
+        out = conv_nd(x.dim() - 2)(
+            x.reshape(1, -1, *x.shape[2:]),
+            w.reshape(-1, *w.shape[2:]),
+            None,
+            stride,
+            padding,
+            dilation,
+            groups * b,
+        )
         out = out.reshape(b, layout.out_channels, *out.shape[2:])
         if bias is not None:
             out = out + bias.reshape(1, -1, *([1] * (out.dim() - 2)))
@@ -46,22 +55,30 @@ def _naive_kw_conv():
 
 
 def _build(cfg):
-    import torch
     if cfg["kind"] == "official":
         sys.path.insert(0, cfg["official"])
         try:
             from models import kw_resnet  # noqa: the official checkout, imported at run time
         except ImportError as e:
-            raise SystemExit(f"--official: cannot import the official models from {cfg['official']}: {e} "
-                             "(the official code needs timm)")
-        model = kw_resnet.kw_resnet18(num_classes=10, cell_num_ratio=1, cell_inplane_ratio=1,
-                                      cell_outplane_ratio=1, sharing_range=("layer", "conv"))
+            raise SystemExit(
+                f"--official: cannot import the official models from {cfg['official']}: {e} "
+                "(the official code needs timm)"
+            )
+        model = kw_resnet.kw_resnet18(
+            num_classes=10,
+            cell_num_ratio=1,
+            cell_inplane_ratio=1,
+            cell_outplane_ratio=1,
+            sharing_range=("layer", "conv"),
+        )
         return model
     import kwlab
+
     if cfg["kind"] == "static":
         return kwlab.create_model(cfg["arch"], method="static", num_classes=10)
     if cfg["algorithm"] == "naive":
         import kwlab.layers.kernelwarehouse as kwmod
+
         kwmod.kw_conv = _naive_kw_conv()
     else:
         kwlab.ops.use_algorithm(cfg["algorithm"])
@@ -70,6 +87,7 @@ def _build(cfg):
 
 def _worker(cfg) -> dict:
     import torch
+
     torch.set_num_threads(cfg["threads"])
     dev = torch.device(cfg["device"])
     torch.manual_seed(0)
@@ -106,8 +124,11 @@ def _worker(cfg) -> dict:
         train_step()
     sync()
     train = cfg["steps"] * b / (time.perf_counter() - t)
-    peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     model.eval()
     with torch.no_grad(), amp:
         step_model(x)
@@ -123,8 +144,13 @@ def _worker(cfg) -> dict:
 def _run(cfg, timeout: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"]), MKL_NUM_THREADS=str(cfg["threads"]))
     try:
-        p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], capture_output=True,
-                           text=True, env=env, timeout=timeout)
+        p = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(cfg)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return dict(error=f"timeout {timeout:.0f}s")
     for line in reversed(p.stdout.splitlines()):
@@ -135,8 +161,11 @@ def _run(cfg, timeout: float) -> dict:
 
 def _machine(args) -> str:
     import torch
-    lines = [f"python {platform.python_version()}, torch {torch.__version__}, threads {args.threads}, "
-             f"device {args.device}"]
+
+    lines = [
+        f"python {platform.python_version()}, torch {torch.__version__}, threads {args.threads}, "
+        f"device {args.device}"
+    ]
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -153,8 +182,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archs", default="resnet20_cifar,resnet18_cifar")
     ap.add_argument("--presets", default="1/2x,1x,4x")
-    ap.add_argument("--algorithms", default="auto,naive",
-                    help=f"comma list from {ALL_ALGOS} or 'all'")
+    ap.add_argument("--algorithms", default="auto,naive", help=f"comma list from {ALL_ALGOS} or 'all'")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=3)
@@ -175,12 +203,24 @@ def main(argv=None) -> None:
     if bad:
         ap.error(f"--algorithms: unknown {bad}; allowed: {ALL_ALGOS} or 'all'")
     print(_machine(args))
-    print(f"batch {args.batch}, {args.size}x{args.size}, {args.steps} timed steps (SGD), amp={args.amp}, "
-          f"compile={args.compile}\n")
-    base = dict(batch=args.batch, size=args.size, steps=args.steps, threads=args.threads, device=args.device,
-                amp=args.amp, compile=args.compile, channels_last=args.channels_last)
-    head = f"{'arch':16s} {'model':22s} {'train img/s':>11s} {'x static':>8s} {'eval img/s':>10s} " \
-           f"{'x static':>8s} {'peak MB':>8s} {'x static':>8s}"
+    print(
+        f"batch {args.batch}, {args.size}x{args.size}, {args.steps} timed steps (SGD), amp={args.amp}, "
+        f"compile={args.compile}\n"
+    )
+    base = dict(
+        batch=args.batch,
+        size=args.size,
+        steps=args.steps,
+        threads=args.threads,
+        device=args.device,
+        amp=args.amp,
+        compile=args.compile,
+        channels_last=args.channels_last,
+    )
+    head = (
+        f"{'arch':16s} {'model':22s} {'train img/s':>11s} {'x static':>8s} {'eval img/s':>10s} "
+        f"{'x static':>8s} {'peak MB':>8s} {'x static':>8s}"
+    )
     print(head)
     print("-" * len(head))
     configs = []
@@ -188,13 +228,19 @@ def main(argv=None) -> None:
         configs.append((arch, "static", dict(base, kind="static", arch=arch)))
         for preset in args.presets.split(","):
             for algo in algos:
-                configs.append((arch, f"kw {preset} {algo}",
-                                dict(base, kind="kw", arch=arch, preset=preset, algorithm=algo)))
+                configs.append(
+                    (
+                        arch,
+                        f"kw {preset} {algo}",
+                        dict(base, kind="kw", arch=arch, preset=preset, algorithm=algo),
+                    )
+                )
     if args.official:
         configs.append(("resnet18", "official kw 1x", dict(base, kind="official", official=args.official)))
         configs.append(("resnet18", "static", dict(base, kind="static", arch="resnet18")))
-        configs.append(("resnet18", "kw 1x auto", dict(base, kind="kw", arch="resnet18", preset="1x",
-                                                       algorithm="auto")))
+        configs.append(
+            ("resnet18", "kw 1x auto", dict(base, kind="kw", arch="resnet18", preset="1x", algorithm="auto"))
+        )
     ref = {}
     for arch, name, cfg in configs:
         r = _run(cfg, args.timeout)
@@ -205,8 +251,11 @@ def main(argv=None) -> None:
             ref[arch] = r
         s = ref.get(arch)
         ratio = (lambda k: f"{r[k] / s[k]:8.2f}") if s else (lambda k: f"{'':8s}")
-        print(f"{arch:16s} {name:22s} {r['train_img_s']:11.1f} {ratio('train_img_s')} {r['eval_img_s']:10.1f} "
-              f"{ratio('eval_img_s')} {r['peak_bytes'] / 2**20:8.0f} {ratio('peak_bytes')}", flush=True)
+        print(
+            f"{arch:16s} {name:22s} {r['train_img_s']:11.1f} {ratio('train_img_s')} {r['eval_img_s']:10.1f} "
+            f"{ratio('eval_img_s')} {r['peak_bytes'] / 2**20:8.0f} {ratio('peak_bytes')}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ temperatures. It prints one line per model and exits non-zero on any mismatch.
 The official models import ``timm`` only for ``DropPath`` and ``register_model``; when timm is not
 installed, a minimal stand-in for those two names is put on ``sys.path`` for this process.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import tempfile
 import types
 from pathlib import Path
 
@@ -41,13 +41,20 @@ CASES = [
     ("mobilenetv2_050", "4x", "mobilenetv2_050/kw4x_mobilenetv2_050.json", None),
     ("convnext_tiny", "1x", "convnext/kw1x_convnext_tiny.json", None),
 ]
-MODEL_ARGS = ("reduction", "cell_num_ratio", "cell_inplane_ratio", "cell_outplane_ratio", "sharing_range",
-              "nonlocal_basis_ratio")
+MODEL_ARGS = (
+    "reduction",
+    "cell_num_ratio",
+    "cell_inplane_ratio",
+    "cell_outplane_ratio",
+    "sharing_range",
+    "nonlocal_basis_ratio",
+)
 
 
 def _timm_stand_in() -> None:
     try:
         import timm  # noqa: F401
+
         return
     except ImportError:
         pass
@@ -68,14 +75,19 @@ def _timm_stand_in() -> None:
     layers.trunc_normal_ = torch.nn.init.trunc_normal_
     registry.register_model = lambda fn: fn
     timm.models, models.layers, models.registry = models, layers, registry
-    sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers,
-                        "timm.models.registry": registry})
+    sys.modules.update(
+        {"timm": timm, "timm.models": models, "timm.models.layers": layers, "timm.models.registry": registry}
+    )
 
 
 def _official_model(root: Path, config: dict):
     name = config["model"]
-    module = {"kw_resnet": "models.kw_resnet", "kw_mobilenetv2": "models.kw_mobilenetv2",
-              "kw1d2x_mobilenetv2": "models.kw1d2x_mobilenetv2", "kw_convnext": "models.kw_convnext"}
+    module = {
+        "kw_resnet": "models.kw_resnet",
+        "kw_mobilenetv2": "models.kw_mobilenetv2",
+        "kw1d2x_mobilenetv2": "models.kw1d2x_mobilenetv2",
+        "kw_convnext": "models.kw_convnext",
+    }
     key = next(k for k in sorted(module, key=len, reverse=True) if name.startswith(k))
     mod = __import__(module[key], fromlist=["x"])
     kwargs = {k: config[k] for k in MODEL_ARGS if k in config}
@@ -128,8 +140,10 @@ def main() -> int:
             scale = min(scale, a.abs().max().item())
         ok = n_off == n_our and worst < 1e-4 and scale > 1e-30
         failures += not ok
-        print(f"{arch:16s} {preset:5s} params official {n_off / 1e6:7.2f}M kwlab {n_our / 1e6:7.2f}M "
-              f"max rel logit diff {worst:.2e} (smallest max|logit| {scale:.1e})  {'OK' if ok else 'MISMATCH'}")
+        print(
+            f"{arch:16s} {preset:5s} params official {n_off / 1e6:7.2f}M kwlab {n_our / 1e6:7.2f}M "
+            f"max rel logit diff {worst:.2e} (smallest max|logit| {scale:.1e})  {'OK' if ok else 'MISMATCH'}"
+        )
     return 1 if failures else 0
 
 

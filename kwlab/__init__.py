@@ -1,59 +1,158 @@
 """kwlab: a lab bench for dynamic convolution -- faithful KernelWarehouse layers, their relatives,
 instruments that look inside the attention, and experiments that train and compare them.
 
+The package has three wings above its core (``ops``, ``layers``, ``models``):
+
+* :mod:`kwlab.methods` -- the method table, :func:`convert`, official checkpoints, temperature schedules;
+* :mod:`kwlab.instruments` -- the probe, metrics, freezing and plots;
+* :mod:`kwlab.experiments` -- configs, training, data, sweeps and reports.
+
 Quick start::
 
     import kwlab
     model = kwlab.create_model("resnet20_cifar", method="kw", preset="1x", num_classes=10)
     kwlab.set_temperature(model, 0.5)
 """
+
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import sys
 
-from .convert import kernelwarehouse
-from .layers import (ATTENTION_FUNCTIONS, DynamicAttention, DynamicLayer, KWAttention, KWConv1d, KWConv2d, KWConv3d,
-                     KWLinear, LayerSpec, Warehouse, WarehouseOptions, dynamic_layers, get_temperature,
-                     plan_warehouses, set_temperature)
+from .layers import (
+    ATTENTION_FUNCTIONS,
+    CondConv2d,
+    DynamicAttention,
+    DynamicConv2d,
+    DynamicLayer,
+    KernelDNAConv2d,
+    KWAttention,
+    KWConv1d,
+    KWConv2d,
+    KWConv3d,
+    KWLinear,
+    LayerSpec,
+    ODConv2d,
+    Warehouse,
+    WarehouseOptions,
+    dynamic_layers,
+    get_temperature,
+    plan_warehouses,
+    set_temperature,
+)
 from .layers.kernelwarehouse import warehouses
-from .models import create_model, list_methods, list_models
-from .temperature import TemperatureSchedule
-from .utils import count_parameters
+from .methods import (
+    METHODS,
+    TemperatureSchedule,
+    convert,
+    kernelwarehouse,
+    list_methods,
+    plan_kernelwarehouse,
+)
+from .methods.official import load_official, to_official
+from .models import create_model, list_models
+from .utils import count_macs, count_parameters
 
 __version__ = "0.1.0"
 
-__all__ = ["ATTENTION_FUNCTIONS", "DynamicAttention", "DynamicLayer", "KWAttention", "KWConv1d", "KWConv2d",
-           "KWConv3d", "KWLinear", "LayerSpec", "TemperatureSchedule", "Warehouse", "WarehouseOptions",
-           "count_parameters", "create_model", "dynamic_layers", "get_temperature", "kernelwarehouse",
-           "list_methods", "list_models", "load_official", "plan_warehouses", "set_temperature", "warehouses",
-           "Probe", "ProbeCallback", "freeze_attention", "unfreeze_attention", "CondConv2d", "DynamicConv2d",
-           "ODConv2d", "KernelDNAConv2d", "RunConfig", "fit"]
+__all__ = [
+    "ATTENTION_FUNCTIONS",
+    "CondConv2d",
+    "DynamicAttention",
+    "DynamicConv2d",
+    "DynamicLayer",
+    "KernelDNAConv2d",
+    "KWAttention",
+    "KWConv1d",
+    "KWConv2d",
+    "KWConv3d",
+    "KWLinear",
+    "LayerSpec",
+    "METHODS",
+    "ODConv2d",
+    "TemperatureSchedule",
+    "Warehouse",
+    "WarehouseOptions",
+    "convert",
+    "count_macs",
+    "count_parameters",
+    "create_model",
+    "dynamic_layers",
+    "get_temperature",
+    "kernelwarehouse",
+    "list_methods",
+    "list_models",
+    "load_official",
+    "plan_kernelwarehouse",
+    "plan_warehouses",
+    "set_temperature",
+    "to_official",
+    "warehouses",
+    "Probe",
+    "ProbeCallback",
+    "freeze_attention",
+    "unfreeze_attention",
+    "RunConfig",
+    "fit",
+]
 
-# Names from modules that import heavier optional packages (pandas, matplotlib) load on first use.
-_LAZY = {
-    "load_official": ("kwlab.official", "load_official"),
-    "Probe": ("kwlab.probe", "Probe"),
-    "ProbeCallback": ("kwlab.probe", "ProbeCallback"),
-    "freeze_attention": ("kwlab.freeze", "freeze_attention"),
-    "unfreeze_attention": ("kwlab.freeze", "unfreeze_attention"),
-    "CondConv2d": ("kwlab.layers.condconv", "CondConv2d"),
-    "DynamicConv2d": ("kwlab.layers.dyconv", "DynamicConv2d"),
-    "ODConv2d": ("kwlab.layers.odconv", "ODConv2d"),
-    "KernelDNAConv2d": ("kwlab.layers.kerneldna", "KernelDNAConv2d"),
-    "RunConfig": ("kwlab.train", "RunConfig"),
-    "fit": ("kwlab.train", "fit"),
+# The instruments and experiments need pandas/matplotlib (the "lab" extra): their names load on first use.
+_WING_NAMES = {
+    "Probe": "kwlab.instruments.probe",
+    "freeze_attention": "kwlab.instruments.freeze",
+    "unfreeze_attention": "kwlab.instruments.freeze",
+    "ProbeCallback": "kwlab.experiments.callbacks",
+    "RunConfig": "kwlab.experiments.config",
+    "fit": "kwlab.experiments.train",
 }
-_SUBMODULES = ("data", "family", "metrics", "ops", "plot", "probe", "report", "sweep", "train", "recipes", "teaching")
+_WINGS = ("methods", "instruments", "experiments", "ops", "layers", "models", "teaching", "testing")
+
+#: Modules that moved when the package was regrouped: old name -> new home.
+MOVED = {
+    "convert": "kwlab.methods.kernelwarehouse",
+    "family": "kwlab.methods.family",
+    "official": "kwlab.methods.official",
+    "temperature": "kwlab.methods.temperature",
+    "probe": "kwlab.instruments.probe",
+    "metrics": "kwlab.instruments.metrics",
+    "freeze": "kwlab.instruments.freeze",
+    "plot": "kwlab.instruments.plot",
+    "train": "kwlab.experiments.train",
+    "callbacks": "kwlab.experiments.callbacks",
+    "data": "kwlab.experiments.data",
+    "sweep": "kwlab.experiments.sweep",
+    "report": "kwlab.experiments.report",
+    "recipes": "kwlab.experiments.recipes",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder):
+    """Answers ``import kwlab.<old module>`` with an error that names the module's new home."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        head, _, rest = fullname.partition(".")
+        if head == "kwlab" and rest.split(".")[0] in MOVED:
+            old = rest.split(".")[0]
+            raise ModuleNotFoundError(
+                f"kwlab.{old} moved to {MOVED[old]}; import it from there", name=fullname
+            )
+        return None
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    if name in _SUBMODULES:
+    if name in _WING_NAMES:
+        return getattr(importlib.import_module(_WING_NAMES[name]), name)
+    if name in _WINGS:
         return importlib.import_module(f"kwlab.{name}")
+    if name in MOVED:
+        raise AttributeError(f"kwlab.{name} moved to {MOVED[name]}; import it from there")
     raise AttributeError(f"module 'kwlab' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(_WING_NAMES) | set(_WINGS))

@@ -1,4 +1,5 @@
 """Guarded imports of optional packages (torchvision, timm) -- never imported by kwlab's core."""
+
 from __future__ import annotations
 
 import importlib
@@ -35,7 +36,9 @@ def import_torchvision() -> ModuleType:
     try:
         return importlib.import_module("torchvision")
     except ModuleNotFoundError:
-        raise ImportError("torchvision is not installed; `pip install torchvision` (kwlab's lab extra has it)") from None
+        raise ImportError(
+            "torchvision is not installed; `pip install torchvision` (kwlab's lab extra has it)"
+        ) from None
     except RuntimeError:
         _define_missing_torchvision_ops()
         import sys

@@ -10,19 +10,22 @@ Examples::
 ``--set key=value`` values are parsed as YAML (``0.1`` is a float, ``[0, 1]`` a list, ``1/2x`` a string).
 For ``sweep`` a scalar is forced on every run and a list becomes a grid axis.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kwlab", description="KernelWarehouse lab bench: train, sweep, report.")
+    parser = argparse.ArgumentParser(
+        prog="kwlab", description="KernelWarehouse lab bench: train, sweep, report."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one run (a YAML of RunConfig fields and/or --set overrides)")
@@ -51,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     import yaml
 
-    from .sweep import parse_overrides
-    from .train import RunConfig, fit
+    from kwlab.experiments import RunConfig, fit
+    from kwlab.experiments.sweep import parse_overrides
 
     values: dict = {}
     if args.config:
@@ -63,10 +66,14 @@ def _train(args: argparse.Namespace) -> int:
         values = dict(loaded.get("base", loaded)) if "name" in loaded and "base" in loaded else dict(loaded)
     values.update(parse_overrides(args.overrides))
     config = RunConfig.from_dict(values)
-    from .sweep import check_configs, config_hash
+    from kwlab.experiments.sweep import check_configs, config_hash
 
     check_configs([config])
-    out = Path(args.out) if args.out else Path("runs/train") / f"{config.arch}-{config.method}-{config_hash(config)}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs/train") / f"{config.arch}-{config.method}-{config_hash(config)}"
+    )
     results = fit(config, out, progress=not args.no_progress)
     print(json.dumps(results, indent=2))
     print(f"run directory: {out}", file=sys.stderr)
@@ -74,13 +81,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, run_sweep
+    from kwlab.experiments.sweep import load_sweep, run_sweep
 
     spec = load_sweep(args.config, args.overrides)
-    df = run_sweep(spec, args.out, executor=args.executor, workers=args.workers, progress=not args.no_progress)
+    df = run_sweep(
+        spec, args.out, executor=args.executor, workers=args.workers, progress=not args.no_progress
+    )
     print(f"{len(df)} finished runs -> {Path(args.out) / 'results.csv'}")
     if not args.no_report and len(df):
-        from .report import make_report
+        from kwlab.experiments.report import make_report
 
         page = make_report(args.out)
         print(f"report: {page}")
@@ -88,7 +97,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import make_report
+    from kwlab.experiments.report import make_report
 
     page = make_report(args.dir, args.out)
     print(f"report: {page}")
@@ -96,7 +105,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from .recipes import RECIPES
+    from kwlab.experiments.recipes import RECIPES
 
     for name, fields in sorted(RECIPES.items()):
         print(f"{name:22s} " + ", ".join(f"{k}={v}" for k, v in fields.items()))
@@ -105,7 +114,7 @@ def _recipes(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kwlab`` console script and ``python -m kwlab``."""
-    from .train import ConfigError
+    from kwlab.experiments.config import ConfigError
 
     args = build_parser().parse_args(argv)
     handler = {"train": _train, "sweep": _sweep, "report": _report, "recipes": _recipes}[args.command]

@@ -13,22 +13,37 @@ Each helper names the notebook that explains it. They are plain functions of dat
 * :func:`to_image`, :func:`plot_attribution_grid` -- images and signed attribution maps side by side
   (07_explain_with_captum).
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["quick_mode", "pick_dataset", "find_data_file", "runs_dir", "plan_model", "kw_parameter_count",
-           "budget_table", "plot_budget", "plot_plan", "budget_explorer", "cell_index_map", "plot_kernel_cells",
-           "plot_learning_curves", "to_image", "plot_attribution_grid"]
-
+__all__ = [
+    "quick_mode",
+    "pick_dataset",
+    "find_data_file",
+    "runs_dir",
+    "plan_model",
+    "kw_parameter_count",
+    "budget_table",
+    "plot_budget",
+    "plot_plan",
+    "budget_explorer",
+    "cell_index_map",
+    "plot_kernel_cells",
+    "plot_learning_curves",
+    "to_image",
+    "plot_attribution_grid",
+]
 
 
 # ----------------------------------------------------------------------------------------------- settings
@@ -45,7 +60,7 @@ def find_data_file(filename: str, root: str | os.PathLike | None = None) -> Path
 
     Used by notebooks/06_imagenet_subset.ipynb to find ``imagenette2-224.zip``.
     """
-    from .data import data_roots  # noqa: PLC0415
+    from kwlab.experiments.data import data_roots  # noqa: PLC0415
 
     for r in data_roots(root):
         p = r / filename
@@ -54,13 +69,15 @@ def find_data_file(filename: str, root: str | os.PathLike | None = None) -> Path
     return None
 
 
-def pick_dataset(name: str = "cifar10", fallback: str = "synthetic", root: str | os.PathLike | None = None) -> str:
+def pick_dataset(
+    name: str = "cifar10", fallback: str = "synthetic", root: str | os.PathLike | None = None
+) -> str:
     """``name`` if that dataset is available locally (no download is attempted), else ``fallback``.
 
     Prints which one was chosen and why. Used by notebooks/03_train_cifar.ipynb (CIFAR-10 when
     ``$KWLAB_DATA`` holds ``cifar10-jpg.zip``, synthetic images otherwise).
     """
-    from .data import DatasetNotFoundError, resolve_source  # noqa: PLC0415
+    from kwlab.experiments.data import DatasetNotFoundError, resolve_source  # noqa: PLC0415
 
     try:
         kind, path = resolve_source(name, root, download=False)
@@ -82,22 +99,39 @@ def runs_dir(name: str) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- planning
-def plan_model(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1.0, cell_out: float = 1.0,
-               sharing: Any = "stage", spatial_partition: bool = True, reduction: float = 1 / 16):
+def plan_model(
+    model: nn.Module,
+    *,
+    budget: float = 1.0,
+    cell_in: float = 1.0,
+    cell_out: float = 1.0,
+    sharing: Any = "stage",
+    spatial_partition: bool = True,
+    reduction: float = 1 / 16,
+):
     """The warehouse plan :func:`kwlab.kernelwarehouse` would make for a *static* ``model`` (nothing is built);
-    :func:`kwlab.convert.plan_kernelwarehouse` with the knobs the notebook's sliders move.
+    :func:`kwlab.methods.kernelwarehouse.plan_kernelwarehouse` with the knobs the notebook's sliders move.
 
     Returns a :class:`kwlab.layers.KWPlan` (``plan.table()`` for one row per layer); a combination that is not
     allowed raises ``ValueError`` naming the parameter and the allowed values.
     Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
     """
-    from .convert import plan_kernelwarehouse  # noqa: PLC0415
+    from kwlab.methods.kernelwarehouse import plan_kernelwarehouse  # noqa: PLC0415
 
-    return plan_kernelwarehouse(model, budget=budget, cell_in=cell_in, cell_out=cell_out, sharing=sharing,
-                                spatial_partition=spatial_partition, reduction=reduction)
+    return plan_kernelwarehouse(
+        model,
+        budget=budget,
+        cell_in=cell_in,
+        cell_out=cell_out,
+        sharing=sharing,
+        spatial_partition=spatial_partition,
+        reduction=reduction,
+    )
 
 
-def kw_parameter_count(model: nn.Module, plan: Any, *, attention_norm: str = "batch", zero_cell: bool = True) -> int:
+def kw_parameter_count(
+    model: nn.Module, plan: Any, *, attention_norm: str = "batch", zero_cell: bool = True
+) -> int:
     """Parameters of the KW model that ``plan`` describes, from the static ``model`` and the plan alone:
     ``static params - converted kernels + warehouse cells + attention heads``. Each layer's attention is built
     on the meta device (no memory) and counted, so the count is the real module's by construction.
@@ -113,15 +147,26 @@ def kw_parameter_count(model: nn.Module, plan: Any, *, attention_norm: str = "ba
         for name, lp in plan.layers.items():
             total -= modules[name].weight.numel()
             wp = plan.warehouses[lp.warehouse]
-            att = KWAttention(lp.spec.in_channels, lp.num_mixtures, wp.num_cells, start_cell=lp.start_cell,
-                              budget=wp.options.budget, reduction=wp.options.reduction, norm=attention_norm,
-                              zero_cell=zero_cell)
+            att = KWAttention(
+                lp.spec.in_channels,
+                lp.num_mixtures,
+                wp.num_cells,
+                start_cell=lp.start_cell,
+                budget=wp.options.budget,
+                reduction=wp.options.reduction,
+                norm=attention_norm,
+                zero_cell=zero_cell,
+            )
             total += sum(p.numel() for p in att.parameters())
     return int(total)
 
 
-def budget_table(model: nn.Module, budgets: Sequence[float] = (0.25, 0.5, 1, 2, 4),
-                 cell_ratios: Sequence[float] = (1.0, 0.5, 0.25), sharing: Any = "stage"):
+def budget_table(
+    model: nn.Module,
+    budgets: Sequence[float] = (0.25, 0.5, 1, 2, 4),
+    cell_ratios: Sequence[float] = (1.0, 0.5, 0.25),
+    sharing: Any = "stage",
+):
     """One row per (budget b, cell ratio): allowed?, total mixtures m, total cells n, warehouses, parameters.
 
     ``cell_ratio`` sets ``cell_in = cell_out``. Disallowed combinations keep a row with ``allowed=False``
@@ -133,17 +178,39 @@ def budget_table(model: nn.Module, budgets: Sequence[float] = (0.25, 0.5, 1, 2, 
     rows = []
     for ratio in cell_ratios:
         for b in budgets:
-            row = dict(budget=float(b), budget_label=_fraction(b), cell_ratio=float(ratio),
-                       cell_ratio_label=_fraction(ratio), static_params=static)
+            row = dict(
+                budget=float(b),
+                budget_label=_fraction(b),
+                cell_ratio=float(ratio),
+                cell_ratio_label=_fraction(ratio),
+                static_params=static,
+            )
             try:
                 plan = plan_model(model, budget=b, cell_in=ratio, cell_out=ratio, sharing=sharing)
             except ValueError as err:
-                rows.append(dict(row, allowed=False, reason=str(err).split(":")[0], m=np.nan, n=np.nan,
-                                 warehouses=np.nan, params=np.nan))
+                rows.append(
+                    dict(
+                        row,
+                        allowed=False,
+                        reason=str(err).split(":")[0],
+                        m=np.nan,
+                        n=np.nan,
+                        warehouses=np.nan,
+                        params=np.nan,
+                    )
+                )
                 continue
-            rows.append(dict(row, allowed=True, reason="", m=sum(lp.num_mixtures for lp in plan.layers.values()),
-                             n=sum(wp.num_cells for wp in plan.warehouses.values()), warehouses=len(plan.warehouses),
-                             params=kw_parameter_count(model, plan)))
+            rows.append(
+                dict(
+                    row,
+                    allowed=True,
+                    reason="",
+                    m=sum(lp.num_mixtures for lp in plan.layers.values()),
+                    n=sum(wp.num_cells for wp in plan.warehouses.values()),
+                    warehouses=len(plan.warehouses),
+                    params=kw_parameter_count(model, plan),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -161,15 +228,26 @@ def plot_budget(table: Any, ax=None, title: str | None = None):
     """
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = (plt.subplots(figsize=(6.5, 4)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(6.5, 4)) if ax is None else (ax.figure, ax)
     ok = table[table["allowed"]]
     for i, (ratio, part) in enumerate(ok.groupby("cell_ratio", sort=False)):
         part = part.sort_values("budget")
-        ax.plot(part["budget"], part["params"] / 1e6, marker="o", color=f"C{i}",
-                label=f"cell ratio {part['cell_ratio_label'].iloc[0]}")
+        ax.plot(
+            part["budget"],
+            part["params"] / 1e6,
+            marker="o",
+            color=f"C{i}",
+            label=f"cell ratio {part['cell_ratio_label'].iloc[0]}",
+        )
         for _, r in part.iterrows():
-            ax.annotate(f"n={int(r['n'])}", (r["budget"], r["params"] / 1e6), textcoords="offset points",
-                        xytext=(5, -4 + 9 * (i - 1)), fontsize=7, color=f"C{i}")
+            ax.annotate(
+                f"n={int(r['n'])}",
+                (r["budget"], r["params"] / 1e6),
+                textcoords="offset points",
+                xytext=(5, -4 + 9 * (i - 1)),
+                fontsize=7,
+                color=f"C{i}",
+            )
     ax.axhline(table["static_params"].iloc[0] / 1e6, color="0.3", linestyle="--", label="static model")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -185,15 +263,16 @@ def plot_budget(table: Any, ax=None, title: str | None = None):
     return fig
 
 
-def plot_plan(plan: Any, static_params: int | None = None, params: int | None = None, ax=None,
-              title: str | None = None):
+def plot_plan(
+    plan: Any, static_params: int | None = None, params: int | None = None, ax=None, title: str | None = None
+):
     """Bars per warehouse: mixtures m cut from its layers (sum) and cells n it holds, log scale.
 
     Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
     """
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = (plt.subplots(figsize=(6.5, 3.8)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8)) if ax is None else (ax.figure, ax)
     keys = list(plan.warehouses)
     m = [sum(plan.layers[n].num_mixtures for n in plan.warehouses[k].layers) for k in keys]
     n = [plan.warehouses[k].num_cells for k in keys]
@@ -239,10 +318,14 @@ def budget_explorer(model: nn.Module, interactive: bool = True, sharing: Any = "
         except ImportError:
             print("ipywidgets is not installed: showing the static view (pip install ipywidgets for sliders)")
         else:
-            budget = widgets.SelectionSlider(options=[("1/4", 0.25), ("1/2", 0.5), ("1", 1.0), ("2", 2.0), ("4", 4.0)],
-                                             value=1.0, description="budget b")
-            ratio = widgets.SelectionSlider(options=[("1/4", 0.25), ("1/2", 0.5), ("1", 1.0)], value=1.0,
-                                            description="cell ratio")
+            budget = widgets.SelectionSlider(
+                options=[("1/4", 0.25), ("1/2", 0.5), ("1", 1.0), ("2", 2.0), ("4", 4.0)],
+                value=1.0,
+                description="budget b",
+            )
+            ratio = widgets.SelectionSlider(
+                options=[("1/4", 0.25), ("1/2", 0.5), ("1", 1.0)], value=1.0, description="cell ratio"
+            )
 
             def draw(b: float, r: float) -> None:
                 try:
@@ -259,8 +342,13 @@ def budget_explorer(model: nn.Module, interactive: bool = True, sharing: Any = "
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     plot_budget(budget_table(model, sharing=sharing), ax=axes[0])
     plan = plan_model(model, budget=1, cell_in=1, cell_out=1, sharing=sharing)
-    plot_plan(plan, static, kw_parameter_count(model, plan), ax=axes[1],
-              title=f"Plan at b=1, cell ratio 1: {kw_parameter_count(model, plan) / 1e6:.2f}M params")
+    plot_plan(
+        plan,
+        static,
+        kw_parameter_count(model, plan),
+        ax=axes[1],
+        title=f"Plan at b=1, cell ratio 1: {kw_parameter_count(model, plan) / 1e6:.2f}M params",
+    )
     fig.tight_layout()
     return fig
 
@@ -299,7 +387,9 @@ def plot_kernel_cells(weight: Tensor, layout: Any, axes=None, title: str | None 
     if weight.dim() != 4:
         raise ValueError(f"weight must be a 2-d conv kernel (O, I, kh, kw), got shape {tuple(weight.shape)}")
     if tuple(weight.shape) != tuple(layout.weight_shape):
-        raise ValueError(f"weight shape {tuple(weight.shape)} does not match layout.weight_shape {layout.weight_shape}")
+        raise ValueError(
+            f"weight shape {tuple(weight.shape)} does not match layout.weight_shape {layout.weight_shape}"
+        )
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
     fig = axes[0].figure
@@ -335,9 +425,12 @@ def plot_kernel_cells(weight: Tensor, layout: Any, axes=None, title: str | None 
 
 
 # ------------------------------------------------------------------------------------------------ training
-def plot_learning_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
-                         metrics: Sequence[str] = ("train_loss", "test_acc"), axes=None,
-                         title: str | None = None):
+def plot_learning_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    metrics: Sequence[str] = ("train_loss", "test_acc"),
+    axes=None,
+    title: str | None = None,
+):
     """One panel per metric, one line per run, against the epoch.
 
     Args:
@@ -352,8 +445,14 @@ def plot_learning_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.6), squeeze=False)
         axes = list(axes[0])
     fig = axes[0].figure
-    labels = {"train_loss": "training loss", "test_loss": "test loss", "train_acc": "training accuracy",
-              "test_acc": "test accuracy", "temperature": "temperature tau (end of epoch)", "lr": "learning rate"}
+    labels = {
+        "train_loss": "training loss",
+        "test_loss": "test loss",
+        "train_acc": "training accuracy",
+        "test_acc": "test accuracy",
+        "temperature": "temperature tau (end of epoch)",
+        "lr": "learning rate",
+    }
     for ax, metric in zip(axes, metrics):
         for i, (name, hist) in enumerate(histories.items()):
             xs = [h["epoch"] for h in hist if metric in h and not _isnan(h[metric])]
@@ -388,8 +487,14 @@ def to_image(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarr
     return (x.detach() * s + m).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def plot_attribution_grid(images: Tensor, maps: Mapping[str, Tensor], mean: Sequence[float], std: Sequence[float],
-                          column_titles: Sequence[str] | None = None, title: str | None = None):
+def plot_attribution_grid(
+    images: Tensor,
+    maps: Mapping[str, Tensor],
+    mean: Sequence[float],
+    std: Sequence[float],
+    column_titles: Sequence[str] | None = None,
+    title: str | None = None,
+):
     """Images in the first row, one row per attribution map below, signed maps on a shared diverging scale.
 
     Args:

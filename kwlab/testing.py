@@ -14,6 +14,7 @@ that instruments (probe, freezing, temperature) can be tested without the full K
   qualified name (``stem``, ``layer1.0.conv``, ``layer1.1.conv``) and the body is a plain sequence, so a
   test can walk it by hand.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,15 @@ from torch import Tensor, nn
 from .layers.base import DynamicAttention, DynamicLayer
 from .ops import dynamic_conv, mix_cells
 
-__all__ = ["MixtureAttention", "MixtureConv2d", "TinyWarehouse", "TinyBlock", "TinyDynamicNet",
-           "hook_count", "reference_forward"]
+__all__ = [
+    "MixtureAttention",
+    "MixtureConv2d",
+    "TinyWarehouse",
+    "TinyBlock",
+    "TinyDynamicNet",
+    "hook_count",
+    "reference_forward",
+]
 
 
 class MixtureAttention(DynamicAttention):
@@ -40,8 +48,15 @@ class MixtureAttention(DynamicAttention):
         temperature: initial temperature (default 1 for softmax, 0 for signed).
     """
 
-    def __init__(self, in_channels: int, num_mixtures: int, num_cells: int, *, signed: bool = False,
-                 temperature: float | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_mixtures: int,
+        num_cells: int,
+        *,
+        signed: bool = False,
+        temperature: float | None = None,
+    ) -> None:
         if temperature is None:
             temperature = 0.0 if signed else 1.0
         super().__init__(num_mixtures, num_cells, zero_cell=signed, temperature=temperature)
@@ -67,8 +82,10 @@ class TinyWarehouse(nn.Module):
     def __init__(self, num_cells: int, cell_out: int, cell_in: int, kernel_size: int, name: str = "") -> None:
         super().__init__()
         self.name = name
-        self.cells = nn.Parameter(torch.randn(num_cells, cell_out, cell_in, kernel_size, kernel_size)
-                                  / (cell_in * kernel_size ** 2) ** 0.5)
+        self.cells = nn.Parameter(
+            torch.randn(num_cells, cell_out, cell_in, kernel_size, kernel_size)
+            / (cell_in * kernel_size**2) ** 0.5
+        )
 
 
 class MixtureConv2d(DynamicLayer):
@@ -83,22 +100,36 @@ class MixtureConv2d(DynamicLayer):
             ``bank`` is then the warehouse name.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 1, *, num_cells: int = 4, num_mixtures: int = 1, signed: bool = False,
-                 warehouse: TinyWarehouse | None = None, temperature: float | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        *,
+        num_cells: int = 4,
+        num_mixtures: int = 1,
+        signed: bool = False,
+        warehouse: TinyWarehouse | None = None,
+        temperature: float | None = None,
+    ) -> None:
         super().__init__()
         if out_channels % num_mixtures:
             raise ValueError(f"num_mixtures must divide out_channels={out_channels}, got {num_mixtures}")
         self.out_channels, self.stride, self.padding = out_channels, stride, padding
         if warehouse is None:
-            self.cells = nn.Parameter(torch.randn(num_cells, out_channels // num_mixtures, in_channels,
-                                                  kernel_size, kernel_size) / (in_channels * kernel_size ** 2) ** 0.5)
+            self.cells = nn.Parameter(
+                torch.randn(num_cells, out_channels // num_mixtures, in_channels, kernel_size, kernel_size)
+                / (in_channels * kernel_size**2) ** 0.5
+            )
         else:
             object.__setattr__(self, "_warehouse", warehouse)  # shared, owned by the model
             self._bank = warehouse.name
             num_cells = warehouse.cells.shape[0]
-        self.attention = MixtureAttention(in_channels, num_mixtures, num_cells, signed=signed,
-                                          temperature=temperature)
+        self.attention = MixtureAttention(
+            in_channels, num_mixtures, num_cells, signed=signed, temperature=temperature
+        )
 
     def get_cells(self) -> Tensor:
         """The bank ``(n, out/m, in, k, k)``."""
@@ -118,7 +149,9 @@ class MixtureConv2d(DynamicLayer):
         """Reference path: run the layer with given coefficients ``(B, m, n)`` or ``(m, n)``."""
         if alpha.dim() == 2:
             alpha = alpha.unsqueeze(0).expand(x.shape[0], -1, -1)
-        return dynamic_conv(x, self.weight_from_alpha(alpha), None, self.stride, self.padding, algorithm="loop")
+        return dynamic_conv(
+            x, self.weight_from_alpha(alpha), None, self.stride, self.padding, algorithm="loop"
+        )
 
 
 class TinyBlock(nn.Module):
@@ -144,14 +177,29 @@ class TinyDynamicNet(nn.Module):
         num_mixtures: mixtures of each body conv (the stem has 1: a whole-kernel mixture).
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 8, num_classes: int = 3, *, signed: bool = True,
-                 num_cells: int = 4, num_mixtures: int = 2) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        width: int = 8,
+        num_classes: int = 3,
+        *,
+        signed: bool = True,
+        num_cells: int = 4,
+        num_mixtures: int = 2,
+    ) -> None:
         super().__init__()
         self.warehouse = TinyWarehouse(num_cells, width // num_mixtures, width, 3, name="layer1")
         self.stem = MixtureConv2d(in_channels, width, num_cells=num_cells, num_mixtures=1, signed=signed)
-        self.layer1 = nn.Sequential(*[
-            TinyBlock(MixtureConv2d(width, width, num_mixtures=num_mixtures, signed=signed,
-                                    warehouse=self.warehouse)) for _ in range(2)])
+        self.layer1 = nn.Sequential(
+            *[
+                TinyBlock(
+                    MixtureConv2d(
+                        width, width, num_mixtures=num_mixtures, signed=signed, warehouse=self.warehouse
+                    )
+                )
+                for _ in range(2)
+            ]
+        )
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -169,8 +217,9 @@ def hook_count(model: nn.Module) -> int:
     return total
 
 
-def reference_forward(net: TinyDynamicNet, x: Tensor, alphas: dict[str, Tensor] | None = None
-                      ) -> tuple[Tensor, dict[str, Tensor]]:
+def reference_forward(
+    net: TinyDynamicNet, x: Tensor, alphas: dict[str, Tensor] | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Run :class:`TinyDynamicNet` by hand, without calling any ``attention`` module (so no hook fires).
 
     Each layer's full coefficients come from ``attention.coefficients`` and its output from the per-sample

@@ -1,12 +1,31 @@
 """Small helpers shared across kwlab."""
+
 from __future__ import annotations
 
+import difflib
+import os
 import subprocess
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
-__all__ = ["count_parameters", "git_revision"]
+__all__ = [
+    "count_parameters",
+    "count_macs",
+    "git_revision",
+    "suggest",
+    "atomic_write_text",
+    "atomic_torch_save",
+]
+
+
+def suggest(value: str, options: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``options``, or ``""`` (the one did-you-mean helper)."""
+    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -18,11 +37,57 @@ def git_revision(path: str | Path | None = None) -> str:
     """The git commit of the kwlab checkout (or of ``path``), with ``-dirty`` if modified; "unknown" outside git."""
     cwd = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
         if rev.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of one forward pass on a zero input of ``input_shape`` (e.g. (1, 3, 32, 32)).
+
+    Counted with :class:`torch.utils.flop_counter.FlopCounterMode` (MACs = FLOPs / 2) in eval mode, so it
+    includes the attention and the kernel assembly of dynamic layers.
+    """
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    was_training = model.training
+    model.eval()
+    p = next(model.parameters(), None)
+    x = torch.zeros(*input_shape, device=p.device if p is not None else "cpu")
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // 2
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never a partial one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through a tmp file + ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

@@ -1,4 +1,5 @@
 """kwlab.cli: train / sweep / report commands, --set parsing, clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,18 @@ import yaml
 
 from kwlab.cli import main
 
-BASE = dict(arch="resnet20_cifar", model_kwargs={"widths": [4, 8, 8]}, data="synthetic", image_size=8,
-            train_samples=48, test_samples=24, batch_size=16, epochs=1, lr=0.05, device="cpu")
+BASE = dict(
+    arch="resnet20_cifar",
+    model_kwargs={"widths": [4, 8, 8]},
+    data="synthetic",
+    image_size=8,
+    train_samples=48,
+    test_samples=24,
+    batch_size=16,
+    epochs=1,
+    lr=0.05,
+    device="cpu",
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,8 +31,19 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_train_with_config_file_and_set_overrides(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump({**BASE, "lr": 0.5}))
-    rc = main(["train", str(cfg), "--set", "lr=0.02", "--set", "seed=3", "--out", str(tmp_path / "r"),
-               "--no-progress"])
+    rc = main(
+        [
+            "train",
+            str(cfg),
+            "--set",
+            "lr=0.02",
+            "--set",
+            "seed=3",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
     assert saved["lr"] == 0.02 and saved["seed"] == 3 and saved["model_kwargs"] == {"widths": [4, 8, 8]}
@@ -37,8 +59,14 @@ def test_bad_field_is_a_clear_error_with_exit_code_2(tmp_path, capsys):
 
 
 def test_sweep_then_report(tmp_path, capsys):
-    spec = {"name": "cli", "base": BASE, "runs": [{"method": "static"}, {"method": "kw", "preset": ["1/2x", "1x"],
-                                                                           "sharing": ["layer", "stage"]}]}
+    spec = {
+        "name": "cli",
+        "base": BASE,
+        "runs": [
+            {"method": "static"},
+            {"method": "kw", "preset": ["1/2x", "1x"], "sharing": ["layer", "stage"]},
+        ],
+    }
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(spec))
     rc = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--set", "epochs=1", "--no-progress"])
@@ -49,9 +77,16 @@ def test_sweep_then_report(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "out" / "results.csv")
     assert len(df) == 5
     html = page.read_text()
-    for png in ("accuracy_vs_params.png", "accuracy_vs_budget.png", "diversity_vs_budget.png",
-                "accuracy_vs_sharing.png", "training_curves.png", "negative_fraction.png", "cell_usage.png",
-                "attention_heatmap.png"):
+    for png in (
+        "accuracy_vs_params.png",
+        "accuracy_vs_budget.png",
+        "diversity_vs_budget.png",
+        "accuracy_vs_sharing.png",
+        "training_curves.png",
+        "negative_fraction.png",
+        "cell_usage.png",
+        "attention_heatmap.png",
+    ):
         assert (page.parent / png).stat().st_size > 1000, png
         assert png in html
     for run_id in df["run_id"]:
@@ -66,7 +101,7 @@ def test_report_of_missing_dir_is_a_clear_error(tmp_path, capsys):
 
 
 def test_recipes_lists_every_recipe(capsys):
-    from kwlab.recipes import list_recipes
+    from kwlab.experiments.recipes import list_recipes
 
     assert main(["recipes"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -1,4 +1,5 @@
-"""kwlab.data: synthetic images, ImageFolder dirs/zips, CIFAR pickles, the device loader."""
+"""kwlab.experiments.data: synthetic images, ImageFolder dirs/zips, CIFAR pickles, the device loader."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from kwlab.data import DatasetNotFoundError, DeviceLoader, _subset, load_data, synthetic_images
+from kwlab.experiments.data import DatasetNotFoundError, DeviceLoader, _subset, load_data, synthetic_images
 
 DATA = os.environ.get("KWLAB_DATA")
 
@@ -52,7 +53,7 @@ def test_load_synthetic_caps_and_stats():
 def _reference_crop_flip(img: np.ndarray, dy: int, dx: int, flip: bool, p: int) -> np.ndarray:
     padded = np.pad(img, ((p, p), (p, p), (0, 0)))
     h, w = img.shape[:2]
-    out = padded[dy:dy + h, dx:dx + w]
+    out = padded[dy : dy + h, dx : dx + w]
     return out[:, ::-1] if flip else out
 
 
@@ -72,15 +73,20 @@ def test_train_batches_are_crops_or_flips_of_their_source_images():
     for xb, yb in loader:
         for img, label in zip(xb.permute(0, 2, 3, 1).round().to(torch.uint8).numpy(), yb.tolist()):
             src = x[int((y == label).nonzero()[0, 0])].numpy()
-            candidates = [_reference_crop_flip(src, dy, dx, f, 1) for dy in range(3) for dx in range(3)
-                          for f in (False, True)]
+            candidates = [
+                _reference_crop_flip(src, dy, dx, f, 1)
+                for dy in range(3)
+                for dx in range(3)
+                for f in (False, True)
+            ]
             assert any(np.array_equal(img, c) for c in candidates)
 
 
 def test_epoch_order_is_a_permutation_reproducible_per_epoch():
     x, y = synthetic_images(30, num_classes=30, image_size=4, seed=0)
-    loader = DeviceLoader(x, y, batch_size=8, train=True, mean=(0, 0, 0), std=(1, 1, 1), crop_padding=0,
-                          flip=False, seed=5)
+    loader = DeviceLoader(
+        x, y, batch_size=8, train=True, mean=(0, 0, 0), std=(1, 1, 1), crop_padding=0, flip=False, seed=5
+    )
     assert len(loader) == 3  # drop_last for training
     order0 = torch.cat([yb for _, yb in loader])
     assert len(set(order0.tolist())) == 24
@@ -96,7 +102,9 @@ def test_eval_batches_are_normalised_in_order():
     loader = DeviceLoader(x, y, batch_size=4, train=False, mean=mean, std=std)
     xs, ys = zip(*loader)
     assert [len(v) for v in ys] == [4, 4, 2]
-    ref = (x.permute(0, 3, 1, 2).double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    ref = (x.permute(0, 3, 1, 2).double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
+        std
+    ).view(1, 3, 1, 1)
     torch.testing.assert_close(torch.cat(xs).double(), ref, rtol=1e-5, atol=1e-5)
     assert torch.equal(torch.cat(ys), y)
 
@@ -112,7 +120,9 @@ def test_ddp_ranks_split_the_global_batch():
 
 
 # ------------------------------------------------------------------------------------------- files
-def _make_tree(root: Path, splits=("train", "val"), classes=("b_cls", "a_cls", "c_cls"), per=3, size=(10, 10)):
+def _make_tree(
+    root: Path, splits=("train", "val"), classes=("b_cls", "a_cls", "c_cls"), per=3, size=(10, 10)
+):
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -197,14 +207,27 @@ def test_missing_dataset_says_where_it_looked(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- real data
 @pytest.mark.data
-@pytest.mark.skipif(not DATA or not Path(DATA, "cifar10-jpg.zip").exists(), reason="needs KWLAB_DATA/cifar10-jpg.zip")
+@pytest.mark.skipif(
+    not DATA or not Path(DATA, "cifar10-jpg.zip").exists(), reason="needs KWLAB_DATA/cifar10-jpg.zip"
+)
 def test_real_cifar10_zip_subset():
     import io
 
     from PIL import Image
 
     d = load_data("cifar10", train_samples=400, test_samples=100, download=False)
-    assert d.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert d.classes == [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     assert d.train_images.shape == (400, 32, 32, 3) and d.test_images.shape == (100, 32, 32, 3)
     with zipfile.ZipFile(Path(DATA) / "cifar10-jpg.zip") as zf:
         names = sorted(n for n in zf.namelist() if n.endswith(".jpg") and "/train/" in n)
@@ -219,8 +242,9 @@ def test_real_cifar10_zip_subset():
 
 
 @pytest.mark.data
-@pytest.mark.skipif(not DATA or not Path(DATA, "imagenette2-224.zip").exists(),
-                    reason="needs KWLAB_DATA/imagenette2-224.zip")
+@pytest.mark.skipif(
+    not DATA or not Path(DATA, "imagenette2-224.zip").exists(), reason="needs KWLAB_DATA/imagenette2-224.zip"
+)
 def test_real_imagenette_zip_resized():
     d = load_data(str(Path(DATA) / "imagenette2-224.zip"), image_size=32, train_samples=60, test_samples=20)
     assert d.num_classes == 10 and d.classes[0] == "n01440764"

@@ -1,11 +1,12 @@
 """environment.yml lists the same packages and pins as pyproject.toml and constraints.txt."""
+
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 yaml = pytest.importorskip("yaml")
 
@@ -68,10 +69,14 @@ def test_environment_matches_pyproject_and_constraints():
     pins = _constraints()
     expected.update(pins)  # a pin replaces pyproject's range
     env, _ = _environment()
-    assert set(env) == set(expected), (f"only in environment.yml: {sorted(set(env) - set(expected))}; "
-                                       f"missing from it: {sorted(set(expected) - set(env))}")
+    assert set(env) == set(expected), (
+        f"only in environment.yml: {sorted(set(env) - set(expected))}; "
+        f"missing from it: {sorted(set(expected) - set(env))}"
+    )
     for name, spec in expected.items():
-        assert env[name] == spec, f"{name}: environment.yml has {env[name]!r}, pyproject/constraints say {spec!r}"
+        assert env[name] == spec, (
+            f"{name}: environment.yml has {env[name]!r}, pyproject/constraints say {spec!r}"
+        )
 
 
 def test_pins_are_exact_and_in_pyproject():

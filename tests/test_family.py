@@ -1,8 +1,9 @@
-"""CondConv, DY-Conv, ODConv, KernelDNA and kwlab.family.convert, against explicit formulas.
+"""CondConv, DY-Conv, ODConv, KernelDNA and kwlab.methods.family.convert, against explicit formulas.
 
 Every layer is compared with a plain per-sample convolution (kwlab.ops.per_sample_conv) of a kernel
 built here from the layer's parameters by the paper's formula, forward and gradients.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,12 +14,13 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from kwlab import family
+import kwlab
 from kwlab.layers.base import set_temperature
 from kwlab.layers.condconv import CondConv2d
 from kwlab.layers.dyconv import DynamicConv2d
 from kwlab.layers.kerneldna import KernelDNAConv2d
 from kwlab.layers.odconv import ODConv2d
+from kwlab.methods import family
 from kwlab.ops import per_sample_conv
 
 torch.manual_seed(0)
@@ -61,6 +63,7 @@ def _compare(layer, reference, x, params):
 def _tiny_resnet(num_blocks=(2, 2), widths=(8, 16)):
     """A torchvision-shaped ResNet: conv1 stem, layerN.M.conv1/conv2, layerN.0.downsample.0, fc."""
     from kwlab.models.resnet import BasicBlock, ResNet
+
     return ResNet(BasicBlock, list(num_blocks), widths=widths, num_classes=5, stem="cifar")
 
 
@@ -111,9 +114,10 @@ def test_condconv_one_expert_is_scaled_conv():
 # ----------------------------------------------------------------------------------------------- DY-Conv
 @pytest.mark.parametrize("groups,bias", [(1, True), (2, False)])
 def test_dyconv_matches_formula(groups, bias):
-    layer = DynamicConv2d(4, 6, (3, 1), stride=(1, 2), padding=(1, 0), groups=groups, bias=bias,
-                          num_kernels=4)
-    set_temperature(layer, 3.0)
+    layer = DynamicConv2d(
+        4, 6, (3, 1), stride=(1, 2), padding=(1, 0), groups=groups, bias=bias, num_kernels=4
+    )
+    set_temperature(layer, 2 / 29)  # anneal position -> T = 1 + 29 * tau = 3
     x = torch.randn(3, 4, 6, 5)
     att = layer.attention
 
@@ -143,12 +147,15 @@ def test_dyconv_one_kernel_is_conv_and_frozen_alpha():
 
 
 # ----------------------------------------------------------------------------------------------- ODConv
-@pytest.mark.parametrize("cin,cout,k,groups,n", [(8, 6, 3, 1, 4), (8, 8, 3, 8, 2), (8, 6, 3, 2, 3),
-                                                 (8, 6, 1, 1, 1), (8, 6, 1, 1, 2)])
+@pytest.mark.parametrize(
+    "cin,cout,k,groups,n",
+    [(8, 6, 3, 1, 4), (8, 8, 3, 8, 2), (8, 6, 3, 2, 3), (8, 6, 1, 1, 1), (8, 6, 1, 1, 2)],
+)
 def test_odconv_matches_formula(cin, cout, k, groups, n):
-    layer = ODConv2d(cin, cout, k, stride=1, padding=k // 2, groups=groups, num_kernels=n, reduction=0.25,
-                     min_hidden=4)
-    set_temperature(layer, 2.0)
+    layer = ODConv2d(
+        cin, cout, k, stride=1, padding=k // 2, groups=groups, num_kernels=n, reduction=0.25, min_hidden=4
+    )
+    set_temperature(layer, 1 / 29)  # T = 2
     att = layer.attention
     with torch.no_grad():  # non-trivial BN affine
         att.bn.weight.uniform_(0.5, 1.5)
@@ -160,15 +167,18 @@ def test_odconv_matches_formula(cin, cout, k, groups, n):
         return h @ fc.weight.flatten(1).T + fc.bias
 
     def reference(x):
-        h = F.relu(_bn_train(_gap(x) @ att.fc.weight.flatten(1).T, att.bn))          # (B, Hd)
-        a_c = torch.sigmoid(head(att.channel_fc, h) / 2)                              # (B, I)
+        h = F.relu(_bn_train(_gap(x) @ att.fc.weight.flatten(1).T, att.bn))  # (B, Hd)
+        a_c = torch.sigmoid(head(att.channel_fc, h) / 2)  # (B, I)
         a_f = torch.ones(4, cout) if att.filter_fc is None else torch.sigmoid(head(att.filter_fc, h) / 2)
-        a_s = torch.ones(4, k, k) if att.spatial_fc is None else \
-            torch.sigmoid(head(att.spatial_fc, h) / 2).view(4, k, k)
+        a_s = (
+            torch.ones(4, k, k)
+            if att.spatial_fc is None
+            else torch.sigmoid(head(att.spatial_fc, h) / 2).view(4, k, k)
+        )
         a_w = torch.ones(4, 1) if att.kernel_fc is None else torch.softmax(head(att.kernel_fc, h) / 2, -1)
         kernels = []
         for b in range(4):
-            w = sum(a_w[b, i] * a_s[b] * layer.weight[i] for i in range(n))             # (O, I/g, k, k)
+            w = sum(a_w[b, i] * a_s[b] * layer.weight[i] for i in range(n))  # (O, I/g, k, k)
             w = w * a_c[b][idx][:, :, None, None] * a_f[b][:, None, None, None]
             kernels.append(w)
         return per_sample_conv(x, torch.stack(kernels), None, 1, k // 2, 1, groups)
@@ -192,8 +202,12 @@ def test_odconv_fixed_attentions_reduce_to_conv():
     """Channel/filter/spatial heads forced to 1 and a uniform kernel attention: conv with the mean kernel."""
     layer = ODConv2d(6, 4, 3, padding=1, num_kernels=3).eval()
     with torch.no_grad():
-        for fc in (layer.attention.channel_fc, layer.attention.filter_fc, layer.attention.spatial_fc,
-                   layer.attention.kernel_fc):
+        for fc in (
+            layer.attention.channel_fc,
+            layer.attention.filter_fc,
+            layer.attention.spatial_fc,
+            layer.attention.kernel_fc,
+        ):
             fc.weight.zero_()
             fc.bias.fill_(1e3 if fc is not layer.attention.kernel_fc else 0.0)
     conv = nn.Conv2d(6, 4, 3, padding=1, bias=False)
@@ -204,6 +218,7 @@ def test_odconv_fixed_attentions_reduce_to_conv():
 
 def _resnet18(device="meta"):
     from kwlab.models.resnet import BasicBlock, ResNet
+
     with torch.device(device):
         return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=1000)
 
@@ -215,19 +230,27 @@ def _count(model):
 @pytest.mark.parametrize("preset,expected", [("1x", 11.94), ("4x", 44.90)])
 def test_odconv_resnet18_param_counts(preset, expected):
     """OSVAI/ODConv README: ResNet18 + ODConv 1x 11.94M, 4x 44.90M."""
-    model = family.convert(_resnet18(), "odconv", preset=preset)
+    model = kwlab.convert(_resnet18(), "odconv", preset=preset)
     assert round(_count(model) / 1e6, 2) == expected
     assert isinstance(model.conv1, nn.Conv2d) and not isinstance(model.conv1, ODConv2d)
     assert type(model.layer2[0].downsample[0]) is nn.Conv2d
     assert isinstance(model.layer1[0].conv1, ODConv2d) and isinstance(model.layer4[1].conv2, ODConv2d)
 
 
-@pytest.mark.parametrize("arch,preset,expected", [
-    ("resnet50", "1x", 28.64), ("resnet50", "4x", 90.67), ("mobilenetv2_100", "1x", 4.94),
-    ("mobilenetv2_100", "4x", 11.51), ("mobilenetv2_050", "4x", 4.44)])
+@pytest.mark.parametrize(
+    "arch,preset,expected",
+    [
+        ("resnet50", "1x", 28.64),
+        ("resnet50", "4x", 90.67),
+        ("mobilenetv2_100", "1x", 4.94),
+        ("mobilenetv2_100", "4x", 11.51),
+        ("mobilenetv2_050", "4x", 4.44),
+    ],
+)
 def test_odconv_create_model_param_counts(arch, preset, expected):
     """OSVAI/ODConv README numbers through kwlab.create_model(arch, method="odconv", preset=...)."""
     import kwlab
+
     with torch.device("meta"):
         model = kwlab.create_model(arch, method="odconv", preset=preset)
     assert round(_count(model) / 1e6, 2) == expected
@@ -250,7 +273,7 @@ def test_kerneldna_matches_formula(k, groups):
 
     def reference(x):
         h = F.relu(_bn_train(_gap(x) @ att.fc1.weight.flatten(1).T, att.bn))
-        g = torch.sigmoid(h @ att.fc2.weight.flatten(1).T + att.fc2.bias)               # (B, I)
+        g = torch.sigmoid(h @ att.fc2.weight.flatten(1).T + att.fc2.bias)  # (B, I)
         w = parent.weight * layer.filter_scale.add(1)
         if layer.spatial_scale is not None:
             w = w * layer.spatial_scale.add(1)
@@ -292,7 +315,7 @@ def test_convert_dyconv_reproduces_static_model():
 def test_convert_condconv_and_odconv_layer_rules():
     conv = nn.Conv2d(4, 6, 3, padding=1, bias=True)
     x = torch.randn(2, 4, 5, 5)
-    cc = family.convert(copy.deepcopy(conv), "condconv", preset="4x")
+    cc = kwlab.convert(copy.deepcopy(conv), "condconv", preset="4x")
     assert cc.num_experts == 4
     r = cc.attention(x)[:, 0].sum(-1)
     torch.testing.assert_close(cc(x), r[:, None, None, None] * conv(x), atol=ATOL, rtol=1e-4)
@@ -314,8 +337,9 @@ def test_convert_condconv_and_odconv_layer_rules():
     family.convert(od_model, "dyconv")
     assert isinstance(od_model.layer1[0].conv1.attention.fc, nn.Conv2d)
     assert family.conversion_plan(od_model, "dyconv") == []
-    assert {n for n, m in od_model.named_modules() if isinstance(m, DynamicConv2d)} == \
-        {"layer2.0.downsample.0"} and len(before) > 1
+    assert {n for n, m in od_model.named_modules() if isinstance(m, DynamicConv2d)} == {
+        "layer2.0.downsample.0"
+    } and len(before) > 1
 
 
 def test_convert_kerneldna_pairs_and_reproduces():
@@ -323,19 +347,24 @@ def test_convert_kerneldna_pairs_and_reproduces():
     _randomise_bn(model)
     with torch.no_grad():  # give later blocks their future parents' kernels, so sharing changes nothing
         for blk in list(model.layer1)[1:]:
-            blk.conv1.weight.copy_(model.layer1[0].conv1.weight)   # layer1.0.conv1 is 8 -> 8 too
+            blk.conv1.weight.copy_(model.layer1[0].conv1.weight)  # layer1.0.conv1 is 8 -> 8 too
             blk.conv2.weight.copy_(model.layer1[0].conv2.weight)
         for blk in list(model.layer2)[1:]:
-            blk.conv1.weight.copy_(model.layer2[0].conv2.weight)   # layer2.0.conv1 is 8 -> 16: no match
+            blk.conv1.weight.copy_(model.layer2[0].conv2.weight)  # layer2.0.conv1 is 8 -> 16: no match
             blk.conv2.weight.copy_(model.layer2[0].conv2.weight)
     model.eval()
     x = torch.randn(2, 3, 10, 10)
     expected = model(x)
     converted = family.convert(copy.deepcopy(model), "kerneldna")
     pairs = {n: m.parent_name for n, m in converted.named_modules() if isinstance(m, KernelDNAConv2d)}
-    assert pairs == {"layer1.1.conv1": "layer1.0.conv1", "layer1.1.conv2": "layer1.0.conv2",
-                     "layer2.1.conv1": "layer2.0.conv2", "layer2.1.conv2": "layer2.0.conv2",
-                     "layer2.2.conv1": "layer2.0.conv2", "layer2.2.conv2": "layer2.0.conv2"}
+    assert pairs == {
+        "layer1.1.conv1": "layer1.0.conv1",
+        "layer1.1.conv2": "layer1.0.conv2",
+        "layer2.1.conv1": "layer2.0.conv2",
+        "layer2.1.conv2": "layer2.0.conv2",
+        "layer2.2.conv1": "layer2.0.conv2",
+        "layer2.2.conv2": "layer2.0.conv2",
+    }
     assert converted.layer2[2].conv1.parent_weight is converted.layer2[0].conv2.weight
     assert converted.layer2[2].conv1.stride == (1, 1)
     for m in converted.modules():  # gate frozen at 1: children are exactly their parents
@@ -344,8 +373,13 @@ def test_convert_kerneldna_pairs_and_reproduces():
     torch.testing.assert_close(converted(x), expected, atol=1e-4, rtol=1e-4)
     # the shared kernel is counted once
     saved = sum(m.parent_weight.numel() for m in converted.modules() if isinstance(m, KernelDNAConv2d))
-    added = sum(p.numel() for m in converted.modules() if isinstance(m, KernelDNAConv2d)
-                for n, p in m.named_parameters() if n != "parent_weight")
+    added = sum(
+        p.numel()
+        for m in converted.modules()
+        if isinstance(m, KernelDNAConv2d)
+        for n, p in m.named_parameters()
+        if n != "parent_weight"
+    )
     assert _count(converted) == _count(model) - saved + added
     with pytest.raises(ValueError, match="stages"):
         family.convert(copy.deepcopy(model), "kerneldna", stages=["layer9"])
@@ -355,7 +389,7 @@ def test_convert_bad_input():
     with pytest.raises(ValueError, match="method must be one of"):
         family.convert(_tiny_resnet(), "kw2")
     with pytest.raises(ValueError, match="preset"):
-        family.convert(_tiny_resnet(), "kerneldna", preset="4x")
+        kwlab.convert(_tiny_resnet(), "kerneldna", preset="4x")
     with pytest.raises(ValueError, match="include"):
         family.convert(_tiny_resnet(), "dyconv", include=3)
     with pytest.raises(ValueError, match="num_experts"):
@@ -364,18 +398,27 @@ def test_convert_bad_input():
         ODConv2d(4, 6, 3, groups=4)
 
 
-def test_methods_registry_schedules():
-    s = family.METHODS["odconv"].schedule(100)
-    assert s.at_step(-1) == pytest.approx(30.0) and s.at_step(999) == pytest.approx(1.0)
-    assert s.at_step(499) == pytest.approx(1 + 29 * 0.5)
-    assert family.METHODS["condconv"].schedule(100) is None
+def test_methods_table_schedules():
+    od = kwlab.METHODS["odconv"]
+    s = od.schedule(100)
+    assert s.total_steps == 1000  # the official 10 epochs
+    assert s.at_step(-1) == pytest.approx(1.0) and s.at_step(999) == pytest.approx(0.0)
+    # the anneal position maps to ODConv's divisor: 30 at the start, 1 at the end, linear between
+    assert od.temperature.value(s.at_step(-1)) == pytest.approx(30.0)
+    assert od.temperature.value(s.at_step(499)) == pytest.approx(1 + 29 * 0.5)
+    assert od.temperature.value(s.at_step(999)) == pytest.approx(1.0)
+    assert kwlab.METHODS["condconv"].schedule(100) is None
 
 
 # ----------------------------------------------------------------------------------------------- batch 1, fx
 def _all_layers():
-    return [CondConv2d(6, 8, 3, padding=1), DynamicConv2d(6, 8, 3, padding=1, stride=2),
-            ODConv2d(6, 8, 3, padding=1, num_kernels=2), ODConv2d(6, 8, 1, num_kernels=1),
-            KernelDNAConv2d(6, 8, 3, padding=1)]
+    return [
+        CondConv2d(6, 8, 3, padding=1),
+        DynamicConv2d(6, 8, 3, padding=1, stride=2),
+        ODConv2d(6, 8, 3, padding=1, num_kernels=2),
+        ODConv2d(6, 8, 1, num_kernels=1),
+        KernelDNAConv2d(6, 8, 3, padding=1),
+    ]
 
 
 @pytest.mark.parametrize("layer", _all_layers(), ids=lambda m: type(m).__name__)

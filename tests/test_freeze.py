@@ -1,9 +1,10 @@
-"""kwlab.freeze: frozen output == running every layer with its data-mean alpha (hand-walked reference)."""
+"""kwlab.instruments.freeze: frozen output == running every layer with its data-mean alpha (hand-walked reference)."""
+
 import pytest
 import torch
 
-from kwlab.freeze import freeze_attention, unfreeze_attention
-from kwlab.probe import capture
+from kwlab.instruments.freeze import freeze_attention, unfreeze_attention
+from kwlab.instruments.probe import capture
 from kwlab.testing import TinyDynamicNet, hook_count, reference_forward
 
 LAYERS = ["stem", "layer1.0.conv", "layer1.1.conv"]
@@ -36,7 +37,7 @@ def test_frozen_output_equals_mean_alpha_reference_and_unfreeze_restores():
         frozen = net(x_test)
         expected, _ = reference_forward(net, x_test, alphas=means)
     assert torch.allclose(frozen, expected, atol=1e-5)
-    assert not torch.allclose(frozen, dynamic, atol=1e-4)   # freezing did change the model
+    assert not torch.allclose(frozen, dynamic, atol=1e-4)  # freezing did change the model
     # every sample now gets the same coefficients
     a = net.stem.attention(x_test)
     assert torch.equal(a[0], a[-1])
@@ -73,11 +74,10 @@ def test_single_tensor_and_layer_subset():
         freeze_attention(net, data, max_batches=0)
 
 
-
-
 def test_kw_resnet20_freeze_matches_patched_mean_alpha(kw_resnet20):
     """On a real KW resnet20: frozen == the model with every attention replaced by its constant mean."""
     from kwlab.layers.base import dynamic_layers
+
     model = kw_resnet20
     torch.manual_seed(2)
     data = [torch.randn(4, 3, 16, 16) for _ in range(2)]
@@ -94,7 +94,7 @@ def test_kw_resnet20_freeze_matches_patched_mean_alpha(kw_resnet20):
         with freeze_attention(model, data):
             frozen = model(x_test)
         restored = model(x_test)
-        for name, layer in dynamic_layers(model):   # reference: attention replaced by the constant mean
+        for name, layer in dynamic_layers(model):  # reference: attention replaced by the constant mean
             layer.attention.forward = lambda inp, a=means[name]: a.expand(inp.shape[0], -1, -1)
         try:
             expected = model(x_test)

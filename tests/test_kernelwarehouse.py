@@ -1,4 +1,5 @@
 """KernelWarehouse core: layers against explicit formulas, models against the official numbers."""
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,7 @@ from torch import nn
 import kwlab
 from kwlab.layers import KWConv1d, KWConv2d, KWConv3d, KWLinear
 from kwlab.layers.attention import init_pattern
-from kwlab.official import OfficialCheckpointError, load_official, to_official
+from kwlab.methods.official import OfficialCheckpointError, load_official, to_official
 
 torch.set_num_threads(2)
 
@@ -31,33 +32,59 @@ def explicit_kernel(alpha: torch.Tensor, cells: torch.Tensor, layer) -> torch.Te
             for i in range(lay.groups_in):
                 j = (s * lay.groups_out + o) * lay.groups_in + i
                 mixed = torch.einsum("bt,t...->b...", alpha[:, j], cells).reshape(b, oc, ic, kc)
-                w[:, o * oc:(o + 1) * oc, i * ic:(i + 1) * ic, s * kc:(s + 1) * kc] = mixed
+                w[:, o * oc : (o + 1) * oc, i * ic : (i + 1) * ic, s * kc : (s + 1) * kc] = mixed
     return w.reshape(b, lay.out_channels, lay.in_per_group, *lay.kernel_size)
 
 
 def per_sample(layer, x):
     """Reference forward: the attention's alpha, the explicit kernel, one plain conv per sample."""
-    alpha = layer.attention(x if not isinstance(layer, KWLinear) else x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2))
+    alpha = layer.attention(
+        x if not isinstance(layer, KWLinear) else x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)
+    )
     w = explicit_kernel(alpha, layer.warehouse.cells, layer)
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[layer.dim]
     outs = []
     for n in range(x.shape[0]):
         if isinstance(layer, KWLinear):
             tok = x[n].reshape(-1, x.shape[-1])
-            outs.append((tok @ w[n, :, :, 0].T + (layer.bias if layer.bias is not None else 0)).reshape(*x.shape[1:-1], -1))
+            outs.append(
+                (tok @ w[n, :, :, 0].T + (layer.bias if layer.bias is not None else 0)).reshape(
+                    *x.shape[1:-1], -1
+                )
+            )
         else:
-            outs.append(conv(x[n:n + 1], w[n], layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)[0])
+            outs.append(
+                conv(
+                    x[n : n + 1], w[n], layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups
+                )[0]
+            )
     return torch.stack(outs)
 
 
 CASES = [
     ("conv1d b=2", lambda: KWConv1d(6, 8, 3, stride=2, padding=1, budget=2), (5, 6, 11)),
     ("conv2d b=1 bias", lambda: KWConv2d(8, 12, 3, padding=1, bias=True), (3, 8, 7, 7)),
-    ("conv2d groups=2 b=4", lambda: KWConv2d(8, 8, 3, padding=2, dilation=2, groups=2, budget=4), (4, 8, 6, 6)),
-    ("conv2d b=1/2 half cells", lambda: KWConv2d(8, 8, 3, padding=1, budget=0.5, cell_in=0.5, cell_out=0.5), (3, 8, 5, 5)),
-    ("conv2d b=1/4", lambda: KWConv2d(8, 8, 3, stride=2, padding=1, budget=0.25, cell_in=0.5, cell_out=0.5), (2, 8, 6, 6)),
+    (
+        "conv2d groups=2 b=4",
+        lambda: KWConv2d(8, 8, 3, padding=2, dilation=2, groups=2, budget=4),
+        (4, 8, 6, 6),
+    ),
+    (
+        "conv2d b=1/2 half cells",
+        lambda: KWConv2d(8, 8, 3, padding=1, budget=0.5, cell_in=0.5, cell_out=0.5),
+        (3, 8, 5, 5),
+    ),
+    (
+        "conv2d b=1/4",
+        lambda: KWConv2d(8, 8, 3, stride=2, padding=1, budget=0.25, cell_in=0.5, cell_out=0.5),
+        (2, 8, 6, 6),
+    ),
     ("conv2d depthwise", lambda: KWConv2d(6, 6, 3, padding=1, groups=6), (3, 6, 5, 5)),
-    ("conv2d no partition", lambda: KWConv2d(4, 6, 3, padding=1, spatial_partition=False, budget=2), (3, 4, 5, 5)),
+    (
+        "conv2d no partition",
+        lambda: KWConv2d(4, 6, 3, padding=1, spatial_partition=False, budget=2),
+        (3, 4, 5, 5),
+    ),
     ("conv3d", lambda: KWConv3d(4, 6, 3, padding=1), (2, 4, 4, 4, 4)),
     ("linear tokens", lambda: KWLinear(10, 6, budget=2), (3, 5, 10)),
     ("linear 2d", lambda: KWLinear(10, 6, cell_in=0.5), (4, 10)),
@@ -91,8 +118,18 @@ def test_caf_matches_formula():
     tau = 0.25
     kwlab.set_temperature(layer, tau)
     p = x.mean(dim=(2, 3))
-    h = F.relu(F.batch_norm(att.fc1(p), att.norm1.running_mean, att.norm1.running_var, att.norm1.weight,
-                            att.norm1.bias, False, 0.0, att.norm1.eps))
+    h = F.relu(
+        F.batch_norm(
+            att.fc1(p),
+            att.norm1.running_mean,
+            att.norm1.running_var,
+            att.norm1.weight,
+            att.norm1.bias,
+            False,
+            0.0,
+            att.norm1.eps,
+        )
+    )
     z = att.fc2(h).reshape(3, att.num_mixtures, att.num_cells + 1)
     z = z / (z.abs().sum(-1, keepdim=True) + 1e-3)
     expected = ((1 - tau) * z + tau * att.init_pattern)[..., :-1]
@@ -144,9 +181,13 @@ def test_tau1_equals_static_net_from_assigned_cells(budget):
     for name, layer in kwlab.dynamic_layers(kw):
         cells = layer.warehouse.cells
         lay = layer.layout
-        owned = cells[layer.start_cell + torch.arange(lay.num_mixtures) * budget]   # mixture j -> cell start + j*b
+        owned = cells[
+            layer.start_cell + torch.arange(lay.num_mixtures) * budget
+        ]  # mixture j -> cell start + j*b
         alpha = torch.zeros(1, lay.num_mixtures, cells.shape[0])
-        alpha[0, torch.arange(lay.num_mixtures), layer.start_cell + torch.arange(lay.num_mixtures) * budget] = 1
+        alpha[
+            0, torch.arange(lay.num_mixtures), layer.start_cell + torch.arange(lay.num_mixtures) * budget
+        ] = 1
         sd[name + ".weight"] = explicit_kernel(alpha, cells, layer)[0]
         assert owned.shape[0] == lay.num_mixtures
     static.load_state_dict(sd)
@@ -180,10 +221,16 @@ def test_conversion_reproduces_torchvision_resnet18(budget):
 
 
 RESNET_COUNTS = [
-    ("resnet18", "static", None, 11.69), ("resnet50", "static", None, 25.56),
-    ("resnet18", "kw", "1/4x", 4.03), ("resnet18", "kw", "1/2x", 7.43), ("resnet18", "kw", "1x", 11.93),
-    ("resnet18", "kw", "2x", 23.24), ("resnet18", "kw", "4x", 45.86),
-    ("resnet50", "kw", "1/2x", 17.64), ("resnet50", "kw", "1x", 28.05), ("resnet50", "kw", "4x", 102.02),
+    ("resnet18", "static", None, 11.69),
+    ("resnet50", "static", None, 25.56),
+    ("resnet18", "kw", "1/4x", 4.03),
+    ("resnet18", "kw", "1/2x", 7.43),
+    ("resnet18", "kw", "1x", 11.93),
+    ("resnet18", "kw", "2x", 23.24),
+    ("resnet18", "kw", "4x", 45.86),
+    ("resnet50", "kw", "1/2x", 17.64),
+    ("resnet50", "kw", "1x", 28.05),
+    ("resnet50", "kw", "4x", 102.02),
 ]
 
 
@@ -196,9 +243,9 @@ def test_parameter_counts_match_official(arch, method, preset, millions):
 def test_resnet18_warehouses_match_official_plan():
     model = kwlab.create_model("resnet18", method="kw", preset="1x")
     whs = kwlab.warehouses(model)
-    assert [w.num_cells for w in whs.values()] == [56, 47, 47, 27]       # reference §1.6
+    assert [w.num_cells for w in whs.values()] == [56, 47, 47, 27]  # reference §1.6
     assert [w.cell_shape[:2] for w in whs.values()] == [(64, 64), (128, 128), (256, 256), (512, 512)]
-    assert model.layer2[0].conv1.warehouse.key == "stage0"                # handover to the previous stage
+    assert model.layer2[0].conv1.warehouse.key == "stage0"  # handover to the previous stage
     assert model.layer2[0].downsample[0].warehouse.key == "stage0"
     assert model.layer2[0].conv2.warehouse.key == "stage1"
     assert isinstance(model.conv1, nn.Conv2d) and isinstance(model.fc, nn.Linear)
@@ -216,8 +263,11 @@ def test_sharing_ranges():
     assert len(kwlab.warehouses(network)) == 1
     # same enabled layers whatever the range
     assert n_dyn == len(list(kwlab.dynamic_layers(network)))
-    custom = kwlab.create_model("resnet20_cifar", method="kw",
-                                sharing=lambda n, m: "blocks" if n.startswith("layer") and m.kernel_size == (3, 3) else None)
+    custom = kwlab.create_model(
+        "resnet20_cifar",
+        method="kw",
+        sharing=lambda n, m: "blocks" if n.startswith("layer") and m.kernel_size == (3, 3) else None,
+    )
     assert set(kwlab.warehouses(custom)) == {"blocks"}
 
 
@@ -267,12 +317,12 @@ def test_batch_size_one_train_mode_uses_running_stats():
     torch.manual_seed(8)
     model = kwlab.create_model("resnet20_cifar", method="kw", num_classes=10)
     model.train()
-    model(torch.randn(4, 3, 16, 16))                      # populate running stats
+    model(torch.randn(4, 3, 16, 16))  # populate running stats
     att = model.layer1[0].conv1.attention
     before = att.norm1.running_mean.clone()
     x = torch.randn(1, 3, 16, 16)
     alpha_train = att(torch.randn(1, 16, 8, 8))
-    torch.testing.assert_close(att.norm1.running_mean, before)   # not updated by a batch of one
+    torch.testing.assert_close(att.norm1.running_mean, before)  # not updated by a batch of one
     out = model(x)
     assert out.shape == (1, 10) and torch.isfinite(out).all()
     att.eval()
@@ -288,8 +338,13 @@ def test_official_layout_round_trip_and_rejection(tmp_path):
     a = kwlab.create_model("resnet18_cifar", method="kw", preset="1/2x", num_classes=10).eval()
     sd = to_official(a)
     assert "warehouse_manager.weights.0" in sd and "warehouse_manager.weights.3" in sd
-    assert sd["warehouse_manager.weights.0"].shape == (int(0.5 * sum(
-        l.num_mixtures for _, l in kwlab.dynamic_layers(a) if l.warehouse.key == "stage0")), 32, 32, 1, 1)
+    assert sd["warehouse_manager.weights.0"].shape == (
+        int(0.5 * sum(l.num_mixtures for _, l in kwlab.dynamic_layers(a) if l.warehouse.key == "stage0")),
+        32,
+        32,
+        1,
+        1,
+    )
     b = kwlab.create_model("resnet18_cifar", method="kw", preset="1/2x", num_classes=10).eval()
     path = tmp_path / "ckpt.pth"
     torch.save({"model": sd, "epoch": 3}, path)
@@ -307,17 +362,20 @@ def test_official_layout_round_trip_and_rejection(tmp_path):
         load_official(b, corrupt)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(budget=1.5), "budget must be a whole number"),
-    (dict(budget=0.3), "1/q"),
-    (dict(cell_in=0.3), "cell_in=0.3 gives cells of"),
-    (dict(budget=0.25), "budget=0.25 is not allowed"),
-    (dict(attention="relu"), "attention must be one of"),
-    (dict(sharing="block"), "sharing must be one of"),
-    (dict(sharing=lambda n, m: "all"), "cannot agree"),
-    (dict(sharing=lambda n, m: None), "no layer to convert"),
-    (dict(budgt=1), "Did you mean 'budget'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(budget=1.5), "budget must be a whole number"),
+        (dict(budget=0.3), "1/q"),
+        (dict(cell_in=0.3), "cell_in=0.3 gives cells of"),
+        (dict(budget=0.25), "budget=0.25 is not allowed"),
+        (dict(attention="relu"), "attention must be one of"),
+        (dict(sharing="block"), "sharing must be one of"),
+        (dict(sharing=lambda n, m: "all"), "cannot agree"),
+        (dict(sharing=lambda n, m: None), "no layer to convert"),
+        (dict(budgt=1), "Did you mean 'budget'"),
+    ],
+)
 def test_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         if "sharing" in kwargs and callable(kwargs["sharing"]):
@@ -332,7 +390,7 @@ def test_clear_errors_names():
         kwlab.create_model("resnet19")
     with pytest.raises(ValueError, match="unknown method 'kww'"):
         kwlab.create_model("resnet18", method="kww")
-    with pytest.raises(ValueError, match="unknown preset '3x'"):
+    with pytest.raises(ValueError, match="preset='3x' is not a KW preset"):
         kwlab.create_model("resnet18", method="kw", preset="3x")
     with pytest.raises(ValueError, match="needs a dynamic method"):
         kwlab.create_model("resnet18", preset="1x")

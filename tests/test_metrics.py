@@ -1,14 +1,14 @@
-"""kwlab.metrics against hand-computed examples."""
+"""kwlab.instruments.metrics against hand-computed examples."""
+
 import math
 
 import pytest
 import torch
 
-from kwlab import metrics
+from kwlab.instruments import metrics
 
 # two samples, one mixture, four cells
-ALPHA = torch.tensor([[[0.5, -0.25, 0.25, 0.0]],
-                      [[-1.0, 0.0, 0.0, 0.0]]])
+ALPHA = torch.tensor([[[0.5, -0.25, 0.25, 0.0]], [[-1.0, 0.0, 0.0, 0.0]]])
 
 
 def test_negative_fraction_and_mass():
@@ -27,7 +27,7 @@ def test_entropy_and_effective_cells():
     assert ent[0, 0].item() == pytest.approx(1.5 * math.log(2))
     assert ent[1, 0].item() == pytest.approx(0.0, abs=1e-9)
     eff = metrics.effective_cells(ALPHA)
-    assert eff[0, 0].item() == pytest.approx(2 ** 1.5)
+    assert eff[0, 0].item() == pytest.approx(2**1.5)
     assert eff[1, 0].item() == pytest.approx(1.0)
     # uniform over n cells -> n effective cells
     assert metrics.effective_cells(torch.full((1, 5), -0.2)).item() == pytest.approx(5.0)
@@ -95,26 +95,37 @@ def test_signed_histogram_matches_per_bin_reference():
     """Fast (equal-width) and binary-search paths both equal counting each bin by its definition."""
     g = torch.Generator().manual_seed(0)
     edges = metrics.DEFAULT_BINS
-    x = torch.cat([torch.rand(2000, generator=g) * 2.4 - 1.2, edges, edges + 1e-7, edges - 1e-7,
-                   torch.tensor([-1e-12, 0.0, 1e-12])])
+    x = torch.cat(
+        [
+            torch.rand(2000, generator=g) * 2.4 - 1.2,
+            edges,
+            edges + 1e-7,
+            edges - 1e-7,
+            torch.tensor([-1e-12, 0.0, 1e-12]),
+        ]
+    )
     k = edges.numel() - 1
-    clamped = x.clamp(edges[0], edges[-1] - 1e-6)   # out-of-range values belong to the edge bins
+    clamped = x.clamp(edges[0], edges[-1] - 1e-6)  # out-of-range values belong to the edge bins
     ref = [int(((clamped >= edges[i]) & (clamped < edges[i + 1])).sum()) for i in range(k)]
     assert metrics.signed_histogram(x, edges).tolist() == ref
     uneven = torch.tensor([-1.0, -0.3, 0.0, 0.1, 1.0])
-    ref = [int(((x.clamp(-1, 1 - 1e-6) >= uneven[i]) & (x.clamp(-1, 1 - 1e-6) < uneven[i + 1])).sum())
-           for i in range(4)]
+    ref = [
+        int(((x.clamp(-1, 1 - 1e-6) >= uneven[i]) & (x.clamp(-1, 1 - 1e-6) < uneven[i + 1])).sum())
+        for i in range(4)
+    ]
     assert metrics.signed_histogram(x, uneven).tolist() == ref
 
 
 def test_pairwise_cosine_distance_matches_pair_loop():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(7, 3, 5, generator=g, dtype=torch.float64)
-    a[3] = 0.0   # an all-zero sample: cosine 0 with every other sample
+    a[3] = 0.0  # an all-zero sample: cosine 0 with every other sample
     v = a.reshape(7, -1)
     dists = []
     for i in range(7):
         for j in range(i + 1, 7):
             den = v[i].norm() * v[j].norm()
             dists.append(1 - (v[i] @ v[j] / den if den > 0 else 0.0))
-    assert metrics.pairwise_cosine_distance(a).item() == pytest.approx(float(sum(dists) / len(dists)), rel=1e-12)
+    assert metrics.pairwise_cosine_distance(a).item() == pytest.approx(
+        float(sum(dists) / len(dists)), rel=1e-12
+    )

@@ -8,6 +8,7 @@ References used here:
 * warehouse lists traced from the official naming code (``Warehouse_Manager.fuse_warehouse_name``);
 * cell shapes computed by hand from the layer shapes (gcd rule of ``Warehouse_Manager.store``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kwlab.convert import kernelwarehouse
 from kwlab.layers import KWLinear, set_temperature
 from kwlab.layers.kernelwarehouse import _KWConvNd, warehouses
+from kwlab.methods.kernelwarehouse import kernelwarehouse
 from kwlab.models import create_model, model_entry
 from kwlab.models.convnext import ConvNeXt, ConvNeXtBlock, LayerNorm2d, official_tensor_map
 from kwlab.models.convnext import official_key_map as convnext_key_map
@@ -61,6 +62,7 @@ def test_mobilenetv2_param_counts_match_official(arch, preset, paper, exact):
 
 # ---------------------------------------------------------------- ConvNeXt (built once: ~4 s each)
 
+
 def _tiny_convnext() -> ConvNeXt:
     return ConvNeXt(num_classes=5, depths=(1, 1, 2, 1), dims=(8, 16, 32, 64))
 
@@ -87,8 +89,8 @@ def test_convnext_kw_wiring(convnext_kw):
     settings = model_entry("convnext_tiny").kw_prepare(_tiny_convnext(), "1x", dict(sharing="stage"))
     assert settings["warehouse_order"] == expected
     # hand-computed cells: (n, o_c, i_c, 1, 1); n = sum of mixtures at budget 1
-    assert tuple(whs["stem"].cells.shape) == (16, 96, 3, 1, 1)            # 4x4 kernel -> 16 mixtures
-    assert tuple(whs["downsample1"].cells.shape) == (4, 192, 96, 1, 1)     # 2x2 kernel
+    assert tuple(whs["stem"].cells.shape) == (16, 96, 3, 1, 1)  # 4x4 kernel -> 16 mixtures
+    assert tuple(whs["downsample1"].cells.shape) == (4, 192, 96, 1, 1)  # 2x2 kernel
     assert tuple(whs["stage0_dwconv"].cells.shape) == (3 * 49, 96, 1, 1, 1)  # 3 blocks x 7x7
     assert tuple(whs["stage0_pwconv"].cells.shape) == (3 * 8, 96, 96, 1, 1)  # 96->384 (4) + 384->96 (4)
     assert tuple(whs["stage2_dwconv"].cells.shape) == (9 * 49, 384, 1, 1, 1)
@@ -108,7 +110,7 @@ def test_convnext_kw_static_init_reproduces_static():
     torch.manual_seed(0)
     static = _tiny_convnext().eval()
     with torch.no_grad():
-        for p in static.parameters():     # non-trivial biases, norms and layer scales
+        for p in static.parameters():  # non-trivial biases, norms and layer scales
             p.add_(0.1 * torch.randn_like(p))
     kw = copy.deepcopy(static)
     entry = model_entry("convnext_tiny")
@@ -161,18 +163,20 @@ def test_convnext_official_key_and_tensor_maps():
 def test_convnext_drop_path_rates_rise_linearly():
     model = ConvNeXt(num_classes=2, depths=(1, 1, 3, 1), dims=(8, 16, 32, 64), drop_path_rate=0.3)
     rates = [b.drop_path.p if hasattr(b.drop_path, "p") else 0.0 for s in model.stages for b in s]
-    assert rates[0] == 0.0                                         # first block: no DropPath module at all
-    torch.testing.assert_close(torch.tensor(rates), torch.tensor([0.0, 0.06, 0.12, 0.18, 0.24, 0.3]),
-                               rtol=0, atol=1e-6)
+    assert rates[0] == 0.0  # first block: no DropPath module at all
+    torch.testing.assert_close(
+        torch.tensor(rates), torch.tensor([0.0, 0.06, 0.12, 0.18, 0.24, 0.3]), rtol=0, atol=1e-6
+    )
 
 
 # ---------------------------------------------------------------- MobileNetV2 wiring
 
+
 def test_make_divisible_examples():
     assert make_divisible(32 * 0.5) == 16
-    assert make_divisible(24 * 0.5) == 16          # 12 rounds up to 16
+    assert make_divisible(24 * 0.5) == 16  # 12 rounds up to 16
     assert make_divisible(16 * 0.5) == 8
-    assert make_divisible(10) == 16                # 8 would drop more than 10% below 10
+    assert make_divisible(10) == 16  # 8 would drop more than 10% below 10
     assert make_divisible(1280) == 1280
 
 
@@ -191,27 +195,34 @@ def _keys(model: nn.Module) -> dict[str, str]:
 def test_mobilenetv2_1x_wiring():
     model = create_model("mobilenetv2_100", method="kw", preset="1x")
     keys = _keys(model)
-    n_convs = 1 + sum(len([c for c in b.conv.modules() if isinstance(c, (nn.Conv2d, _KWConvNd))])
-                      for b in list(model.features)[1:-1]) + 1
-    assert len(keys) == n_convs == 52                               # every conv is KW
-    assert type(model.classifier) is nn.Linear                       # classifier static
+    n_convs = (
+        1
+        + sum(
+            len([c for c in b.conv.modules() if isinstance(c, (nn.Conv2d, _KWConvNd))])
+            for b in list(model.features)[1:-1]
+        )
+        + 1
+    )
+    assert len(keys) == n_convs == 52  # every conv is KW
+    assert type(model.classifier) is nn.Linear  # classifier static
     # official fused names stage{s}_layer_{dwconv0,pwconv}, in creation order
     expected = ["stage0_conv0", "stage1_dwconv", "stage1_pwconv"]
     for s in range(2, 7):
         expected += [f"stage{s}_pwconv", f"stage{s}_dwconv"]
     assert list(warehouses(model)) == expected
-    settings = model_entry("mobilenetv2_100").kw_prepare(create_model("mobilenetv2_100"), "1x",
-                                                         dict(sharing="stage"))
+    settings = model_entry("mobilenetv2_100").kw_prepare(
+        create_model("mobilenetv2_100"), "1x", dict(sharing="stage")
+    )
     assert settings["warehouse_order"] == expected
     # handover: the first block of a new KW stage uses the previous stage's warehouses
     assert keys["features.2.conv.0.0"] == keys["features.2.conv.2"] == "stage1_pwconv"
     assert keys["features.2.conv.1.0"] == "stage1_dwconv"
     assert keys["features.3.conv.0.0"] == "stage2_pwconv"
-    assert keys["features.11.conv.1.0"] == "stage4_dwconv"            # first 96c block (stage 5) -> stage 4
+    assert keys["features.11.conv.1.0"] == "stage4_dwconv"  # first 96c block (stage 5) -> stage 4
     assert keys["features.12.conv.1.0"] == "stage5_dwconv"
-    assert keys["features.14.conv.1.0"] == "stage5_dwconv"            # first 160c block (stage 6) -> stage 5
-    assert keys["features.17.conv.1.0"] == "stage6_dwconv"            # 320c group: stage 6, no handover
-    assert keys["features.18.0"] == "stage6_pwconv"                  # last 1x1 conv
+    assert keys["features.14.conv.1.0"] == "stage5_dwconv"  # first 160c block (stage 6) -> stage 5
+    assert keys["features.17.conv.1.0"] == "stage6_dwconv"  # 320c group: stage 6, no handover
+    assert keys["features.18.0"] == "stage6_pwconv"  # last 1x1 conv
     # stage-1 depthwise: 32c and 96c 3x3 -> cell (32, 1, 1, 1), mixtures 9 + 27
     assert tuple(warehouses(model)["stage1_dwconv"].cells.shape) == (36, 32, 1, 1, 1)
     # stem 3->32 3x3: cell (32, 3, 1, 1), 9 mixtures
@@ -223,9 +234,9 @@ def test_mobilenetv2_1x_wiring():
 def test_mobilenetv2_4x_wiring():
     model = create_model("mobilenetv2_100", method="kw", preset="4x")
     keys = _keys(model)
-    assert keys["features.2.conv.0.0"] == "stage1_pwconv0"           # expand
-    assert keys["features.2.conv.2"] == "stage1_pwconv1"             # project
-    assert keys["features.18.0"] == "stage6_pwconv1"                 # last conv joins the projections
+    assert keys["features.2.conv.0.0"] == "stage1_pwconv0"  # expand
+    assert keys["features.2.conv.2"] == "stage1_pwconv1"  # project
+    assert keys["features.18.0"] == "stage6_pwconv1"  # last conv joins the projections
     whs = warehouses(model)
     assert len(whs) == 1 + 6 * 3
     # stage1_pwconv1: projects 32->16 (features.1) and 96->24 (features.2): gcd out 8, in 32
@@ -239,14 +250,24 @@ def test_mobilenetv2_half_wiring():
     model = create_model("mobilenetv2_100", method="kw", preset="1/2x")
     keys = _keys(model)
     whs = warehouses(model)
-    assert list(whs) == ["stage0_conv0", "stage1_dwconv", "stage2_dwconv", "stage3_dwconv", "stage4_dwconv",
-                         "stage5_dwconv", "stage6_pwconv0", "stage6_dwconv", "stage6_pwconv1", "classifier"]
+    assert list(whs) == [
+        "stage0_conv0",
+        "stage1_dwconv",
+        "stage2_dwconv",
+        "stage3_dwconv",
+        "stage4_dwconv",
+        "stage5_dwconv",
+        "stage6_pwconv0",
+        "stage6_dwconv",
+        "stage6_pwconv1",
+        "classifier",
+    ]
     # 1x1 convs of blocks in KW stages 1-5 are static (features.1..14), stage 6 and the last conv are KW
     for k in range(1, 15):
         blk = model.features[k]
         pws = [c for c in blk.conv.modules() if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1)]
         assert pws and all(type(c) is nn.Conv2d for c in pws)
-        assert isinstance(blk.conv[-3][0], _KWConvNd)                 # depthwise stays KW
+        assert isinstance(blk.conv[-3][0], _KWConvNd)  # depthwise stays KW
     assert keys["features.15.conv.0.0"] == "stage6_pwconv0" and keys["features.18.0"] == "stage6_pwconv1"
     assert isinstance(model.classifier, KWLinear)
     # classifier: cell_in = floor(1280 * 0.025) = 32, cell_out = 1000, 40 mixtures, budget 1/2
@@ -262,7 +283,7 @@ def test_mobilenetv2_half_wiring():
 def test_mobilenetv2_half_with_layer_sharing_drops_special_options():
     model = create_model("mobilenetv2_050", method="kw", preset="1/2x", sharing="layer")
     keys = _keys(model)
-    assert len(set(keys.values())) == len(keys) == 52                # one warehouse per layer
+    assert len(set(keys.values())) == len(keys) == 52  # one warehouse per layer
     assert type(model.classifier) is nn.Linear
 
 
@@ -294,17 +315,36 @@ def test_mobilenetv2_residual_only_when_shapes_allow():
     model = create_model("mobilenetv2_050")
     flags = [blk.use_res_connect for blk in list(model.features)[1:-1]]
     # residual exactly in the 2nd+ blocks of each group (the first block changes channels or strides)
-    assert flags == [False, False, True, False, True, True, False, True, True, True, False, True, True,
-                     False, True, True, False]
+    assert flags == [
+        False,
+        False,
+        True,
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
 
 
 def test_mobilenetv2_official_key_map():
-    assert mbv2_key_map("classifier.1.weight") == "classifier.weight"            # official static
+    assert mbv2_key_map("classifier.1.weight") == "classifier.weight"  # official static
     assert mbv2_key_map("classifier.1.conv.attention.fc2.bias") == "classifier.attention.fc2.bias"  # 1/2x
     assert mbv2_key_map("classifier.1.conv.bias") == "classifier.bias"
-    assert mbv2_key_map("classifier.weight") == "classifier.weight"              # official 1x/4x
-    assert mbv2_key_map("features.3.conv.1.0.attention.norm1.running_var") == \
-        "features.3.conv.1.0.attention.norm1.running_var"
+    assert mbv2_key_map("classifier.weight") == "classifier.weight"  # official 1x/4x
+    assert (
+        mbv2_key_map("features.3.conv.1.0.attention.norm1.running_var")
+        == "features.3.conv.1.0.attention.norm1.running_var"
+    )
     assert mbv2_key_map("warehouse_manager.weights.12") == "warehouse_manager.weights.12"
 
 

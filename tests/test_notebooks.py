@@ -7,6 +7,7 @@ The kernel is the "python3" kernelspec and must run this interpreter (the venv),
 kwlab under test; :func:`kernel_name` installs the venv's ipykernel spec if needed. Outputs are not written
 back (the committed notebooks stay stripped); set ``KWLAB_NOTEBOOK_OUT=dir`` to keep the executed copies.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,11 @@ def kernel_env(tmp_path_factory) -> dict[str, str]:
     if not ok:
         # Install this interpreter's kernel into a private JUPYTER_PATH (searched before user/system dirs).
         kdir = tmp_path_factory.mktemp("jupyter")
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(kdir), "--name", "python3"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "ipykernel", "install", "--prefix", str(kdir), "--name", "python3"],
+            check=True,
+            capture_output=True,
+        )
         path = str(kdir / "share" / "jupyter")
         env["JUPYTER_PATH"] = path + os.pathsep + env.get("JUPYTER_PATH", "")
         os.environ["JUPYTER_PATH"] = env["JUPYTER_PATH"]
@@ -67,8 +71,13 @@ def kernel_env(tmp_path_factory) -> dict[str, str]:
 
 
 def _figures(nb) -> int:
-    return sum(1 for cell in nb.cells if cell.cell_type == "code"
-               for out in cell.get("outputs", []) if "image/png" in out.get("data", {}))
+    return sum(
+        1
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if "image/png" in out.get("data", {})
+    )
 
 
 @pytest.mark.slow
@@ -77,8 +86,9 @@ def test_notebook_runs_in_quick_mode(path: Path, kernel_env: dict[str, str], tmp
     nb = nbformat.read(path, as_version=4)
     workdir = tmp_path / "cwd"
     workdir.mkdir()
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                                     resources={"metadata": {"path": str(workdir)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
     start = time.perf_counter()
     try:
         client.execute(env=kernel_env)
@@ -108,5 +118,7 @@ def test_notebooks_are_stripped_and_documented() -> None:
                 assert previous == "markdown", f"{path.name} cell {i}: code cell without a markdown lead-in"
                 lines = [ln.lstrip() for ln in cell.source.splitlines()]
                 defs = [ln for ln in lines if ln.startswith(("def ", "class ", "async def "))]
-                assert not defs, f"{path.name} cell {i} defines {defs}: put reusable code in kwlab/teaching.py"
+                assert not defs, (
+                    f"{path.name} cell {i} defines {defs}: put reusable code in kwlab/teaching.py"
+                )
             previous = cell.cell_type

@@ -1,4 +1,5 @@
 """Every execution algorithm against the per-sample reference loop, forward and backward."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,12 +16,12 @@ KW_ALGOS = ("grouped", "loop", "unfold", "contract")
 # (dim, C, O, kernel, stride, padding, dilation, groups, spatial)
 GEOMETRIES = [
     (2, 6, 4, 3, 1, 1, 1, 1, 7),
-    (2, 6, 4, 3, 2, 1, 1, 2, 8),        # stride + groups
-    (2, 6, 6, 3, 1, 2, 2, 6, 7),        # depthwise + dilation
-    (2, 4, 6, 1, 2, 0, 1, 1, 7),        # strided 1x1
-    (1, 6, 4, 3, 1, 1, 1, 1, 9),        # conv1d
-    (1, 6, 4, 1, 1, 0, 1, 1, 5),        # linear-shaped (B, C, N)
-    (3, 4, 4, 3, 2, 1, 1, 1, 5),        # conv3d
+    (2, 6, 4, 3, 2, 1, 1, 2, 8),  # stride + groups
+    (2, 6, 6, 3, 1, 2, 2, 6, 7),  # depthwise + dilation
+    (2, 4, 6, 1, 2, 0, 1, 1, 7),  # strided 1x1
+    (1, 6, 4, 3, 1, 1, 1, 1, 9),  # conv1d
+    (1, 6, 4, 1, 1, 0, 1, 1, 5),  # linear-shaped (B, C, N)
+    (3, 4, 4, 3, 2, 1, 1, 1, 5),  # conv3d
     (2, 4, 4, (3, 1), (1, 2), (1, 0), 1, 1, 6),  # non-square
 ]
 
@@ -74,7 +75,7 @@ def test_kw_conv_matches_reference(geo, dtype, spatial_partition):
     k = _ks(k, dim)
     torch.manual_seed(1)
     layout = _layout(dim, c, o, k, g, spatial_partition)
-    b, n = 5, 7                                        # odd batch
+    b, n = 5, 7  # odd batch
     x = torch.randn(b, c, *([sp] * dim), dtype=dtype, requires_grad=True)
     alpha = torch.randn(b, layout.num_mixtures, n, dtype=dtype, requires_grad=True)
     cells = torch.randn(n, *layout.cell_shape, dtype=dtype, requires_grad=True)
@@ -148,6 +149,7 @@ def test_same_weight_for_every_sample_equals_static_conv():
 
 def test_use_algorithm_setter_and_context(monkeypatch):
     from kwlab.ops import algorithms
+
     seen = []
     real = algorithms._FORWARD["loop"]
     monkeypatch.setitem(algorithms._FORWARD, "loop", lambda *a: seen.append("loop") or real(*a))
@@ -156,7 +158,7 @@ def test_use_algorithm_setter_and_context(monkeypatch):
     with ops.use_algorithm("loop"):
         assert ops.get_algorithm() == "loop"
         dynamic_conv(x, w, padding=1)
-        with ops.use_algorithm("matmul"):       # does not fit a 3x3 kernel: falls back to auto
+        with ops.use_algorithm("matmul"):  # does not fit a 3x3 kernel: falls back to auto
             dynamic_conv(x, w, padding=1)
     assert ops.get_algorithm() == "auto" and seen == ["loop"]
     ops.use_algorithm("loop")
@@ -169,6 +171,7 @@ def test_use_algorithm_setter_and_context(monkeypatch):
 
 def test_benchmark_mode_picks_a_candidate_and_caches():
     from kwlab.ops import select
+
     torch.manual_seed(5)
     layout = CellLayout(4, 4, (3, 3), 4, 4, (1, 1))
     x = torch.randn(2, 4, 5, 5, requires_grad=True)

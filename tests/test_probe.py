@@ -1,4 +1,5 @@
-"""kwlab.probe: recorded statistics vs a hand-walked reference, hook hygiene, tables, save/load, callback."""
+"""kwlab.instruments.probe: recorded statistics vs a hand-walked reference, hook hygiene, tables, save/load, callback."""
+
 import dataclasses
 import math
 
@@ -7,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from kwlab import metrics
-from kwlab.probe import Probe, ProbeCallback, capture, load, load_history
+from kwlab.experiments.callbacks import ProbeCallback, load_history
+from kwlab.instruments import metrics
+from kwlab.instruments.probe import Probe, capture, load
 from kwlab.testing import MixtureConv2d, TinyDynamicNet, hook_count, reference_forward
 
 LAYERS = ["stem", "layer1.0.conv", "layer1.1.conv"]
@@ -37,8 +39,8 @@ def test_summary_matches_reference_statistics():
     hist = probe.histogram()
     assert list(summary.index) == LAYERS
     for name in LAYERS:
-        full = torch.cat([f[name] for f in fulls])      # (15, m, n + 1)
-        alpha = full[..., :-1]                           # zero cell dropped
+        full = torch.cat([f[name] for f in fulls])  # (15, m, n + 1)
+        alpha = full[..., :-1]  # zero cell dropped
         row = summary.loc[name]
         assert row["n_samples"] == 15
         assert row["neg_frac"] == pytest.approx(metrics.negative_fraction(alpha).item(), rel=1e-5)
@@ -46,7 +48,9 @@ def test_summary_matches_reference_statistics():
         assert row["zero_mass"] == pytest.approx(metrics.zero_cell_mass(full).item(), rel=1e-5)
         assert row["entropy"] == pytest.approx(metrics.attention_entropy(alpha).mean().item(), rel=1e-5)
         assert row["effective_cells"] == pytest.approx(metrics.effective_cells(alpha).mean().item(), rel=1e-5)
-        div = sum(metrics.pairwise_cosine_distance(f[name][..., :-1].double()).item() for f in fulls) / len(fulls)
+        div = sum(metrics.pairwise_cosine_distance(f[name][..., :-1].double()).item() for f in fulls) / len(
+            fulls
+        )
         assert row["diversity"] == pytest.approx(div, rel=1e-5)
         ys = torch.cat([y for _, y in data])
         means, _ = metrics.class_means(alpha.double(), ys, num_classes=3)
@@ -114,7 +118,7 @@ def test_hooks_removed_after_normal_and_failing_runs():
     assert hook_count(model) == 0
     probe = Probe(model)
     with probe:
-        assert hook_count(model) == 2 * len(LAYERS)   # attention + tap per layer
+        assert hook_count(model) == 2 * len(LAYERS)  # attention + tap per layer
     assert hook_count(model) == 0
     with pytest.raises(RuntimeError, match="boom"):
         with Probe(model):
@@ -139,7 +143,7 @@ def test_every_and_layer_selection():
             net(x)
     assert probe.layers == ["layer1.0.conv", "layer1.1.conv"]
     s = probe.summary()
-    assert s["n_samples"].tolist() == [6, 6]   # calls 0 and 2 of 4
+    assert s["n_samples"].tolist() == [6, 6]  # calls 0 and 2 of 4
     with torch.no_grad():
         ref = torch.cat([reference_forward(net, data[i][0])[1]["layer1.0.conv"][..., :-1] for i in (0, 2)])
     assert s.loc[0, "neg_frac"] == pytest.approx(metrics.negative_fraction(ref).item(), rel=1e-6)
@@ -192,7 +196,8 @@ class Cfg:
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_save_and_load_roundtrip(tmp_path, monkeypatch, fmt):
-    import kwlab.probe as kp
+    import kwlab.instruments.probe as kp
+
     monkeypatch.setattr(kp, "_table_format", lambda: fmt)
     net = make_net()
     probe = Probe(net, keep=2)
@@ -204,8 +209,9 @@ def test_save_and_load_roundtrip(tmp_path, monkeypatch, fmt):
     assert res.config == {"arch": "tiny", "budget": 1.0}
     for name in ("summary", "cell_usage", "histogram", "per_class", "samples"):
         got, want = getattr(res, name)(), getattr(probe, name)()
-        pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True),
-                                      check_dtype=False, atol=1e-6)
+        pd.testing.assert_frame_equal(
+            got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False, atol=1e-6
+        )
 
 
 class FakeTrainer:
@@ -227,7 +233,7 @@ class FakeTrainer:
             loss = nn.functional.cross_entropy(logits, y)
             self.model.zero_grad()
             loss.backward()
-            with torch.no_grad():   # plain SGD step (torch.optim's first import is slow)
+            with torch.no_grad():  # plain SGD step (torch.optim's first import is slow)
                 for p in self.model.parameters():
                     p -= 0.1 * p.grad
             callback.on_step_end(self, step, x, y, logits, loss.item())
@@ -269,14 +275,15 @@ def test_whole_kernel_layer_alone():
     s = probe.summary()
     alpha = layer.attention.coefficients(x).detach()
     assert s["layer"].tolist() == [""] and s["num_mixtures"].item() == 1
-    assert s["diversity"].item() == pytest.approx(metrics.pairwise_cosine_distance(alpha.double()).item(), rel=1e-5)
+    assert s["diversity"].item() == pytest.approx(
+        metrics.pairwise_cosine_distance(alpha.double()).item(), rel=1e-5
+    )
     assert not math.isnan(s["entropy"].item())
-
-
 
 
 def test_kw_resnet20_statistics_match_reference(kw_resnet20):
     from kwlab.layers.base import dynamic_layers
+
     model = kw_resnet20
     torch.manual_seed(1)
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 10, (6,))
@@ -294,13 +301,14 @@ def test_kw_resnet20_statistics_match_reference(kw_resnet20):
         assert s.loc[name, "neg_frac"] == pytest.approx(metrics.negative_fraction(alpha).item(), rel=1e-5)
         assert s.loc[name, "neg_mass"] == pytest.approx(metrics.negative_mass(alpha).item(), rel=1e-5)
         assert s.loc[name, "zero_mass"] == pytest.approx(metrics.zero_cell_mass(full).item(), rel=1e-5)
-        assert s.loc[name, "effective_cells"] == pytest.approx(metrics.effective_cells(alpha).mean().item(),
-                                                               rel=1e-5)
+        assert s.loc[name, "effective_cells"] == pytest.approx(
+            metrics.effective_cells(alpha).mean().item(), rel=1e-5
+        )
         assert s.loc[name, "temperature"] == pytest.approx(0.3)
         assert s.loc[name, "bank"] == layers[name].bank
         u = usage[usage["layer"] == name].sort_values("cell")
         assert u["top_count"].tolist() == metrics.top_cell_counts(alpha).tolist()
-    assert 0 < s["neg_frac"].min() and s["neg_frac"].max() < 1   # CAF is signed
+    assert 0 < s["neg_frac"].min() and s["neg_frac"].max() < 1  # CAF is signed
     # layers of one warehouse index the same cells
     for bank, part in usage.groupby("warehouse"):
         assert part.groupby("layer")["cell"].count().nunique() == 1

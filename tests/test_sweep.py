@@ -1,4 +1,5 @@
-"""kwlab.sweep: grid expansion, validation before training, resumable runs, results table, executors."""
+"""kwlab.experiments.sweep: grid expansion, validation before training, resumable runs, results table, executors."""
+
 from __future__ import annotations
 
 import os
@@ -12,12 +13,30 @@ import pandas as pd
 import pytest
 import yaml
 
-from kwlab.sweep import SweepSpec, collect_results, expand, load_sweep, parse_overrides, run_ids, run_sweep
-from kwlab.train import ConfigError, RunConfig
+from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.experiments.sweep import (
+    SweepSpec,
+    collect_results,
+    expand,
+    load_sweep,
+    parse_overrides,
+    run_ids,
+    run_sweep,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = dict(arch="resnet20_cifar", model_kwargs={"widths": [4, 8, 8]}, data="synthetic", image_size=8,
-            train_samples=48, test_samples=24, batch_size=16, epochs=2, lr=0.05, device="cpu")
+BASE = dict(
+    arch="resnet20_cifar",
+    model_kwargs={"widths": [4, 8, 8]},
+    data="synthetic",
+    image_size=8,
+    train_samples=48,
+    test_samples=24,
+    batch_size=16,
+    epochs=2,
+    lr=0.05,
+    device="cpu",
+)
 SCORE_COLUMNS = ["final_acc", "best_acc", "final_loss", "final_train_loss", "params", "macs"]
 
 
@@ -25,7 +44,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spec(**changes) -> SweepSpec:
-    d = {"name": "t", "base": dict(BASE), "runs": [{"method": "static"}, {"method": "kw", "preset": ["1/2x", "1x"]}]}
+    d = {
+        "name": "t",
+        "base": dict(BASE),
+        "runs": [{"method": "static"}, {"method": "kw", "preset": ["1/2x", "1x"]}],
+    }
     d.update(changes)
     return SweepSpec.from_dict(d)
 
@@ -37,17 +60,24 @@ def _write(path: Path, spec: dict) -> Path:
 
 # ------------------------------------------------------------------------------------------- expansion
 def test_grid_times_runs_with_sub_grids():
-    spec = _spec(grid={"seed": [0, 1]}, runs=[{"method": "static"},
-                                             {"method": "kw", "preset": ["1/2x", "1x"], "sharing": ["layer", "stage"]}])
+    spec = _spec(
+        grid={"seed": [0, 1]},
+        runs=[
+            {"method": "static"},
+            {"method": "kw", "preset": ["1/2x", "1x"], "sharing": ["layer", "stage"]},
+        ],
+    )
     configs = expand(spec)
     got = sorted((c.method, c.preset, c.sharing, c.seed) for c in configs)
-    ref = sorted([("static", None, None, s) for s in (0, 1)] +
-                 [("kw", p, sh, s) for p in ("1/2x", "1x") for sh in ("layer", "stage") for s in (0, 1)])
+    ref = sorted(
+        [("static", None, None, s) for s in (0, 1)]
+        + [("kw", p, sh, s) for p in ("1/2x", "1x") for sh in ("layer", "stage") for s in (0, 1)]
+    )
     assert got == ref
     ids = run_ids(configs)
     assert len(set(ids)) == len(ids)
     assert all("epochs" not in i for i in ids)  # only varying fields name the directory
-    assert run_ids(expand(spec)) == ids          # stable across calls
+    assert run_ids(expand(spec)) == ids  # stable across calls
 
 
 def test_set_overrides_force_scalars_and_replace_grid_axes(tmp_path):
@@ -60,23 +90,31 @@ def test_set_overrides_force_scalars_and_replace_grid_axes(tmp_path):
         parse_overrides(["oops"])
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"base": {**BASE, "epoch": 2}}, "unknown config field 'epoch'.*did you mean 'epochs'"),
-    ({"base": {**BASE, "epochs": "two"}}, "epochs='two'.*expected int"),
-    ({"runs": [{"method": "static", "preset": "1x"}]}, "only apply to method='kw'"),
-    ({"grid": {"seed": 3}}, "'grid' must map fields to non-empty lists"),
-    ({"gird": {}}, "unknown sweep key 'gird'.*did you mean 'grid'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"base": {**BASE, "epoch": 2}}, "unknown config field 'epoch'.*(?i:did you mean) 'epochs'"),
+        ({"base": {**BASE, "epochs": "two"}}, "epochs='two'.*expected int"),
+        ({"runs": [{"method": "static", "preset": "1x"}]}, "not a field of method='static'"),
+        ({"grid": {"seed": 3}}, "'grid' must map fields to non-empty lists"),
+        ({"gird": {}}, "unknown sweep key 'gird'.*did you mean 'grid'"),
+    ],
+)
 def test_bad_input_is_refused_before_training(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        run_sweep(_spec(**change) if "gird" not in change else SweepSpec.from_dict({"name": "t", **change}),
-                  tmp_path / "out", progress=False)
+        run_sweep(
+            _spec(**change) if "gird" not in change else SweepSpec.from_dict({"name": "t", **change}),
+            tmp_path / "out",
+            progress=False,
+        )
     assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_missing_dataset_and_unknown_arch_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="no_such_data"):
-        run_sweep(_spec(base={**BASE, "data": str(tmp_path / "no_such_data")}), tmp_path / "o1", progress=False)
+        run_sweep(
+            _spec(base={**BASE, "data": str(tmp_path / "no_such_data")}), tmp_path / "o1", progress=False
+        )
     with pytest.raises(ConfigError, match="resnet21"):
         run_sweep(_spec(base={**BASE, "arch": "resnet21"}), tmp_path / "o2", progress=False)
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
@@ -98,8 +136,17 @@ def test_results_table_and_skipping_finished_runs(tmp_path):
     assert list(on_disk["run_id"]) == list(df["run_id"])
     for field in RunConfig.field_names():
         assert field in on_disk.columns
-    for col in ("params", "macs", "best_acc", "final_acc", "throughput", "probe_neg_frac", "probe_effective_cells",
-                "probe_diversity", "git_revision"):
+    for col in (
+        "params",
+        "macs",
+        "best_acc",
+        "final_acc",
+        "throughput",
+        "probe_neg_frac",
+        "probe_effective_cells",
+        "probe_diversity",
+        "git_revision",
+    ):
         assert col in on_disk.columns
     kw = on_disk[on_disk["method"] == "kw"]
     assert kw["probe_neg_frac"].between(0, 1).all() and kw["probe_effective_cells"].ge(1).all()
@@ -115,7 +162,17 @@ def test_results_table_and_skipping_finished_runs(tmp_path):
 
 
 def _sweep_cmd(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "kwlab", "sweep", str(config), "--out", str(out), "--no-report", "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "kwlab",
+        "sweep",
+        str(config),
+        "--out",
+        str(out),
+        "--no-report",
+        "--no-progress",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -123,21 +180,30 @@ def _env() -> dict[str, str]:
 
 
 def test_sigkill_mid_sweep_then_resume_equals_uninterrupted_run(tmp_path):
-    spec = {"name": "kill", "base": {**BASE, "epochs": 3, "train_samples": 96},
-            "runs": [{"method": "static"}, {"method": "kw", "preset": "1x"}]}
+    spec = {
+        "name": "kill",
+        "base": {**BASE, "epochs": 3, "train_samples": 96},
+        "runs": [{"method": "static"}, {"method": "kw", "preset": "1x"}],
+    }
     config = _write(tmp_path / "kill.yaml", spec)
     reference = run_sweep(load_sweep(config), tmp_path / "ref", progress=False)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_sweep_cmd(config, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _sweep_cmd(config, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 60
     try:  # kill while the second run is between checkpoints: one run finished, one half-done
         while time.time() < deadline and proc.poll() is None:
             finished = list(out.glob("runs/*/results.json"))
-            partial = [p for p in out.glob("runs/*/checkpoint.pt") if not (p.parent / "results.json").exists()]
+            partial = [
+                p for p in out.glob("runs/*/checkpoint.pt") if not (p.parent / "results.json").exists()
+            ]
             if finished and partial:
                 break
             time.sleep(0.05)
-        assert proc.poll() is None, f"sweep ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        assert proc.poll() is None, (
+            f"sweep ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
@@ -157,13 +223,31 @@ def test_sigkill_mid_sweep_then_resume_equals_uninterrupted_run(tmp_path):
 def test_processes_and_submitit_local_executors_match_sequential(tmp_path):
     spec = _spec(base={**BASE, "epochs": 1})
     seq = run_sweep(spec, tmp_path / "seq", progress=False).set_index("run_id")[SCORE_COLUMNS].sort_index()
-    par = run_sweep(_spec(base={**BASE, "epochs": 1}), tmp_path / "par", executor="processes", workers=2,
-                    progress=False).set_index("run_id")[SCORE_COLUMNS].sort_index()
+    par = (
+        run_sweep(
+            _spec(base={**BASE, "epochs": 1}),
+            tmp_path / "par",
+            executor="processes",
+            workers=2,
+            progress=False,
+        )
+        .set_index("run_id")[SCORE_COLUMNS]
+        .sort_index()
+    )
     pd.testing.assert_frame_equal(par, seq)
     pytest.importorskip("submitit")
-    sub = run_sweep(_spec(base={**BASE, "epochs": 1}, runs=[{"method": "kw", "preset": "1x"}],
-                          executor={"threads": 1}), tmp_path / "sub",
-                    executor="submitit-local", progress=False).set_index("run_id")[SCORE_COLUMNS].sort_index()
+    sub = (
+        run_sweep(
+            _spec(
+                base={**BASE, "epochs": 1}, runs=[{"method": "kw", "preset": "1x"}], executor={"threads": 1}
+            ),
+            tmp_path / "sub",
+            executor="submitit-local",
+            progress=False,
+        )
+        .set_index("run_id")[SCORE_COLUMNS]
+        .sort_index()
+    )
     kw_id = [i for i in seq.index if "kw" in i and "preset=1x" in i][0]
     assert sub.iloc[0].to_dict() == pytest.approx(seq.loc[kw_id].to_dict())
 

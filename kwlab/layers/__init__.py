@@ -1,9 +1,47 @@
-"""Dynamic-convolution layers: KernelWarehouse and the attention protocol they all follow."""
+"""Dynamic-convolution layers: KernelWarehouse, its relatives, and the attention protocol they all follow."""
+
 from .attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS, KWAttention
-from .base import DynamicAttention, DynamicLayer, Tap, dynamic_layers, get_temperature, set_temperature
+from .base import (
+    NO_TEMPERATURE,
+    DynamicAttention,
+    DynamicLayer,
+    Tap,
+    TemperatureContract,
+    dynamic_layers,
+    get_temperature,
+    set_temperature,
+)
+from .condconv import CondConv2d
+from .dyconv import DynamicConv2d
+from .kerneldna import KernelDNAConv2d
 from .kernelwarehouse import KW_LAYERS, KWConv1d, KWConv2d, KWConv3d, KWLinear, Warehouse
+from .odconv import ODConv2d
 from .warehouse import KWPlan, LayerSpec, WarehouseOptions, plan_warehouses
 
-__all__ = ["ATTENTION_FUNCTIONS", "ATTENTION_NORMS", "DynamicAttention", "DynamicLayer", "KWAttention", "KWConv1d",
-           "KWConv2d", "KWConv3d", "KWLinear", "KWPlan", "KW_LAYERS", "LayerSpec", "Tap", "Warehouse",
-           "WarehouseOptions", "dynamic_layers", "get_temperature", "plan_warehouses", "set_temperature"]
+__all__ = [
+    "ATTENTION_FUNCTIONS",
+    "ATTENTION_NORMS",
+    "CondConv2d",
+    "DynamicAttention",
+    "DynamicConv2d",
+    "DynamicLayer",
+    "KernelDNAConv2d",
+    "KWAttention",
+    "KWConv1d",
+    "KWConv2d",
+    "KWConv3d",
+    "KWLinear",
+    "KWPlan",
+    "KW_LAYERS",
+    "LayerSpec",
+    "NO_TEMPERATURE",
+    "ODConv2d",
+    "Tap",
+    "TemperatureContract",
+    "Warehouse",
+    "WarehouseOptions",
+    "dynamic_layers",
+    "get_temperature",
+    "plan_warehouses",
+    "set_temperature",
+]

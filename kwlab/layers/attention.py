@@ -26,12 +26,13 @@ sample cannot compute batch statistics, so that forward normalises with the runn
 eval mode) and leaves them unchanged. Every other batch size behaves exactly as BatchNorm1d.
 Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from .base import DynamicAttention, init_attention_head
+from .base import DynamicAttention, TemperatureContract, check_tau, init_attention_head
 from .norm import BatchNorm1dSafe
 from .warehouse import check_budget
 
@@ -80,24 +81,47 @@ class KWAttention(DynamicAttention):
         nonlocal_basis_ratio: < 1 enables the non-local basis mapping.
     """
 
-    def __init__(self, in_channels: int, num_mixtures: int, num_cells: int, *, start_cell: int = 0,
-                 budget: float = 1.0, reduction: float = 1 / 16, function: str = "caf", norm: str = "batch",
-                 zero_cell: bool = True, nonlocal_basis_ratio: float = 1.0, temperature: float = 1.0) -> None:
+    temperature_contract = TemperatureContract(
+        "blend weight tau of the one-hot init pattern (1 -> 0); evaluated at 0", 1.0, 0.0, 20.0
+    )
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_mixtures: int,
+        num_cells: int,
+        *,
+        start_cell: int = 0,
+        budget: float = 1.0,
+        reduction: float = 1 / 16,
+        function: str = "caf",
+        norm: str = "batch",
+        zero_cell: bool = True,
+        nonlocal_basis_ratio: float = 1.0,
+        temperature: float = 1.0,
+    ) -> None:
         if function not in ATTENTION_FUNCTIONS:
             raise ValueError(f"attention must be one of {ATTENTION_FUNCTIONS}, got {function!r}")
         if norm not in ATTENTION_NORMS:
             raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {norm!r}")
         b = check_budget(budget)
         if b < 1 and not zero_cell and function in ("caf",):
-            raise ValueError("budget < 1 needs the zero cell (its init pattern points mixtures at it); "
-                             "use zero_cell=True or a budget >= 1")
-        super().__init__(num_mixtures, num_cells, zero_cell=zero_cell, temperature=temperature)
+            raise ValueError(
+                "budget < 1 needs the zero cell (its init pattern points mixtures at it); "
+                "use zero_cell=True or a budget >= 1"
+            )
+        super().__init__(
+            num_mixtures, num_cells, zero_cell=zero_cell, temperature=check_tau(temperature, "temperature")
+        )
         self.function = function
         self.slots = num_cells + (1 if zero_cell else 0)
         hidden = max(int(in_channels * reduction), 16)
         self.fc1 = nn.Linear(in_channels, hidden, bias=norm != "batch")
-        self.norm1 = {"batch": lambda: BatchNorm1dSafe(hidden), "layer": lambda: nn.LayerNorm(hidden),
-                      "none": nn.Identity}[norm]()
+        self.norm1 = {
+            "batch": lambda: BatchNorm1dSafe(hidden),
+            "layer": lambda: nn.LayerNorm(hidden),
+            "none": nn.Identity,
+        }[norm]()
         self.act1 = nn.ReLU(inplace=True)
         self.nonlocal_basis = nonlocal_basis_ratio < 1.0
         if self.nonlocal_basis:
@@ -153,5 +177,7 @@ class KWAttention(DynamicAttention):
         return torch.sigmoid(z / t)
 
     def extra_repr(self) -> str:
-        return (f"function={self.function!r}, num_mixtures={self.num_mixtures}, num_cells={self.num_cells}, "
-                f"zero_cell={self.zero_cell}")
+        return (
+            f"function={self.function!r}, num_mixtures={self.num_mixtures}, num_cells={self.num_cells}, "
+            f"zero_cell={self.zero_cell}"
+        )

@@ -15,21 +15,72 @@ the temperature schedule and the freezing tools work on all of them unchanged:
   before any slot is dropped, shape ``(B, m, n + 1)`` when the method has a zero cell
   (``attention.zero_cell`` is True), else ``(B, m, n)``. The probe hooks it to measure the mass
   that went to the zero cell;
-* ``attention.temperature`` is a 0-d buffer (saved, moved by ``.to()``), set by
-  :func:`kwlab.set_temperature`;
+* ``attention.temperature`` is a 0-d buffer (saved, moved by ``.to()``) holding the temperature in the
+  layer's own units; the class's :class:`TemperatureContract` says what it means, and
+  :func:`kwlab.set_temperature` sets it from the anneal position ``tau`` (1 = start, 0 = end);
 * ``attention.frozen_alpha`` is ``None`` or a ``(m, n)`` buffer; when set, ``forward`` returns it
   for every sample (see :func:`kwlab.freeze_attention`), which turns the layer static.
 
-Hooks never live here: only :mod:`kwlab.probe` registers them.
+Hooks never live here: only :mod:`kwlab.instruments.probe` registers them.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Tap", "DynamicAttention", "init_attention_head", "DynamicLayer", "dynamic_layers", "set_temperature", "get_temperature"]
+__all__ = [
+    "Tap",
+    "DynamicAttention",
+    "TemperatureContract",
+    "NO_TEMPERATURE",
+    "init_attention_head",
+    "DynamicLayer",
+    "dynamic_layers",
+    "set_temperature",
+    "get_temperature",
+]
+
+
+@dataclass(frozen=True)
+class TemperatureContract:
+    """What a method's temperature means, and how the anneal position ``tau`` maps onto it.
+
+    Every schedule in kwlab is an anneal position ``tau`` going from 1 (start) to 0 (end), as KW's. A layer
+    stores ``end + tau * (start - end)`` in its own units: KW's blend weight is ``tau`` itself (1 -> 0);
+    DY-Conv's and ODConv's softmax divisor is ``T = 1 + 29 * tau`` (30 -> 1, so ``tau = 0`` is their
+    evaluation temperature T = 1). A method without a temperature ignores it.
+
+    Attributes:
+        meaning: what the stored value does, in words.
+        start, end: the stored value at ``tau = 1`` and at ``tau = 0``.
+        epochs: the official anneal span in epochs (None: no schedule).
+    """
+
+    meaning: str
+    start: float = 1.0
+    end: float = 0.0
+    epochs: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.epochs is not None
+
+    def value(self, tau: float) -> float:
+        """The stored value at anneal position ``tau``."""
+        return self.end + tau * (self.start - self.end)
+
+    def position(self, value: float) -> float:
+        """The anneal position of a stored value (inverse of :meth:`value`)."""
+        return (value - self.end) / (self.start - self.end) if self.start != self.end else 0.0
+
+
+#: The contract of methods with no temperature (CondConv, KernelDNA): ``set_temperature`` leaves them alone.
+NO_TEMPERATURE = TemperatureContract("none: this method has no temperature", 1.0, 1.0, None)
 
 
 class Tap(nn.Identity):
@@ -43,11 +94,16 @@ class DynamicAttention(nn.Module):
         num_mixtures: m, the mixtures this layer computes per sample.
         num_cells: n, the size of the bank the mixtures draw from.
         zero_cell: whether :meth:`coefficients` returns one extra, dropped slot per mixture.
-        temperature: initial value of the ``temperature`` buffer.
+        temperature: initial value of the ``temperature`` buffer, in the layer's units.
+
+    Subclasses declare ``temperature_contract``.
     """
 
-    def __init__(self, num_mixtures: int, num_cells: int, *, zero_cell: bool = False,
-                 temperature: float = 0.0) -> None:
+    temperature_contract: TemperatureContract = NO_TEMPERATURE
+
+    def __init__(
+        self, num_mixtures: int, num_cells: int, *, zero_cell: bool = False, temperature: float = 0.0
+    ) -> None:
         super().__init__()
         self.num_mixtures = int(num_mixtures)
         self.num_cells = int(num_cells)
@@ -100,21 +156,49 @@ def dynamic_layers(model: nn.Module) -> Iterator[tuple[str, DynamicLayer]]:
             yield name, module
 
 
-def set_temperature(model: nn.Module, tau: float) -> nn.Module:
-    """Set the attention temperature of every dynamic layer of ``model`` (KW: 1 -> 0 during training).
+def check_divisor(value: float, name: str = "temperature") -> float:
+    """A softmax divisor must be a finite number > 0 (DY-Conv, ODConv)."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"{name} is a softmax divisor and must be a finite number > 0 (official: 30 -> 1), got {value!r}"
+        )
+    return float(value)
 
-    Returns the model, so it can be chained. Works on a single layer too.
+
+def check_tau(tau: float, name: str = "tau") -> float:
+    """``tau`` as a float, or a ValueError if it is not a finite anneal position in [0, 1]."""
+    try:
+        value = float(tau)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a number in [0, 1] (the anneal position: 1 = start, 0 = end), got {tau!r}"
+        ) from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"{name} must be in [0, 1] (the anneal position: 1 = start, 0 = end), got {tau!r}; "
+            "each method maps it to its own temperature (KW: the blend weight tau; DY-Conv/ODConv: "
+            "the softmax divisor T = 1 + 29*tau)"
+        )
+    return value
+
+
+def set_temperature(model: nn.Module, tau: float) -> nn.Module:
+    """Set every dynamic layer of ``model`` to anneal position ``tau`` in [0, 1] (1 = start, 0 = end).
+
+    Each layer maps ``tau`` through its :class:`TemperatureContract` (KW stores ``tau``; DY-Conv and ODConv
+    store ``T = 1 + 29 * tau``; CondConv and KernelDNA have no temperature and are left alone). Values
+    outside [0, 1], NaN and infinities are refused. Returns the model; works on a single layer too.
     """
-    value = float(tau)
+    value = check_tau(tau)
     for module in model.modules():
-        if isinstance(module, DynamicAttention):
-            module.temperature.fill_(value)
+        if isinstance(module, DynamicAttention) and module.temperature_contract.active:
+            module.temperature.fill_(module.temperature_contract.value(value))
     return model
 
 
 def get_temperature(model: nn.Module) -> float | None:
-    """The temperature of the first dynamic layer of ``model`` (None if it has none)."""
+    """The anneal position ``tau`` of the first dynamic layer of ``model`` that has a temperature (None if none)."""
     for module in model.modules():
-        if isinstance(module, DynamicAttention):
-            return float(module.temperature)
+        if isinstance(module, DynamicAttention) and module.temperature_contract.active:
+            return module.temperature_contract.position(float(module.temperature))
     return None

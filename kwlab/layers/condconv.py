@@ -14,6 +14,7 @@ only zero padding is supported (no TF "same" padding).
 
 This module also holds the small geometry helpers shared by the other family layers.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,18 +42,29 @@ def _check_positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _conv_geometry(in_channels: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int,
-                   padding_mode: str) -> dict[str, Any]:
+def _conv_geometry(
+    in_channels: int,
+    out_channels: int,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    padding_mode: str,
+) -> dict[str, Any]:
     """Validate ``nn.Conv2d``-style arguments and normalise them to tuples (shared by the family layers)."""
     _check_positive_int("in_channels", in_channels)
     _check_positive_int("out_channels", out_channels)
     _check_positive_int("groups", groups)
     if in_channels % groups or out_channels % groups:
-        raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
-                         f"by groups ({groups})")
+        raise ValueError(
+            f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
+            f"by groups ({groups})"
+        )
     if padding_mode != "zeros":
-        raise ValueError(f"padding_mode must be 'zeros' (the only mode the dynamic kernels support), "
-                         f"got {padding_mode!r}")
+        raise ValueError(
+            f"padding_mode must be 'zeros' (the only mode the dynamic kernels support), got {padding_mode!r}"
+        )
     kernel = _pair(kernel_size)
     for k in kernel:
         _check_positive_int("kernel_size", k)
@@ -76,8 +88,10 @@ def _init_like_conv(weight: Tensor, bias: Tensor | None) -> None:
 
 
 def _conv_repr(layer: nn.Module) -> str:
-    s = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
-         f"stride={layer.stride}, padding={layer.padding}")
+    s = (
+        f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+        f"stride={layer.stride}, padding={layer.padding}"
+    )
     if layer.dilation != (1, 1):
         s += f", dilation={layer.dilation}"
     if layer.groups != 1:
@@ -96,11 +110,24 @@ class KernelBankConv2d(DynamicLayer):
     :func:`kwlab.ops.dynamic_conv`.
     """
 
-    def _init_bank(self, in_channels: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int,
-                   padding_mode: str, count_name: str, count: int, bias_shape: tuple[int, ...] | None,
-                   factory: dict) -> None:
-        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                             padding_mode)
+    def _init_bank(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups: int,
+        padding_mode: str,
+        count_name: str,
+        count: int,
+        bias_shape: tuple[int, ...] | None,
+        factory: dict,
+    ) -> None:
+        geo = _conv_geometry(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
+        )
         setattr(self, count_name, _check_positive_int(count_name, count))
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
@@ -119,15 +146,27 @@ class KernelBankConv2d(DynamicLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.per_sample_kernel(self.attention(x))
-        return dynamic_conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups,
-                            self.algorithm)
+        return dynamic_conv(
+            x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.algorithm
+        )
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> "KernelBankConv2d":
+    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> KernelBankConv2d:
         """A layer with ``conv``'s geometry whose every kernel (and per-kernel bias) copies ``conv``."""
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None, padding_mode=conv.padding_mode,
-                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            **kwargs,
+        )
         with torch.no_grad():
             layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
             if conv.bias is not None:
@@ -171,13 +210,38 @@ class CondConv2d(KernelBankConv2d):
     Linear keeps PyTorch's default init.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = False, *, num_experts: int = 4, padding_mode: str = "zeros",
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        num_experts: int = 4,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         factory = dict(device=device, dtype=dtype)
-        self._init_bank(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
-                        "num_experts", num_experts, (num_experts, out_channels) if bias else None, factory)
+        self._init_bank(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
+            "num_experts",
+            num_experts,
+            (num_experts, out_channels) if bias else None,
+            factory,
+        )
         self.attention = CondConvRouting(in_channels, num_experts, **factory)
         self.reset_parameters()
 
@@ -186,7 +250,7 @@ class CondConv2d(KernelBankConv2d):
         self.attention.fc.reset_parameters()
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> "CondConv2d":
+    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> CondConv2d:
         """A CondConv2d with ``conv``'s geometry whose every expert is a copy of ``conv``'s weight (and bias).
 
         The output is then ``(sum_e r_e(x)) * conv(x)``: CondConv's routing is not normalised.
@@ -195,4 +259,3 @@ class CondConv2d(KernelBankConv2d):
 
     def extra_repr(self) -> str:
         return _conv_repr(self) + f", num_experts={self.num_experts}"
-

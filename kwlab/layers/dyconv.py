@@ -12,15 +12,16 @@ Temperature ``T``: the paper anneals it linearly from 30 to 1 over the first 10 
 so that early attention is near-uniform and every kernel gets trained. In kwlab ``T`` is the
 ``attention.temperature`` buffer (set with :func:`kwlab.set_temperature`; schedule
 ``TemperatureSchedule(iters_per_epoch, epochs=10, start=30.0, end=1.0)``, see
-``kwlab.family.METHODS["dyconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
+``kwlab.methods.family.METHODS["dyconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
 Non-positive temperatures are clamped to 1e-6 (the softmax becomes an argmax) instead of dividing by 0.
 
 There is no official code. Checked against the reference digest (``dynamic-conv-family.md`` section 3.2)
 and the widely used reimplementation kaijieshi7/Dynamic-convolution-Pytorch; differences from the
 latter: hidden width ``max(int(C * reduction), 1)`` (not ``int(C/4) + 1``) and kernels initialised like
 ``nn.Conv2d``. Because the mixture is convex, a layer whose K kernels all equal ``W`` *is* the static
-conv ``W`` for any attention (used by :func:`kwlab.family.convert`).
+conv ``W`` for any attention (used by :func:`kwlab.methods.family.convert`).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,17 +31,13 @@ import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kwlab.ops import dynamic_conv
-
-from .base import DynamicAttention
+from .base import DynamicAttention, TemperatureContract, check_divisor
 from .condconv import KernelBankConv2d, _conv_repr, _init_like_conv
-
-torch.fx.wrap("dynamic_conv")
 
 __all__ = ["DynamicConv2d", "DyConvAttention"]
 
-#: the paper's schedule: T goes 30 -> 1 over the first 10 epochs
-DYCONV_TEMPERATURE = (30.0, 1.0, 10.0)
+#: the paper's schedule: the softmax divisor T goes 30 -> 1 over the first 10 epochs
+DYCONV_TEMPERATURE = TemperatureContract("softmax divisor T (30 -> 1); evaluated at T = 1", 30.0, 1.0, 10.0)
 
 
 class DyConvAttention(DynamicAttention):
@@ -53,10 +50,21 @@ class DyConvAttention(DynamicAttention):
         temperature: initial T (30, the start of the paper's schedule).
     """
 
-    def __init__(self, in_channels: int, num_kernels: int, *, reduction: float = 0.25,
-                 temperature: float = 30.0, device=None, dtype=None) -> None:
+    temperature_contract = DYCONV_TEMPERATURE
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_kernels: int,
+        *,
+        reduction: float = 0.25,
+        temperature: float = 30.0,
+        device=None,
+        dtype=None,
+    ) -> None:
         if not reduction > 0:
             raise ValueError(f"reduction must be > 0, got {reduction!r}")
+        check_divisor(temperature)
         super().__init__(1, num_kernels, temperature=temperature)
         factory = dict(device=device, dtype=dtype)
         self.hidden = max(int(in_channels * reduction), 1)
@@ -68,7 +76,7 @@ class DyConvAttention(DynamicAttention):
         return self.fc2(F.relu(self.fc1(x.mean((2, 3)))))
 
     def coefficients(self, x: Tensor) -> Tensor:
-        return torch.softmax(self.logits(x) / self.temperature.clamp_min(1e-6), dim=-1).unsqueeze(1)
+        return torch.softmax(self.logits(x) / self.temperature, dim=-1).unsqueeze(1)
 
 
 class DynamicConv2d(KernelBankConv2d):
@@ -87,15 +95,43 @@ class DynamicConv2d(KernelBankConv2d):
         ``attention(x)``: ``(B, 1, K)``, rows sum to 1.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = False, *, num_kernels: int = 4, reduction: float = 0.25,
-                 temperature: float = 30.0, padding_mode: str = "zeros", device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        num_kernels: int = 4,
+        reduction: float = 0.25,
+        temperature: float = 30.0,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         factory = dict(device=device, dtype=dtype)
-        self._init_bank(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
-                        "num_kernels", num_kernels, (num_kernels, out_channels) if bias else None, factory)
-        self.attention = DyConvAttention(in_channels, num_kernels, reduction=reduction,
-                                         temperature=temperature, **factory)
+        self._init_bank(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
+            "num_kernels",
+            num_kernels,
+            (num_kernels, out_channels) if bias else None,
+            factory,
+        )
+        self.attention = DyConvAttention(
+            in_channels, num_kernels, reduction=reduction, temperature=temperature, **factory
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -20,7 +20,7 @@ Batch size 1 in training mode: the gate's BatchNorm uses the running statistics 
 
 Sharing: ``KernelDNAConv2d(..., parent=conv)`` shares ``conv.weight`` (the very same Parameter, so
 ``model.parameters()`` lists it once); with ``parent=None`` the layer owns its kernel.
-:func:`kwlab.family.convert` with ``method="kerneldna"`` pairs same-shape spatial convs of a stage: the
+:func:`kwlab.methods.family.convert` with ``method="kerneldna"`` pairs same-shape spatial convs of a stage: the
 first block holding a conv of a given shape keeps it as a static parent, and that shape's convs in later
 blocks become its children. The official KernelDNA ResNets go further and *rewire depth*: each of the
 last two stages is rebuilt as 3 blocks (6 convs) drawn from 3 parent kernels (ResNet18: 9.24M params,
@@ -28,6 +28,7 @@ last two stages is rebuilt as 3 blocks (6 convs) drawn from 3 parent kernels (Re
 Checked against the official code (commit a8cb91a, ``models/KDNA_ResNet18.py``) and the reference digest
 (section 2).
 """
+
 from __future__ import annotations
 
 import math
@@ -91,12 +92,27 @@ class KernelDNAConv2d(DynamicLayer):
         ``filter_scale`` ``(O, 1, 1, 1)``; ``attention(x)``: gate ``(B, 1, I)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = False, *, parent: nn.Conv2d | None = None, reduction: int = 4,
-                 padding_mode: str = "zeros", device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        parent: nn.Conv2d | None = None,
+        reduction: int = 4,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
-        geo = _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                             padding_mode)
+        geo = _conv_geometry(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
+        )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
         self.padding, self.dilation = geo["padding"], geo["dilation"]
@@ -107,15 +123,23 @@ class KernelDNAConv2d(DynamicLayer):
             nn.init.kaiming_normal_(self.parent_weight, mode="fan_out", nonlinearity="relu")
         else:
             weight = getattr(parent, "weight", None)
-            if not isinstance(weight, nn.Parameter) or tuple(weight.shape) != shape or \
-                    getattr(parent, "groups", groups) != groups:
-                raise ValueError(f"parent must be a conv with weight shape {shape} and groups={groups}, got "
-                                 f"{type(parent).__name__} with weight "
-                                 f"{None if weight is None else tuple(weight.shape)}")
+            if (
+                not isinstance(weight, nn.Parameter)
+                or tuple(weight.shape) != shape
+                or getattr(parent, "groups", groups) != groups
+            ):
+                raise ValueError(
+                    f"parent must be a conv with weight shape {shape} and groups={groups}, got "
+                    f"{type(parent).__name__} with weight "
+                    f"{None if weight is None else tuple(weight.shape)}"
+                )
             self.parent_weight = weight
-        self.parent_name = ""  # set by kwlab.family.convert, for display
-        self.spatial_scale = None if self.kernel_size == (1, 1) else \
-            nn.Parameter(torch.zeros(1, 1, *self.kernel_size, **factory))
+        self.parent_name = ""  # set by kwlab.methods.family.convert, for display
+        self.spatial_scale = (
+            None
+            if self.kernel_size == (1, 1)
+            else nn.Parameter(torch.zeros(1, 1, *self.kernel_size, **factory))
+        )
         self.filter_scale = nn.Parameter(torch.zeros(out_channels, 1, 1, 1, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         if self.bias is not None:
@@ -146,10 +170,21 @@ class KernelDNAConv2d(DynamicLayer):
     def from_conv(cls, conv: nn.Conv2d, *, parent: nn.Conv2d | None = None, **kwargs: Any) -> KernelDNAConv2d:
         """Replace ``conv`` by a child of ``parent`` (``conv``'s own weight is dropped, its bias kept);
         with ``parent=None`` the layer copies ``conv``'s weight into its own kernel."""
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None, parent=parent,
-                    padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
-                    **kwargs)
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            parent=parent,
+            padding_mode=conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            **kwargs,
+        )
         with torch.no_grad():
             if parent is None:
                 layer.parent_weight.copy_(conv.weight)

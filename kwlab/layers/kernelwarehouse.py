@@ -14,6 +14,7 @@ reference, so the cells appear once in ``state_dict`` and in ``parameters()``, a
 :func:`kwlab.warehouses`).
 Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,16 @@ class Warehouse(nn.Module):
         key: the warehouse's name (e.g. ``"stage2"``).
     """
 
-    def __init__(self, num_cells: int, cell_shape: tuple[int, ...], options: WarehouseOptions = WarehouseOptions(),
-                 key: str = "", *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        num_cells: int,
+        cell_shape: tuple[int, ...],
+        options: WarehouseOptions = WarehouseOptions(),
+        key: str = "",
+        *,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.key = key
         self.options = options
@@ -77,7 +86,9 @@ def init_cells(cells: Tensor, start: int, end: int) -> None:
 
 def _check_input(x: Tensor, rank: int, in_channels: int, layer: str, shape_doc: str) -> Tensor:
     if x.dim() != rank:
-        raise ValueError(f"{layer} expects input of shape {shape_doc} (rank {rank}), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{layer} expects input of shape {shape_doc} (rank {rank}), got shape {tuple(x.shape)}"
+        )
     if x.shape[1] != in_channels:
         raise ValueError(f"{layer} expects {in_channels} input channels (dim 1), got shape {tuple(x.shape)}")
     return x
@@ -91,18 +102,41 @@ class _KWConvNd(DynamicLayer):
     kind: str = "conv2d"
     _shape_doc = "(B, C, H, W)"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = False, *, warehouse: Warehouse | None = None, owns_warehouse: bool = False,
-                 start_cell: int = 0,
-                 budget: float = 1.0, cell_in: float = 1.0, cell_out: float = 1.0, spatial_partition: bool = True,
-                 reduction: float = 1 / 16, attention: str = "caf", attention_norm: str = "batch",
-                 zero_cell: bool = True, nonlocal_basis_ratio: float = 1.0, temperature: float = 1.0,
-                 algorithm: str = "auto", device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        warehouse: Warehouse | None = None,
+        owns_warehouse: bool = False,
+        start_cell: int = 0,
+        budget: float = 1.0,
+        cell_in: float = 1.0,
+        cell_out: float = 1.0,
+        spatial_partition: bool = True,
+        reduction: float = 1 / 16,
+        attention: str = "caf",
+        attention_norm: str = "batch",
+        zero_cell: bool = True,
+        nonlocal_basis_ratio: float = 1.0,
+        temperature: float = 1.0,
+        algorithm: str = "auto",
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         tup = _ntuple(self.dim)
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
-                             f"groups ({groups})")
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
+                f"groups ({groups})"
+            )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = tup(kernel_size)
         self.stride = tup(stride)
@@ -125,20 +159,42 @@ class _KWConvNd(DynamicLayer):
         wh = self.warehouse
         cell_shape = wh.cell_shape
         if len(cell_shape) != 2 + self.dim:
-            raise ValueError(f"warehouse {wh.key!r} holds cells of shape {cell_shape}, which cannot tile a "
-                             f"{self.kind} kernel")
-        self.layout = CellLayout(out_channels, in_channels // groups, self.kernel_size, cell_shape[0],
-                                 cell_shape[1], tuple(cell_shape[2:]))
+            raise ValueError(
+                f"warehouse {wh.key!r} holds cells of shape {cell_shape}, which cannot tile a "
+                f"{self.kind} kernel"
+            )
+        self.layout = CellLayout(
+            out_channels,
+            in_channels // groups,
+            self.kernel_size,
+            cell_shape[0],
+            cell_shape[1],
+            tuple(cell_shape[2:]),
+        )
         lay = self.layout
-        if (out_channels % lay.cell_out or lay.in_per_group % lay.cell_in
-                or math.prod(self.kernel_size) % math.prod(lay.cell_kernel)):
-            raise ValueError(f"cells of shape {cell_shape} do not tile the kernel {(out_channels, *lay.weight_shape[1:])}")
+        if (
+            out_channels % lay.cell_out
+            or lay.in_per_group % lay.cell_in
+            or math.prod(self.kernel_size) % math.prod(lay.cell_kernel)
+        ):
+            raise ValueError(
+                f"cells of shape {cell_shape} do not tile the kernel {(out_channels, *lay.weight_shape[1:])}"
+            )
         self.start_cell = start_cell
         self.end_cell = start_cell + owned_cell_count(lay.num_mixtures, wh.options.budget)
-        self.attention = KWAttention(in_channels, lay.num_mixtures, wh.num_cells, start_cell=start_cell,
-                                     budget=wh.options.budget, reduction=wh.options.reduction, function=attention,
-                                     norm=attention_norm, zero_cell=zero_cell,
-                                     nonlocal_basis_ratio=nonlocal_basis_ratio, temperature=temperature)
+        self.attention = KWAttention(
+            in_channels,
+            lay.num_mixtures,
+            wh.num_cells,
+            start_cell=start_cell,
+            budget=wh.options.budget,
+            reduction=wh.options.reduction,
+            function=attention,
+            norm=attention_norm,
+            zero_cell=zero_cell,
+            nonlocal_basis_ratio=nonlocal_basis_ratio,
+            temperature=temperature,
+        )
         if device is not None or dtype is not None:
             self.attention.to(device=device, dtype=dtype)
         self.bias = nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype)) if bias else None
@@ -175,12 +231,24 @@ class _KWConvNd(DynamicLayer):
     def forward(self, x: Tensor) -> Tensor:
         x = _check_input(x, self.dim + 2, self.in_channels, type(self).__name__, self._shape_doc)
         alpha = self.attention(x)
-        return kw_conv(x, alpha, self.warehouse.cells, self.layout, self.bias, self.stride, self.padding,
-                       self.dilation, self.groups, self.algorithm)
+        return kw_conv(
+            x,
+            alpha,
+            self.warehouse.cells,
+            self.layout,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.algorithm,
+        )
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-             f"padding={self.padding}")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}"
+        )
         if self.dilation != (1,) * self.dim:
             s += f", dilation={self.dilation}"
         if self.groups != 1:
@@ -236,8 +304,10 @@ class KWLinear(_KWConvNd):
         return out.transpose(1, 2).reshape(*x.shape[:-1], self.out_channels)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_channels}, out_features={self.out_channels}, bias={self.bias is not None}, "
-                f"warehouse={self.warehouse.key!r}, cells=[{self.start_cell}, {self.end_cell})")
+        return (
+            f"in_features={self.in_channels}, out_features={self.out_channels}, bias={self.bias is not None}, "
+            f"warehouse={self.warehouse.key!r}, cells=[{self.start_cell}, {self.end_cell})"
+        )
 
 
 @torch.fx.wrap

@@ -6,6 +6,7 @@ detector builds its model with a batch of one. These drop-in subclasses normalis
 running statistics (as in eval mode) and leave those statistics unchanged; every other batch behaves
 exactly as the torch layer. The state_dict keys are the torch layer's.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,9 +18,17 @@ __all__ = ["batch_safe_batch_norm", "BatchNorm1dSafe", "BatchNorm2dSafe"]
 
 
 @torch.fx.wrap
-def batch_safe_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
-                          weight: Tensor | None, bias: Tensor | None, num_batches_tracked: Tensor | None,
-                          training: bool, momentum: float | None, eps: float) -> Tensor:
+def batch_safe_batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    num_batches_tracked: Tensor | None,
+    training: bool,
+    momentum: float | None,
+    eps: float,
+) -> Tensor:
     """``F.batch_norm`` that falls back to the running statistics when a training batch has a single
     value per channel (e.g. batch 1 on a 1x1 map); the running statistics are then left unchanged."""
     use_batch = training and (running_mean is None or x.numel() > x.shape[1])
@@ -33,8 +42,17 @@ def batch_safe_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: T
 
 class _SafeForward:
     def forward(self, x: Tensor) -> Tensor:
-        return batch_safe_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                     self.num_batches_tracked, self.training, self.momentum, self.eps)
+        return batch_safe_batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.num_batches_tracked,
+            self.training,
+            self.momentum,
+            self.eps,
+        )
 
 
 class BatchNorm1dSafe(_SafeForward, nn.BatchNorm1d):

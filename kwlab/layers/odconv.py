@@ -22,7 +22,7 @@ come from ``layer.attention.all_attentions(x)`` (an :class:`ODConvAttentions` tu
 
 Temperature: ``T`` divides the logits of all four attentions; the official recipe anneals it linearly
 30 -> 1 over the first 10 epochs (``TemperatureSchedule(iters, epochs=10, start=30.0, end=1.0)``, see
-``kwlab.family.METHODS["odconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
+``kwlab.methods.family.METHODS["odconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
 
 Batch size 1 in training mode: BatchNorm cannot compute statistics from one value per channel (the
 attention's map is 1x1 after GAP), the failure reported in OSVAI/ODConv issue #27. kwlab's
@@ -35,6 +35,7 @@ Parameter names follow the official ``modules/odconv.py`` (``weight``, ``attenti
 Checked against the official code (commit 0901cc1) and the reference digest (section 3.3): ResNet18 with
 ODConv on every block conv has 11.94M (n = 1) and 44.90M (n = 4) parameters.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -46,7 +47,7 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention, init_attention_head
+from .base import DynamicAttention, TemperatureContract, check_divisor, init_attention_head
 from .condconv import KernelBankConv2d, _check_positive_int, _conv_repr
 from .norm import BatchNorm2dSafe
 
@@ -54,16 +55,19 @@ torch.fx.wrap("dynamic_conv")
 
 __all__ = ["ODConv2d", "ODConvAttention", "ODConvAttentions"]
 
-#: the official schedule: T goes 30 -> 1 over the first 10 epochs
-ODCONV_TEMPERATURE = (30.0, 1.0, 10.0)
+#: the official schedule: the softmax divisor T goes 30 -> 1 over the first 10 epochs; evaluation at T = 1
+ODCONV_TEMPERATURE = TemperatureContract(
+    "softmax divisor T of all four heads (30 -> 1); evaluated at T = 1", 30.0, 1.0, 10.0
+)
+
 
 class ODConvAttentions(NamedTuple):
     """The four ODConv attentions of a batch (skipped ones are tensors of ones)."""
 
     channel: Tensor  #: (B, I) input-channel attention
-    filter: Tensor   #: (B, O) output-filter attention
+    filter: Tensor  #: (B, O) output-filter attention
     spatial: Tensor  #: (B, kh, kw) kernel-tap attention
-    kernel: Tensor   #: (B, 1, n) kernel attention, = ``attention(x)``
+    kernel: Tensor  #: (B, 1, n) kernel attention, = ``attention(x)``
 
 
 class ODConvAttention(DynamicAttention):
@@ -77,12 +81,26 @@ class ODConvAttention(DynamicAttention):
         temperature: initial T (30, the start of the official schedule).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int,
-                 num_kernels: int, *, reduction: float = 1 / 16, min_hidden: int = 16,
-                 temperature: float = 30.0, device=None, dtype=None) -> None:
+    temperature_contract = ODCONV_TEMPERATURE
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        num_kernels: int,
+        *,
+        reduction: float = 1 / 16,
+        min_hidden: int = 16,
+        temperature: float = 30.0,
+        device=None,
+        dtype=None,
+    ) -> None:
         if not reduction > 0:
             raise ValueError(f"reduction must be > 0, got {reduction!r}")
         _check_positive_int("min_hidden", min_hidden)
+        check_divisor(temperature)
         super().__init__(1, num_kernels, temperature=temperature)
         factory = dict(device=device, dtype=dtype)
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -162,19 +180,54 @@ class ODConv2d(KernelBankConv2d):
         :class:`ODConvAttentions`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = False, *, num_kernels: int = 4, reduction: float = 1 / 16,
-                 min_hidden: int = 16, temperature: float = 30.0, padding_mode: str = "zeros",
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        num_kernels: int = 4,
+        reduction: float = 1 / 16,
+        min_hidden: int = 16,
+        temperature: float = 30.0,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         factory = dict(device=device, dtype=dtype)
-        self._init_bank(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
-                        "num_kernels", num_kernels, (out_channels,) if bias else None, factory)
+        self._init_bank(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
+            "num_kernels",
+            num_kernels,
+            (out_channels,) if bias else None,
+            factory,
+        )
         # 1x1 with a single kernel: the kernel is static up to a per-sample scalar -> plain conv
         self._static_kernel = self.kernel_size == (1, 1) and num_kernels == 1
-        self.attention = ODConvAttention(in_channels, out_channels, self.kernel_size, groups, num_kernels,
-                                         reduction=reduction, min_hidden=min_hidden, temperature=temperature,
-                                         **factory)
+        self.attention = ODConvAttention(
+            in_channels,
+            out_channels,
+            self.kernel_size,
+            groups,
+            num_kernels,
+            reduction=reduction,
+            min_hidden=min_hidden,
+            temperature=temperature,
+            **factory,
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -194,8 +247,9 @@ class ODConv2d(KernelBankConv2d):
         else:
             weight = (att.kernel[:, 0] @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
             weight = weight * att.spatial[:, None, None]
-            y = dynamic_conv(x, weight, None, self.stride, self.padding, self.dilation, self.groups,
-                             self.algorithm)
+            y = dynamic_conv(
+                x, weight, None, self.stride, self.padding, self.dilation, self.groups, self.algorithm
+            )
             scale = att.filter
         y = y * scale[:, :, None, None]
         if self.bias is not None:

@@ -19,17 +19,26 @@ budget that is neither whole nor 1/q, and ownership that does not add up to ``n`
 ``ValueError`` (the official code floors silently or fails an ``assert``).
 Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Iterable, Mapping
 
 from ..ops.layout import CellLayout
 
-__all__ = ["LayerSpec", "WarehouseOptions", "LayerPlan", "WarehousePlan", "KWPlan", "plan_warehouses",
-           "check_budget", "owned_cell_count"]
+__all__ = [
+    "LayerSpec",
+    "WarehouseOptions",
+    "LayerPlan",
+    "WarehousePlan",
+    "KWPlan",
+    "plan_warehouses",
+    "check_budget",
+    "owned_cell_count",
+]
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class LayerSpec:
     """Shape of one layer that will draw its kernel from a warehouse."""
 
     name: str
-    kind: str                     # "conv1d" | "conv2d" | "conv3d" | "linear"
+    kind: str  # "conv1d" | "conv2d" | "conv3d" | "linear"
     in_channels: int
     out_channels: int
     kernel_size: tuple[int, ...]
@@ -91,8 +100,10 @@ def check_budget(budget: float) -> Fraction:
         raise ValueError(f"budget must be a positive number (1, 2, 4, ... or 1/2, 1/4, ...), got {budget!r}")
     if budget >= 1:
         if float(budget) != int(budget):
-            raise ValueError(f"budget must be a whole number when >= 1 (1, 2, 3, 4, ...) or 1/q when < 1 "
-                             f"(1/2, 1/3, 1/4, ...); got {budget}. The official code only supports these.")
+            raise ValueError(
+                f"budget must be a whole number when >= 1 (1, 2, 3, 4, ...) or 1/q when < 1 "
+                f"(1/2, 1/3, 1/4, ...); got {budget}. The official code only supports these."
+            )
         return Fraction(int(budget))
     q = 1.0 / float(budget)
     if abs(q - round(q)) > 1e-6:
@@ -116,8 +127,8 @@ class LayerPlan:
     spec: LayerSpec
     warehouse: str
     layout: CellLayout
-    start_cell: int               # first owned cell
-    end_cell: int                 # one past the last owned cell
+    start_cell: int  # first owned cell
+    end_cell: int  # one past the last owned cell
 
     @property
     def num_mixtures(self) -> int:
@@ -151,10 +162,20 @@ class KWPlan:
         rows = []
         for lp in self.layers.values():
             wp = self.warehouses[lp.warehouse]
-            rows.append(dict(layer=lp.spec.name, warehouse=lp.warehouse, kind=lp.spec.kind,
-                             weight_shape=lp.spec.weight_shape, cell_shape=wp.cell_shape,
-                             num_mixtures=lp.num_mixtures, num_cells=wp.num_cells,
-                             budget=wp.options.budget, start_cell=lp.start_cell, end_cell=lp.end_cell))
+            rows.append(
+                dict(
+                    layer=lp.spec.name,
+                    warehouse=lp.warehouse,
+                    kind=lp.spec.kind,
+                    weight_shape=lp.spec.weight_shape,
+                    cell_shape=wp.cell_shape,
+                    num_mixtures=lp.num_mixtures,
+                    num_cells=wp.num_cells,
+                    budget=wp.options.budget,
+                    start_cell=lp.start_cell,
+                    end_cell=lp.end_cell,
+                )
+            )
         return rows
 
 
@@ -166,9 +187,11 @@ def _cell_shape(key: str, specs: list[LayerSpec], opts: WarehouseOptions) -> tup
     kinds = {s.kind for s in specs}
     if len({_kind_dim(k) for k in kinds}) > 1 or ("linear" in kinds and len(kinds) > 1):
         detail = ", ".join(f"{s.name} ({s.kind})" for s in specs[:6])
-        raise ValueError(f"sharing rule puts layers whose cell shapes cannot agree into warehouse {key!r}: "
-                         f"{detail}. A warehouse can only hold layers of one kind (conv1d, conv2d, conv3d or "
-                         f"linear); give them different keys in the sharing rule.")
+        raise ValueError(
+            f"sharing rule puts layers whose cell shapes cannot agree into warehouse {key!r}: "
+            f"{detail}. A warehouse can only hold layers of one kind (conv1d, conv2d, conv3d or "
+            f"linear); give them different keys in the sharing rule."
+        )
     gcd_o = math.gcd(*[s.out_channels for s in specs])
     gcd_i = math.gcd(*[s.in_per_group for s in specs])
     cell_out = max(int(gcd_o * opts.cell_out), 1)
@@ -179,24 +202,34 @@ def _cell_shape(key: str, specs: list[LayerSpec], opts: WarehouseOptions) -> tup
     else:
         sizes = {s.kernel_size for s in specs}
         if len(sizes) > 1:
-            raise ValueError(f"spatial_partition=False needs one kernel size per warehouse, but warehouse {key!r} "
-                             f"holds kernel sizes {sorted(sizes)}; use spatial_partition=True or a sharing rule "
-                             f"that separates them.")
+            raise ValueError(
+                f"spatial_partition=False needs one kernel size per warehouse, but warehouse {key!r} "
+                f"holds kernel sizes {sorted(sizes)}; use spatial_partition=True or a sharing rule "
+                f"that separates them."
+            )
         cell_kernel = specs[0].kernel_size
     for s in specs:
-        for param, total, cell in (("cell_out", s.out_channels, cell_out), ("cell_in", s.in_per_group, cell_in)):
+        for param, total, cell in (
+            ("cell_out", s.out_channels, cell_out),
+            ("cell_in", s.in_per_group, cell_in),
+        ):
             if total % cell:
                 gcd = gcd_o if param == "cell_out" else gcd_i
                 allowed = sorted({Fraction(d, gcd) for d in range(1, gcd + 1) if gcd % d == 0})
-                raise ValueError(f"{param}={getattr(opts, param)} gives cells of {cell} channels, which do not "
-                                 f"divide the {total} channels of layer {s.name!r} (warehouse {key!r}). "
-                                 f"Allowed {param} values here: {', '.join(str(a) for a in allowed)}.")
+                raise ValueError(
+                    f"{param}={getattr(opts, param)} gives cells of {cell} channels, which do not "
+                    f"divide the {total} channels of layer {s.name!r} (warehouse {key!r}). "
+                    f"Allowed {param} values here: {', '.join(str(a) for a in allowed)}."
+                )
     return (cell_out, cell_in, *cell_kernel)
 
 
-def plan_warehouses(specs: Iterable[LayerSpec], keys: Iterable[str],
-                    options: WarehouseOptions | Mapping[str, WarehouseOptions] = WarehouseOptions(),
-                    order: Iterable[str] | None = None) -> KWPlan:
+def plan_warehouses(
+    specs: Iterable[LayerSpec],
+    keys: Iterable[str],
+    options: WarehouseOptions | Mapping[str, WarehouseOptions] = WarehouseOptions(),
+    order: Iterable[str] | None = None,
+) -> KWPlan:
     """Plan warehouses for layers given in allocation (registration) order.
 
     Args:
@@ -234,8 +267,14 @@ def plan_warehouses(specs: Iterable[LayerSpec], keys: Iterable[str],
         cell_shape = _cell_shape(key, members, opts)
         total = 0
         for s in members:
-            layout = CellLayout(s.out_channels, s.in_per_group, s.kernel_size, cell_shape[0], cell_shape[1],
-                                tuple(cell_shape[2:]))
+            layout = CellLayout(
+                s.out_channels,
+                s.in_per_group,
+                s.kernel_size,
+                cell_shape[0],
+                cell_shape[1],
+                tuple(cell_shape[2:]),
+            )
             layouts[s.name] = layout
             total += layout.num_mixtures
         num_cells = max(int(total * float(opts.budget)), 1)
@@ -256,7 +295,8 @@ def plan_warehouses(specs: Iterable[LayerSpec], keys: Iterable[str],
                 f"and cell_out={wp.options.cell_out}: its layers own {cursor[key]} cells but it holds {wp.num_cells}. "
                 f"With b = 1/q every layer needs q*q-aligned mixtures; use a whole budget (1, 2, 4), or cell ratios "
                 f"of 1/q (e.g. budget=0.5 with cell_in=cell_out=0.5, budget=0.25 with 0.5/0.5 as the official "
-                f"presets do).")
+                f"presets do)."
+            )
     return KWPlan(warehouses, layers)
 
 

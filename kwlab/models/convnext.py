@@ -19,11 +19,13 @@ the head stays static, and the attention uses LayerNorm (``attention_norm="layer
 
 Official checkpoints: see :func:`official_key_map` and :func:`official_tensor_map`.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +35,15 @@ from .mobilenetv2 import warehouse_order
 from .registry import ModelEntry, register_model
 from .resnet import DropPath
 
-__all__ = ["ConvNeXt", "ConvNeXtBlock", "LayerNorm2d", "convnext_kw_stage_rule", "official_key_map",
-           "official_tensor_map", "CONVNEXT_PRESETS"]
+__all__ = [
+    "ConvNeXt",
+    "ConvNeXtBlock",
+    "LayerNorm2d",
+    "convnext_kw_stage_rule",
+    "official_key_map",
+    "official_tensor_map",
+    "CONVNEXT_PRESETS",
+]
 
 
 def official_key_map(official_key: str) -> str:
@@ -86,8 +95,11 @@ class ConvNeXtBlock(nn.Module):
         self.pwconv1 = nn.Conv2d(dim, 4 * dim, kernel_size=1)
         self.act = nn.GELU()
         self.pwconv2 = nn.Conv2d(4 * dim, dim, kernel_size=1)
-        self.gamma = (nn.Parameter(torch.full((1, dim, 1, 1), float(layer_scale_init_value)))
-                      if layer_scale_init_value > 0 else None)
+        self.gamma = (
+            nn.Parameter(torch.full((1, dim, 1, 1), float(layer_scale_init_value)))
+            if layer_scale_init_value > 0
+            else None
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -112,18 +124,28 @@ class ConvNeXt(nn.Module):
         in_chans: input channels.
     """
 
-    def __init__(self, num_classes: int = 1000, depths: Sequence[int] = (3, 3, 9, 3),
-                 dims: Sequence[int] = (96, 192, 384, 768), drop_path_rate: float = 0.0,
-                 layer_scale_init_value: float = 1e-6, head_init_scale: float = 1.0, dropout: float = 0.0,
-                 in_chans: int = 3) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        depths: Sequence[int] = (3, 3, 9, 3),
+        dims: Sequence[int] = (96, 192, 384, 768),
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        head_init_scale: float = 1.0,
+        dropout: float = 0.0,
+        in_chans: int = 3,
+    ) -> None:
         super().__init__()
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"depths and dims must have 4 entries (one per stage), got {depths} and {dims}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.downsample_layers = nn.ModuleList()
-        self.downsample_layers.append(nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4),
-                                                    LayerNorm2d(dims[0], eps=1e-6)))
+        self.downsample_layers.append(
+            nn.Sequential(
+                nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6)
+            )
+        )
         for i in range(3):
             down = nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)
             self.downsample_layers.append(nn.Sequential(LayerNorm2d(dims[i], eps=1e-6), down))
@@ -131,8 +153,14 @@ class ConvNeXt(nn.Module):
         self.stages = nn.ModuleList()
         cur = 0
         for i in range(4):
-            self.stages.append(nn.Sequential(*[ConvNeXtBlock(dims[i], rates[cur + j], layer_scale_init_value)
-                                               for j in range(depths[i])]))
+            self.stages.append(
+                nn.Sequential(
+                    *[
+                        ConvNeXtBlock(dims[i], rates[cur + j], layer_scale_init_value)
+                        for j in range(depths[i])
+                    ]
+                )
+            )
             cur += depths[i]
         self.num_features = dims[-1]
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
@@ -167,7 +195,7 @@ _BLOCK = re.compile(r"^stages\.(\d+)\.(\d+)\.(dwconv|pwconv1|pwconv2)$")
 def convnext_kw_stage_rule(name: str, module: nn.Module) -> str | None:
     """Official KW grouping of a ConvNeXt layer by name (``stages.2.4.pwconv1`` -> ``"stage2_pwconv"``)."""
     if not isinstance(module, nn.Conv2d):
-        return None                                   # the head stays static
+        return None  # the head stays static
     m = _DOWN.match(name)
     if m is not None:
         i = int(m.group(1))
@@ -194,10 +222,17 @@ def _kw_prepare(model: ConvNeXt, preset: str, settings: dict[str, Any]) -> dict[
     return settings
 
 
-register_model(ModelEntry(
-    "convnext_tiny", partial(ConvNeXt, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
-    ("drop_path_rate", "layer_scale_init_value", "head_init_scale", "dropout", "in_chans"), CONVNEXT_PRESETS,
-    input_size=(3, 224, 224), temperature_epochs=20.0, kw_prepare=_kw_prepare,
-    description="ConvNeXt-T (ImageNet 224). KW: every conv incl. stem and downsample, head static; official "
-                "recipe 300 epochs AdamW, drop_path 0.1 (static) / 0.3 (KW 1x), EMA, temperature over 20 "
-                "epochs."))
+register_model(
+    ModelEntry(
+        "convnext_tiny",
+        partial(ConvNeXt, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
+        ("drop_path_rate", "layer_scale_init_value", "head_init_scale", "dropout", "in_chans"),
+        CONVNEXT_PRESETS,
+        input_size=(3, 224, 224),
+        temperature_epochs=20.0,
+        kw_prepare=_kw_prepare,
+        description="ConvNeXt-T (ImageNet 224). KW: every conv incl. stem and downsample, head static; official "
+        "recipe 300 epochs AdamW, drop_path 0.1 (static) / 0.3 (KW 1x), EMA, temperature over 20 "
+        "epochs.",
+    )
+)

@@ -32,23 +32,42 @@ With ``sharing="stage"`` (the preset default) the preset's official grouping is 
 
 Official checkpoints: see :func:`official_key_map`.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from torch import Tensor, nn
 
 from .registry import ModelEntry, register_model
 
-__all__ = ["MobileNetV2", "InvertedResidual", "ConvBNReLU", "make_divisible", "mobilenetv2_kw_rule",
-           "official_key_map", "warehouse_order", "MOBILENETV2_PRESETS", "HALF_WAREHOUSE_OPTIONS",
-           "INVERTED_RESIDUAL_SETTING", "KW_STAGE_SETTING"]
+__all__ = [
+    "MobileNetV2",
+    "InvertedResidual",
+    "ConvBNReLU",
+    "make_divisible",
+    "mobilenetv2_kw_rule",
+    "official_key_map",
+    "warehouse_order",
+    "MOBILENETV2_PRESETS",
+    "HALF_WAREHOUSE_OPTIONS",
+    "INVERTED_RESIDUAL_SETTING",
+    "KW_STAGE_SETTING",
+]
 
 #: (expand ratio t, output channels c, blocks n, first stride s) of the 7 groups (width 1.0).
-INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                             (6, 160, 3, 2), (6, 320, 1, 1))
+INVERTED_RESIDUAL_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 #: KW stage of each group (official ``kw_stage_setting``).
 KW_STAGE_SETTING = (1, 2, 3, 4, 5, 6, 6)
 
@@ -76,7 +95,7 @@ def official_key_unmap(key: str, model: nn.Module) -> str:
     cfg = getattr(model, "kwlab_config", {}) or {}
     wrapped = cfg.get("method") == "static" or not isinstance(model.classifier, nn.Linear)
     if wrapped and key.startswith("classifier."):
-        return "classifier.1." + key[len("classifier."):]
+        return "classifier.1." + key[len("classifier.") :]
     return key
 
 
@@ -92,11 +111,22 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 class ConvBNReLU(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> ReLU6, children ``0``, ``1``, ``2``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 groups: int = 1) -> None:
-        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2,
-                                   groups=groups, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU6(inplace=True))
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                (kernel_size - 1) // 2,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU6(inplace=True),
+        )
 
 
 class InvertedResidual(nn.Module):
@@ -115,9 +145,11 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(ConvBNReLU(in_channels, hidden, kernel_size=1))
-        layers += [ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
-                   nn.Conv2d(hidden, out_channels, 1, 1, 0, bias=False),
-                   nn.BatchNorm2d(out_channels)]
+        layers += [
+            ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, out_channels, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(out_channels),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,15 +167,21 @@ class MobileNetV2(nn.Module):
         in_chans: input channels.
     """
 
-    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.0,
-                 round_nearest: int = 8, in_chans: int = 3) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        width_mult: float = 1.0,
+        dropout: float = 0.0,
+        round_nearest: int = 8,
+        in_chans: int = 3,
+    ) -> None:
         super().__init__()
         if not width_mult > 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
         channels = make_divisible(32 * width_mult, round_nearest)
         self.last_channel = make_divisible(1280 * max(1.0, width_mult), round_nearest)
         features: list[nn.Module] = [ConvBNReLU(in_chans, channels, stride=2)]
-        stages = [0]                                   # KW stage of each features[k]
+        stages = [0]  # KW stage of each features[k]
         for g, (t, c, n, s) in enumerate(INVERTED_RESIDUAL_SETTING):
             out = make_divisible(c * width_mult, round_nearest)
             for i in range(n):
@@ -177,11 +215,20 @@ class MobileNetV2(nn.Module):
         x = self.features(x).mean((2, 3))
         return self.classifier(self.dropout(x))
 
-    def kw_rule(self, pointwise: str = "shared", static_pointwise_stages: Iterable[int] = (),
-                kw_classifier: bool = False) -> Callable[[str, nn.Module], str | None]:
+    def kw_rule(
+        self,
+        pointwise: str = "shared",
+        static_pointwise_stages: Iterable[int] = (),
+        kw_classifier: bool = False,
+    ) -> Callable[[str, nn.Module], str | None]:
         """A sharing rule ``(name, module) -> key | None`` for this network (:func:`mobilenetv2_kw_rule`)."""
-        return partial(mobilenetv2_kw_rule, stages=self.kw_stages, pointwise=pointwise,
-                       static_pointwise_stages=tuple(static_pointwise_stages), kw_classifier=kw_classifier)
+        return partial(
+            mobilenetv2_kw_rule,
+            stages=self.kw_stages,
+            pointwise=pointwise,
+            static_pointwise_stages=tuple(static_pointwise_stages),
+            kw_classifier=kw_classifier,
+        )
 
     def kw_stage_rule(self, name: str, module: nn.Module) -> str | None:
         """The official 1x grouping (expand and project 1x1 convs of a stage share a warehouse)."""
@@ -192,9 +239,15 @@ _CONV_NAME = re.compile(r"^features\.(\d+)\.(?:0|conv\.(\d+)(\.0)?)$")
 _POINTWISE = ("shared", "separate")
 
 
-def mobilenetv2_kw_rule(name: str, module: nn.Module, *, stages: tuple[int, ...], pointwise: str = "shared",
-                        static_pointwise_stages: tuple[int, ...] = (),
-                        kw_classifier: bool = False) -> str | None:
+def mobilenetv2_kw_rule(
+    name: str,
+    module: nn.Module,
+    *,
+    stages: tuple[int, ...],
+    pointwise: str = "shared",
+    static_pointwise_stages: tuple[int, ...] = (),
+    kw_classifier: bool = False,
+) -> str | None:
     """Official KW warehouse of a MobileNetV2 layer (None: kept static).
 
     Args:
@@ -224,7 +277,7 @@ def mobilenetv2_kw_rule(name: str, module: nn.Module, *, stages: tuple[int, ...]
         return None
     if pointwise == "shared":
         return f"stage{stage}_pwconv"
-    project = last or m.group(3) is None             # a bare conv in ``conv`` is the linear projection
+    project = last or m.group(3) is None  # a bare conv in ``conv`` is the linear projection
     return f"stage{stage}_pwconv{1 if project else 0}"
 
 
@@ -281,10 +334,21 @@ def _kw_prepare(model: MobileNetV2, preset: str, settings: dict[str, Any]) -> di
 
 
 _MODEL_KW = ("dropout", "in_chans")
-_DESCRIPTION = ("MobileNetV2 ({w}x width, ImageNet 224). KW: everything but the classifier; official recipe "
-                "150 epochs SGD lr 0.05 wd 4e-5, temperature annealed over 15 epochs.")
+_DESCRIPTION = (
+    "MobileNetV2 ({w}x width, ImageNet 224). KW: everything but the classifier; official recipe "
+    "150 epochs SGD lr 0.05 wd 4e-5, temperature annealed over 15 epochs."
+)
 
 for _name, _width in (("mobilenetv2_100", 1.0), ("mobilenetv2_050", 0.5)):
-    register_model(ModelEntry(_name, partial(MobileNetV2, width_mult=_width), _MODEL_KW, MOBILENETV2_PRESETS,
-                              input_size=(3, 224, 224), temperature_epochs=15.0, kw_prepare=_kw_prepare,
-                              description=_DESCRIPTION.format(w=_width)))
+    register_model(
+        ModelEntry(
+            _name,
+            partial(MobileNetV2, width_mult=_width),
+            _MODEL_KW,
+            MOBILENETV2_PRESETS,
+            input_size=(3, 224, 224),
+            temperature_epochs=15.0,
+            kw_prepare=_kw_prepare,
+            description=_DESCRIPTION.format(w=_width),
+        )
+    )

@@ -4,22 +4,20 @@
 static network of ``arch`` and, for a dynamic method, converts it. KW presets ("1/4x", "1/2x", "1x", "2x",
 "4x") reproduce the official configs of each arch; overrides change any field.
 """
+
 from __future__ import annotations
 
-import difflib
 import fnmatch
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
 
-__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "model_entry", "KW_FIELDS",
-           "list_methods", "register_method"]
+from kwlab.methods import get_method
+from kwlab.utils import suggest
 
-#: Keyword arguments of :func:`kwlab.kernelwarehouse` that presets and overrides may set.
-KW_FIELDS = ("budget", "cell_in", "cell_out", "sharing", "attention", "attention_norm", "reduction",
-             "spatial_partition", "zero_cell", "nonlocal_basis_ratio", "init", "warehouse_options",
-             "warehouse_order", "include", "exclude", "temperature", "algorithm")
+__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "model_entry"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,6 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
-_METHODS: dict[str, Callable[..., nn.Module] | None] = {"static": None, "kw": None}
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
@@ -59,97 +56,65 @@ def register_model(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-def register_method(name: str, convert: Callable[..., nn.Module]) -> None:
-    """Register a dynamic method: ``convert(model, entry, preset, **overrides) -> model``."""
-    _METHODS[name] = convert
-
-
 def list_models(pattern: str = "*") -> list[str]:
     """Registered architecture names matching a glob ``pattern``, sorted."""
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
-def list_methods() -> list[str]:
-    """Methods ``create_model`` accepts."""
-    _load_family()
-    return sorted(_METHODS)
-
-
-def _suggest(value: str, options) -> str:
-    close = difflib.get_close_matches(value, list(options), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
 def model_entry(arch: str) -> ModelEntry:
     """The :class:`ModelEntry` of ``arch`` (clear error for an unknown name)."""
+    if not isinstance(arch, str):
+        raise ValueError(
+            f"arch must be a model name (str), got {arch!r}; available: {', '.join(list_models())}"
+        )
     try:
         return _MODELS[arch]
     except KeyError:
-        raise ValueError(f"unknown arch {arch!r}; available: {', '.join(list_models())}.{_suggest(arch, _MODELS)}") \
-            from None
+        raise ValueError(
+            f"unknown arch {arch!r}; available: {', '.join(list_models())}.{suggest(arch, _MODELS)}"
+        ) from None
 
 
-def _load_family() -> None:
-    try:  # the family of other dynamic methods registers itself when importable
-        from .. import family  # noqa: F401
-    except ImportError:
-        pass
-
-
-def create_model(arch: str, *, method: str = "static", preset: str | None = None, num_classes: int = 1000,
-                 **overrides: Any) -> nn.Module:
+def create_model(
+    arch: str, *, method: str = "static", preset: str | None = None, num_classes: int = 1000, **overrides: Any
+) -> nn.Module:
     """Build a registered architecture, static or dynamic.
 
     Args:
         arch: a name from :func:`list_models` (e.g. "resnet18", "resnet20_cifar").
-        method: "static", "kw", or another method from :func:`list_methods`.
-        preset: KW preset ("1/4x", "1/2x", "1x", "2x", "4x"); default "1x" for method "kw".
+        method: a name from :func:`kwlab.list_methods` ("static", "kw", "condconv", ...).
+        preset: KW: "1/4x", "1/2x", "1x" (default), "2x", "4x" (the arch's official configs);
+            CondConv/DY-Conv/ODConv: "Nx", the kernel count.
         num_classes: classifier outputs.
-        **overrides: builder arguments of the arch (e.g. ``drop_path_rate``) and, for KW, any field of
-            :data:`KW_FIELDS` (budget, cell_in, cell_out, sharing, attention, reduction, ...).
+        **overrides: builder arguments of the arch (e.g. ``drop_path_rate``) and the method's options
+            (``kwlab.methods.METHODS[method].options``: for KW budget, cell_in, cell_out, sharing, ...).
     Returns:
         The model, with ``model.kwlab_config`` recording how it was built.
     """
     entry = model_entry(arch)
-    if method not in _METHODS:
-        _load_family()
-    if method not in _METHODS:
-        raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(_METHODS))}."
-                         f"{_suggest(method, _METHODS)}")
-    if method == "static" and preset is not None:
-        raise ValueError(f"preset={preset!r} needs a dynamic method (method='kw'); method='static' has no presets")
+    spec = get_method(method)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     model_kw = {k: v for k, v in overrides.items() if k in entry.model_kwargs}
-    rest = {k: v for k, v in overrides.items() if k not in entry.model_kwargs}
-    if method == "static" and rest:
-        allowed = entry.model_kwargs
-        bad = sorted(rest)
-        raise ValueError(f"unknown override(s) {bad} for {arch} with method='static'; allowed: {list(allowed)}."
-                         f"{_suggest(bad[0], allowed)}")
+    options = {k: v for k, v in overrides.items() if k not in entry.model_kwargs}
+    where = f" for {arch}"
+    try:
+        spec.check_options(options, where)
+    except ValueError as err:
+        raise ValueError(f"{err} (or a builder argument of {arch}: {list(entry.model_kwargs)})") from None
+    if spec.converter is None and preset is not None:
+        raise ValueError(f"preset={preset!r} needs a dynamic method; method='static' has no presets")
+    settings = spec.preset_options(preset, entry.presets, where) if spec.converter is not None else {}
     model = entry.builder(num_classes=num_classes, **model_kw)
-    config: dict[str, Any] = dict(arch=arch, method=method, preset=preset, num_classes=num_classes, **overrides)
-    if method == "kw":
-        model = _to_kw(model, entry, preset, rest)
-    elif method != "static":
-        model = _METHODS[method](model, entry, preset, **rest)
+    config: dict[str, Any] = dict(
+        arch=arch, method=method, preset=preset, num_classes=num_classes, **overrides
+    )
+    if spec.name == "kw":
+        settings = {"init": "kaiming", **settings, **options}  # trained from scratch: the official init
+        if entry.kw_prepare is not None:
+            settings = entry.kw_prepare(model, "1x" if preset is None else preset, settings)
+        model = spec.converter(model, **settings)
+    elif spec.converter is not None:
+        model = spec.converter(model, **settings, **options)
     model.kwlab_config = config
     return model
-
-
-def _to_kw(model: nn.Module, entry: ModelEntry, preset: str | None, overrides: dict[str, Any]) -> nn.Module:
-    from ..convert import kernelwarehouse
-
-    preset = "1x" if preset is None else preset
-    if preset not in entry.presets:
-        raise ValueError(f"unknown preset {preset!r} for {entry.name}; available: {', '.join(entry.presets)}."
-                         f"{_suggest(preset, entry.presets)}")
-    unknown = [k for k in overrides if k not in KW_FIELDS]
-    if unknown:
-        allowed = list(KW_FIELDS) + list(entry.model_kwargs)
-        raise ValueError(f"unknown override(s) {unknown} for {entry.name} with method='kw'; allowed: {allowed}."
-                         f"{_suggest(unknown[0], allowed)}")
-    settings = dict(init="kaiming")
-    settings.update(entry.presets[preset])
-    settings.update(overrides)
-    if entry.kw_prepare is not None:
-        settings = entry.kw_prepare(model, preset, settings)
-    return kernelwarehouse(model, **settings)

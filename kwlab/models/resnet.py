@@ -10,12 +10,12 @@ The networks are plain static ConvNets; ``create_model(..., method="kw")`` conve
   for BasicBlock) and the next stage's downsample conv ("warehouse handover").
 Module names and registration order follow the official code, so cells are allocated in the same order.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet_kw_stage_rule", "DropPath"]
@@ -39,8 +39,14 @@ class DropPath(nn.Module):
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None,
-                 drop_path: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        drop_path: float = 0.0,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
@@ -60,8 +66,14 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None,
-                 drop_path: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        drop_path: float = 0.0,
+    ) -> None:
         super().__init__()
         width = channels
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
@@ -95,9 +107,17 @@ class ResNet(nn.Module):
         drop_path_rate: stochastic depth on every residual branch.
     """
 
-    def __init__(self, block: type[nn.Module], layers: list[int], widths: tuple[int, ...] = (64, 128, 256, 512),
-                 num_classes: int = 1000, stem: str = "imagenet", dropout: float = 0.0,
-                 drop_path_rate: float = 0.0, in_chans: int = 3) -> None:
+    def __init__(
+        self,
+        block: type[nn.Module],
+        layers: list[int],
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        num_classes: int = 1000,
+        stem: str = "imagenet",
+        dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
+        in_chans: int = 3,
+    ) -> None:
         super().__init__()
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
@@ -130,7 +150,9 @@ class ResNet(nn.Module):
         downsample = None
         out = channels * self.block.expansion
         if stride != 1 or self.in_channels != out:
-            downsample = nn.Sequential(nn.Conv2d(self.in_channels, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+            downsample = nn.Sequential(
+                nn.Conv2d(self.in_channels, out, 1, stride, bias=False), nn.BatchNorm2d(out)
+            )
         layers = [self.block(self.in_channels, channels, stride, downsample, drop_path)]
         self.in_channels = out
         layers += [self.block(out, channels, 1, None, drop_path) for _ in range(1, blocks)]
@@ -158,19 +180,19 @@ def resnet_kw_stage_rule(name: str, module: nn.Module, *, bottleneck: bool = Fal
     """Official KW grouping of a ResNet conv by qualified name (``layer2.0.conv1`` -> ``"stage0"``)."""
     m = _BLOCK_CONV.match(name)
     if m is None:
-        return None                                   # stem conv, classifier: static
+        return None  # stem conv, classifier: static
     stage = int(m.group(1)) - 1
     block = int(m.group(2))
     conv = m.group(3)
     if conv == "downsample.0":
         if module.stride[0] == 1:
-            return None                               # official: enabled only for stride != 1
+            return None  # official: enabled only for stride != 1
         return f"stage{stage - 1}"
     if block == 0 and conv == "conv1":
         handover = stage - 1
         if handover < 0:
             if bottleneck:
-                return None                           # ResNet-50 layer1.0.conv1: "stage -1", static
+                return None  # ResNet-50 layer1.0.conv1: "stage -1", static
             handover = 0
         return f"stage{handover}"
     return f"stage{stage}"

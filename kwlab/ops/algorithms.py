@@ -12,6 +12,7 @@ Every algorithm computes ``out[b] = conv(x[b], weight[b])`` for ``x (B, C, *S)``
 
 Backward functions return ``(grad_x, grad_weight)`` (None where not asked for).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,24 +29,42 @@ IMPLEMENTED = ("grouped", "loop", "unfold", "matmul")
 def _grouped_forward(x: Tensor, w: Tensor, geo: ConvGeometry) -> Tensor:
     b = x.shape[0]
     conv = conv_nd(geo.dim)
-    out = conv(x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, *w.shape[2:]), None,
-               geo.stride, geo.padding, geo.dilation, geo.groups * b)
+    out = conv(
+        x.reshape(1, -1, *x.shape[2:]),
+        w.reshape(-1, *w.shape[2:]),
+        None,
+        geo.stride,
+        geo.padding,
+        geo.dilation,
+        geo.groups * b,
+    )
     return out.reshape(b, w.shape[1], *out.shape[2:])
 
 
 def _grouped_backward(x, w, gout, geo, need_x, need_w):
     b = x.shape[0]
     gx, gw, _ = torch.ops.aten.convolution_backward(
-        gout.reshape(1, -1, *gout.shape[2:]), x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, *w.shape[2:]),
-        None, list(geo.stride), list(geo.padding), list(geo.dilation), False, [0] * geo.dim,
-        geo.groups * b, [need_x, need_w, False])
+        gout.reshape(1, -1, *gout.shape[2:]),
+        x.reshape(1, -1, *x.shape[2:]),
+        w.reshape(-1, *w.shape[2:]),
+        None,
+        list(geo.stride),
+        list(geo.padding),
+        list(geo.dilation),
+        False,
+        [0] * geo.dim,
+        geo.groups * b,
+        [need_x, need_w, False],
+    )
     return (gx.reshape(x.shape) if need_x else None), (gw.reshape(w.shape) if need_w else None)
 
 
 def _loop_forward(x: Tensor, w: Tensor, geo: ConvGeometry) -> Tensor:
     conv = conv_nd(geo.dim)
-    outs = [conv(x[i : i + 1], w[i], None, geo.stride, geo.padding, geo.dilation, geo.groups)
-            for i in range(x.shape[0])]
+    outs = [
+        conv(x[i : i + 1], w[i], None, geo.stride, geo.padding, geo.dilation, geo.groups)
+        for i in range(x.shape[0])
+    ]
     return torch.cat(outs, 0)
 
 
@@ -54,8 +73,18 @@ def _loop_backward(x, w, gout, geo, need_x, need_w):
     gw = torch.empty_like(w) if need_w else None
     for i in range(x.shape[0]):
         a, bw, _ = torch.ops.aten.convolution_backward(
-            gout[i : i + 1], x[i : i + 1], w[i], None, list(geo.stride), list(geo.padding),
-            list(geo.dilation), False, [0] * geo.dim, geo.groups, [need_x, need_w, False])
+            gout[i : i + 1],
+            x[i : i + 1],
+            w[i],
+            None,
+            list(geo.stride),
+            list(geo.padding),
+            list(geo.dilation),
+            False,
+            [0] * geo.dim,
+            geo.groups,
+            [need_x, need_w, False],
+        )
         if need_x:
             gx[i] = a[0]
         if need_w:
@@ -67,23 +96,23 @@ def _unfold_forward(x: Tensor, w: Tensor, geo: ConvGeometry) -> Tensor:
     b, o = w.shape[:2]
     g = geo.groups
     out_sp = geo.out_shape(x.shape[2:])
-    cols = unfold_nd(x, geo).reshape(b, g, -1, _prod(out_sp))      # (B, g, C/g*K, L)
-    out = torch.matmul(w.reshape(b, g, o // g, -1), cols)             # (B, g, O/g, L)
+    cols = unfold_nd(x, geo).reshape(b, g, -1, _prod(out_sp))  # (B, g, C/g*K, L)
+    out = torch.matmul(w.reshape(b, g, o // g, -1), cols)  # (B, g, O/g, L)
     return out.reshape(b, o, *out_sp)
 
 
 def _unfold_backward(x, w, gout, geo, need_x, need_w):
     b, o = w.shape[:2]
     g = geo.groups
-    gout = gout.reshape(b, g, o // g, -1)                              # (B, g, O/g, L)
-    wm = w.reshape(b, g, o // g, -1)                                   # (B, g, O/g, C/g*K)
+    gout = gout.reshape(b, g, o // g, -1)  # (B, g, O/g, L)
+    wm = w.reshape(b, g, o // g, -1)  # (B, g, O/g, C/g*K)
     gx = gw = None
     if need_w:
         cols = unfold_nd(x, geo).reshape(b, g, wm.shape[-1], -1)
         gw = torch.matmul(gout, cols.transpose(-1, -2)).reshape(w.shape)
         del cols
     if need_x:
-        gcols = torch.matmul(wm.transpose(-1, -2), gout)               # (B, g, C/g*K, L)
+        gcols = torch.matmul(wm.transpose(-1, -2), gout)  # (B, g, C/g*K, L)
         gx = fold_nd(gcols.reshape(b, -1, gcols.shape[-1]), tuple(x.shape[2:]), geo)
     return gx, gw
 
@@ -95,10 +124,18 @@ def _prod(t) -> int:
     return p
 
 
-_FORWARD = {"grouped": _grouped_forward, "loop": _loop_forward, "unfold": _unfold_forward,
-            "matmul": _unfold_forward}
-_BACKWARD = {"grouped": _grouped_backward, "loop": _loop_backward, "unfold": _unfold_backward,
-             "matmul": _unfold_backward}
+_FORWARD = {
+    "grouped": _grouped_forward,
+    "loop": _loop_forward,
+    "unfold": _unfold_forward,
+    "matmul": _unfold_forward,
+}
+_BACKWARD = {
+    "grouped": _grouped_backward,
+    "loop": _loop_backward,
+    "unfold": _unfold_backward,
+    "matmul": _unfold_backward,
+}
 
 
 def conv_forward(algorithm: str, x: Tensor, weight: Tensor, geo: ConvGeometry) -> Tensor:
@@ -106,7 +143,14 @@ def conv_forward(algorithm: str, x: Tensor, weight: Tensor, geo: ConvGeometry) -
     return _FORWARD[algorithm](x, weight, geo)
 
 
-def conv_backward(algorithm: str, x: Tensor, weight: Tensor, grad_out: Tensor, geo: ConvGeometry,
-                  need_x: bool = True, need_weight: bool = True) -> tuple[Tensor | None, Tensor | None]:
+def conv_backward(
+    algorithm: str,
+    x: Tensor,
+    weight: Tensor,
+    grad_out: Tensor,
+    geo: ConvGeometry,
+    need_x: bool = True,
+    need_weight: bool = True,
+) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of :func:`conv_forward` w.r.t. ``x`` and ``weight``."""
     return _BACKWARD[algorithm](x, weight, grad_out, geo, need_x, need_weight)

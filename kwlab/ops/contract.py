@@ -14,6 +14,7 @@ and ONE large matrix product of the concatenated cells ``(o_c, n * i_c)`` with `
 (``n * |W|`` per sample) would dominate. Needs ``groups == 1`` and cells that are either 1x1 spatially
 (spatial partition) or the whole kernel.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,7 +46,7 @@ class _Plan:
         self.gi, self.go, self.gs = layout.groups_in, layout.groups_out, layout.groups_spatial
         self.ic, self.oc = layout.cell_in, layout.cell_out
         self.q = self.ic * (1 if self.spatial_partition else self.K)  # inner size of one input block
-        self.P = self.gs * self.gi                                      # input blocks (positions x channels)
+        self.P = self.gs * self.gi  # input blocks (positions x channels)
         self.sp_out = tuple(spatial_out)
         self.L = math.prod(spatial_out)
 
@@ -53,13 +54,13 @@ class _Plan:
 def _cols(x: Tensor, geo: ConvGeometry, p: _Plan) -> Tensor:
     """``(B, P, q * L)`` with ``P = (s, i)`` and ``q = (i_c[, *k])``."""
     b, d = x.shape[0], p.d
-    v = unfold_view(x, geo).reshape(b, p.gi, p.ic, *p.sp_out, *p.k)       # (B, G_i, i_c, *L, *k)
+    v = unfold_view(x, geo).reshape(b, p.gi, p.ic, *p.sp_out, *p.k)  # (B, G_i, i_c, *L, *k)
     ks = tuple(range(3 + d, 3 + 2 * d))
     ls = tuple(range(3, 3 + d))
     if p.spatial_partition:
-        v = v.permute(0, *ks, 1, 2, *ls)                                    # (B, *k, G_i, i_c, *L)
+        v = v.permute(0, *ks, 1, 2, *ls)  # (B, *k, G_i, i_c, *L)
     else:
-        v = v.permute(0, 1, 2, *ks, *ls)                                    # (B, G_i, i_c, *k, *L)
+        v = v.permute(0, 1, 2, *ks, *ls)  # (B, G_i, i_c, *k, *L)
     return v.reshape(b, p.P, p.q * p.L)
 
 
@@ -68,7 +69,7 @@ def _uncols(gcols: Tensor, spatial, geo: ConvGeometry, p: _Plan) -> Tensor:
     b, d = gcols.shape[0], p.d
     if p.spatial_partition:
         g = gcols.reshape(b, *p.k, p.gi, p.ic, p.L)
-        g = g.permute(0, d + 1, d + 2, *range(1, d + 1), d + 3)             # (B, G_i, i_c, *k, L)
+        g = g.permute(0, d + 1, d + 2, *range(1, d + 1), d + 3)  # (B, G_i, i_c, *k, L)
     else:
         g = gcols
     return fold_nd(g.reshape(b, p.gi * p.ic * p.K, p.L), tuple(spatial), geo)
@@ -101,19 +102,30 @@ def contract_sample_bytes(layout: CellLayout, n: int, spatial_out, itemsize: int
     return (2 * layout.groups_out * n * q * L + 2 * P * q * L + layout.out_channels * L) * itemsize
 
 
-def contract_forward(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, geo: ConvGeometry) -> Tensor:
+def contract_forward(
+    x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, geo: ConvGeometry
+) -> Tensor:
     """``out (B, O, *S_out)`` of the KW convolution (no bias, no autograd)."""
     b, n = x.shape[0], cells.shape[0]
     p = _Plan(layout, geo, geo.out_shape(x.shape[2:]))
-    z = torch.matmul(_alpha2(alpha, p), _cols(x, geo, p))                       # (B, G_o*n, q*L)
+    z = torch.matmul(_alpha2(alpha, p), _cols(x, geo, p))  # (B, G_o*n, q*L)
     zt = z.reshape(b, p.go, n, p.q, p.L).permute(2, 3, 0, 1, 4).reshape(n * p.q, b * p.go * p.L)
     del z
-    out_t = torch.mm(_cells_cat(cells), zt)                                     # (o_c, B*G_o*L)
+    out_t = torch.mm(_cells_cat(cells), zt)  # (o_c, B*G_o*L)
     return out_t.reshape(p.oc, b, p.go, p.L).permute(1, 2, 0, 3).reshape(b, layout.out_channels, *p.sp_out)
 
 
-def contract_backward(x: Tensor, alpha: Tensor, cells: Tensor, grad_out: Tensor, layout: CellLayout,
-                      geo: ConvGeometry, need_x: bool, need_alpha: bool, need_cells: bool):
+def contract_backward(
+    x: Tensor,
+    alpha: Tensor,
+    cells: Tensor,
+    grad_out: Tensor,
+    layout: CellLayout,
+    geo: ConvGeometry,
+    need_x: bool,
+    need_alpha: bool,
+    need_cells: bool,
+):
     """``(grad_x, grad_alpha, grad_cells_cat (o_c, n*q) or None)`` for one chunk of samples."""
     b, n = x.shape[0], cells.shape[0]
     p = _Plan(layout, geo, grad_out.shape[2:])
@@ -126,10 +138,10 @@ def contract_backward(x: Tensor, alpha: Tensor, cells: Tensor, grad_out: Tensor,
         z = torch.matmul(a2, cols)
         zt = z.reshape(b, p.go, n, p.q, p.L).permute(2, 3, 0, 1, 4).reshape(n * p.q, b * p.go * p.L)
         del z
-        g_cat = torch.mm(g_t, zt.t())                                           # (o_c, n*q)
+        g_cat = torch.mm(g_t, zt.t())  # (o_c, n*q)
         del zt
     if need_x or need_alpha:
-        gz = torch.mm(e_cat.t(), g_t)                                           # (n*q, B*G_o*L)
+        gz = torch.mm(e_cat.t(), g_t)  # (n*q, B*G_o*L)
         gz = gz.reshape(n, p.q, b, p.go, p.L).permute(2, 3, 0, 1, 4).reshape(b, p.go * n, p.q * p.L)
         if need_alpha:
             ga = _alpha2_back(torch.matmul(gz, cols.transpose(1, 2)), n, p)

@@ -11,6 +11,7 @@ kernel gradient into gradients w.r.t. ``alpha`` and the cells right away. The ``
 likewise recomputes its im2col columns in backward instead of saving them. Peak extra memory of a layer
 is then one chunk of kernels and columns (:func:`set_chunk_bytes`).
 """
+
 from __future__ import annotations
 
 import math
@@ -115,13 +116,23 @@ def _check_bias(bias: Tensor | None, batch: int, out_channels: int) -> None:
     if bias is None:
         return
     if tuple(bias.shape) not in ((out_channels,), (batch, out_channels)):
-        raise ValueError(f"bias must be (O,) or (B, O) = ({out_channels},) or ({batch}, {out_channels}), "
-                         f"got {tuple(bias.shape)}")
+        raise ValueError(
+            f"bias must be (O,) or (B, O) = ({out_channels},) or ({batch}, {out_channels}), "
+            f"got {tuple(bias.shape)}"
+        )
 
 
 @torch.fx.wrap
-def dynamic_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
-                 groups: int = 1, algorithm: str = "auto") -> Tensor:
+def dynamic_conv(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    algorithm: str = "auto",
+) -> Tensor:
     """Convolve sample ``b`` of ``x`` with ``weight[b]``.
 
     Args:
@@ -135,19 +146,27 @@ def dynamic_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
     Returns:
         ``(B, O, *spatial_out)``.
     """
-    traced = _traced(_ORIGINAL["dynamic_conv"], (x, weight, bias, stride, padding, dilation, groups, algorithm))
+    traced = _traced(
+        _ORIGINAL["dynamic_conv"], (x, weight, bias, stride, padding, dilation, groups, algorithm)
+    )
     if traced is not None:
         return traced
     select.check_algorithm(algorithm)
     if x.dim() not in (3, 4, 5):
-        raise ValueError(f"x must be (B, C, *spatial) with 1, 2 or 3 spatial dims, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be (B, C, *spatial) with 1, 2 or 3 spatial dims, got shape {tuple(x.shape)}"
+        )
     if weight.dim() != x.dim() + 1 or weight.shape[0] != x.shape[0]:
-        raise ValueError(f"weight must be (B, O, C/groups, *k) with B = {x.shape[0]}, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must be (B, O, C/groups, *k) with B = {x.shape[0]}, got {tuple(weight.shape)}"
+        )
     geo = ConvGeometry(x.dim() - 2, weight.shape[3:], stride, padding, dilation, groups)
     b, c = x.shape[:2]
     o = weight.shape[1]
     if c % geo.groups or o % geo.groups or weight.shape[2] * geo.groups != c:
-        raise ValueError(f"groups={geo.groups} does not fit x with {c} channels and weight {tuple(weight.shape)}")
+        raise ValueError(
+            f"groups={geo.groups} does not fit x with {c} channels and weight {tuple(weight.shape)}"
+        )
     _check_bias(bias, b, o)
     spatial_out = geo.out_shape(x.shape[2:])
 
@@ -237,15 +256,17 @@ class _KWContractFn(torch.autograd.Function):
         layout, geo = ctx.layout, ctx.geo
         need_x, need_a, need_c = ctx.needs_input_grad[:3]
         grad_out = grad_out.contiguous()
-        chunks = _chunks(x.shape[0], contract_sample_bytes(layout, cells.shape[0], grad_out.shape[2:],
-                                                           x.element_size()))
+        chunks = _chunks(
+            x.shape[0], contract_sample_bytes(layout, cells.shape[0], grad_out.shape[2:], x.element_size())
+        )
         acc = torch.float32 if cells.dtype in (torch.float16, torch.bfloat16) else cells.dtype
         gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
         ga = torch.empty(alpha.shape, dtype=alpha.dtype, device=alpha.device) if need_a else None
         gcat = None
         for a, b in chunks:
-            cx, ca, cc = contract_backward(x[a:b], alpha[a:b], cells, grad_out[a:b], layout, geo,
-                                           need_x, need_a, need_c)
+            cx, ca, cc = contract_backward(
+                x[a:b], alpha[a:b], cells, grad_out[a:b], layout, geo, need_x, need_a, need_c
+            )
             if need_x:
                 gx[a:b] = cx
             if need_a:
@@ -298,8 +319,18 @@ def _kw_chunks(x: Tensor, layout: CellLayout, geo: ConvGeometry, algorithm: str,
 
 
 @torch.fx.wrap
-def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: Tensor | None = None,
-            stride=1, padding=0, dilation=1, groups: int = 1, algorithm: str = "auto") -> Tensor:
+def kw_conv(
+    x: Tensor,
+    alpha: Tensor,
+    cells: Tensor,
+    layout: CellLayout,
+    bias: Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    algorithm: str = "auto",
+) -> Tensor:
     """KernelWarehouse convolution from mixing coefficients.
 
     Equals ``dynamic_conv(x, assemble_kernel(mix_cells(alpha, cells), layout), ...)``, but stores the
@@ -317,23 +348,33 @@ def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: T
     Returns:
         ``(B, O, *spatial_out)``.
     """
-    traced = _traced(_ORIGINAL["kw_conv"], (x, alpha, cells, layout, bias, stride, padding, dilation, groups, algorithm))
+    traced = _traced(
+        _ORIGINAL["kw_conv"], (x, alpha, cells, layout, bias, stride, padding, dilation, groups, algorithm)
+    )
     if traced is not None:
         return traced
     select.check_algorithm(algorithm)
     if x.dim() != layout.dim + 2:
-        raise ValueError(f"x must be (B, C, *spatial) with {layout.dim} spatial dims for this layout, "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be (B, C, *spatial) with {layout.dim} spatial dims for this layout, "
+            f"got shape {tuple(x.shape)}"
+        )
     b, c = x.shape[:2]
     if alpha.dim() != 3 or alpha.shape[0] != b or alpha.shape[1] != layout.num_mixtures:
-        raise ValueError(f"alpha must be (B, m, n) = ({b}, {layout.num_mixtures}, n), got {tuple(alpha.shape)}")
+        raise ValueError(
+            f"alpha must be (B, m, n) = ({b}, {layout.num_mixtures}, n), got {tuple(alpha.shape)}"
+        )
     if tuple(cells.shape[1:]) != layout.cell_shape or cells.shape[0] != alpha.shape[2]:
-        raise ValueError(f"cells must be (n, *cell) = ({alpha.shape[2]}, {', '.join(map(str, layout.cell_shape))})"
-                         f", got {tuple(cells.shape)}")
+        raise ValueError(
+            f"cells must be (n, *cell) = ({alpha.shape[2]}, {', '.join(map(str, layout.cell_shape))})"
+            f", got {tuple(cells.shape)}"
+        )
     geo = ConvGeometry(layout.dim, layout.kernel_size, stride, padding, dilation, groups)
     if c != layout.in_per_group * geo.groups:
-        raise ValueError(f"x has {c} channels but the layout expects in_per_group * groups = "
-                         f"{layout.in_per_group} * {geo.groups}")
+        raise ValueError(
+            f"x has {c} channels but the layout expects in_per_group * groups = "
+            f"{layout.in_per_group} * {geo.groups}"
+        )
     o = layout.out_channels
     _check_bias(bias, b, o)
     if torch.is_autocast_enabled(x.device.type):
@@ -350,8 +391,19 @@ def kw_conv(x: Tensor, alpha: Tensor, cells: Tensor, layout: CellLayout, bias: T
         return time_call(lambda: _kw_apply(xd, ad, cd, layout, geo, algo).sum().backward(), x.device)
 
     fits = _fits_one_chunk(x, layout, geo, "grouped")
-    algo = select.resolve(algorithm, geo, x, b, spatial_out, c, o, timer, contract_applies(layout, geo),
-                          lambda a: _kw_cost(layout, cells.shape[0], spatial_out, a), kernels_fit=fits)
+    algo = select.resolve(
+        algorithm,
+        geo,
+        x,
+        b,
+        spatial_out,
+        c,
+        o,
+        timer,
+        contract_applies(layout, geo),
+        lambda a: _kw_cost(layout, cells.shape[0], spatial_out, a),
+        kernels_fit=fits,
+    )
     return _add_bias(_kw_apply(x, alpha, cells, layout, geo, algo, fits if algo == "grouped" else None), bias)
 
 

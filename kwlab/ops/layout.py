@@ -11,6 +11,7 @@ partition, the full kernel without). Mixture ``j`` fills the block
 so ``alpha[:, j]`` of a KW layer always refers to the same block of the kernel as in the official code.
 Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,11 +27,11 @@ __all__ = ["CellLayout", "assemble_kernel", "mix_cells", "split_kernel", "split_
 class CellLayout:
     """Geometry of one layer's kernel in terms of warehouse cells."""
 
-    out_channels: int            # O
-    in_per_group: int            # I / g
+    out_channels: int  # O
+    in_per_group: int  # I / g
     kernel_size: tuple[int, ...]  # k, one entry per spatial dim
-    cell_out: int                # o_c
-    cell_in: int                 # i_c
+    cell_out: int  # o_c
+    cell_in: int  # i_c
     cell_kernel: tuple[int, ...]  # k_c (all ones with spatial partition)
 
     @property
@@ -83,8 +84,14 @@ def assemble_kernel(mixtures: Tensor, layout: CellLayout) -> Tensor:
 def split_kernel(weight: Tensor, layout: CellLayout) -> Tensor:
     """Inverse of :func:`assemble_kernel` for one kernel: ``(O, I/g, *k)`` -> ``(m, o_c, i_c, *k_c)``."""
     d = layout.dim
-    w = weight.reshape(layout.groups_out, layout.cell_out, layout.groups_in, layout.cell_in,
-                       layout.groups_spatial, *layout.cell_kernel)
+    w = weight.reshape(
+        layout.groups_out,
+        layout.cell_out,
+        layout.groups_in,
+        layout.cell_in,
+        layout.groups_spatial,
+        *layout.cell_kernel,
+    )
     # (G_o, o_c, G_i, i_c, G_s, *k_c) -> (G_s, G_o, G_i, o_c, i_c, *k_c)
     w = w.permute(4, 0, 2, 1, 3, *range(5, 5 + d))
     return w.reshape(layout.num_mixtures, *layout.cell_shape)
@@ -94,8 +101,15 @@ def split_kernels(weights: Tensor, layout: CellLayout) -> Tensor:
     """Batched :func:`split_kernel`: ``(B, O, I/g, *k)`` -> ``(B, m, o_c, i_c, *k_c)``."""
     b = weights.shape[0]
     d = layout.dim
-    w = weights.reshape(b, layout.groups_out, layout.cell_out, layout.groups_in, layout.cell_in,
-                        layout.groups_spatial, *layout.cell_kernel)
+    w = weights.reshape(
+        b,
+        layout.groups_out,
+        layout.cell_out,
+        layout.groups_in,
+        layout.cell_in,
+        layout.groups_spatial,
+        *layout.cell_kernel,
+    )
     # (B, G_o, o_c, G_i, i_c, G_s, *k_c) -> (B, G_s, G_o, G_i, o_c, i_c, *k_c)
     w = w.permute(0, 5, 1, 3, 2, 4, *range(6, 6 + d))
     return w.reshape(b, layout.num_mixtures, *layout.cell_shape)

@@ -1,4 +1,5 @@
 """Slow, obviously-correct references that every fast path is tested against."""
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ def conv_nd(dim: int):
         raise ValueError(f"only 1, 2 or 3 spatial dimensions are supported, got {dim}") from None
 
 
-def per_sample_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
-                    dilation=1, groups: int = 1) -> Tensor:
+def per_sample_conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1, groups: int = 1
+) -> Tensor:
     """Run sample ``b`` of ``x`` with kernel ``weight[b]``, one plain convolution at a time.
 
     Args:

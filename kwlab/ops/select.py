@@ -8,18 +8,26 @@ The automatic choice is a rule table measured with ``benchmarks/bench_speed.py``
 With :func:`set_benchmark` ``(True)`` it instead times every candidate once per shape, forward and backward,
 and caches the winner (like ``torch.backends.cudnn.benchmark``).
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from .algorithms import IMPLEMENTED
 from .unfold import ConvGeometry
 
-__all__ = ["ALGORITHMS", "use_algorithm", "get_algorithm", "set_benchmark", "choose", "resolve",
-           "clear_cache"]
+__all__ = [
+    "ALGORITHMS",
+    "use_algorithm",
+    "get_algorithm",
+    "set_benchmark",
+    "choose",
+    "resolve",
+    "clear_cache",
+]
 
 ALGORITHMS = ("auto", *IMPLEMENTED, "contract")
 
@@ -52,7 +60,7 @@ class use_algorithm:  # noqa: N801 - used like torch.set_grad_enabled
         self.previous = _forced
         _forced = algorithm
 
-    def __enter__(self) -> "use_algorithm":
+    def __enter__(self) -> use_algorithm:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -91,8 +99,14 @@ def _applies(algorithm: str, geo: ConvGeometry, contract_ok: bool) -> bool:
     return True
 
 
-def choose(geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out: tuple[int, ...], channels: int,
-           out_channels: int) -> str:
+def choose(
+    geo: ConvGeometry,
+    x: torch.Tensor,
+    batch: int,
+    spatial_out: tuple[int, ...],
+    channels: int,
+    out_channels: int,
+) -> str:
     """The rule table: the algorithm measured fastest for this kind of shape (benchmarks/README.md).
 
     * 1x1 without padding (and linear layers): ``"matmul"`` (one batched matrix product, no im2col).
@@ -114,9 +128,19 @@ def choose(geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out: tuple[in
     return "grouped" if spatial >= 256 else "unfold"
 
 
-def resolve(algorithm: str, geo: ConvGeometry, x: torch.Tensor, batch: int, spatial_out, channels: int,
-            out_channels: int, timer: Callable[[str], float] | None = None, contract_ok: bool = False,
-            cost: Callable[[str], float] | None = None, kernels_fit: bool = False) -> str:
+def resolve(
+    algorithm: str,
+    geo: ConvGeometry,
+    x: torch.Tensor,
+    batch: int,
+    spatial_out,
+    channels: int,
+    out_channels: int,
+    timer: Callable[[str], float] | None = None,
+    contract_ok: bool = False,
+    cost: Callable[[str], float] | None = None,
+    kernels_fit: bool = False,
+) -> str:
     """The algorithm to run for this call (see the module docstring for the precedence).
 
     ``kernels_fit`` (``kw_conv`` only): the batch's per-sample kernels fit the chunk budget, so they can be kept
@@ -126,11 +150,15 @@ def resolve(algorithm: str, geo: ConvGeometry, x: torch.Tensor, batch: int, spat
     check_algorithm(algorithm)
     if algorithm != "auto":
         if algorithm == "matmul" and not geo.pointwise:
-            raise ValueError("algorithm='matmul' needs an unpadded 1x1 kernel (a linear layer); use 'unfold', "
-                             f"'loop' or 'grouped' for kernel {geo.kernel} with padding {geo.padding}")
+            raise ValueError(
+                "algorithm='matmul' needs an unpadded 1x1 kernel (a linear layer); use 'unfold', "
+                f"'loop' or 'grouped' for kernel {geo.kernel} with padding {geo.padding}"
+            )
         if algorithm == "contract" and not contract_ok:
-            raise ValueError("algorithm='contract' needs kw_conv with groups=1 and cells that are 1x1 "
-                             "spatially or the whole kernel; use 'unfold', 'loop' or 'grouped'")
+            raise ValueError(
+                "algorithm='contract' needs kw_conv with groups=1 and cells that are 1x1 "
+                "spatially or the whole kernel; use 'unfold', 'loop' or 'grouped'"
+            )
         return algorithm
     if _forced != "auto" and _applies(_forced, geo, contract_ok):
         return _forced

@@ -5,6 +5,7 @@ convolution becomes a matrix product ``W.reshape(O, -1) @ cols``. The column ord
 matches the memory order of a kernel ``(O, C, *k)``. ``fold_nd`` sums columns back into the input grid
 (the adjoint, used for the gradient w.r.t. ``x``).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,10 @@ class ConvGeometry:
         if self.groups < 1:
             raise ValueError(f"groups must be a positive integer, got {groups!r}")
         if any(s < 1 for s in self.stride) or any(d < 1 for d in self.dilation) or min(self.padding) < 0:
-            raise ValueError(f"stride and dilation must be >= 1 and padding >= 0, got stride={self.stride}, "
-                             f"padding={self.padding}, dilation={self.dilation}")
+            raise ValueError(
+                f"stride and dilation must be >= 1 and padding >= 0, got stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}"
+            )
 
     @property
     def pointwise(self) -> bool:
@@ -42,11 +45,15 @@ class ConvGeometry:
         return all(k == 1 for k in self.kernel) and all(p == 0 for p in self.padding)
 
     def out_shape(self, spatial) -> tuple[int, ...]:
-        out = tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
-                    for s, k, st, p, d in zip(spatial, self.kernel, self.stride, self.padding, self.dilation))
+        out = tuple(
+            (s + 2 * p - d * (k - 1) - 1) // st + 1
+            for s, k, st, p, d in zip(spatial, self.kernel, self.stride, self.padding, self.dilation)
+        )
         if any(o < 1 for o in out):
-            raise ValueError(f"kernel {self.kernel} (dilation {self.dilation}) does not fit the padded input "
-                             f"{tuple(spatial)} (padding {self.padding})")
+            raise ValueError(
+                f"kernel {self.kernel} (dilation {self.dilation}) does not fit the padded input "
+                f"{tuple(spatial)} (padding {self.padding})"
+            )
         return out
 
     def key(self) -> tuple:
@@ -72,8 +79,9 @@ def _string_padding(padding: str, kernel, stride, dilation) -> tuple[int, ...]:
             raise ValueError("padding='same' needs stride 1")
         total = [d * (k - 1) for k, d in zip(kernel, dilation)]
         if any(t % 2 for t in total):
-            raise ValueError("padding='same' with an even effective kernel size is not supported; "
-                             "pass explicit padding")
+            raise ValueError(
+                "padding='same' with an even effective kernel size is not supported; pass explicit padding"
+            )
         return tuple(t // 2 for t in total)
     raise ValueError(f"padding must be an int, a tuple of ints, 'same' or 'valid', got {padding!r}")
 
@@ -123,14 +131,17 @@ def fold_nd(cols: Tensor, spatial: tuple[int, ...], geo: ConvGeometry) -> Tensor
             return cols.reshape(b, c, *spatial)
         out_sp = geo.out_shape(spatial)
         x = cols.new_zeros(b, c, *spatial)
-        x[(slice(None), slice(None), *(slice(None, None, s) for s in geo.stride))] = cols.reshape(b, c, *out_sp)
+        x[(slice(None), slice(None), *(slice(None, None, s) for s in geo.stride))] = cols.reshape(
+            b, c, *out_sp
+        )
         return x
     if geo.dim == 2:
         return F.fold(cols, spatial, geo.kernel, geo.dilation, geo.padding, geo.stride)
     if geo.dim == 1:
         one = lambda t: (1, t[0])  # noqa: E731 - 1-d as 2-d with height 1
-        return F.fold(cols, one(spatial), one(geo.kernel), one(geo.dilation), (0, geo.padding[0]),
-                      one(geo.stride)).reshape(b, c, *spatial)
+        return F.fold(
+            cols, one(spatial), one(geo.kernel), one(geo.dilation), (0, geo.padding[0]), one(geo.stride)
+        ).reshape(b, c, *spatial)
     # generic: the adjoint of the view-based unfold, through autograd
     with torch.enable_grad():
         x = cols.new_zeros(b, c, *spatial, requires_grad=True)

@@ -1,4 +1,4 @@
-"""Resumable ablation sweeps: a YAML grid of :class:`kwlab.train.RunConfig` overrides, one directory per run.
+"""Resumable ablation sweeps: a YAML grid of :class:`kwlab.experiments.config.RunConfig` overrides, one directory per run.
 
 A sweep file::
 
@@ -11,7 +11,7 @@ A sweep file::
     executor: {kind: sequential}    # or processes (workers: N), submitit (slurm_* options), submitit-local;
                                     # threads: torch threads per run (processes: cpu_count // workers)
 
-Each run goes to ``OUT/runs/<id>/`` (see :mod:`kwlab.train` for its files), where ``<id>`` names the
+Each run goes to ``OUT/runs/<id>/`` (see :mod:`kwlab.experiments.train` for its files), where ``<id>`` names the
 fields that vary across the sweep plus a hash of the whole config, so a run is found again when the
 sweep is re-run: finished runs (results.json present) are skipped, interrupted ones resume from their
 last checkpoint. ``OUT/results.csv`` (and ``results.parquet`` with pyarrow) is rewritten atomically after
@@ -20,10 +20,11 @@ plus params, MACs, best/final accuracy, throughput and the probe's headline numb
 
 Every config is expanded and checked before any training starts: unknown fields (with the closest
 name), wrong types, impossible combinations, unknown archs and presets, missing datasets, and an
-output directory that holds a different sweep all raise :class:`kwlab.train.ConfigError`.
+output directory that holds a different sweep all raise :class:`kwlab.experiments.config.ConfigError`.
 
 Explained in notebooks/04_ablation_n_m_sharing.ipynb.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,14 +33,25 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from .train import ConfigError, RunConfig, atomic_write_text, fit, git_revision
+from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.experiments.train import fit
+from kwlab.utils import atomic_write_text, git_revision
 
-__all__ = ["SweepSpec", "load_sweep", "parse_overrides", "expand", "run_sweep", "collect_results", "run_ids",
-           "EXECUTORS"]
+__all__ = [
+    "SweepSpec",
+    "load_sweep",
+    "parse_overrides",
+    "expand",
+    "run_sweep",
+    "collect_results",
+    "run_ids",
+    "EXECUTORS",
+]
 
 EXECUTORS = ("sequential", "processes", "submitit", "submitit-local")
 _SPEC_KEYS = ("name", "base", "grid", "runs", "executor", "description")
@@ -58,7 +70,7 @@ class SweepSpec:
     description: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str = "sweep") -> "SweepSpec":
+    def from_dict(cls, d: dict[str, Any], *, source: str = "sweep") -> SweepSpec:
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: a sweep file must be a mapping with keys {list(_SPEC_KEYS)}")
         for key in d:
@@ -67,8 +79,10 @@ class SweepSpec:
 
                 close = difflib.get_close_matches(key, _SPEC_KEYS, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"{source}: unknown sweep key {key!r}{hint} (allowed: {list(_SPEC_KEYS)}; run "
-                                  f"fields go under 'base', 'grid' or 'runs')")
+                raise ConfigError(
+                    f"{source}: unknown sweep key {key!r}{hint} (allowed: {list(_SPEC_KEYS)}; run "
+                    f"fields go under 'base', 'grid' or 'runs')"
+                )
         name = d.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{source}: 'name' (a non-empty string) is required")
@@ -79,17 +93,32 @@ class SweepSpec:
         if not isinstance(base, dict):
             raise ConfigError(f"{source}: 'base' must be a mapping of RunConfig fields")
         if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-            raise ConfigError(f"{source}: 'grid' must map fields to non-empty lists, e.g. grid: {{seed: [0, 1]}}")
+            raise ConfigError(
+                f"{source}: 'grid' must map fields to non-empty lists, e.g. grid: {{seed: [0, 1]}}"
+            )
         if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
             raise ConfigError(f"{source}: 'runs' must be a list of mappings (override sets)")
         if not isinstance(executor, dict):
             raise ConfigError(f"{source}: 'executor' must be a mapping, e.g. {{kind: processes, workers: 2}}")
-        return cls(name=name, base=dict(base), grid=dict(grid), runs=[dict(r) for r in runs],
-                   executor=dict(executor), description=str(d.get("description", "")))
+        return cls(
+            name=name,
+            base=dict(base),
+            grid=dict(grid),
+            runs=[dict(r) for r in runs],
+            executor=dict(executor),
+            description=str(d.get("description", "")),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "base": self.base, "grid": self.grid, "runs": self.runs,
-                "forced": self.forced, "executor": self.executor, "description": self.description}
+        return {
+            "name": self.name,
+            "base": self.base,
+            "grid": self.grid,
+            "runs": self.runs,
+            "forced": self.forced,
+            "executor": self.executor,
+            "description": self.description,
+        }
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -159,8 +188,9 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
                     config = RunConfig.from_dict(values)
                 except ConfigError as err:
                     where = f"runs[{i}] {sub}" if sub else "base"
-                    raise ConfigError(f"sweep {spec.name!r}, {where}{' x ' + str(point) if point else ''}: {err}") \
-                        from None
+                    raise ConfigError(
+                        f"sweep {spec.name!r}, {where}{' x ' + str(point) if point else ''}: {err}"
+                    ) from None
                 key = config_hash(config)
                 if key not in seen:
                     seen.add(key)
@@ -180,8 +210,11 @@ def _slug(value: Any) -> str:
 def run_ids(configs: Sequence[RunConfig]) -> list[str]:
     """Directory names: the fields that vary across ``configs`` plus the config hash."""
     dicts = [c.to_dict() for c in configs]
-    varying = [k for k in RunConfig.field_names()
-               if len({json.dumps(d[k], sort_keys=True, default=str) for d in dicts}) > 1]
+    varying = [
+        k
+        for k in RunConfig.field_names()
+        if len({json.dumps(d[k], sort_keys=True, default=str) for d in dicts}) > 1
+    ]
     ids = []
     for c, d in zip(configs, dicts):
         parts = [f"{k}={_slug(d[k])}" for k in varying if d[k] is not None]
@@ -193,12 +226,13 @@ def run_ids(configs: Sequence[RunConfig]) -> list[str]:
 # Checks before training
 # ----------------------------------------------------------------------------------------------------
 
+
 def check_configs(configs: Sequence[RunConfig]) -> None:
     """Build-level checks: arch, preset and overrides build a model; every dataset can be found."""
     import torch  # noqa: PLC0415
 
-    from .data import resolve_source  # noqa: PLC0415
-    from .train import build_model  # noqa: PLC0415
+    from kwlab.experiments.data import resolve_source  # noqa: PLC0415
+    from kwlab.experiments.train import build_model  # noqa: PLC0415
 
     for data, root in sorted({(c.data, c.data_root) for c in configs}, key=str):
         try:
@@ -207,8 +241,22 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
             raise ConfigError(f"data={data!r}: {err}") from None
     checked: set[str] = set()
     for c in configs:
-        key = json.dumps([c.arch, c.method, c.preset, c.budget, c.cell_in, c.cell_out, c.sharing, c.attention,
-                          c.reduction, c.drop_path_rate, c.model_kwargs], default=str)
+        key = json.dumps(
+            [
+                c.arch,
+                c.method,
+                c.preset,
+                c.budget,
+                c.cell_in,
+                c.cell_out,
+                c.sharing,
+                c.attention,
+                c.reduction,
+                c.drop_path_rate,
+                c.model_kwargs,
+            ],
+            default=str,
+        )
         if key in checked:
             continue
         checked.add(key)
@@ -218,8 +266,10 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - surfaced as a config error before training
-            raise ConfigError(f"arch={c.arch!r} method={c.method!r} preset={c.preset!r}: the model cannot be "
-                              f"built: {type(err).__name__}: {err}") from None
+            raise ConfigError(
+                f"arch={c.arch!r} method={c.method!r} preset={c.preset!r}: the model cannot be "
+                f"built: {type(err).__name__}: {err}"
+            ) from None
 
 
 def _prepare_out_dir(spec: SweepSpec, out: Path) -> None:
@@ -227,21 +277,30 @@ def _prepare_out_dir(spec: SweepSpec, out: Path) -> None:
     if meta.exists():
         old = json.loads(meta.read_text())
         if old.get("name") != spec.name:
-            raise ConfigError(f"{out} holds a different sweep ({old.get('name')!r}, not {spec.name!r}); choose another "
-                              f"--out or delete it")
+            raise ConfigError(
+                f"{out} holds a different sweep ({old.get('name')!r}, not {spec.name!r}); choose another "
+                f"--out or delete it"
+            )
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no sweep.json: refusing to write a sweep into it")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(meta, json.dumps({"name": spec.name, "spec": spec.to_dict(), "git_revision": git_revision()},
-                                       indent=2, default=str) + "\n")
+    atomic_write_text(
+        meta,
+        json.dumps(
+            {"name": spec.name, "spec": spec.to_dict(), "git_revision": git_revision()}, indent=2, default=str
+        )
+        + "\n",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # Running
 # ----------------------------------------------------------------------------------------------------
 
-def _run_one(config_dict: dict[str, Any], run_dir: str, threads: int | None = None,
-             progress: bool = False) -> dict[str, Any]:
+
+def _run_one(
+    config_dict: dict[str, Any], run_dir: str, threads: int | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Worker entry point (also used by submitit): train one run, or return its stored results."""
     if threads:
         import torch  # noqa: PLC0415
@@ -263,7 +322,13 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
 
     out = Path(out)
     runs_dir = out / "runs"
-    names = list(ids) if ids is not None else sorted(p.name for p in runs_dir.iterdir()) if runs_dir.exists() else []
+    names = (
+        list(ids)
+        if ids is not None
+        else sorted(p.name for p in runs_dir.iterdir())
+        if runs_dir.exists()
+        else []
+    )
     rows = []
     for name in names:
         rdir = runs_dir / name
@@ -294,9 +359,16 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
     return df
 
 
-def run_sweep(spec: SweepSpec | str | os.PathLike, out: str | os.PathLike, *, executor: str | None = None,
-              workers: int | None = None, progress: bool = True, overrides: dict[str, Any] | None = None,
-              log=print):
+def run_sweep(
+    spec: SweepSpec | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    executor: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+    log=print,
+):
     """Run (or resume) every run of ``spec`` into ``out``; returns the results DataFrame.
 
     Args:
@@ -332,8 +404,10 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out: str | os.PathLike, *, ex
     _prepare_out_dir(spec, out)
     ids = run_ids(configs)
     todo = [(c, i) for c, i in zip(configs, ids) if not (out / "runs" / i / "results.json").exists()]
-    log(f"sweep {spec.name!r}: {len(configs)} runs, {len(configs) - len(todo)} already finished, "
-        f"{len(todo)} to run ({kind}) -> {out}")
+    log(
+        f"sweep {spec.name!r}: {len(configs)} runs, {len(configs) - len(todo)} already finished, "
+        f"{len(todo)} to run ({kind}) -> {out}"
+    )
     failures: list[str] = []
 
     def finished(run_id: str, error: BaseException | None = None) -> None:
@@ -349,8 +423,9 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out: str | os.PathLike, *, ex
         err_file = out / "runs" / run_id / "error.txt"
         if err_file.exists():
             err_file.unlink()
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=f"sweep {spec.name}",
-               disable=not progress)
+    bar = tqdm(
+        total=len(configs), initial=len(configs) - len(todo), desc=f"sweep {spec.name}", disable=not progress
+    )
     if kind == "sequential":
         for config, run_id in todo:
             bar.set_postfix_str(run_id[:40])
@@ -400,13 +475,21 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out: str | os.PathLike, *, ex
     bar.close()
     df = collect_results(out, ids)
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(configs)} runs failed: {failures}; see runs/<id>/error.txt. "
-                           f"Re-run the same command to retry them (finished runs are kept).")
+        raise RuntimeError(
+            f"{len(failures)} of {len(configs)} runs failed: {failures}; see runs/<id>/error.txt. "
+            f"Re-run the same command to retry them (finished runs are kept)."
+        )
     return df
 
 
-def main_sweep(path: str, out: str, overrides: Sequence[str] = (), executor: str | None = None,
-               workers: int | None = None, progress: bool = True) -> int:
+def main_sweep(
+    path: str,
+    out: str,
+    overrides: Sequence[str] = (),
+    executor: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> int:
     """CLI body of ``kwlab sweep``."""
     spec = load_sweep(path, list(overrides))
     df = run_sweep(spec, out, executor=executor, workers=workers, progress=progress)

@@ -1,15 +1,17 @@
 """Plots of attention statistics and sweep results.
 
-Every function takes data (a tidy DataFrame from :class:`kwlab.Probe` / :func:`kwlab.probe.load` /
+Every function takes data (a tidy DataFrame from :class:`kwlab.Probe` / :func:`kwlab.instruments.probe.load` /
 :meth:`kwlab.ProbeCallback.history` / a sweep table, or an array) and an optional matplotlib ``ax``, and
 returns the :class:`~matplotlib.figure.Figure`. Nothing here calls ``plt.show()``. Where a function expects a
-probe table it also accepts the probe (or a loaded :class:`~kwlab.probe.ProbeResult`) itself.
+probe table it also accepts the probe (or a loaded :class:`~kwlab.instruments.probe.ProbeResult`) itself.
 
 Signed attention is drawn with a diverging colour map centred on 0 (red: positive, blue: negative).
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,11 +20,19 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["attention_heatmap", "alpha_histogram", "negative_fraction", "negative_fraction_over_training",
-           "cell_usage", "layer_stats", "accuracy_vs_params", "metric_vs_knob"]
+__all__ = [
+    "attention_heatmap",
+    "alpha_histogram",
+    "negative_fraction",
+    "negative_fraction_over_training",
+    "cell_usage",
+    "layer_stats",
+    "accuracy_vs_params",
+    "metric_vs_knob",
+]
 
-_NEG = "#3b6fb6"   # blue: negative coefficients
-_POS = "#c8553d"   # red: positive coefficients
+_NEG = "#3b6fb6"  # blue: negative coefficients
+_POS = "#c8553d"  # red: positive coefficients
 _DIVERGING = "RdBu_r"
 
 
@@ -32,8 +42,10 @@ def _table(data: Any, name: str) -> pd.DataFrame:
     method = getattr(data, name, None)
     if callable(method):
         return method()
-    raise TypeError(f"data must be a DataFrame (or an object with a {name}() method, e.g. a Probe), "
-                    f"got {type(data).__name__}")
+    raise TypeError(
+        f"data must be a DataFrame (or an object with a {name}() method, e.g. a Probe), "
+        f"got {type(data).__name__}"
+    )
 
 
 def _fig_ax(ax: Axes | None, figsize: tuple[float, float] = (6.0, 4.0)) -> tuple[Figure, Axes]:
@@ -79,8 +91,15 @@ def _layer_ticks(ax: Axes, names: Sequence[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------- attention tables
-def attention_heatmap(data: Any, layer: str | None = None, *, by: str = "sample", sample: int | None = None,
-                      ax: Axes | None = None, title: str | None = None) -> Figure:
+def attention_heatmap(
+    data: Any,
+    layer: str | None = None,
+    *,
+    by: str = "sample",
+    sample: int | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
     """Heatmap of signed attention for one layer.
 
     Args:
@@ -109,22 +128,29 @@ def attention_heatmap(data: Any, layer: str | None = None, *, by: str = "sample"
         else:
             if sample is not None:
                 if sample not in set(df["sample"]):
-                    raise ValueError(f"sample must be one of the kept samples 0..{df['sample'].max()}, got {sample}")
+                    raise ValueError(
+                        f"sample must be one of the kept samples 0..{df['sample'].max()}, got {sample}"
+                    )
                 df = df[df["sample"] == sample]
-            values = df.pivot_table(index="mixture", columns="cell", values="alpha", aggfunc="mean").to_numpy()
+            values = df.pivot_table(
+                index="mixture", columns="cell", values="alpha", aggfunc="mean"
+            ).to_numpy()
             rows_label = "mixture"
     fig, ax = _fig_ax(ax)
     _signed_imshow(fig, ax, values, "alpha (signed)")
     ax.set_xlabel("warehouse cell")
     ax.set_ylabel(rows_label)
-    what = {"sample": "per sample (mean over mixtures)",
-            "mixture": "per mixture" + (f" (sample {sample})" if sample is not None else " (mean over samples)")}
+    what = {
+        "sample": "per sample (mean over mixtures)",
+        "mixture": "per mixture" + (f" (sample {sample})" if sample is not None else " (mean over samples)"),
+    }
     ax.set_title(title or f"Attention {name} {what[by]}".replace("  ", " "))
     return fig
 
 
-def alpha_histogram(data: Any, layer: str | None = None, *, ax: Axes | None = None,
-                    title: str | None = None) -> Figure:
+def alpha_histogram(
+    data: Any, layer: str | None = None, *, ax: Axes | None = None, title: str | None = None
+) -> Figure:
     """Signed histogram of alpha (share of coefficients per bin), the negative side shaded.
 
     Args:
@@ -142,8 +168,15 @@ def alpha_histogram(data: Any, layer: str | None = None, *, ax: Axes | None = No
     neg = pooled["bin_right"].to_numpy() <= 0
     fig, ax = _fig_ax(ax)
     ax.axvspan(min(left.min(), 0.0), 0.0, color="0.85", zorder=0, label="negative side")
-    ax.bar(left, share, width=width, align="edge", color=np.where(neg, _NEG, _POS), edgecolor="white",
-           linewidth=0.3)
+    ax.bar(
+        left,
+        share,
+        width=width,
+        align="edge",
+        color=np.where(neg, _NEG, _POS),
+        edgecolor="white",
+        linewidth=0.3,
+    )
     ax.axvline(0.0, color="0.3", linewidth=0.8)
     ax.set_xlabel("alpha")
     ax.set_ylabel("share of coefficients")
@@ -153,8 +186,9 @@ def alpha_histogram(data: Any, layer: str | None = None, *, ax: Axes | None = No
     return fig
 
 
-def negative_fraction(data: Any, *, column: str = "neg_frac", ax: Axes | None = None,
-                      title: str | None = None) -> Figure:
+def negative_fraction(
+    data: Any, *, column: str = "neg_frac", ax: Axes | None = None, title: str | None = None
+) -> Figure:
     """Bars of the negative fraction (or ``column="neg_mass"``) per layer, in model order.
 
     Args:
@@ -173,8 +207,15 @@ def negative_fraction(data: Any, *, column: str = "neg_frac", ax: Axes | None = 
     return fig
 
 
-def negative_fraction_over_training(data: Any, *, column: str = "neg_frac", layers: Sequence[str] | None = None,
-                                    x: str = "step", ax: Axes | None = None, title: str | None = None) -> Figure:
+def negative_fraction_over_training(
+    data: Any,
+    *,
+    column: str = "neg_frac",
+    layers: Sequence[str] | None = None,
+    x: str = "step",
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
     """One line per layer of ``column`` over training steps.
 
     Args:
@@ -187,7 +228,9 @@ def negative_fraction_over_training(data: Any, *, column: str = "neg_frac", laye
     names = list(dict.fromkeys(df["layer"])) if layers is None else list(layers)
     unknown = [n for n in names if n not in set(df["layer"])]
     if unknown:
-        raise ValueError(f"layers {unknown} are not in the history; it has {list(dict.fromkeys(df['layer']))}")
+        raise ValueError(
+            f"layers {unknown} are not in the history; it has {list(dict.fromkeys(df['layer']))}"
+        )
     fig, ax = _fig_ax(ax)
     cmap = plt.get_cmap("viridis")
     for i, name in enumerate(names):
@@ -204,8 +247,14 @@ def negative_fraction_over_training(data: Any, *, column: str = "neg_frac", laye
     return fig
 
 
-def cell_usage(data: Any, warehouse: str | None = None, *, value: str = "mean_abs", ax: Axes | None = None,
-               title: str | None = None) -> Figure:
+def cell_usage(
+    data: Any,
+    warehouse: str | None = None,
+    *,
+    value: str = "mean_abs",
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
     """Layer x cell matrix of a warehouse (``value``: ``"mean_abs"``, ``"top_count"`` or ``"top_frac"``).
 
     Args:
@@ -224,13 +273,17 @@ def cell_usage(data: Any, warehouse: str | None = None, *, value: str = "mean_ab
         raise ValueError(f"the table holds several warehouses {banks}: pass warehouse= to draw into one ax")
     if ax is None:
         heights = [max(1.5, 0.35 * df[df["warehouse"] == b]["layer"].nunique() + 1.2) for b in banks]
-        fig, axes = plt.subplots(len(banks), 1, figsize=(7, sum(heights)), squeeze=False,
-                                 gridspec_kw={"height_ratios": heights})
+        fig, axes = plt.subplots(
+            len(banks), 1, figsize=(7, sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights}
+        )
         axes = list(axes[:, 0])
     else:
         fig, axes = ax.figure, [ax]
-    label = {"mean_abs": "mean |alpha|", "top_count": "times strongest cell",
-             "top_frac": "share of mixtures where strongest"}.get(value, value)
+    label = {
+        "mean_abs": "mean |alpha|",
+        "top_count": "times strongest cell",
+        "top_frac": "share of mixtures where strongest",
+    }.get(value, value)
     for bank, a in zip(banks, axes):
         part = df[df["warehouse"] == bank]
         order = list(dict.fromkeys(part["layer"]))
@@ -247,8 +300,13 @@ def cell_usage(data: Any, warehouse: str | None = None, *, value: str = "mean_ab
     return fig
 
 
-def layer_stats(data: Any, columns: Sequence[str] = ("diversity", "effective_cells"), *,
-                axes: Sequence[Axes] | None = None, title: str | None = None) -> Figure:
+def layer_stats(
+    data: Any,
+    columns: Sequence[str] = ("diversity", "effective_cells"),
+    *,
+    axes: Sequence[Axes] | None = None,
+    title: str | None = None,
+) -> Figure:
     """One bar panel per statistic (default diversity and effective number of cells), one bar per layer.
 
     For ``effective_cells`` a black tick marks the layer's number of cells ``n`` (the maximum).
@@ -259,16 +317,24 @@ def layer_stats(data: Any, columns: Sequence[str] = ("diversity", "effective_cel
     df = _table(data, "summary")
     _require(df, ["layer", *columns], "layer_stats")
     if axes is None:
-        fig, axs = plt.subplots(len(columns), 1, figsize=(max(4.0, 0.35 * len(df) + 2), 2.8 * len(columns)),
-                                sharex=True, squeeze=False)
+        fig, axs = plt.subplots(
+            len(columns),
+            1,
+            figsize=(max(4.0, 0.35 * len(df) + 2), 2.8 * len(columns)),
+            sharex=True,
+            squeeze=False,
+        )
         axes = list(axs[:, 0])
     else:
         if len(axes) != len(columns):
             raise ValueError(f"axes must hold one Axes per column ({len(columns)}), got {len(axes)}")
         fig = axes[0].figure
-    labels = {"diversity": "diversity (mean pairwise\ncosine distance)",
-              "effective_cells": "effective cells\nexp(entropy)", "entropy": "entropy (nats)",
-              "zero_mass": "zero-cell mass"}
+    labels = {
+        "diversity": "diversity (mean pairwise\ncosine distance)",
+        "effective_cells": "effective cells\nexp(entropy)",
+        "entropy": "entropy (nats)",
+        "zero_mass": "zero-cell mass",
+    }
     pos = np.arange(len(df))
     for a, col in zip(axes, columns):
         a.bar(pos, df[col].to_numpy(dtype=float), color="#5a8f5a")
@@ -299,9 +365,17 @@ def _budget_text(value) -> str:
     return f"b={v:g}"
 
 
-def accuracy_vs_params(data: pd.DataFrame, *, x: str = "params", y: str = "accuracy", hue: str = "method",
-                       label: str | None = "budget", ax: Axes | None = None, logx: bool = False,
-                       title: str | None = None) -> Figure:
+def accuracy_vs_params(
+    data: pd.DataFrame,
+    *,
+    x: str = "params",
+    y: str = "accuracy",
+    hue: str = "method",
+    label: str | None = "budget",
+    ax: Axes | None = None,
+    logx: bool = False,
+    title: str | None = None,
+) -> Figure:
     """Scatter of accuracy against parameter count, one colour per method, points labelled by budget.
 
     Args:
@@ -313,11 +387,17 @@ def accuracy_vs_params(data: pd.DataFrame, *, x: str = "params", y: str = "accur
     scale = 1e6 if float(data[x].max()) > 1e5 else 1.0
     for i, (method, part) in enumerate(data.groupby(hue, sort=False)):
         ax.scatter(part[x] / scale, part[y], color=f"C{i}", label=str(method), s=36, zorder=3)
-        if label and str(method) != "static":     # a static net has no budget to label
+        if label and str(method) != "static":  # a static net has no budget to label
             for _, row in part.iterrows():
                 text = _budget_text(row[label]) if label == "budget" else str(row[label])
-                ax.annotate(text, (row[x] / scale, row[y]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7, color=f"C{i}")
+                ax.annotate(
+                    text,
+                    (row[x] / scale, row[y]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                    color=f"C{i}",
+                )
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel("parameters (M)" if scale > 1 else x)
@@ -328,8 +408,16 @@ def accuracy_vs_params(data: pd.DataFrame, *, x: str = "params", y: str = "accur
     return fig
 
 
-def metric_vs_knob(data: pd.DataFrame, x: str, y: str, *, hue: str | None = None, ax: Axes | None = None,
-                   logx: bool = False, title: str | None = None) -> Figure:
+def metric_vs_knob(
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    hue: str | None = None,
+    ax: Axes | None = None,
+    logx: bool = False,
+    title: str | None = None,
+) -> Figure:
     """Line of ``y`` against a knob ``x`` (mean over repeated rows, e.g. seeds, with ±1 std error bars).
 
     Args:
@@ -341,8 +429,15 @@ def metric_vs_knob(data: pd.DataFrame, x: str, y: str, *, hue: str | None = None
     for i, (key, part) in enumerate(groups):
         stats = part.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
         err = stats["std"].where(stats["count"] > 1)
-        ax.errorbar(stats.index, stats["mean"], yerr=err.fillna(0.0) if err.notna().any() else None,
-                    marker="o", capsize=3, color=f"C{i}", label=None if key is None else str(key))
+        ax.errorbar(
+            stats.index,
+            stats["mean"],
+            yerr=err.fillna(0.0) if err.notna().any() else None,
+            marker="o",
+            capsize=3,
+            color=f"C{i}",
+            label=None if key is None else str(key),
+        )
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(x)

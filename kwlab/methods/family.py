@@ -9,7 +9,7 @@ its weight and bias), so:
 * ODConv reproduces it where the channel, filter and spatial attentions equal 1;
 * KernelDNA children take their *parent's* kernel; with the gate at 1 they reproduce the parent conv.
 
-Default wiring on a ResNet (``METHODS[method]``), following the reference digest (sections 2-4):
+Default wiring on a ResNet (``WIRING[method]``), following the reference digest (sections 2-4):
 
 ============ ======================= ==================== =========================================
 method       converted               kept static          layer defaults
@@ -31,8 +31,8 @@ Rules (in this order):
 3. convs matching ``exclude`` are dropped;
 4. patterns (str or sequence of str) match a qualified name by ``fnmatch`` or as a module prefix
    (``"layer4"`` matches ``layer4.1.conv2``);
-5. ``preset="Nx"`` (e.g. "4x", "8x") sets the kernel count of condconv/dyconv/odconv; explicit layer
-   keywords win over the preset and the defaults.
+5. explicit layer keywords win over the defaults (``kwlab.convert(model, m, preset="Nx")`` sets the kernel
+   count of condconv/dyconv/odconv).
 
 KernelDNA pairing (``stages=`` keyword, default ``"late"``): a *stage* is an ``nn.Sequential`` or
 ``nn.ModuleList`` whose children are all blocks (non-conv modules that contain a conv); ``"late"`` takes the
@@ -50,13 +50,13 @@ tests/test_family.py where a published number exists: ODConv 1x 11.94M and 4x 44
 DY-Conv 4x 45.47M (KW/ODConv table: 45.47M); CondConv 8x 88.62M (table: 81.35M; that row's wiring is
 not documented and no kwlab wiring reproduces it); KernelDNA 6.12M (official, with depth rewiring: 9.24M).
 
-Temperatures: DY-Conv and ODConv anneal T from 30 to 1 over 10 epochs (``METHODS[m].schedule(iters)``
-gives the :class:`kwlab.temperature.TemperatureSchedule`); new layers start at T = 30.
+Temperatures: DY-Conv and ODConv anneal T from 30 to 1 over 10 epochs (their rows in
+:data:`kwlab.methods.METHODS` hold the contract); new layers start at T = 30.
 """
+
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,72 +68,35 @@ from kwlab.layers.condconv import CondConv2d
 from kwlab.layers.dyconv import DynamicConv2d
 from kwlab.layers.kerneldna import KernelDNAConv2d
 from kwlab.layers.odconv import ODConv2d
-from kwlab.temperature import TemperatureSchedule
 
-__all__ = ["FamilyMethod", "METHODS", "convert", "conversion_plan", "find_stages", "kerneldna_pairs"]
+__all__ = ["Wiring", "WIRING", "convert", "conversion_plan", "find_stages", "kerneldna_pairs"]
 
 Patterns = str | Sequence[str] | None
 
 
 @dataclass(frozen=True)
-class FamilyMethod:
-    """One dynamic-convolution method and its default wiring on a ResNet.
+class Wiring:
+    """Where a family method puts its layer in a ResNet-like network (its row in :data:`kwlab.methods.METHODS`
+    says everything else).
 
     Attributes:
-        name: registry key.
         layer: the layer class (has ``from_conv``).
-        defaults: layer keywords used by :func:`convert` unless overridden.
+        defaults: layer keywords used unless overridden.
         static_stem: keep the first conv static.
         static_downsample: keep downsample/shortcut convs static.
-        count_arg: the layer keyword a preset "Nx" sets (None: no presets).
-        temperature: ``(start, end, epochs)`` of the linear temperature anneal, or None.
-        reference: paper / code the wiring follows.
     """
 
-    name: str
     layer: type[DynamicLayer]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     static_stem: bool = True
     static_downsample: bool = True
-    count_arg: str | None = None
-    temperature: tuple[float, float, float] | None = None
-    reference: str = ""
-
-    def schedule(self, iters_per_epoch: int) -> TemperatureSchedule | None:
-        """The temperature schedule for a loader of ``iters_per_epoch`` batches (None: no temperature)."""
-        if self.temperature is None:
-            return None
-        start, end, epochs = self.temperature
-        return TemperatureSchedule(iters_per_epoch, epochs=epochs, start=start, end=end)
-
-    def preset_kwargs(self, preset: str) -> dict[str, Any]:
-        """Layer keywords for a preset such as "4x"."""
-        m = re.fullmatch(r"\s*(\d+)\s*[x\u00d7]\s*", str(preset))
-        if self.count_arg is None or m is None or int(m.group(1)) < 1:
-            allowed = ("none (KernelDNA has no kernel count)" if self.count_arg is None
-                       else "'1x', '2x', '4x', '8x', ...")
-            raise ValueError(f"preset for method {self.name!r} must be one of {allowed}, got {preset!r}")
-        return {self.count_arg: int(m.group(1))}
 
 
-METHODS: dict[str, FamilyMethod] = {
-    "condconv": FamilyMethod(
-        "condconv", CondConv2d, {"num_experts": 8}, static_stem=True, static_downsample=True,
-        count_arg="num_experts", temperature=None,
-        reference="Yang et al. 2019; ResNet18 '8x' row of the KW/ODConv table (block convs, 8 experts)"),
-    "dyconv": FamilyMethod(
-        "dyconv", DynamicConv2d, {"num_kernels": 4}, static_stem=True, static_downsample=False,
-        count_arg="num_kernels", temperature=(30.0, 1.0, 10.0),
-        reference="Chen et al. 2020: every conv but the first (downsample included), K = 4"),
-    "odconv": FamilyMethod(
-        "odconv", ODConv2d, {"num_kernels": 4}, static_stem=True, static_downsample=True,
-        count_arg="num_kernels", temperature=(30.0, 1.0, 10.0),
-        reference="OSVAI/ODConv models/od_resnet.py: block convs; stem, downsample, fc static"),
-    "kerneldna": FamilyMethod(
-        "kerneldna", KernelDNAConv2d, {"reduction": 4}, static_stem=True, static_downsample=True,
-        count_arg=None, temperature=None,
-        reference="haiduo/KernelDNA: children share a parent kernel in the last two stages (no rewiring)",
-    ),
+WIRING: dict[str, Wiring] = {
+    "condconv": Wiring(CondConv2d, {"num_experts": 8}),
+    "dyconv": Wiring(DynamicConv2d, {"num_kernels": 4}, static_downsample=False),
+    "odconv": Wiring(ODConv2d, {"num_kernels": 4}),
+    "kerneldna": Wiring(KernelDNAConv2d, {"reduction": 4}),
 }
 
 _SHORTCUT_WORDS = ("downsample", "shortcut")
@@ -160,12 +123,16 @@ def _is_shortcut(name: str) -> bool:
 def _plain_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """Every ``nn.Conv2d`` of ``model`` except those inside a dynamic layer (e.g. ODConv's attention)."""
     dynamic = [n for n, m in model.named_modules() if isinstance(m, DynamicLayer)]
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)
-            and not any(n == d or n.startswith(d + ".") or d == "" for d in dynamic)]
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and not any(n == d or n.startswith(d + ".") or d == "" for d in dynamic)
+    ]
 
 
-def conversion_plan(model: nn.Module, method: str, *, include: Patterns = None,
-                    exclude: Patterns = None) -> list[str]:
+def conversion_plan(
+    model: nn.Module, method: str, *, include: Patterns = None, exclude: Patterns = None
+) -> list[str]:
     """Qualified names of the convs :func:`convert` would replace (KernelDNA: candidates before pairing)."""
     spec = _method(method)
     inc, exc = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
@@ -174,17 +141,20 @@ def conversion_plan(model: nn.Module, method: str, *, include: Patterns = None,
         names = [n for n, _ in convs if _matches(n, inc)]
     else:
         stem = convs[0][0] if convs else None
-        names = [n for n, _ in convs
-                 if not (spec.static_stem and n == stem) and not (spec.static_downsample and _is_shortcut(n))]
+        names = [
+            n
+            for n, _ in convs
+            if not (spec.static_stem and n == stem) and not (spec.static_downsample and _is_shortcut(n))
+        ]
     if exc is not None:
         names = [n for n in names if not _matches(n, exc)]
     return names
 
 
-def _method(method: str) -> FamilyMethod:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    return METHODS[method]
+def _method(method: str) -> Wiring:
+    if method not in WIRING:
+        raise ValueError(f"method must be one of {sorted(WIRING)}, got {method!r}")
+    return WIRING[method]
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -217,8 +187,9 @@ def find_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
-def kerneldna_pairs(model: nn.Module, *, stages: str | Sequence[str] = "late",
-                    candidates: Sequence[str] | None = None) -> dict[str, str]:
+def kerneldna_pairs(
+    model: nn.Module, *, stages: str | Sequence[str] = "late", candidates: Sequence[str] | None = None
+) -> dict[str, str]:
     """``{child conv name: parent conv name}`` for the KernelDNA pairing rule (module docstring).
 
     Args:
@@ -242,8 +213,11 @@ def kerneldna_pairs(model: nn.Module, *, stages: str | Sequence[str] = "late",
         # shape key -> [(relative name, full name)] of the first block holding that shape
         parents: dict[tuple, list[tuple[str, str]]] = {}
         for block_name, block in stage.named_children():
-            block_convs = [(rel, m) for rel, m in block.named_modules()
-                           if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) and not _is_shortcut(rel)]
+            block_convs = [
+                (rel, m)
+                for rel, m in block.named_modules()
+                if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) and not _is_shortcut(rel)
+            ]
             new_keys: dict[tuple, list[tuple[str, str]]] = {}
             for rel, conv in block_convs:
                 full = f"{stage_name}.{block_name}.{rel}"
@@ -260,28 +234,30 @@ def kerneldna_pairs(model: nn.Module, *, stages: str | Sequence[str] = "late",
     return pairs
 
 
-def convert(model: nn.Module, method: str, *, include: Patterns = None, exclude: Patterns = None,
-            preset: str | None = None, stages: str | Sequence[str] = "late",
-            **layer_kwargs: Any) -> nn.Module:
+def convert(
+    model: nn.Module,
+    method: str,
+    *,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    stages: str | Sequence[str] = "late",
+    **layer_kwargs: Any,
+) -> nn.Module:
     """Replace ``nn.Conv2d`` layers of ``model`` (in place) by ``method``'s dynamic layer; returns ``model``.
 
     Args:
         model: a static network; a lone ``nn.Conv2d`` is allowed (the new layer is then returned).
-        method: one of ``METHODS`` ("condconv", "dyconv", "odconv", "kerneldna").
+        method: one of ``WIRING`` ("condconv", "dyconv", "odconv", "kerneldna").
         include: glob patterns / module prefixes; if given, exactly the matching convs are candidates
             (the method's default wiring is then ignored).
         exclude: patterns of convs to keep static.
-        preset: "Nx" sets the kernel count (condconv, dyconv, odconv).
         stages: KernelDNA only: "late", "all" or stage names.
         **layer_kwargs: passed to the layer (e.g. ``num_kernels=2``, ``reduction=1/8``, ``temperature=1.0``).
 
     Each new layer gets ``_bank`` = its qualified name, the same device/dtype and train/eval mode.
     """
     spec = _method(method)
-    kwargs = dict(spec.defaults)
-    if preset is not None:
-        kwargs.update(spec.preset_kwargs(preset))
-    kwargs.update(layer_kwargs)
+    kwargs = {**spec.defaults, **layer_kwargs}
     if method != "kerneldna" and stages != "late":
         raise ValueError(f"stages is only used by method 'kerneldna', got stages={stages!r} for {method!r}")
     if isinstance(model, nn.Conv2d):  # a lone conv (KernelDNA: a standalone layer owning its kernel)
@@ -301,21 +277,3 @@ def convert(model: nn.Module, method: str, *, include: Patterns = None, exclude:
         layer._bank = name
         _replace(model, name, layer)
     return model
-
-
-
-def _create_model_hook(method: str):
-    def hook(model: nn.Module, entry: Any, preset: str | None, **overrides: Any) -> nn.Module:
-        return convert(model, method, preset=preset, **overrides)
-
-    hook.__name__ = f"convert_{method}"
-    return hook
-
-
-try:  # let kwlab.create_model(arch, method=...) build these methods
-    from kwlab.models.registry import register_method
-except ImportError:  # pragma: no cover - registry not available
-    pass
-else:
-    for _name in METHODS:
-        register_method(_name, _create_model_hook(_name))

@@ -25,23 +25,64 @@ pattern keeps are copied (the model then starts as a block-sparse approximation)
 uses the official initialisation. Converted layers start at temperature 1, the start of the official
 schedule.
 """
+
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable, Iterable, Mapping, Union
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from .layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS
-from .layers.kernelwarehouse import KW_LAYERS, Warehouse, _KWConvNd, init_cells
-from .layers.warehouse import KWPlan, LayerSpec, WarehouseOptions, check_budget, plan_warehouses
-from .ops import split_kernel
+from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS
+from kwlab.layers.kernelwarehouse import KW_LAYERS, Warehouse, _KWConvNd, init_cells
+from kwlab.layers.warehouse import KWPlan, LayerSpec, WarehouseOptions, check_budget, plan_warehouses
+from kwlab.ops import split_kernel
 
-__all__ = ["kernelwarehouse", "plan_kernelwarehouse", "SharingRule", "layer_kind", "generic_stage_rule", "SHARING"]
+__all__ = [
+    "kernelwarehouse",
+    "plan_kernelwarehouse",
+    "SharingRule",
+    "layer_kind",
+    "generic_stage_rule",
+    "SHARING",
+    "KW_PRESETS",
+    "KW_OPTIONS",
+]
 
-SharingRule = Callable[[str, nn.Module], Union[str, None]]
+SharingRule = Callable[[str, nn.Module], str | None]
 SHARING = ("layer", "stage", "network")
+
+#: The official KW presets of the ResNets (configs/resnet18/*.json): budget b = cell_num_ratio and the cell
+#: ratios. They are also the presets of a model kwlab does not know (``kwlab.convert(model, "kw", preset=...)``).
+KW_PRESETS = {
+    "1/4x": dict(budget=0.25, cell_in=0.5, cell_out=0.5),
+    "1/2x": dict(budget=0.5, cell_in=0.5, cell_out=0.5),
+    "1x": dict(budget=1, cell_in=1.0, cell_out=1.0),
+    "2x": dict(budget=2, cell_in=1.0, cell_out=1.0),
+    "4x": dict(budget=4, cell_in=1.0, cell_out=1.0),
+}
+
+#: Keyword options of :func:`kernelwarehouse` (what presets, ``create_model`` overrides and ``kwlab.convert`` may set).
+KW_OPTIONS = (
+    "budget",
+    "cell_in",
+    "cell_out",
+    "sharing",
+    "attention",
+    "attention_norm",
+    "reduction",
+    "spatial_partition",
+    "zero_cell",
+    "nonlocal_basis_ratio",
+    "init",
+    "warehouse_options",
+    "warehouse_order",
+    "include",
+    "exclude",
+    "temperature",
+    "algorithm",
+)
 _CONVERTIBLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -79,7 +120,9 @@ def _resolve_rule(model: nn.Module, sharing) -> SharingRule:
     if callable(sharing):
         return sharing
     if sharing not in SHARING:
-        raise ValueError(f"sharing must be one of {SHARING} or a callable (name, module) -> key, got {sharing!r}")
+        raise ValueError(
+            f"sharing must be one of {SHARING} or a callable (name, module) -> key, got {sharing!r}"
+        )
     stage_rule: SharingRule | None = getattr(model, "kw_stage_rule", None)
     if sharing == "layer":
         if stage_rule is not None:
@@ -96,18 +139,30 @@ def _spec(name: str, module: nn.Module) -> LayerSpec:
     if isinstance(module, nn.Linear):
         return LayerSpec(name, "linear", module.in_features, module.out_features, (1,), 1)
     d = len(module.kernel_size)
-    return LayerSpec(name, f"conv{d}d", module.in_channels, module.out_channels, tuple(module.kernel_size),
-                     module.groups)
+    return LayerSpec(
+        name, f"conv{d}d", module.in_channels, module.out_channels, tuple(module.kernel_size), module.groups
+    )
 
 
 def _layer_args(name: str, module: nn.Module) -> dict:
     if isinstance(module, nn.Linear):
-        return dict(in_features=module.in_features, out_features=module.out_features, bias=module.bias is not None)
+        return dict(
+            in_features=module.in_features, out_features=module.out_features, bias=module.bias is not None
+        )
     if getattr(module, "padding_mode", "zeros") != "zeros":
-        raise ValueError(f"layer {name!r} uses padding_mode={module.padding_mode!r}; KW layers support 'zeros' only")
-    return dict(in_channels=module.in_channels, out_channels=module.out_channels, kernel_size=module.kernel_size,
-                stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups,
-                bias=module.bias is not None)
+        raise ValueError(
+            f"layer {name!r} uses padding_mode={module.padding_mode!r}; KW layers support 'zeros' only"
+        )
+    return dict(
+        in_channels=module.in_channels,
+        out_channels=module.out_channels,
+        kernel_size=module.kernel_size,
+        stride=module.stride,
+        padding=module.padding,
+        dilation=module.dilation,
+        groups=module.groups,
+        bias=module.bias is not None,
+    )
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -116,10 +171,20 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def plan_kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1.0, cell_out: float = 1.0,
-                         sharing: str | SharingRule = "stage", include=None, exclude=None, reduction: float = 1 / 16,
-                         spatial_partition: bool = True, warehouse_options: Mapping[str, Mapping] | None = None,
-                         warehouse_order: Iterable[str] | None = None) -> KWPlan:
+def plan_kernelwarehouse(
+    model: nn.Module,
+    *,
+    budget: float = 1.0,
+    cell_in: float = 1.0,
+    cell_out: float = 1.0,
+    sharing: str | SharingRule = "stage",
+    include=None,
+    exclude=None,
+    reduction: float = 1 / 16,
+    spatial_partition: bool = True,
+    warehouse_options: Mapping[str, Mapping] | None = None,
+    warehouse_order: Iterable[str] | None = None,
+) -> KWPlan:
     """The warehouse plan :func:`kernelwarehouse` makes for the static ``model``, without building anything.
 
     Arguments as in :func:`kernelwarehouse`. ``plan.layers`` lists the layers to convert in allocation order,
@@ -143,25 +208,44 @@ def plan_kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: floa
         keys.append(str(key))
     if not specs:
         convertible = [n for n, m in model.named_modules() if type(m) in _CONVERTIBLE]
-        raise ValueError(f"no layer to convert: the sharing rule and include={include!r}/exclude={exclude!r} "
-                         f"matched none of the model's {len(convertible)} conv/linear layers "
-                         f"({', '.join(convertible[:8])}{', ...' if len(convertible) > 8 else ''})")
+        raise ValueError(
+            f"no layer to convert: the sharing rule and include={include!r}/exclude={exclude!r} "
+            f"matched none of the model's {len(convertible)} conv/linear layers "
+            f"({', '.join(convertible[:8])}{', ...' if len(convertible) > 8 else ''})"
+        )
     base = WarehouseOptions(budget, cell_in, cell_out, spatial_partition, reduction)
     overrides = dict(warehouse_options or {})
     unknown = set(overrides) - set(keys)
     if unknown:
-        raise ValueError(f"warehouse_options names warehouses that do not exist: {sorted(unknown)}; "
-                         f"warehouses are {sorted(set(keys))}")
+        raise ValueError(
+            f"warehouse_options names warehouses that do not exist: {sorted(unknown)}; "
+            f"warehouses are {sorted(set(keys))}"
+        )
     options = {k: WarehouseOptions(**{**base.__dict__, **overrides.get(k, {})}) for k in dict.fromkeys(keys)}
     return plan_warehouses(specs, keys, options, order=warehouse_order)
 
 
-def kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1.0, cell_out: float = 1.0,
-                    sharing: str | SharingRule = "stage", include=None, exclude=None, init: str = "static",
-                    attention: str = "caf", attention_norm: str = "batch", reduction: float = 1 / 16,
-                    spatial_partition: bool = True, zero_cell: bool = True, nonlocal_basis_ratio: float = 1.0,
-                    warehouse_options: Mapping[str, Mapping] | None = None, warehouse_order: Iterable[str] | None = None,
-                    temperature: float = 1.0, algorithm: str = "auto") -> nn.Module:
+def kernelwarehouse(
+    model: nn.Module,
+    *,
+    budget: float = 1.0,
+    cell_in: float = 1.0,
+    cell_out: float = 1.0,
+    sharing: str | SharingRule = "stage",
+    include=None,
+    exclude=None,
+    init: str = "static",
+    attention: str = "caf",
+    attention_norm: str = "batch",
+    reduction: float = 1 / 16,
+    spatial_partition: bool = True,
+    zero_cell: bool = True,
+    nonlocal_basis_ratio: float = 1.0,
+    warehouse_options: Mapping[str, Mapping] | None = None,
+    warehouse_order: Iterable[str] | None = None,
+    temperature: float = 1.0,
+    algorithm: str = "auto",
+) -> nn.Module:
     """Replace the convolutions and linear layers of ``model`` by KernelWarehouse layers, in place.
 
     Args:
@@ -187,33 +271,54 @@ def kernelwarehouse(model: nn.Module, *, budget: float = 1.0, cell_in: float = 1
         raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {attention_norm!r}")
     if any(isinstance(m, _KWConvNd) for m in model.modules()):
         raise ValueError("model already contains KernelWarehouse layers; convert a static model")
-    plan = plan_kernelwarehouse(model, budget=budget, cell_in=cell_in, cell_out=cell_out, sharing=sharing,
-                                include=include, exclude=exclude, reduction=reduction,
-                                spatial_partition=spatial_partition, warehouse_options=warehouse_options,
-                                warehouse_order=warehouse_order)
+    plan = plan_kernelwarehouse(
+        model,
+        budget=budget,
+        cell_in=cell_in,
+        cell_out=cell_out,
+        sharing=sharing,
+        include=include,
+        exclude=exclude,
+        reduction=reduction,
+        spatial_partition=spatial_partition,
+        warehouse_options=warehouse_options,
+        warehouse_order=warehouse_order,
+    )
 
     ref = next(iter(model.parameters()), None)
     factory = dict(device=ref.device, dtype=ref.dtype) if ref is not None else {}
-    by_key = {key: Warehouse(wp.num_cells, wp.cell_shape, wp.options, key=key, **factory)
-              for key, wp in plan.warehouses.items()}
+    by_key = {
+        key: Warehouse(wp.num_cells, wp.cell_shape, wp.options, key=key, **factory)
+        for key, wp in plan.warehouses.items()
+    }
     owned: set[str] = set()
 
     for name, lp in plan.layers.items():
         module = model.get_submodule(name)
         wh = by_key[lp.warehouse]
         layer_cls = KW_LAYERS[lp.spec.kind]
-        new = layer_cls(**_layer_args(name, module), warehouse=wh, owns_warehouse=lp.warehouse not in owned,
-                        start_cell=lp.start_cell,
-                        attention=attention, attention_norm=attention_norm, zero_cell=zero_cell,
-                        nonlocal_basis_ratio=nonlocal_basis_ratio, temperature=temperature, algorithm=algorithm,
-                        **factory)
+        new = layer_cls(
+            **_layer_args(name, module),
+            warehouse=wh,
+            owns_warehouse=lp.warehouse not in owned,
+            start_cell=lp.start_cell,
+            attention=attention,
+            attention_norm=attention_norm,
+            zero_cell=zero_cell,
+            nonlocal_basis_ratio=nonlocal_basis_ratio,
+            temperature=temperature,
+            algorithm=algorithm,
+            **factory,
+        )
         owned.add(lp.warehouse)
         new.train(module.training)
         init_cells(wh.cells, lp.start_cell, lp.end_cell)
         if init == "static":
             _fill_from_static(new, module)
         _set_module(model, name, new)
-    model.kw_warehouse_order = list(plan.warehouses)   # official `weights` index order (see kwlab.official)
+    model.kw_warehouse_order = list(
+        plan.warehouses
+    )  # official `weights` index order (see kwlab.methods.official)
     return model
 
 
@@ -223,9 +328,9 @@ def _fill_from_static(layer: _KWConvNd, module: nn.Module) -> None:
     weight = module.weight
     if isinstance(module, nn.Linear):
         weight = weight.unsqueeze(-1)
-    pieces = split_kernel(weight, layer.layout)               # (m, o_c, i_c, *k_c)
+    pieces = split_kernel(weight, layer.layout)  # (m, o_c, i_c, *k_c)
     beta = layer.attention.init_pattern[:, : layer.warehouse.num_cells]
-    rows, cells = beta.nonzero(as_tuple=True)                   # mixture j -> its owned cell
+    rows, cells = beta.nonzero(as_tuple=True)  # mixture j -> its owned cell
     layer.warehouse.cells[cells] = pieces[rows].to(layer.warehouse.cells.dtype)
     if module.bias is not None and layer.bias is not None:
         layer.bias.copy_(module.bias)

@@ -20,6 +20,7 @@ Dataset names (``RunConfig.data``):
 
 Explained in notebooks/03_train_cifar.ipynb.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,16 +29,24 @@ import json
 import os
 import pickle
 import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImageData", "DeviceLoader", "DatasetNotFoundError", "load_data", "synthetic_images",
-           "data_roots", "resolve_source", "DATASET_NAMES"]
+__all__ = [
+    "ImageData",
+    "DeviceLoader",
+    "DatasetNotFoundError",
+    "load_data",
+    "synthetic_images",
+    "data_roots",
+    "resolve_source",
+    "DATASET_NAMES",
+]
 
 DATASET_NAMES = ("synthetic", "cifar10", "cifar100")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -80,16 +89,20 @@ class ImageData:
         return int(self.train_images.shape[1])
 
     def __repr__(self) -> str:
-        return (f"ImageData({self.name!r}, train={tuple(self.train_images.shape)}, "
-                f"test={tuple(self.test_images.shape)}, classes={self.num_classes})")
+        return (
+            f"ImageData({self.name!r}, train={tuple(self.train_images.shape)}, "
+            f"test={tuple(self.test_images.shape)}, classes={self.num_classes})"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
 # Synthetic data
 # ----------------------------------------------------------------------------------------------------
 
-def synthetic_images(num_samples: int, *, num_classes: int = 10, image_size: int = 32, seed: int = 0,
-                     noise: float = 0.2) -> tuple[Tensor, Tensor]:
+
+def synthetic_images(
+    num_samples: int, *, num_classes: int = 10, image_size: int = 32, seed: int = 0, noise: float = 0.2
+) -> tuple[Tensor, Tensor]:
     """Class-dependent oriented gratings in class colours plus noise, deterministic from ``seed``.
 
     Class ``c`` draws a sinusoidal grating at orientation ``pi * c / num_classes`` with a random
@@ -108,8 +121,10 @@ def synthetic_images(num_samples: int, *, num_classes: int = 10, image_size: int
         images ``(N, S, S, 3)`` uint8 and labels ``(N,)`` int64 (balanced: ``i % K`` then shuffled).
     """
     if num_samples < 1 or num_classes < 2 or image_size < 4:
-        raise ValueError(f"synthetic_images needs num_samples >= 1, num_classes >= 2, image_size >= 4; got "
-                         f"{num_samples}, {num_classes}, {image_size}")
+        raise ValueError(
+            f"synthetic_images needs num_samples >= 1, num_classes >= 2, image_size >= 4; got "
+            f"{num_samples}, {num_classes}, {image_size}"
+        )
     g = torch.Generator().manual_seed(int(seed))
     n, k, s = num_samples, num_classes, image_size
     labels = torch.arange(n) % k
@@ -118,19 +133,19 @@ def synthetic_images(num_samples: int, *, num_classes: int = 10, image_size: int
     freq = (2.5 + 0.5 * torch.rand(n, generator=g, dtype=torch.float64)) / s * 2.0
     phase = 2 * torch.pi * torch.rand(n, generator=g, dtype=torch.float64)
     coords = torch.arange(s, dtype=torch.float64) - (s - 1) / 2
-    yy, xx = torch.meshgrid(coords, coords, indexing="ij")                       # (S, S)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # (S, S)
     proj = xx[None] * torch.cos(theta)[:, None, None] + yy[None] * torch.sin(theta)[:, None, None]
     grating = torch.sin(2 * torch.pi * freq[:, None, None] * proj + phase[:, None, None])  # (N, S, S)
     centre = (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * s * 0.4
     radius = s * (0.3 + 0.2 * torch.rand(n, generator=g, dtype=torch.float64))
     dist2 = (xx[None] - centre[:, 0, None, None]) ** 2 + (yy[None] - centre[:, 1, None, None]) ** 2
-    window = torch.sigmoid((radius[:, None, None] ** 2 - dist2) / (0.5 * s))     # (N, S, S)
+    window = torch.sigmoid((radius[:, None, None] ** 2 - dist2) / (0.5 * s))  # (N, S, S)
     hue = torch.arange(k, dtype=torch.float64) / k
     palette = 0.5 + 0.5 * torch.stack([torch.cos(2 * torch.pi * (hue + o)) for o in (0.0, 1 / 3, 2 / 3)], 1)
     random_colour = torch.rand(n, 3, generator=g, dtype=torch.float64)
-    colour = 0.7 * palette[labels] + 0.3 * random_colour                         # (N, 3)
+    colour = 0.7 * palette[labels] + 0.3 * random_colour  # (N, 3)
     background = 0.5 * torch.rand(n, 1, 1, 3, generator=g, dtype=torch.float64)
-    pattern = (0.5 + 0.5 * grating * window)[..., None]                          # (N, S, S, 1)
+    pattern = (0.5 + 0.5 * grating * window)[..., None]  # (N, S, S, 1)
     img = background * (1 - window[..., None]) + pattern * colour[:, None, None, :] * window[..., None]
     img = img + noise * torch.randn(n, s, s, 3, generator=g, dtype=torch.float64)
     images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -140,6 +155,7 @@ def synthetic_images(num_samples: int, *, num_classes: int = 10, image_size: int
 # ----------------------------------------------------------------------------------------------------
 # Locating data
 # ----------------------------------------------------------------------------------------------------
+
 
 def data_roots(root: str | os.PathLike | None = None) -> list[Path]:
     """The folders searched for named datasets, in order: ``root``, ``$KWLAB_DATA``, ``./data``."""
@@ -161,7 +177,9 @@ _CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-pytho
 _CIFAR_ZIPS = {"cifar10": ("cifar10-jpg.zip", "cifar10-jpg", "cifar10")}
 
 
-def resolve_source(name: str, root: str | os.PathLike | None = None, *, download: bool = True) -> tuple[str, Path]:
+def resolve_source(
+    name: str, root: str | os.PathLike | None = None, *, download: bool = True
+) -> tuple[str, Path]:
     """Find where dataset ``name`` lives.
 
     Returns:
@@ -201,7 +219,8 @@ def resolve_source(name: str, root: str | os.PathLike | None = None, *, download
             f"dataset {name!r} not found; looked in: {', '.join(looked)}; {reason}. Get it with "
             f"`python -c \"import torchvision; torchvision.datasets.{key.upper()}('{roots[0]}', download=True)\"` "
             f"on a machine with internet, or put the python-pickle folder {_CIFAR_FOLDERS[key]!r} "
-            f"(or, for CIFAR-10, cifar10-jpg.zip) under one of those folders, or set KWLAB_DATA.")
+            f"(or, for CIFAR-10, cifar10-jpg.zip) under one of those folders, or set KWLAB_DATA."
+        )
     path = Path(name).expanduser()
     if not path.exists():
         for r in data_roots(root):
@@ -212,7 +231,8 @@ def resolve_source(name: str, root: str | os.PathLike | None = None, *, download
         raise DatasetNotFoundError(
             f"data={name!r} is not one of {DATASET_NAMES} and no such file or folder exists (also looked under "
             f"{', '.join(str(r) for r in data_roots(root))}). Give a path to an ImageFolder directory or .zip "
-            f"with train/ and val/ (or test/) folders.")
+            f"with train/ and val/ (or test/) folders."
+        )
     return "imagefolder", path
 
 
@@ -229,6 +249,7 @@ def _download_cifar(key: str, root: Path) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Readers
 # ----------------------------------------------------------------------------------------------------
+
 
 def _read_cifar_pickle(folder: Path, key: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     def load(p: Path) -> dict:
@@ -254,8 +275,11 @@ def _read_cifar_pickle(folder: Path, key: str) -> tuple[dict[str, tuple[np.ndarr
 
 
 def _list_dir(path: Path) -> list[str]:
-    return sorted(str(p.relative_to(path)).replace(os.sep, "/") for p in path.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        str(p.relative_to(path)).replace(os.sep, "/")
+        for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def _list_zip(path: Path) -> list[str]:
@@ -287,7 +311,9 @@ def _parse_classes(classes: str | Sequence[str] | None) -> list[str] | None:
     if isinstance(classes, str):
         p = Path(classes).expanduser()
         if p.is_file():
-            items = [ln.split()[0] for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            items = [
+                ln.split()[0] for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")
+            ]
         else:
             items = [c.strip() for c in classes.split(",") if c.strip()]
     else:
@@ -340,19 +366,28 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _read_imagefolder(path: Path, *, size: int, caps: dict[str, int | None], classes: list[str] | None,
-                      seed: int, use_cache: bool) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+def _read_imagefolder(
+    path: Path,
+    *,
+    size: int,
+    caps: dict[str, int | None],
+    classes: list[str] | None,
+    seed: int,
+    use_cache: bool,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     names = _list_zip(path) if path.is_file() else _list_dir(path)
     base = _find_split_base(names)
     if base is None:
-        raise DatasetNotFoundError(f"{path} is not an ImageFolder tree: expected <root>/train/<class>/<image> and "
-                                   f"<root>/val/<class>/<image> (or test/); found {len(names)} images")
+        raise DatasetNotFoundError(
+            f"{path} is not an ImageFolder tree: expected <root>/train/<class>/<image> and "
+            f"<root>/val/<class>/<image> (or test/); found {len(names)} images"
+        )
     prefix, train_dir, test_dir = base
     by_split: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
     for n in names:
         if not n.startswith(prefix):
             continue
-        parts = n[len(prefix):].split("/")
+        parts = n[len(prefix) :].split("/")
         if len(parts) != 3:
             continue
         split = {train_dir: "train", test_dir: "test"}.get(parts[0])
@@ -362,8 +397,10 @@ def _read_imagefolder(path: Path, *, size: int, caps: dict[str, int | None], cla
     if classes is not None:
         missing = [c for c in classes if c not in all_classes]
         if missing:
-            raise ValueError(f"classes: {missing[:5]} not in {path} (it has {len(all_classes)} classes, e.g. "
-                             f"{all_classes[:5]})")
+            raise ValueError(
+                f"classes: {missing[:5]} not in {path} (it has {len(all_classes)} classes, e.g. "
+                f"{all_classes[:5]})"
+            )
         keep = sorted(set(classes))
     else:
         keep = all_classes
@@ -375,8 +412,19 @@ def _read_imagefolder(path: Path, *, size: int, caps: dict[str, int | None], cla
         sel = _subset(len(items), caps[split], seed)
         items = [items[i] for i in sel]
         labels = np.asarray([index[c] for c, _ in items], dtype=np.int64)
-        key = json.dumps([_CACHE_VERSION, str(path.resolve()), stat.st_size, int(stat.st_mtime), split, size,
-                          [n for _, n in items][:: max(1, len(items) // 64)], len(items), keep])
+        key = json.dumps(
+            [
+                _CACHE_VERSION,
+                str(path.resolve()),
+                stat.st_size,
+                int(stat.st_mtime),
+                split,
+                size,
+                [n for _, n in items][:: max(1, len(items) // 64)],
+                len(items),
+                keep,
+            ]
+        )
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         cfile = cache_dir() / f"{path.stem}-{split}-{size}px-{len(items)}-{digest}.npy"
         if use_cache and cfile.exists():
@@ -394,15 +442,25 @@ def _read_imagefolder(path: Path, *, size: int, caps: dict[str, int | None], cla
 # Public loader
 # ----------------------------------------------------------------------------------------------------
 
+
 def _channel_stats(images: Tensor, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    x = images[: max_images].reshape(-1, 3).double() / 255.0
+    x = images[:max_images].reshape(-1, 3).double() / 255.0
     return tuple(x.mean(0).tolist()), tuple(x.std(0).tolist())  # type: ignore[return-value]
 
 
-def load_data(name: str, *, root: str | os.PathLike | None = None, image_size: int | None = None,
-              train_samples: int | None = None, test_samples: int | None = None,
-              classes: str | Sequence[str] | None = None, num_classes: int = 10, seed: int = 0,
-              download: bool = True, use_cache: bool = True) -> ImageData:
+def load_data(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    train_samples: int | None = None,
+    test_samples: int | None = None,
+    classes: str | Sequence[str] | None = None,
+    num_classes: int = 10,
+    seed: int = 0,
+    download: bool = True,
+    use_cache: bool = True,
+) -> ImageData:
     """Load dataset ``name`` as uint8 arrays (decoding and caching on first use).
 
     Args:
@@ -439,8 +497,9 @@ def load_data(name: str, *, root: str | os.PathLike | None = None, image_size: i
             arrays[split] = (x[sel], y[sel])
     else:
         size = image_size or (32 if name.lower() in _CIFAR_FOLDERS else 224)
-        arrays, class_names = _read_imagefolder(path, size=size, caps=caps, classes=_parse_classes(classes),
-                                                seed=0, use_cache=use_cache)
+        arrays, class_names = _read_imagefolder(
+            path, size=size, caps=caps, classes=_parse_classes(classes), seed=0, use_cache=use_cache
+        )
     tx, ty = (torch.from_numpy(np.array(a)) for a in arrays["train"])
     vx, vy = (torch.from_numpy(np.array(a)) for a in arrays["test"])
     mean, std = _channel_stats(tx)
@@ -470,10 +529,24 @@ class DeviceLoader:
         ``(x, y)`` with ``x`` ``(B, 3, H, W)`` normalised and ``y`` ``(B,)``.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, *, batch_size: int, train: bool,
-                 mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu", seed: int = 0,
-                 crop_padding: int = 4, flip: bool = True, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        batch_size: int,
+        train: bool,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        crop_padding: int = 4,
+        flip: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (N, H, W, 3); got {images.dtype} {tuple(images.shape)}")
         if batch_size < world_size:
@@ -512,27 +585,29 @@ class DeviceLoader:
         per_rank = self.batch_size // self.world_size
         for b in range(len(self)):
             lo = b * self.batch_size
-            idx = order[lo: lo + self.batch_size]
-            local = idx[self.rank * per_rank: (self.rank + 1) * per_rank] if self.world_size > 1 else idx
+            idx = order[lo : lo + self.batch_size]
+            local = idx[self.rank * per_rank : (self.rank + 1) * per_rank] if self.world_size > 1 else idx
             if local.numel() == 0:
                 continue
             sel = local.to(self.device)
-            x = self.images[sel]                                                  # (B, H, W, 3) uint8
+            x = self.images[sel]  # (B, H, W, 3) uint8
             if p:
                 x = self._crop(x, shifts[local].to(self.device))
             if self.flip:
                 x = torch.where(flips[local].to(self.device)[:, None, None, None], x.flip(2), x)
-            x = x.permute(0, 3, 1, 2).to(self.dtype)                             # (B, 3, H, W), NHWC memory
+            x = x.permute(0, 3, 1, 2).to(self.dtype)  # (B, 3, H, W), NHWC memory
             x = (x - self.mean.to(self.dtype)) / self.std.to(self.dtype)
-            x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+            x = x.contiguous(
+                memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
+            )
             yield x, self.labels[sel]
 
     def _crop(self, x: Tensor, shifts: Tensor) -> Tensor:
         """Random crop with zero padding ``p``: out[b, i, j] = padded[b, i + dy_b, j + dx_b]."""
         b, h, w, _ = x.shape
         p = self.crop_padding
-        padded = torch.nn.functional.pad(x, (0, 0, p, p, p, p))                  # (B, H+2p, W+2p, 3)
-        rows = shifts[:, 0, None] + torch.arange(h, device=x.device)              # (B, H)
-        cols = shifts[:, 1, None] + torch.arange(w, device=x.device)              # (B, W)
+        padded = torch.nn.functional.pad(x, (0, 0, p, p, p, p))  # (B, H+2p, W+2p, 3)
+        rows = shifts[:, 0, None] + torch.arange(h, device=x.device)  # (B, H)
+        cols = shifts[:, 1, None] + torch.arange(w, device=x.device)  # (B, W)
         bidx = torch.arange(b, device=x.device)[:, None, None]
-        return padded[bidx, rows[:, :, None], cols[:, None, :]]                   # (B, H, W, 3)
+        return padded[bidx, rows[:, :, None], cols[:, None, :]]  # (B, H, W, 3)

@@ -4,7 +4,7 @@ Every dynamic layer follows the protocol of :mod:`kwlab.layers.base`: ``layer.at
 mixing coefficients ``alpha (B, m, n)`` and ``layer.attention.tap`` sees the full coefficients, zero cell
 included. :class:`Probe` hooks both, and per layer accumulates (without keeping every ``alpha``):
 
-* a signed histogram of ``alpha`` over fixed bins (:data:`kwlab.metrics.DEFAULT_BINS`);
+* a signed histogram of ``alpha`` over fixed bins (:data:`kwlab.instruments.metrics.DEFAULT_BINS`);
 * ``neg_frac`` (share of ``alpha < 0``) and ``neg_mass`` (share of ``sum |alpha|`` that is negative);
 * ``zero_mass``: share each mixture gave the zero cell before it was dropped (NaN without a zero cell);
 * per cell of the bank: mean ``|alpha|`` and how often it is a mixture's strongest cell;
@@ -25,37 +25,53 @@ Example::
         probe.record_loader(test_loader, max_batches=20)   # labels are taken from (x, y) batches
     probe.summary()        # one row per layer: neg_frac, neg_mass, zero_mass, entropy, ...
     probe.cell_usage()     # layer x warehouse cell: mean_abs, top_count
-    probe.save("runs/probe", config=cfg); kwlab.probe.load("runs/probe")
+    probe.save("runs/probe", config=cfg); kwlab.instruments.probe.load("runs/probe")
 
-Training: :class:`ProbeCallback` records the summary every ``k`` steps of :class:`kwlab.train.Trainer`.
+Training: :class:`ProbeCallback` records the summary every ``k`` steps of :class:`kwlab.experiments.train.Trainer`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
 import json
 import numbers
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import metrics
-from .callbacks import Callback
-from .layers.base import DynamicLayer, dynamic_layers
+from kwlab.instruments import metrics
+from kwlab.layers.base import DynamicLayer, dynamic_layers
 
-__all__ = ["Probe", "ProbeResult", "ProbeCallback", "capture", "load", "load_history", "select_layers"]
+__all__ = ["Probe", "ProbeResult", "capture", "load", "select_layers"]
 
 _TABLES = ("summary", "cell_usage", "histogram", "per_class", "samples")
-_SUMMARY_COLUMNS = ["layer", "bank", "num_mixtures", "num_cells", "n_samples", "neg_frac", "neg_mass",
-                    "zero_mass", "entropy", "effective_cells", "diversity", "class_distance", "mean_abs",
-                    "temperature"]
+_SUMMARY_COLUMNS = [
+    "layer",
+    "bank",
+    "num_mixtures",
+    "num_cells",
+    "n_samples",
+    "neg_frac",
+    "neg_mass",
+    "zero_mass",
+    "entropy",
+    "effective_cells",
+    "diversity",
+    "class_distance",
+    "mean_abs",
+    "temperature",
+]
 
 
 # ----------------------------------------------------------------------------------------------- selection
-def select_layers(model: nn.Module, layers: str | Sequence[str] | None = None) -> list[tuple[str, DynamicLayer]]:
+def select_layers(
+    model: nn.Module, layers: str | Sequence[str] | None = None
+) -> list[tuple[str, DynamicLayer]]:
     """The dynamic layers of ``model`` whose qualified name matches any glob pattern of ``layers``.
 
     Args:
@@ -67,8 +83,10 @@ def select_layers(model: nn.Module, layers: str | Sequence[str] | None = None) -
     """
     found = list(dynamic_layers(model))
     if not found:
-        raise ValueError(f"{type(model).__name__} has no dynamic layers (subclasses of "
-                         "kwlab.layers.base.DynamicLayer); convert it first, e.g. with kwlab.kernelwarehouse(model)")
+        raise ValueError(
+            f"{type(model).__name__} has no dynamic layers (subclasses of "
+            "kwlab.layers.base.DynamicLayer); convert it first, e.g. with kwlab.kernelwarehouse(model)"
+        )
     if layers is None:
         return found
     patterns = [layers] if isinstance(layers, str) else list(layers)
@@ -78,12 +96,15 @@ def select_layers(model: nn.Module, layers: str | Sequence[str] | None = None) -
     for p in patterns:
         if not fnmatch.filter(names, p):
             shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
-            raise ValueError(f"layers pattern {p!r} matches no dynamic layer; the dynamic layers are: {shown}")
+            raise ValueError(
+                f"layers pattern {p!r} matches no dynamic layer; the dynamic layers are: {shown}"
+            )
     return [(n, m) for n, m in found if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
-def capture(model: nn.Module, x: Tensor, what: str = "inputs",
-            layers: str | Sequence[str] | None = None) -> dict[str, Tensor]:
+def capture(
+    model: nn.Module, x: Tensor, what: str = "inputs", layers: str | Sequence[str] | None = None
+) -> dict[str, Tensor]:
     """Run ``model(x)`` once without gradients and return, per dynamic layer, its input (``what="inputs"``)
     or its attention's full coefficients before the zero cell is dropped (``what="coefficients"``).
 
@@ -96,11 +117,17 @@ def capture(model: nn.Module, x: Tensor, what: str = "inputs",
     try:
         for name, layer in select_layers(model, layers):
             if what == "inputs":
-                handles.append(layer.register_forward_pre_hook(
-                    lambda mod, args, n=name: seen.__setitem__(n, args[0].detach())))
+                handles.append(
+                    layer.register_forward_pre_hook(
+                        lambda mod, args, n=name: seen.__setitem__(n, args[0].detach())
+                    )
+                )
             else:
-                handles.append(layer.attention.tap.register_forward_hook(
-                    lambda mod, args, out, n=name: seen.__setitem__(n, out.detach())))
+                handles.append(
+                    layer.attention.tap.register_forward_hook(
+                        lambda mod, args, out, n=name: seen.__setitem__(n, out.detach())
+                    )
+                )
         with torch.no_grad():
             model(x)
     finally:
@@ -124,16 +151,16 @@ class _LayerStats:
         self.reset()
 
     def reset(self) -> None:
-        self.calls = 0           # forward calls seen (recorded or not)
-        self.n_samples = 0       # samples recorded
+        self.calls = 0  # forward calls seen (recorded or not)
+        self.n_samples = 0  # samples recorded
         self.numel = 0
         self.acc: dict[str, Tensor] | None = None
         self.diversity_batches = 0
         self.zero_count = 0
         self.temperature = float("nan")
         self._temperature: Tensor | None = None
-        self.class_sum: Tensor | None = None     # (C, m, n)
-        self.class_count: Tensor | None = None   # (C,)
+        self.class_sum: Tensor | None = None  # (C, m, n)
+        self.class_count: Tensor | None = None  # (C,)
         self.kept: list[Tensor] = []
         self.kept_labels: list[Tensor] = []
         self.n_kept = 0
@@ -141,9 +168,19 @@ class _LayerStats:
 
     def _zeros(self, device: torch.device) -> dict[str, Tensor]:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
-        return {"hist": z(self.bins.numel() - 1), "neg_count": z(()), "neg_abs": z(()), "abs_sum": z(()),
-                "entropy": z(()), "effective": z(()), "cell_abs": z(self.n), "top": z(self.n),
-                "alpha_sum": z(self.m, self.n), "diversity": z(()), "zero": z(())}
+        return {
+            "hist": z(self.bins.numel() - 1),
+            "neg_count": z(()),
+            "neg_abs": z(()),
+            "abs_sum": z(()),
+            "entropy": z(()),
+            "effective": z(()),
+            "cell_abs": z(self.n),
+            "top": z(self.n),
+            "alpha_sum": z(self.m, self.n),
+            "diversity": z(()),
+            "zero": z(()),
+        }
 
     def update(self, alpha: Tensor, full: Tensor | None, labels: Tensor | None, temperature: Tensor) -> None:
         a = alpha.detach().float()
@@ -178,8 +215,11 @@ class _LayerStats:
         if self.n_kept < self.keep:
             take = a[: self.keep - self.n_kept]
             self.kept.append(take.cpu())
-            self.kept_labels.append(labels[: take.shape[0]].cpu() if labels is not None
-                                    else torch.full((take.shape[0],), -1, dtype=torch.long))
+            self.kept_labels.append(
+                labels[: take.shape[0]].cpu()
+                if labels is not None
+                else torch.full((take.shape[0],), -1, dtype=torch.long)
+            )
             self.n_kept += take.shape[0]
 
     def _add_classes(self, a: Tensor, labels: Tensor) -> None:
@@ -201,7 +241,9 @@ class _LayerStats:
 
     def mean_alpha(self) -> Tensor:
         if self.acc is None:
-            raise RuntimeError(f"layer {self.name!r} recorded nothing yet: run a forward while the probe is on")
+            raise RuntimeError(
+                f"layer {self.name!r} recorded nothing yet: run a forward while the probe is on"
+            )
         return (self.acc["alpha_sum"] / self.n_samples).float()
 
     def class_means(self) -> tuple[Tensor, Tensor] | None:
@@ -214,24 +256,33 @@ class _LayerStats:
     def summary_row(self) -> dict[str, Any]:
         nan = float("nan")
         mixtures = self.n_samples * self.m
-        row: dict[str, Any] = {"layer": self.name, "bank": self.bank, "num_mixtures": self.m,
-                               "num_cells": self.n, "n_samples": self.n_samples}
+        row: dict[str, Any] = {
+            "layer": self.name,
+            "bank": self.bank,
+            "num_mixtures": self.m,
+            "num_cells": self.n,
+            "n_samples": self.n_samples,
+        }
         if self.acc is None:
             row.update({k: nan for k in _SUMMARY_COLUMNS if k not in row})
             return row
         abs_sum = float(self._get("abs_sum"))
         cm = self.class_means()
-        row.update({
-            "neg_frac": float(self._get("neg_count")) / self.numel,
-            "neg_mass": float(self._get("neg_abs")) / abs_sum if abs_sum > 0 else 0.0,
-            "zero_mass": float(self._get("zero")) / self.zero_count if self.zero_count else nan,
-            "entropy": float(self._get("entropy")) / mixtures,
-            "effective_cells": float(self._get("effective")) / mixtures,
-            "diversity": float(self._get("diversity")) / self.diversity_batches if self.diversity_batches else nan,
-            "class_distance": float(metrics.between_class_distance(cm[0])) if cm is not None else nan,
-            "mean_abs": abs_sum / self.numel,
-            "temperature": float(self._temperature) if self._temperature is not None else nan,
-        })
+        row.update(
+            {
+                "neg_frac": float(self._get("neg_count")) / self.numel,
+                "neg_mass": float(self._get("neg_abs")) / abs_sum if abs_sum > 0 else 0.0,
+                "zero_mass": float(self._get("zero")) / self.zero_count if self.zero_count else nan,
+                "entropy": float(self._get("entropy")) / mixtures,
+                "effective_cells": float(self._get("effective")) / mixtures,
+                "diversity": float(self._get("diversity")) / self.diversity_batches
+                if self.diversity_batches
+                else nan,
+                "class_distance": float(metrics.between_class_distance(cm[0])) if cm is not None else nan,
+                "mean_abs": abs_sum / self.numel,
+                "temperature": float(self._temperature) if self._temperature is not None else nan,
+            }
+        )
         return row
 
 
@@ -244,14 +295,20 @@ class Probe:
         layers: None (all dynamic layers) or glob pattern(s) over qualified names, e.g. ``"layer1.*"``.
         every: record one forward call out of ``every`` (per layer; the first call is recorded).
         keep: keep the first ``keep`` samples' ``alpha (m, n)`` per layer for :meth:`samples` (heatmaps).
-        bins: histogram edges (default :data:`kwlab.metrics.DEFAULT_BINS`, 40 bins on [-1, 1]).
+        bins: histogram edges (default :data:`kwlab.instruments.metrics.DEFAULT_BINS`, 40 bins on [-1, 1]).
 
     Use as a context manager (hooks removed on exit, also on error) or with :meth:`start` / :meth:`stop`.
     Recording runs under ``torch.no_grad`` on detached tensors: outputs and gradients are unchanged.
     """
 
-    def __init__(self, model: nn.Module, layers: str | Sequence[str] | None = None, every: int = 1,
-                 keep: int = 0, bins: Tensor | Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: str | Sequence[str] | None = None,
+        every: int = 1,
+        keep: int = 0,
+        bins: Tensor | Sequence[float] | None = None,
+    ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
         if not isinstance(keep, int) or keep < 0:
@@ -279,7 +336,7 @@ class Probe:
         """Whether hooks are currently registered."""
         return bool(self._handles)
 
-    def start(self) -> "Probe":
+    def start(self) -> Probe:
         """Register the hooks (one forward hook on each ``attention`` and one on each ``attention.tap``)."""
         if self._handles:
             raise RuntimeError("probe already started; call stop() first")
@@ -293,7 +350,7 @@ class Probe:
             raise
         return self
 
-    def stop(self) -> "Probe":
+    def stop(self) -> Probe:
         """Remove every hook this probe registered (safe to call twice)."""
         while self._handles:
             self._handles.pop().remove()
@@ -301,7 +358,7 @@ class Probe:
             s.pending_full = None
         return self
 
-    def __enter__(self) -> "Probe":
+    def __enter__(self) -> Probe:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -311,6 +368,7 @@ class Probe:
     def _tap_hook(stats: _LayerStats):
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
             stats.pending_full = output  # reference only; consumed by the attention hook right after
+
         return hook
 
     def _alpha_hook(self, stats: _LayerStats, layer: DynamicLayer):
@@ -322,10 +380,13 @@ class Probe:
                 return
             labels = self._labels
             if labels is not None and labels.shape[0] != alpha.shape[0]:
-                raise ValueError(f"probe labels have {labels.shape[0]} entries but layer {stats.name!r} "
-                                 f"saw a batch of {alpha.shape[0]}; call probe.set_labels(y) for this batch")
+                raise ValueError(
+                    f"probe labels have {labels.shape[0]} entries but layer {stats.name!r} "
+                    f"saw a batch of {alpha.shape[0]}; call probe.set_labels(y) for this batch"
+                )
             with torch.no_grad():
                 stats.update(alpha, full, labels, layer.attention.temperature)
+
         return hook
 
     # ---------------------------------------------------------------------------------------- recording
@@ -336,7 +397,9 @@ class Probe:
             return
         y = torch.as_tensor(labels)
         if y.dim() != 1 or y.is_floating_point():
-            raise ValueError(f"labels must be a 1-d integer tensor (B,), got dtype {y.dtype} shape {tuple(y.shape)}")
+            raise ValueError(
+                f"labels must be a 1-d integer tensor (B,), got dtype {y.dtype} shape {tuple(y.shape)}"
+            )
         self._labels = y.detach()
 
     def record(self, inputs: Any, labels: Tensor | Sequence[int] | None = None) -> Any:
@@ -357,8 +420,13 @@ class Probe:
             if started_here:
                 self.stop()
 
-    def record_loader(self, loader: Iterable, max_batches: int | None = None, device: torch.device | str | None = None,
-                      progress: bool = True) -> "Probe":
+    def record_loader(
+        self,
+        loader: Iterable,
+        max_batches: int | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = True,
+    ) -> Probe:
         """Record over a loader of ``(inputs, labels)`` batches (or bare inputs), at most ``max_batches``.
 
         Inputs (and labels) are moved to ``device`` (default: the device of the model's first parameter).
@@ -377,7 +445,9 @@ class Probe:
         if started_here:
             self.start()
         try:
-            for i, batch in enumerate(tqdm(loader, total=total, desc="probe", disable=not progress, leave=False)):
+            for i, batch in enumerate(
+                tqdm(loader, total=total, desc="probe", disable=not progress, leave=False)
+            ):
                 if max_batches is not None and i >= max_batches:
                     break
                 x, y = _split_batch(batch)
@@ -387,7 +457,7 @@ class Probe:
                 self.stop()
         return self
 
-    def reset(self) -> "Probe":
+    def reset(self) -> Probe:
         """Clear every accumulator (hooks stay as they are)."""
         for s in self._stats.values():
             s.reset()
@@ -413,8 +483,16 @@ class Probe:
             cell_abs = (s._get("cell_abs") / (s.n_samples * s.m)).tolist()
             top = s._get("top").tolist()
             for c in range(s.n):
-                rows.append({"layer": s.name, "warehouse": s.bank, "cell": c, "mean_abs": cell_abs[c],
-                             "top_count": int(top[c]), "top_frac": top[c] / (s.n_samples * s.m)})
+                rows.append(
+                    {
+                        "layer": s.name,
+                        "warehouse": s.bank,
+                        "cell": c,
+                        "mean_abs": cell_abs[c],
+                        "top_count": int(top[c]),
+                        "top_frac": top[c] / (s.n_samples * s.m),
+                    }
+                )
         return pd.DataFrame(rows, columns=["layer", "warehouse", "cell", "mean_abs", "top_count", "top_frac"])
 
     def histogram(self) -> pd.DataFrame:
@@ -426,8 +504,15 @@ class Probe:
                 continue
             counts = s._get("hist").tolist()
             for i, c in enumerate(counts):
-                rows.append({"layer": s.name, "bin_left": edges[i], "bin_right": edges[i + 1],
-                             "count": int(c), "frac": c / s.numel})
+                rows.append(
+                    {
+                        "layer": s.name,
+                        "bin_left": edges[i],
+                        "bin_right": edges[i + 1],
+                        "count": int(c),
+                        "frac": c / s.numel,
+                    }
+                )
         return pd.DataFrame(rows, columns=["layer", "bin_left", "bin_right", "count", "frac"])
 
     def per_class(self) -> pd.DataFrame:
@@ -447,11 +532,21 @@ class Probe:
                     continue
                 for j in range(s.m):
                     for t in range(s.n):
-                        rows.append({"layer": s.name, "label": c, "mixture": j, "cell": t,
-                                     "mean_alpha": float(means[c, j, t]), "n_samples": int(counts[c])})
+                        rows.append(
+                            {
+                                "layer": s.name,
+                                "label": c,
+                                "mixture": j,
+                                "cell": t,
+                                "mean_alpha": float(means[c, j, t]),
+                                "n_samples": int(counts[c]),
+                            }
+                        )
         if not rows:
-            raise RuntimeError("per_class() needs labels: call probe.set_labels(y) before each forward, or use "
-                               "probe.record(x, labels=y) / probe.record_loader(loader)")
+            raise RuntimeError(
+                "per_class() needs labels: call probe.set_labels(y) before each forward, or use "
+                "probe.record(x, labels=y) / probe.record_loader(loader)"
+            )
         return pd.DataFrame(rows, columns=["layer", "label", "mixture", "cell", "mean_alpha", "n_samples"])
 
     def samples(self) -> pd.DataFrame:
@@ -466,13 +561,22 @@ class Probe:
         for s in self._stats.values():
             if not s.kept:
                 continue
-            a = torch.cat(s.kept)          # (K, m, n)
-            y = torch.cat(s.kept_labels)   # (K,)
+            a = torch.cat(s.kept)  # (K, m, n)
+            y = torch.cat(s.kept_labels)  # (K,)
             k, m, n = a.shape
             idx = torch.arange(k * m * n)
-            frames.append(pd.DataFrame({
-                "layer": s.name, "sample": (idx // (m * n)).numpy(), "label": y.repeat_interleave(m * n).numpy(),
-                "mixture": ((idx // n) % m).numpy(), "cell": (idx % n).numpy(), "alpha": a.reshape(-1).numpy()}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "layer": s.name,
+                        "sample": (idx // (m * n)).numpy(),
+                        "label": y.repeat_interleave(m * n).numpy(),
+                        "mixture": ((idx // n) % m).numpy(),
+                        "cell": (idx % n).numpy(),
+                        "alpha": a.reshape(-1).numpy(),
+                    }
+                )
+            )
         cols = ["layer", "sample", "label", "mixture", "cell", "alpha"]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
@@ -547,7 +651,10 @@ class ProbeResult:
 
     def _table(self, name: str) -> pd.DataFrame:
         if name not in self._tables:
-            hint = {"per_class": "the probe recorded no labels", "samples": "the probe kept no samples (keep=0)"}
+            hint = {
+                "per_class": "the probe recorded no labels",
+                "samples": "the probe kept no samples (keep=0)",
+            }
             raise RuntimeError(f"no {name!r} table saved: {hint.get(name, 'missing file')}")
         return self._tables[name].copy()
 
@@ -595,94 +702,3 @@ def _native(v: Any) -> Any:
     if isinstance(v, numbers.Real):
         return float(v)
     return str(v)
-
-
-class ProbeCallback(Callback):
-    """Record the probe summary every ``every`` training steps of :class:`kwlab.train.Trainer`.
-
-    The hooks exist only during recorded steps (registered in ``on_step_start``, removed in ``on_step_end``),
-    so other steps run at full speed. :meth:`history` is one tidy DataFrame per run, columns ``step, epoch``
-    followed by the :meth:`Probe.summary` columns (``neg_frac`` over training is
-    ``history().pivot(index="step", columns="layer", values="neg_frac")``). The history travels with the
-    trainer's checkpoints through :meth:`state_dict` / :meth:`load_state_dict`, and ``on_fit_end`` writes it to
-    ``trainer.run_dir`` (:meth:`save`; read back with :func:`load_history`).
-
-    Args:
-        every: record steps ``0, every, 2 * every, ...``.
-        layers: glob pattern(s) of the layers to probe (None: all).
-        bins: histogram edges for the probe (the histogram is not kept in the history).
-    """
-
-    def __init__(self, every: int = 10, layers: str | Sequence[str] | None = None,
-                 bins: Tensor | Sequence[float] | None = None) -> None:
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
-        self.every = every
-        self.layers = layers
-        self.bins = bins
-        self._probe: Probe | None = None
-        self._rows: list[dict[str, Any]] = []
-
-    def _ensure_probe(self, trainer: Any) -> Probe:
-        if self._probe is None or self._probe.model is not trainer.model:
-            self._probe = Probe(trainer.model, layers=self.layers, bins=self.bins)
-        return self._probe
-
-    def on_fit_start(self, trainer: Any) -> None:
-        self._ensure_probe(trainer)
-
-    def on_step_start(self, trainer: Any, step: int) -> None:
-        if step % self.every == 0:
-            probe = self._ensure_probe(trainer)
-            probe.stop().reset().start()
-
-    def on_step_end(self, trainer: Any, step: int, inputs: Any, targets: Any, logits: Any, loss: float) -> None:
-        probe = self._probe
-        if probe is None or not probe.active:
-            return
-        probe.stop()
-        epoch = getattr(trainer, "epoch", None)
-        for row in probe.summary().to_dict("records"):
-            self._rows.append({"step": int(step), "epoch": _native(epoch),
-                               **{k: _native(v) for k, v in row.items()}})
-
-    def on_fit_end(self, trainer: Any) -> None:
-        if self._probe is not None:
-            self._probe.stop()
-        run_dir = getattr(trainer, "run_dir", None)
-        if run_dir is not None and self._rows:
-            self.save(run_dir)
-
-    def history(self) -> pd.DataFrame:
-        """Columns step, epoch, then the summary columns; one row per (recorded step, layer)."""
-        return pd.DataFrame(self._rows, columns=["step", "epoch", *_SUMMARY_COLUMNS])
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain Python containers only (loads with ``torch.load(..., weights_only=True)``)."""
-        return {"every": self.every, "rows": [dict(r) for r in self._rows]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.every = int(state.get("every", self.every))
-        self._rows = [dict(r) for r in state.get("rows", [])]
-
-    def save(self, run_dir: str | Path) -> Path:
-        """Write ``probe_history.parquet`` (or ``.csv`` without pyarrow) into ``run_dir``; see :func:`load_history`."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        df = self.history()
-        if _table_format() == "parquet":
-            path = run_dir / "probe_history.parquet"
-            df.to_parquet(path, index=False)
-        else:
-            path = run_dir / "probe_history.csv"
-            df.to_csv(path, index=False)
-        return path
-
-
-def load_history(run_dir: str | Path) -> pd.DataFrame:
-    """Read the history that :meth:`ProbeCallback.save` wrote into ``run_dir``."""
-    run_dir = Path(run_dir)
-    for name, reader in (("probe_history.parquet", pd.read_parquet), ("probe_history.csv", pd.read_csv)):
-        if (run_dir / name).exists():
-            return reader(run_dir / name)
-    raise FileNotFoundError(f"no probe_history.parquet or probe_history.csv in {run_dir}")

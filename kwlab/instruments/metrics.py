@@ -11,6 +11,7 @@ effective number of cells are measured on magnitudes. A mixture with all-zero co
 distribution; its ``p`` is taken as all zeros, so its entropy is 0 and its effective number of cells 1
 (rare in practice; stated here rather than hidden).
 """
+
 from __future__ import annotations
 
 import torch
@@ -74,7 +75,9 @@ def zero_cell_mass(full: Tensor) -> Tensor:
         0-d tensor, mean over mixtures of ``|z_n| / sum_t |z_t|``.
     """
     if full.shape[-1] < 2:
-        raise ValueError(f"full coefficients need n + 1 >= 2 slots on the last axis, got shape {tuple(full.shape)}")
+        raise ValueError(
+            f"full coefficients need n + 1 >= 2 slots on the last axis, got shape {tuple(full.shape)}"
+        )
     a = full.abs()
     share = a[..., -1] / a.sum(-1).clamp_min(_EPS)
     return share.mean()
@@ -153,7 +156,7 @@ def pairwise_cosine_distance(alpha: Tensor) -> Tensor:
         v = v.float()
     norm = v.norm(dim=1, keepdim=True)
     u = v / norm.clamp_min(_EPS)
-    n_unit = (norm > _EPS).sum()          # an all-zero sample contributes u = 0 (cosine 0 with the others)
+    n_unit = (norm > _EPS).sum()  # an all-zero sample contributes u = 0 (cosine 0 with the others)
     off_diag = u.sum(0).square().sum() - n_unit
     return (1.0 - off_diag / (b * (b - 1))).clamp_min(0.0)  # >= 0 exactly; rounding can go below
 
@@ -171,7 +174,9 @@ def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
         ``(k,)`` integer counts summing to ``alpha.numel()``.
     """
     if bins.dim() != 1 or bins.numel() < 2:
-        raise ValueError(f"bins must be a 1-d tensor of at least 2 increasing edges, got shape {tuple(bins.shape)}")
+        raise ValueError(
+            f"bins must be a 1-d tensor of at least 2 increasing edges, got shape {tuple(bins.shape)}"
+        )
     x = alpha.detach().reshape(-1)
     if not x.is_floating_point():
         x = x.float()
@@ -180,9 +185,9 @@ def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
     width = (bins[-1] - bins[0]) / k
     if bool(((bins[1:] - bins[:-1]) - width).abs().max() <= 1e-6 * width.abs()):
         idx = ((x - edges[0]) / float(width)).floor_().clamp_(0, k - 1).long()
-        idx -= (x < edges[idx]).long()                  # float rounding put it one bin too high
+        idx -= (x < edges[idx]).long()  # float rounding put it one bin too high
         idx.clamp_(0, k - 1)
-        idx += ((x >= edges[idx + 1]) & (idx < k - 1)).long()   # ... or one bin too low
+        idx += ((x >= edges[idx + 1]) & (idx < k - 1)).long()  # ... or one bin too low
     else:
         # index of the bin whose left edge is the last edge <= value
         idx = torch.bucketize(x, edges, right=True).sub_(1).clamp_(0, k - 1)

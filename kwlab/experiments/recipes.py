@@ -1,4 +1,4 @@
-"""Named training recipes: dictionaries of :class:`kwlab.train.RunConfig` fields.
+"""Named training recipes: dictionaries of :class:`kwlab.experiments.config.RunConfig` fields.
 
 Use one with ``RunConfig.from_recipe("cifar", arch="resnet20_cifar", method="kw", preset="1x")`` or
 ``recipe: cifar`` in a YAML config / ``--set recipe=cifar`` on the command line; fields given
@@ -10,6 +10,7 @@ schedule, label smoothing and temperature anneal, not their heavy augmentation (
 cutmix, random erasing, EMA): numbers from these recipes are comparable with each other, not with
 the paper's table.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,30 +20,78 @@ __all__ = ["RECIPES", "get_recipe", "list_recipes"]
 RECIPES: dict[str, dict[str, Any]] = {
     # --- official ImageNet recipes -------------------------------------------------------------------
     "imagenet_resnet": dict(  # ResNet18/50 (and ConvNeXt-T), 300 epochs
-        epochs=300, optimizer="adamw", lr=4e-3, batch_size=4096, weight_decay=0.05, warmup_epochs=20,
-        min_lr=1e-6, label_smoothing=0.1, temperature_epochs=20, image_size=224,
+        epochs=300,
+        optimizer="adamw",
+        lr=4e-3,
+        batch_size=4096,
+        weight_decay=0.05,
+        warmup_epochs=20,
+        min_lr=1e-6,
+        label_smoothing=0.1,
+        temperature_epochs=20,
+        image_size=224,
     ),
     "imagenet_mobilenetv2": dict(  # MobileNetV2 1.0 / 0.5, 150 epochs
-        epochs=150, optimizer="sgd", lr=0.05, momentum=0.9, batch_size=256, weight_decay=4e-5,
-        warmup_epochs=0, label_smoothing=0.0, temperature_epochs=15, image_size=224,
+        epochs=150,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        batch_size=256,
+        weight_decay=4e-5,
+        warmup_epochs=0,
+        label_smoothing=0.0,
+        temperature_epochs=15,
+        image_size=224,
     ),
     # --- CIFAR ----------------------------------------------------------------------------------------
     "cifar": dict(  # the standard CIFAR-10/100 ResNet recipe
-        epochs=200, optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, weight_decay=5e-4,
-        warmup_epochs=0, label_smoothing=0.0, temperature_epochs=20,
+        epochs=200,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        batch_size=128,
+        weight_decay=5e-4,
+        warmup_epochs=0,
+        label_smoothing=0.0,
+        temperature_epochs=20,
     ),
     "cifar_short": dict(  # 30 epochs: a GPU afternoon for a whole ablation
-        epochs=30, optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, weight_decay=5e-4,
-        warmup_epochs=1, label_smoothing=0.0, temperature_epochs=None,
+        epochs=30,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        batch_size=128,
+        weight_decay=5e-4,
+        warmup_epochs=1,
+        label_smoothing=0.0,
+        temperature_epochs=None,
     ),
     # --- quick CPU recipes (teaching, tests, demos) -----------------------------------------------------
     "cpu_quick": dict(
-        epochs=4, optimizer="sgd", lr=0.05, momentum=0.9, batch_size=64, weight_decay=5e-4, warmup_epochs=0.5,
-        train_samples=2000, test_samples=500, temperature_epochs=None, amp=False,
+        epochs=4,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        batch_size=64,
+        weight_decay=5e-4,
+        warmup_epochs=0.5,
+        train_samples=2000,
+        test_samples=500,
+        temperature_epochs=None,
+        amp=False,
     ),
     "cpu_tiny": dict(
-        epochs=2, optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, weight_decay=5e-4, warmup_epochs=0,
-        train_samples=256, test_samples=128, temperature_epochs=None, amp=False,
+        epochs=2,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        batch_size=32,
+        weight_decay=5e-4,
+        warmup_epochs=0,
+        train_samples=256,
+        test_samples=128,
+        temperature_epochs=None,
+        amp=False,
     ),
 }
 

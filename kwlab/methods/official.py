@@ -17,19 +17,21 @@ Mapping from official ``state_dict`` keys to kwlab keys:
 
 A checkpoint of another arch or preset is rejected with the keys and shapes that differ.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .layers.base import set_temperature
-from .layers.kernelwarehouse import KWLinear, _KWConvNd
+from kwlab.layers.base import set_temperature
+from kwlab.layers.kernelwarehouse import KWLinear, _KWConvNd
 
 __all__ = ["load_official", "to_official", "OfficialCheckpointError", "read_checkpoint"]
 
@@ -54,9 +56,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated, or pickles arbitrary objects
-        raise OfficialCheckpointError(f"could not read {path} as a PyTorch checkpoint with weights_only=True "
-                                      f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); is it corrupt or "
-                                      f"not a PyTorch state_dict?") from err
+        raise OfficialCheckpointError(
+            f"could not read {path} as a PyTorch checkpoint with weights_only=True "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); is it corrupt or "
+            f"not a PyTorch state_dict?"
+        ) from err
     return _state_dict_of(obj, str(path))
 
 
@@ -101,7 +105,7 @@ def _map_keys(model: nn.Module, official: Mapping[str, Tensor]) -> dict[str, Ten
     mapped: dict[str, Tensor] = {}
     for key, value in official.items():
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         m = _WAREHOUSE.match(key)
         if m:
             i = int(m.group(1))
@@ -113,14 +117,15 @@ def _map_keys(model: nn.Module, official: Mapping[str, Tensor]) -> dict[str, Ten
             new = arch_map(key) if arch_map is not None else key
             for lin in linears:
                 if new.startswith(f"{lin}.conv."):
-                    new = f"{lin}.{new[len(lin) + 6:]}"
+                    new = f"{lin}.{new[len(lin) + 6 :]}"
                     break
         mapped[new] = tensor_map(new, value) if tensor_map is not None else value
     return mapped
 
 
-def load_official(model: nn.Module, state_dict_or_path: Mapping[str, Tensor] | str | Path,
-                  temperature: float | None = 0.0) -> nn.Module:
+def load_official(
+    model: nn.Module, state_dict_or_path: Mapping[str, Tensor] | str | Path, temperature: float | None = 0.0
+) -> nn.Module:
     """Load an official KernelWarehouse checkpoint into a kwlab model built with the same arch and preset.
 
     Args:
@@ -142,19 +147,29 @@ def load_official(model: nn.Module, state_dict_or_path: Mapping[str, Tensor] | s
     own = {k: v for k, v in model.state_dict().items() if not k.endswith(_KWLAB_ONLY)}
     missing = [k for k in own if k not in mapped]
     unexpected = [k for k in mapped if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in mapped and tuple(mapped[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in mapped and tuple(mapped[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         cfg = getattr(model, "kwlab_config", {})
         built = f"arch={cfg.get('arch')!r}, preset={cfg.get('preset')!r}" if cfg else "this model"
         n_wh = sum(1 for k in official if _WAREHOUSE.match(k.removeprefix("module.")))
-        lines = [f"checkpoint does not match the model built with {built} "
-                 f"(checkpoint: {len(official)} tensors, {n_wh} warehouses; model: {len(_owners(model)[0])} "
-                 f"warehouses). Build the model with the arch and preset the checkpoint was trained with."]
-        for title, items in (("shape differs", shapes), ("missing from checkpoint", missing),
-                             ("not in the model", unexpected)):
+        lines = [
+            f"checkpoint does not match the model built with {built} "
+            f"(checkpoint: {len(official)} tensors, {n_wh} warehouses; model: {len(_owners(model)[0])} "
+            f"warehouses). Build the model with the arch and preset the checkpoint was trained with."
+        ]
+        for title, items in (
+            ("shape differs", shapes),
+            ("missing from checkpoint", missing),
+            ("not in the model", unexpected),
+        ):
             if items:
-                lines.append(f"{title} ({len(items)}): " + "; ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
+                lines.append(
+                    f"{title} ({len(items)}): " + "; ".join(items[:8]) + (" ..." if len(items) > 8 else "")
+                )
         raise OfficialCheckpointError("\n".join(lines))
     model.load_state_dict({**model.state_dict(), **{k: mapped[k] for k in own}})
     if temperature is not None:
@@ -177,7 +192,7 @@ def to_official(model: nn.Module) -> dict[str, Tensor]:
             continue
         for lin in linears:
             if key.startswith(lin + ".attention.") or key == lin + ".bias":
-                key = f"{lin}.conv.{key[len(lin) + 1:]}"
+                key = f"{lin}.conv.{key[len(lin) + 1 :]}"
                 break
         out[unmap(key, model) if unmap is not None else key] = value
     return out

@@ -15,15 +15,17 @@ Example::
 
 or ``handle = kwlab.freeze_attention(...)`` ... ``kwlab.unfreeze_attention(model)``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .layers.base import dynamic_layers
-from .probe import Probe
+from kwlab.instruments.probe import Probe
+from kwlab.layers.base import dynamic_layers
 
 __all__ = ["FrozenAttention", "freeze_attention", "unfreeze_attention"]
 
@@ -35,7 +37,9 @@ class FrozenAttention:
         alphas: the frozen mean ``alpha (m, n)`` per layer name.
     """
 
-    def __init__(self, model: nn.Module, alphas: dict[str, Tensor], previous: dict[str, Tensor | None]) -> None:
+    def __init__(
+        self, model: nn.Module, alphas: dict[str, Tensor], previous: dict[str, Tensor | None]
+    ) -> None:
         self.model = model
         self.alphas = alphas
         self._previous = previous
@@ -46,15 +50,21 @@ class FrozenAttention:
         for name, prev in self._previous.items():
             layers[name].attention.frozen_alpha = prev
 
-    def __enter__(self) -> "FrozenAttention":
+    def __enter__(self) -> FrozenAttention:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.restore()
 
 
-def freeze_attention(model: nn.Module, loader: Iterable | Tensor, max_batches: int | None = None, *,
-                     layers: str | Sequence[str] | None = None, progress: bool = False) -> FrozenAttention:
+def freeze_attention(
+    model: nn.Module,
+    loader: Iterable | Tensor,
+    max_batches: int | None = None,
+    *,
+    layers: str | Sequence[str] | None = None,
+    progress: bool = False,
+) -> FrozenAttention:
     """Set each dynamic layer's ``attention.frozen_alpha`` to its mean ``alpha`` over ``loader``.
 
     Args:

@@ -11,6 +11,7 @@ the MobileNetV2 recipes), updated every iteration. Official formula (engine.get_
 so the very first training step already runs at tau slightly below ``start``. Explained in
 notebooks/02_kernelwarehouse_anatomy.ipynb and notebooks/03_train_cifar.ipynb.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,0 +1,144 @@
+"""The callback protocol of :mod:`kwlab.experiments.train`, and :class:`ProbeCallback`, the probe during training.
+
+A callback receives the :class:`~kwlab.experiments.train.Trainer` (``trainer.model``, ``trainer.config``,
+``trainer.step``, ``trainer.epoch``, ``trainer.run_dir``) at fixed points of the loop. Callbacks with
+state implement ``state_dict``/``load_state_dict`` so that a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import Tensor
+
+from kwlab.instruments.probe import _SUMMARY_COLUMNS, Probe, _native, _table_format
+
+__all__ = ["Callback", "ProbeCallback", "load_history"]
+
+
+class Callback:
+    """Base class; every hook is optional."""
+
+    def on_fit_start(self, trainer: Any) -> None:
+        """Before the first epoch (also after a resume)."""
+
+    def on_step_start(self, trainer: Any, step: int) -> None:
+        """Before the forward pass of global training step ``step``."""
+
+    def on_step_end(
+        self, trainer: Any, step: int, inputs: Any, targets: Any, logits: Any, loss: float
+    ) -> None:
+        """After the optimizer step of global training step ``step``."""
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
+        """After evaluation at the end of ``epoch`` (0-based)."""
+
+    def on_fit_end(self, trainer: Any) -> None:
+        """After the last epoch."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class ProbeCallback(Callback):
+    """Record the probe summary every ``every`` training steps of :class:`kwlab.experiments.train.Trainer`.
+
+    The hooks exist only during recorded steps (registered in ``on_step_start``, removed in ``on_step_end``),
+    so other steps run at full speed. :meth:`history` is one tidy DataFrame per run, columns ``step, epoch``
+    followed by the :meth:`Probe.summary` columns (``neg_frac`` over training is
+    ``history().pivot(index="step", columns="layer", values="neg_frac")``). The history travels with the
+    trainer's checkpoints through :meth:`state_dict` / :meth:`load_state_dict`, and ``on_fit_end`` writes it to
+    ``trainer.run_dir`` (:meth:`save`; read back with :func:`load_history`).
+
+    Args:
+        every: record steps ``0, every, 2 * every, ...``.
+        layers: glob pattern(s) of the layers to probe (None: all).
+        bins: histogram edges for the probe (the histogram is not kept in the history).
+    """
+
+    def __init__(
+        self,
+        every: int = 10,
+        layers: str | Sequence[str] | None = None,
+        bins: Tensor | Sequence[float] | None = None,
+    ) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.every = every
+        self.layers = layers
+        self.bins = bins
+        self._probe: Probe | None = None
+        self._rows: list[dict[str, Any]] = []
+
+    def _ensure_probe(self, trainer: Any) -> Probe:
+        if self._probe is None or self._probe.model is not trainer.model:
+            self._probe = Probe(trainer.model, layers=self.layers, bins=self.bins)
+        return self._probe
+
+    def on_fit_start(self, trainer: Any) -> None:
+        self._ensure_probe(trainer)
+
+    def on_step_start(self, trainer: Any, step: int) -> None:
+        if step % self.every == 0:
+            probe = self._ensure_probe(trainer)
+            probe.stop().reset().start()
+
+    def on_step_end(
+        self, trainer: Any, step: int, inputs: Any, targets: Any, logits: Any, loss: float
+    ) -> None:
+        probe = self._probe
+        if probe is None or not probe.active:
+            return
+        probe.stop()
+        epoch = getattr(trainer, "epoch", None)
+        for row in probe.summary().to_dict("records"):
+            self._rows.append(
+                {"step": int(step), "epoch": _native(epoch), **{k: _native(v) for k, v in row.items()}}
+            )
+
+    def on_fit_end(self, trainer: Any) -> None:
+        if self._probe is not None:
+            self._probe.stop()
+        run_dir = getattr(trainer, "run_dir", None)
+        if run_dir is not None and self._rows:
+            self.save(run_dir)
+
+    def history(self) -> pd.DataFrame:
+        """Columns step, epoch, then the summary columns; one row per (recorded step, layer)."""
+        return pd.DataFrame(self._rows, columns=["step", "epoch", *_SUMMARY_COLUMNS])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python containers only (loads with ``torch.load(..., weights_only=True)``)."""
+        return {"every": self.every, "rows": [dict(r) for r in self._rows]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.every = int(state.get("every", self.every))
+        self._rows = [dict(r) for r in state.get("rows", [])]
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``probe_history.parquet`` (or ``.csv`` without pyarrow) into ``run_dir``; see :func:`load_history`."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        df = self.history()
+        if _table_format() == "parquet":
+            path = run_dir / "probe_history.parquet"
+            df.to_parquet(path, index=False)
+        else:
+            path = run_dir / "probe_history.csv"
+            df.to_csv(path, index=False)
+        return path
+
+
+def load_history(run_dir: str | Path) -> pd.DataFrame:
+    """Read the history that :meth:`ProbeCallback.save` wrote into ``run_dir``."""
+    run_dir = Path(run_dir)
+    for name, reader in (("probe_history.parquet", pd.read_parquet), ("probe_history.csv", pd.read_csv)):
+        if (run_dir / name).exists():
+            return reader(run_dir / name)
+    raise FileNotFoundError(f"no probe_history.parquet or probe_history.csv in {run_dir}")

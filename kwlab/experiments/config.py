@@ -1,0 +1,296 @@
+"""The typed run configuration: :class:`RunConfig`, its coercion and validation, and :class:`ConfigError`.
+
+A config is checked before any work starts: every field's type, the allowed values (method choices come from
+the method table, :data:`kwlab.methods.METHODS`), and combinations (a KW-only field with another method).
+Explained in notebooks/03_train_cifar.ipynb.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS
+from kwlab.methods import METHOD_FIELDS, METHODS, get_method
+from kwlab.methods.kernelwarehouse import SHARING
+from kwlab.utils import suggest
+
+__all__ = ["RunConfig", "ConfigError", "OPTIMIZERS", "DEVICES"]
+
+OPTIMIZERS = ("sgd", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A run or sweep configuration is invalid (raised before any training starts)."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one training run (saved as config.json in the run directory).
+
+    Model: ``arch``, ``method`` ("static" or a dynamic method), ``preset`` ("1/4x".."4x") and its
+    overrides ``budget``, ``cell_in``, ``cell_out``, ``sharing``, ``attention``, ``reduction`` (None = the
+    preset's value), ``drop_path_rate``, ``model_kwargs`` (extra keyword arguments of create_model).
+    Data: ``data`` ("synthetic", "cifar10", "cifar100" or an ImageFolder path), ``data_root``,
+    ``image_size``, ``classes``, ``train_samples``/``test_samples`` (caps), ``augment``.
+    Optimisation: ``epochs``, ``batch_size`` (global), ``optimizer`` ("sgd"|"adamw"), ``lr``, ``momentum``,
+    ``weight_decay``, ``label_smoothing``, ``warmup_epochs``, ``min_lr``, ``temperature_epochs`` (None:
+    ``min(official, 0.25 * epochs)``), ``temperature_start``/``temperature_end`` (anneal positions in [0, 1],
+    None: 1 -> 0; each method maps them to its own temperature, see :class:`kwlab.layers.TemperatureContract`).
+    Which model fields apply to which method: ``kwlab.methods.METHODS[method].config_fields``.
+    Runtime: ``seed``, ``device`` ("auto"|"cpu"|"cuda"), ``amp``, ``channels_last`` (CUDA only),
+    ``probe_every`` (training steps between probe recordings; 0 = off), ``probe_samples``, ``checkpoint`` (keep the
+    final checkpoint), ``recipe`` (name of the recipe the fields came from; informational).
+    """
+
+    arch: str = "resnet20_cifar"
+    method: str = "static"
+    preset: str | None = None
+    budget: float | None = None
+    cell_in: float | None = None
+    cell_out: float | None = None
+    sharing: str | None = None
+    attention_norm: str | None = None  # KW: "batch" (official), "layer" or "none"
+    spatial_partition: bool | None = None  # KW: cut kernels into 1x1 spatial cells (official: True)
+    zero_cell: bool | None = None  # KW: the extra zero-cell slot (official: True)
+    attention: str | None = None
+    reduction: float | None = None
+    drop_path_rate: float = 0.0
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    data: str = "synthetic"
+    data_root: str | None = None
+    image_size: int | None = None
+    classes: str | None = None
+    train_samples: int | None = None
+    test_samples: int | None = None
+    augment: bool = True
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    temperature_epochs: float | None = None
+    temperature_start: float | None = None
+    temperature_end: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    probe_every: int = 0
+    probe_samples: int = 512
+    checkpoint: bool = True
+    recipe: str | None = None
+
+    # ------------------------------------------------------------------ construction and validation
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, base: RunConfig | None = None) -> RunConfig:
+        """Build a config from ``values`` (type-checked; ``recipe`` fills the fields not given).
+
+        Raises:
+            ConfigError: unknown field (with the closest name), wrong type, or impossible combination.
+        """
+        values = dict(values)
+        start = asdict(base) if base is not None else {}
+        recipe = values.get("recipe", start.get("recipe"))
+        merged: dict[str, Any] = {}
+        if recipe is not None and "recipe" in values:
+            from kwlab.experiments.recipes import get_recipe  # noqa: PLC0415
+
+            try:
+                merged.update(get_recipe(str(recipe)))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        merged = {**start, **merged, **values}
+        hints = typing.get_type_hints(cls)
+        names = cls.field_names()
+        for key in merged:
+            if key not in names:
+                raise ConfigError(
+                    f"unknown config field {key!r}.{suggest(key, names)} (fields: {', '.join(names)})"
+                )
+        coerced = {k: _coerce(k, v, hints[k]) for k, v in merged.items()}
+        config = cls(**coerced)
+        config.validate()
+        return config
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides: Any) -> RunConfig:
+        """Config of recipe ``name`` with ``overrides`` applied."""
+        return cls.from_dict({"recipe": name, **overrides})
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` applied (type-checked and validated)."""
+        return RunConfig.from_dict(changes, base=self)
+
+    def validate(self) -> None:
+        """Check allowed values and combinations; raise :class:`ConfigError` naming the field."""
+        _choice("method", self.method, list(METHODS))
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("device", self.device, DEVICES)
+        spec = get_method(self.method)
+        given = [f for f in METHOD_FIELDS if getattr(self, f) is not None and f not in spec.config_fields]
+        if given:
+            users = sorted(m.name for m in METHODS.values() if given[0] in m.config_fields)
+            raise ConfigError(
+                f"{', '.join(f'{f}={getattr(self, f)!r}' for f in given)}: not a field of "
+                f"method={self.method!r} ({given[0]} applies to {users}); the fields of "
+                f"{self.method!r} are {list(spec.config_fields)}"
+            )
+        if self.preset is not None:
+            arch_presets = _arch_presets(self.arch) if spec.presets == "arch" else None
+            try:
+                spec.preset_options(self.preset, arch_presets, f" for arch {self.arch!r}")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        if self.sharing is not None:
+            _choice("sharing", self.sharing, SHARING)
+        if self.attention is not None:
+            _choice("attention", self.attention, ATTENTION_FUNCTIONS)
+        if self.attention_norm is not None:
+            _choice("attention_norm", self.attention_norm, ATTENTION_NORMS)
+        for name in ("temperature_start", "temperature_end"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(
+                    f"{name} must be an anneal position in [0, 1] (1 = start, 0 = end), got {value}"
+                )
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        nonneg = {
+            "weight_decay": self.weight_decay,
+            "warmup_epochs": self.warmup_epochs,
+            "min_lr": self.min_lr,
+            "drop_path_rate": self.drop_path_rate,
+            "probe_every": self.probe_every,
+            "momentum": self.momentum,
+        }
+        for name, value in nonneg.items():
+            if value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
+        if self.temperature_epochs is not None and self.temperature_epochs < 0:
+            raise ConfigError(f"temperature_epochs must be >= 0, got {self.temperature_epochs}")
+        for name in ("train_samples", "test_samples", "image_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 (or null), got {value}")
+        if self.budget is not None and self.budget <= 0:
+            raise ConfigError(f"budget must be > 0, got {self.budget}")
+
+    # ------------------------------------------------------------------ derived values
+    def resolved_temperature(self) -> tuple[float, float, float] | None:
+        """``(start, end, epochs)`` of the anneal position tau, or None when the method has no temperature."""
+        contract = get_method(self.method).temperature
+        if not contract.active:
+            return None
+        official = contract.epochs
+        if self.method == "kw":
+            official = _official_temperature_epochs(self.arch, official)
+        span = (
+            self.temperature_epochs
+            if self.temperature_epochs is not None
+            else min(official, 0.25 * self.epochs)
+        )
+        start = self.temperature_start if self.temperature_start is not None else 1.0
+        end = self.temperature_end if self.temperature_end is not None else 0.0
+        return start, end, float(span)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _official_temperature_epochs(arch: str, default: float) -> float:
+    """The registry's official KW anneal span for ``arch`` (ResNet/ConvNeXt 20, MobileNetV2 15)."""
+    if ":" not in arch:
+        try:
+            from kwlab.models import model_entry  # noqa: PLC0415
+
+            return float(model_entry(arch).temperature_epochs)
+        except (ImportError, ValueError, KeyError):
+            pass
+    return 15.0 if arch.startswith("mobilenetv2") else default
+
+
+def _arch_presets(arch: str):
+    """The KW presets of a registered arch (None for a custom builder: the generic presets)."""
+    if ":" in arch:
+        return None
+    from kwlab.models import model_entry  # noqa: PLC0415 - the registry sits above the config
+
+    try:
+        return model_entry(arch).presets
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"{name}={value!r} is not allowed; allowed: {list(allowed)}.{suggest(str(value), allowed)}"
+        )
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field's type hint; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, value, arg)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(
+            f"{name}={value!r} has type {type(value).__name__}; expected "
+            f"{' or '.join(_type_name(a) if a is not type(None) else 'null' for a in args)}"
+        )
+    if hint is Any:
+        return value
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}={value!r} has type {type(value).__name__}; expected a mapping")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - no other field types
+        return value
+    raise ConfigError(f"{name}={value!r} has type {type(value).__name__}; expected {_type_name(hint)}")

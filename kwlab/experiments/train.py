@@ -1,0 +1,570 @@
+"""Training runs: a typed :class:`RunConfig`, a :class:`Trainer` and :func:`fit`.
+
+One run = one model trained on one dataset with one recipe. The loop is deliberately plain:
+
+* SGD (momentum, Nesterov off) or AdamW; no weight decay on 1-D parameters (norms, biases), as in
+  the official KW code (warehouse cells are >= 2-D and do get weight decay);
+* learning rate per iteration: linear warmup from 0 over ``warmup_epochs``, then cosine to ``min_lr``;
+* the attention temperature of dynamic layers is set every iteration from
+  :class:`kwlab.methods.temperature.TemperatureSchedule` (KW: 1 -> 0 over ``temperature_epochs``);
+* AMP (bf16, or fp16 with a grad scaler) and channels_last on CUDA; DDP when launched by torchrun;
+* a checkpoint at the end of every epoch (model, optimizer, scheduler, scaler, RNG states, callbacks'
+  states, metric history) that resumes the run exactly: the data order of each epoch is a function
+  of ``(seed, epoch)`` (see :class:`kwlab.experiments.data.DeviceLoader`), so nothing else is needed.
+
+Run directory layout (all files written atomically: tmp file + ``os.replace``)::
+
+    config.json     resolved RunConfig + git revision + environment
+    metrics.jsonl   one line per finished epoch
+    checkpoint.pt   state after the last finished epoch (torch.load(weights_only=True))
+    probe/          the probe's tables on test images after training (dynamic models; kwlab.instruments.probe.load)
+    probe_history.parquet  probe summaries during training (when probe_every > 0)
+    results.json    written last: the run is finished when it exists
+
+Temperature span for short runs. KW anneals tau from 1 to 0 over ``temperature_epochs`` (official: 20
+of 300 epochs; 15 of 150 for MobileNetV2). With ``temperature_epochs=None`` (default) kwlab uses
+``min(official, 0.25 * epochs)``: the official span on long runs, a quarter of the run on short ones.
+Scaling the official *fraction* (1/15) to a 5-epoch run anneals within a third of an epoch, and KW
+then stays near chance; a quarter of the run keeps the one-hot-init phase long enough.
+
+Explained in notebooks/03_train_cifar.ipynb.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kwlab.experiments.callbacks import Callback
+from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.layers.base import set_temperature
+from kwlab.methods import get_method
+from kwlab.methods.temperature import TemperatureSchedule
+from kwlab.utils import atomic_torch_save, atomic_write_text, count_macs, git_revision
+
+__all__ = ["RunConfig", "Trainer", "fit", "build_model", "ConfigError"]
+
+
+def _is_dist() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but torch.cuda.is_available() is False; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+def build_model(config: RunConfig, num_classes: int) -> nn.Module:
+    """The model of ``config``: ``kwlab.create_model`` for registered archs, or ``"module:function"``.
+
+    A ``"module:function"`` arch is called as ``function(num_classes=..., **model_kwargs)`` and then converted
+    by ``config.method``'s row of the method table with the same settings as a registered arch (KW: the
+    official init, the generic presets of :data:`kwlab.methods.KW_PRESETS`).
+    """
+    spec = get_method(config.method)
+    options = {k: getattr(config, k) for k in spec.config_fields if getattr(config, k) is not None}
+    preset = options.pop("preset", None)
+    if ":" in config.arch:
+        import importlib  # noqa: PLC0415
+
+        module_name, _, fn_name = config.arch.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module_name), fn_name)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(
+                f"arch={config.arch!r}: cannot import {fn_name!r} from {module_name!r} ({err})"
+            ) from None
+        model = fn(num_classes=num_classes, **config.model_kwargs)
+        if spec.converter is None:
+            return model
+        if spec.name == "kw":
+            options = {"init": "kaiming", **spec.preset_options(preset), **options}
+            preset = None
+        return spec.converter(model, preset=preset, **options)
+    from kwlab.models import create_model  # noqa: PLC0415
+
+    if config.drop_path_rate:
+        options["drop_path_rate"] = config.drop_path_rate
+    return create_model(
+        config.arch,
+        method=config.method,
+        preset=preset,
+        num_classes=num_classes,
+        **options,
+        **config.model_kwargs,
+    )
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Trains ``config``'s model; resumes from ``run_dir/checkpoint.pt`` when it exists.
+
+    Args:
+        config: the run.
+        run_dir: where config, metrics, checkpoints and results go (None: keep everything in memory).
+        callbacks: :class:`kwlab.experiments.callbacks.Callback` objects (a probe is added when ``probe_every > 0``).
+        model: use this model instead of :func:`build_model` (its config fields are then informational).
+        data: a preloaded :class:`kwlab.experiments.data.ImageData` (default: loaded from ``config``).
+        progress: show tqdm bars.
+
+    Attributes:
+        model, optimizer, scheduler, history (list of per-epoch metric dicts), step (global iteration),
+        epoch (next epoch to run), run_dir, config, data, train_loader, test_loader.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | os.PathLike | None = None,
+        *,
+        callbacks: Iterable[Callback] = (),
+        model: nn.Module | None = None,
+        data: Any = None,
+        progress: bool = True,
+    ) -> None:
+        from kwlab.experiments.data import DeviceLoader, load_data  # noqa: PLC0415
+
+        config.validate()
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if _is_dist():
+            import torch.distributed as dist  # noqa: PLC0415
+
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            if config.device != "cpu" and torch.cuda.is_available():
+                torch.cuda.set_device(local_rank)
+                self.device = torch.device("cuda", local_rank)
+            else:
+                self.device = torch.device("cpu")
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        else:
+            self.device = _resolve_device(config.device)
+        self.is_main = self.rank == 0
+        cuda = self.device.type == "cuda"
+        self.use_amp = bool(config.amp and cuda)
+        self.amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+        self.channels_last = bool(config.channels_last and cuda)
+
+        self.data = (
+            data
+            if data is not None
+            else load_data(
+                config.data,
+                root=config.data_root,
+                image_size=config.image_size,
+                train_samples=config.train_samples,
+                test_samples=config.test_samples,
+                classes=config.classes,
+                seed=config.seed,
+            )
+        )
+        _seed_everything(config.seed)
+        net = model if model is not None else build_model(config, self.data.num_classes)
+        net = net.to(self.device)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.model = net
+        self.ddp_model: nn.Module = net
+        if _is_dist():
+            from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+
+            self.ddp_model = DistributedDataParallel(net, device_ids=[self.device.index] if cuda else None)
+        image_dtype = torch.float32
+        common = dict(
+            mean=self.data.mean,
+            std=self.data.std,
+            device=self.device,
+            channels_last=self.channels_last,
+            dtype=image_dtype,
+        )
+        self.train_loader = DeviceLoader(
+            self.data.train_images,
+            self.data.train_labels,
+            batch_size=min(config.batch_size, len(self.data.train_labels)),
+            train=True,
+            seed=config.seed,
+            crop_padding=4 if config.augment else 0,
+            flip=config.augment,
+            rank=self.rank,
+            world_size=self.world_size,
+            **common,
+        )
+        self.test_loader = DeviceLoader(
+            self.data.test_images,
+            self.data.test_labels,
+            batch_size=max(config.batch_size, 256),
+            train=False,
+            **common,
+        )
+        self.iters_per_epoch = len(self.train_loader)
+        self.optimizer = self._make_optimizer()
+        total = self.iters_per_epoch * config.epochs
+        warmup = int(round(self.iters_per_epoch * config.warmup_epochs))
+        ratio = config.min_lr / config.lr
+
+        def lr_lambda(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        temp = config.resolved_temperature()
+        self.temperature = (
+            None
+            if temp is None
+            else TemperatureSchedule(self.iters_per_epoch, epochs=temp[2], start=temp[0], end=temp[1])
+        )
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.callbacks: list[Callback] = list(callbacks)
+        if config.probe_every > 0 and not any(type(cb).__name__ == "ProbeCallback" for cb in self.callbacks):
+            from kwlab.experiments.callbacks import ProbeCallback  # noqa: PLC0415
+
+            self.callbacks.append(ProbeCallback(every=config.probe_every))
+        self.history: list[dict[str, Any]] = []
+        self.step = 0
+        self.epoch = 0
+        self.best_acc = 0.0
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.macs: int | None = None
+        self.resumed_from: int | None = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if (self.run_dir / "checkpoint.pt").exists():
+                self.load_checkpoint(self.run_dir / "checkpoint.pt")
+                self.resumed_from = self.epoch
+            elif self.is_main:
+                self._write_config()
+
+    # ------------------------------------------------------------------ setup helpers
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+
+    def _write_config(self) -> None:
+        assert self.run_dir is not None
+        info = {
+            "config": self.config.to_dict(),
+            "git_revision": git_revision(),
+            "resolved": {
+                "temperature": self.config.resolved_temperature(),
+                "device": str(self.device),
+                "world_size": self.world_size,
+                "num_classes": self.data.num_classes,
+                "image_size": self.data.image_size,
+                "train_samples": len(self.data.train_labels),
+                "test_samples": len(self.data.test_labels),
+                "iters_per_epoch": self.iters_per_epoch,
+                "amp": self.use_amp,
+                "channels_last": self.channels_last,
+            },
+            "environment": {
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "host": platform.node(),
+            },
+        }
+        atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2, default=str) + "\n")
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(self.device),
+            "callbacks": {k: cb.state_dict() for k, cb in _keyed(self.callbacks)},
+            "history": json.dumps(self.history),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_acc": self.best_acc,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        for key, cb in _keyed(self.callbacks):
+            if key in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][key])
+        self.history = json.loads(state["history"])
+        self.epoch, self.step, self.best_acc = (
+            int(state["epoch"]),
+            int(state["step"]),
+            float(state["best_acc"]),
+        )
+        _set_rng_state(state["rng"], self.device)
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        atomic_torch_save(self.state_dict(), path)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+    # ------------------------------------------------------------------ loop
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training set; returns loss, acc, lr, temperature, throughput, time."""
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        self.ddp_model.train()
+        self.train_loader.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        tau = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            leave=False,
+            disable=not (self.progress and self.is_main),
+            mininterval=0.5,
+        )
+        for x, y in bar:
+            if self.temperature is not None:
+                tau = self.temperature.at_step(self.step)
+                set_temperature(self.model, tau)
+            self._call("on_step_start", self.step)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                logits = self.ddp_model(x)
+                loss = self.criterion(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            loss_d = loss.detach()
+            loss_sum += loss_d * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            self._call(
+                "on_step_end", self.step, x, y, logits.detach(), float(loss_d) if self.callbacks else math.nan
+            )
+            self.step += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        totals = self._all_reduce(
+            torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
+        )
+        return {
+            "train_loss": float(totals[0] / totals[2]),
+            "train_acc": float(totals[1] / totals[2]),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "temperature": None if tau is None else float(tau),
+            "throughput": float(totals[2]) / elapsed,
+            "epoch_time": elapsed,
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss and accuracy on the test set (sharded over DDP ranks)."""
+        self.ddp_model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = torch.zeros((), device=self.device)
+        criterion = nn.CrossEntropyLoss(reduction="sum")
+        for i, (x, y) in enumerate(self.test_loader):
+            if self.world_size > 1 and i % self.world_size != self.rank:
+                continue
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                logits = self.model(x)
+            loss_sum += criterion(logits.float(), y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        totals = self._all_reduce(torch.stack([loss_sum, correct, seen]))
+        return {"test_loss": float(totals[0] / totals[2]), "test_acc": float(totals[1] / totals[2])}
+
+    def _all_reduce(self, t: Tensor) -> Tensor:
+        if _is_dist():
+            import torch.distributed as dist  # noqa: PLC0415
+
+            dist.all_reduce(t)
+        return t
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns the results dict (also saved as results.json)."""
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        cfg = self.config
+        if self.macs is None:
+            try:
+                self.macs = count_macs(self.model, (1, 3, self.data.image_size, self.data.image_size))
+            except Exception:  # a model the flop counter cannot trace: report no MACs rather than fail
+                self.macs = -1
+        self._call("on_fit_start")
+        bar = tqdm(
+            range(self.epoch, cfg.epochs),
+            desc=self.run_dir.name if self.run_dir else "fit",
+            initial=self.epoch,
+            total=cfg.epochs,
+            disable=not (self.progress and self.is_main),
+            leave=False,
+        )
+        for epoch in bar:
+            metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), **self.evaluate()}
+            self.best_acc = max(self.best_acc, metrics["test_acc"])
+            self.history.append(metrics)
+            self._call("on_epoch_end", epoch, metrics)
+            self.epoch = epoch + 1
+            bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{metrics['test_acc']:.3f}")
+            if self.run_dir is not None and self.is_main:
+                self.save_checkpoint(self.run_dir / "checkpoint.pt")
+                atomic_write_text(
+                    self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history)
+                )
+        self._call("on_fit_end")
+        self.probe_headline = _final_probe(self)
+        results = self.results()
+        if self.run_dir is not None and self.is_main:
+            if not cfg.checkpoint and (self.run_dir / "checkpoint.pt").exists():
+                (self.run_dir / "checkpoint.pt").unlink()
+            atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        return results
+
+    def results(self) -> dict[str, Any]:
+        """Headline numbers of the run (after :meth:`fit`)."""
+        last = self.history[-1] if self.history else {}
+        timed = [m["throughput"] for m in self.history[1:]] or [m["throughput"] for m in self.history]
+        out: dict[str, Any] = {
+            "params": self.params,
+            "macs": self.macs,
+            "epochs_done": len(self.history),
+            "final_acc": last.get("test_acc"),
+            "best_acc": self.best_acc,
+            "final_loss": last.get("test_loss"),
+            "final_train_loss": last.get("train_loss"),
+            "final_train_acc": last.get("train_acc"),
+            "throughput": sum(timed) / len(timed) if timed else None,
+            "train_time": sum(m["epoch_time"] for m in self.history),
+        }
+        out.update(getattr(self, "probe_headline", {}))
+        return out
+
+
+def _keyed(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:
+    """Callbacks keyed by class name (``Name``, ``Name#1``, ...) so states survive a changed callback list."""
+    counts: dict[str, int] = {}
+    out = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        out.append((name if name not in counts else f"{name}#{counts[name]}", cb))
+        counts[name] = counts.get(name, 0) + 1
+    return out
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np  # noqa: PLC0415
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _final_probe(trainer: Trainer) -> dict[str, float]:
+    """Probe the trained model on up to ``probe_samples`` test images; save the tables to run_dir/probe.
+
+    Returns the headline numbers (means over layers): probe_neg_frac, probe_effective_cells,
+    probe_diversity, probe_class_distance, probe_entropy. Empty for models without dynamic layers.
+    """
+    from kwlab.instruments.probe import Probe  # noqa: PLC0415
+    from kwlab.layers.base import dynamic_layers  # noqa: PLC0415
+
+    model = trainer.model
+    if trainer.config.probe_samples <= 0 or next(dynamic_layers(model), None) is None:
+        return {}
+    batches = max(1, -(-trainer.config.probe_samples // trainer.test_loader.batch_size))
+    was_training = model.training
+    model.eval()
+    try:
+        with Probe(model, keep=16) as probe:
+            probe.record_loader(trainer.test_loader, max_batches=batches, progress=False)
+    finally:
+        model.train(was_training)
+    if trainer.run_dir is not None and trainer.is_main:
+        probe.save(trainer.run_dir / "probe", config=trainer.config)
+    summary = probe.summary()
+    out = {}
+    for column in ("neg_frac", "effective_cells", "diversity", "class_distance", "entropy"):
+        values = summary[column].dropna()
+        out[f"probe_{column}"] = float(values.mean()) if len(values) else float("nan")
+    return out
+
+
+def fit(
+    config: RunConfig,
+    run_dir: str | os.PathLike | None = None,
+    *,
+    callbacks: Iterable[Callback] = (),
+    progress: bool = True,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Train ``config`` (resuming from ``run_dir``'s checkpoint if any) and return its results.
+
+    A run directory that already holds results.json is not trained again: its results are returned.
+    """
+    if run_dir is not None and (Path(run_dir) / "results.json").exists():
+        return json.loads((Path(run_dir) / "results.json").read_text())
+    trainer = Trainer(config, run_dir, callbacks=callbacks, progress=progress, **kwargs)
+    return trainer.fit()
