@@ -38,6 +38,7 @@ from .layers import (
     WarehouseOptions,
     dynamic_layers,
     get_temperature,
+    parameter_breakdown,
     plan_warehouses,
     set_temperature,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "list_methods",
     "list_models",
     "load_official",
+    "parameter_breakdown",
     "plan_kernelwarehouse",
     "plan_warehouses",
     "set_temperature",

@@ -9,6 +9,7 @@ from .base import (
     TemperatureContract,
     dynamic_layers,
     get_temperature,
+    parameter_breakdown,
     set_temperature,
 )
 from .condconv import CondConv2d
@@ -42,6 +43,7 @@ __all__ = [
     "WarehouseOptions",
     "dynamic_layers",
     "get_temperature",
+    "parameter_breakdown",
     "plan_warehouses",
     "set_temperature",
 ]

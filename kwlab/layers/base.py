@@ -43,6 +43,8 @@ __all__ = [
     "dynamic_layers",
     "set_temperature",
     "get_temperature",
+    "parameter_breakdown",
+    "BREAKDOWN_PARTS",
 ]
 
 
@@ -197,8 +199,70 @@ def set_temperature(model: nn.Module, tau: float) -> nn.Module:
 
 
 def get_temperature(model: nn.Module) -> float | None:
-    """The anneal position ``tau`` of the first dynamic layer of ``model`` that has a temperature (None if none)."""
+    """The anneal position ``tau`` of the first dynamic layer with a temperature (None: none)."""
     for module in model.modules():
         if isinstance(module, DynamicAttention) and module.temperature_contract.active:
             return module.temperature_contract.position(float(module.temperature))
     return None
+
+
+#: The parts of :func:`parameter_breakdown`, in display order.
+BREAKDOWN_PARTS = ("static", "warehouse", "attention", "other")
+
+_STATIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                 nn.Linear, nn.Bilinear)
+
+
+def _bank_part(module: nn.Module, attr: str) -> str | None:
+    """The part of a dynamic layer's (or warehouse's) own parameter ``attr`` (None: not a dynamic one)."""
+    kind = type(module).__name__
+    if kind == "Warehouse" and attr == "cells":
+        return "warehouse"
+    if isinstance(module, DynamicLayer):
+        # the static bias added after the dynamic conv is a static parameter; every other parameter of
+        # the layer itself is its kernel bank (CondConv/DY/OD `weight` and per-kernel bias, KernelDNA's
+        # own kernel and its spatial/filter scales)
+        if attr == "bias" and not (module.bias is not None and module.bias.dim() > 1):
+            return "static"
+        return "warehouse"
+    return None
+
+
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameters of ``model`` by part: ``total``, ``static``, ``warehouse``, ``attention``, ``other``.
+
+    * ``static``: weights and biases of plain conv/linear layers (and the static bias of a dynamic layer);
+    * ``warehouse``: KW warehouse cells, and the kernel banks of the family's dynamic layers (CondConv,
+      DY-Conv and ODConv ``weight`` and per-kernel bias; KernelDNA's own scales, and its kernel when it
+      has no parent -- a parent conv's shared kernel stays ``static``);
+    * ``attention``: every parameter inside a :class:`DynamicAttention` module;
+    * ``other``: everything else (norms, embeddings, class tokens, ...).
+
+    A parameter shared by several modules is counted once, in the first part that applies in the order
+    attention, static (a plain conv/linear owns it), warehouse, other. The parts sum to ``total``, which
+    equals :func:`kwlab.count_parameters`.
+    """
+    in_attention: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, DynamicAttention):
+            in_attention.update(id(m) for m in module.modules())
+    rank = {"attention": 0, "static": 1, "warehouse": 2, "other": 3}
+    best: dict[int, tuple[str, int]] = {}
+    for module in model.modules():
+        for attr, p in module._parameters.items():
+            if p is None:
+                continue
+            if id(module) in in_attention:
+                part = "attention"
+            elif isinstance(module, _STATIC_TYPES):
+                part = "static"
+            else:
+                part = _bank_part(module, attr) or "other"
+            old = best.get(id(p))
+            if old is None or rank[part] < rank[old[0]]:
+                best[id(p)] = (part, p.numel())
+    out = dict.fromkeys(BREAKDOWN_PARTS, 0)
+    for part, numel in best.values():
+        out[part] += numel
+    out["total"] = sum(p.numel() for p in model.parameters())
+    return {"total": out["total"], **{k: out[k] for k in BREAKDOWN_PARTS}}
