@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,7 +20,13 @@ __all__ = [
     "suggest",
     "atomic_write_text",
     "atomic_torch_save",
+    "load_torch_file",
+    "CheckpointError",
 ]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read: missing, empty, truncated, or it holds code (pickled calls)."""
 
 
 def suggest(value: str, options: Iterable[str]) -> str:
@@ -34,7 +41,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def git_revision(path: str | Path | None = None) -> str:
-    """The git commit of the kwlab checkout (or of ``path``), with ``-dirty`` if modified; "unknown" outside git."""
+    """The git commit of the kwlab checkout (or of ``path``), ``-dirty`` if modified; else "unknown"."""
     cwd = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         rev = subprocess.run(
@@ -86,8 +93,56 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through a tmp file + ``os.replace``."""
+    """``torch.save`` to a tmp file, fsync'ed, then ``os.replace``: a crash leaves the old or the new file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load_torch_file(
+    path: str | os.PathLike, *, map_location: Any = "cpu", allowed: Sequence[Any] = ()
+) -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and the problem.
+
+    Args:
+        path: the checkpoint file.
+        map_location: as for ``torch.load``.
+        allowed: extra classes admitted by the weights-only unpickler (``torch.serialization.safe_globals``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: a directory, an empty or truncated file, or a pickle that calls Python code (such a
+            file is refused; kwlab never loads checkpoints with the weights-only check off).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file; give the path of the file")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was never written completely")
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+        text = str(err)
+        found = _GLOBAL.search(text)
+        if found:
+            name = found.group(1)
+            raise CheckpointError(
+                f"{path} holds code, not only weights: its pickle calls {name}. kwlab refuses to load it "
+                f"(checkpoints are read with the weights-only unpickler, which admits tensors and plain "
+                f"containers only). Do not use this file unless you know who made it and why."
+            ) from None
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "no message")
+        raise CheckpointError(
+            f"could not read {path} as a PyTorch checkpoint with weights_only=True "
+            f"({type(err).__name__}: {first[:200]}); the file is truncated, corrupt or not a checkpoint"
+        ) from None

@@ -27,11 +27,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from kwlab.layers.base import set_temperature
 from kwlab.layers.kernelwarehouse import KWLinear, _KWConvNd
+from kwlab.utils import CheckpointError, load_torch_file
 
 __all__ = ["load_official", "to_official", "OfficialCheckpointError", "read_checkpoint"]
 
@@ -39,8 +39,9 @@ _KWLAB_ONLY = (".attention.temperature", ".attention.init_pattern")
 _WAREHOUSE = re.compile(r"^(?:module\.)?warehouse_manager\.weights\.(\d+)$")
 
 
-class OfficialCheckpointError(ValueError):
-    """The checkpoint does not fit the model (another arch or preset, or not an official KW checkpoint)."""
+class OfficialCheckpointError(CheckpointError):
+    """The checkpoint does not fit the model (another arch or preset, or not an official KW checkpoint), or
+    cannot be read (empty, truncated, a directory, or it holds code); a ``ValueError``."""
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
@@ -48,19 +49,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
 
     Accepts a bare state_dict or the official training checkpoint (``{"model": ..., "args": Namespace, ...}``;
     ``model_ema`` is not used unless it is the only weights entry).
+
+    Raises:
+        FileNotFoundError: no such file.
+        OfficialCheckpointError: a directory, an empty or truncated file, or a file that holds code (refused;
+            the weights-only check is never turned off).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt, truncated, or pickles arbitrary objects
-        raise OfficialCheckpointError(
-            f"could not read {path} as a PyTorch checkpoint with weights_only=True "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); is it corrupt or "
-            f"not a PyTorch state_dict?"
-        ) from err
+        obj = load_torch_file(path, map_location="cpu", allowed=[argparse.Namespace])
+    except CheckpointError as err:  # empty, truncated, a directory, or a pickle that calls code
+        raise OfficialCheckpointError(str(err)) from None
     return _state_dict_of(obj, str(path))
 
 
