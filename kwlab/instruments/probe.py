@@ -27,7 +27,7 @@ Example::
     probe.cell_usage()     # layer x warehouse cell: mean_abs, top_count
     probe.save("runs/probe", config=cfg); kwlab.instruments.probe.load("runs/probe")
 
-Training: :class:`ProbeCallback` records the summary every ``k`` steps of :class:`kwlab.experiments.train.Trainer`.
+Training: :class:`kwlab.experiments.ProbeCallback` records the summary every ``k`` training steps.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ import dataclasses
 import fnmatch
 import json
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,50 @@ def capture(
     return seen
 
 
+# ------------------------------------------------------------------------------------- the statistics
+@dataclass(frozen=True)
+class Statistic:
+    """One column of :meth:`Probe.summary`: a function of :mod:`kwlab.instruments.metrics` (the only
+    implementation of the statistic) computed per recorded batch and streamed as a weighted mean.
+
+    Attributes:
+        column: the summary column.
+        metric: ``metric(alpha) -> 0-d tensor`` for one batch (``full`` coefficients when ``source="full"``).
+        weight: ``weight(alpha) -> 0-d tensor``, the batch's weight in the mean (e.g. its element count).
+        source: "alpha" (``(B, m, n)``) or "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only).
+    """
+
+    column: str
+    metric: Callable[[Tensor], Tensor]
+    weight: Callable[[Tensor], Tensor]
+    source: str = "alpha"
+
+
+def _elements(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a.numel()))
+
+
+def _mixtures(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a[..., 0].numel()))
+
+
+def _diversity(a: Tensor) -> Tensor:
+    return metrics.pairwise_cosine_distance(a.double()).float() if a.shape[0] >= 2 else a.new_zeros(())
+
+
+#: The summary statistics; a new one is a function in :mod:`kwlab.instruments.metrics` plus an entry here.
+STATISTICS: tuple[Statistic, ...] = (
+    Statistic("neg_frac", metrics.negative_fraction, _elements),
+    Statistic("neg_mass", metrics.negative_mass, lambda a: a.abs().sum()),
+    Statistic("zero_mass", metrics.zero_cell_mass, _mixtures, source="full"),
+    Statistic("entropy", lambda a: metrics.attention_entropy(a).mean(), _mixtures),
+    Statistic("effective_cells", lambda a: metrics.effective_cells(a).mean(), _mixtures),
+    # 1 - cos cancels in fp32: computed in float64; a batch of one sample has no pairs (weight 0)
+    Statistic("diversity", _diversity, lambda a: a.new_tensor(float(a.shape[0] >= 2))),
+    Statistic("mean_abs", lambda a: metrics.cell_mean_abs(a).mean(), _elements),
+)
+
+
 # --------------------------------------------------------------------------------------- per-layer state
 class _LayerStats:
     """Streaming accumulators of one layer (tensors live on the attention's device; no host sync)."""
@@ -153,11 +198,7 @@ class _LayerStats:
     def reset(self) -> None:
         self.calls = 0  # forward calls seen (recorded or not)
         self.n_samples = 0  # samples recorded
-        self.numel = 0
         self.acc: dict[str, Tensor] | None = None
-        self.diversity_batches = 0
-        self.zero_count = 0
-        self.temperature = float("nan")
         self._temperature: Tensor | None = None
         self.class_sum: Tensor | None = None  # (C, m, n)
         self.class_count: Tensor | None = None  # (C,)
@@ -168,19 +209,15 @@ class _LayerStats:
 
     def _zeros(self, device: torch.device) -> dict[str, Tensor]:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
-        return {
+        acc = {
             "hist": z(self.bins.numel() - 1),
-            "neg_count": z(()),
-            "neg_abs": z(()),
-            "abs_sum": z(()),
-            "entropy": z(()),
-            "effective": z(()),
             "cell_abs": z(self.n),
             "top": z(self.n),
             "alpha_sum": z(self.m, self.n),
-            "diversity": z(()),
-            "zero": z(()),
         }
+        for stat in STATISTICS:
+            acc[stat.column], acc[stat.column + ":w"] = z(()), z(())
+        return acc
 
     def update(self, alpha: Tensor, full: Tensor | None, labels: Tensor | None, temperature: Tensor) -> None:
         a = alpha.detach().float()
@@ -188,27 +225,19 @@ class _LayerStats:
         if self.acc is None:
             self.acc = self._zeros(a.device)
         acc = self.acc
-        absa = a.abs()
+        sources = {"alpha": a, "full": full.detach().float() if full is not None and self.zero_cell else None}
+        for stat in STATISTICS:
+            x = sources[stat.source]
+            if x is None:
+                continue
+            w = stat.weight(x).double()
+            acc[stat.column] += stat.metric(x).double() * w
+            acc[stat.column + ":w"] += w
         acc["hist"] += metrics.signed_histogram(a, self.bins)
-        neg = a < 0
-        acc["neg_count"] += neg.sum()
-        acc["neg_abs"] += (absa * neg).sum()
-        acc["abs_sum"] += absa.sum()
-        ent = metrics.attention_entropy(a)  # (B, m)
-        acc["entropy"] += ent.sum()
-        acc["effective"] += ent.exp().sum()
-        acc["cell_abs"] += absa.sum((0, 1))
+        acc["cell_abs"] += metrics.cell_mean_abs(a).double() * (b * self.m)
         acc["top"] += metrics.top_cell_counts(a)
         acc["alpha_sum"] += a.sum(0)
-        if b >= 2:
-            acc["diversity"] += metrics.pairwise_cosine_distance(a.double())  # 1 - cos cancels in fp32
-            self.diversity_batches += 1
-        if full is not None and self.zero_cell:
-            f = full.detach().float().abs()
-            acc["zero"] += (f[..., -1] / f.sum(-1).clamp_min(1e-12)).sum()
-            self.zero_count += f[..., -1].numel()
         self.n_samples += b
-        self.numel += a.numel()
         self._temperature = temperature.detach().clone()
         if labels is not None:
             self._add_classes(a, labels)
@@ -223,8 +252,8 @@ class _LayerStats:
             self.n_kept += take.shape[0]
 
     def _add_classes(self, a: Tensor, labels: Tensor) -> None:
-        labels = labels.to(a.device).long()
-        c = int(labels.max()) + 1  # one small sync per labelled batch
+        means, counts = metrics.class_means(a.double(), labels.to(a.device))  # one small sync per batch
+        c = means.shape[0]
         if self.class_sum is None:
             self.class_sum = torch.zeros(0, self.m, self.n, dtype=torch.float64, device=a.device)
             self.class_count = torch.zeros(0, dtype=torch.float64, device=a.device)
@@ -232,8 +261,9 @@ class _LayerStats:
             grow = c - self.class_sum.shape[0]
             self.class_sum = torch.cat([self.class_sum, self.class_sum.new_zeros(grow, self.m, self.n)])
             self.class_count = torch.cat([self.class_count, self.class_count.new_zeros(grow)])
-        self.class_sum.index_add_(0, labels, a.double())
-        self.class_count.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+        seen = counts > 0
+        self.class_sum[:c][seen] += means[seen] * counts[seen].reshape(-1, 1, 1).double()
+        self.class_count[:c] += counts.double()
 
     # ------------------------------------------------------------------------------------------- readout
     def _get(self, key: str) -> Tensor:
@@ -255,7 +285,6 @@ class _LayerStats:
 
     def summary_row(self) -> dict[str, Any]:
         nan = float("nan")
-        mixtures = self.n_samples * self.m
         row: dict[str, Any] = {
             "layer": self.name,
             "bank": self.bank,
@@ -266,23 +295,12 @@ class _LayerStats:
         if self.acc is None:
             row.update({k: nan for k in _SUMMARY_COLUMNS if k not in row})
             return row
-        abs_sum = float(self._get("abs_sum"))
+        for stat in STATISTICS:
+            w = float(self._get(stat.column + ":w"))
+            row[stat.column] = float(self._get(stat.column)) / w if w > 0 else nan
         cm = self.class_means()
-        row.update(
-            {
-                "neg_frac": float(self._get("neg_count")) / self.numel,
-                "neg_mass": float(self._get("neg_abs")) / abs_sum if abs_sum > 0 else 0.0,
-                "zero_mass": float(self._get("zero")) / self.zero_count if self.zero_count else nan,
-                "entropy": float(self._get("entropy")) / mixtures,
-                "effective_cells": float(self._get("effective")) / mixtures,
-                "diversity": float(self._get("diversity")) / self.diversity_batches
-                if self.diversity_batches
-                else nan,
-                "class_distance": float(metrics.between_class_distance(cm[0])) if cm is not None else nan,
-                "mean_abs": abs_sum / self.numel,
-                "temperature": float(self._temperature) if self._temperature is not None else nan,
-            }
-        )
+        row["class_distance"] = float(metrics.between_class_distance(cm[0])) if cm is not None else nan
+        row["temperature"] = float(self._temperature) if self._temperature is not None else nan
         return row
 
 
@@ -510,7 +528,7 @@ class Probe:
                         "bin_left": edges[i],
                         "bin_right": edges[i + 1],
                         "count": int(c),
-                        "frac": c / s.numel,
+                        "frac": c / (s.n_samples * s.m * s.n),
                     }
                 )
         return pd.DataFrame(rows, columns=["layer", "bin_left", "bin_right", "count", "frac"])
@@ -597,7 +615,7 @@ class Probe:
         return out
 
     def save(self, directory: str | Path, config: Any = None) -> Path:
-        """Write every table (Parquet if pyarrow is installed, else CSV) and ``config.json``; see :func:`load`."""
+        """Write every table (Parquet with pyarrow, else CSV) and ``config.json``; see :func:`load`."""
         return _save_tables(Path(directory), self.tables(), config)
 
 
