@@ -1,0 +1,94 @@
+"""Every registered model with every method (timm-style smoke test), and every method's temperature contract."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import kwlab
+from kwlab.layers.base import DynamicAttention
+
+# small inputs keep the 1000-class ImageNet archs CPU-sized; 64 px keeps >= 2x2 maps before the last BatchNorm
+_SIZE = {"resnet20_cifar": 16, "resnet18_cifar": 16}
+_COMBOS = [(arch, method) for arch in kwlab.list_models() for method in kwlab.list_methods()]
+
+
+def _size(arch: str) -> int:
+    entry = kwlab.models.model_entry(arch)
+    if "img_size" in entry.model_kwargs:  # ViTs are built for the test's image size
+        return 32
+    return _SIZE.get(arch, min(64, entry.input_size[-1]))
+
+
+def _input(arch: str, batch: int) -> torch.Tensor:
+    size = _size(arch)
+    return torch.randn(batch, kwlab.models.model_entry(arch).input_size[0], size, size)
+
+
+def _build(arch: str, method: str) -> nn.Module:
+    torch.manual_seed(0)
+    extra = {"img_size": 32} if "img_size" in kwlab.models.model_entry(arch).model_kwargs else {}
+    try:
+        return kwlab.create_model(arch, method=method, num_classes=10, **extra)
+    except ValueError as err:  # a method that does not apply to an arch must say so, not crash
+        pytest.skip(f"{method} on {arch}: {err}")
+
+
+@pytest.mark.parametrize("arch,method", _COMBOS, ids=[f"{a}-{m}" for a, m in _COMBOS])
+def test_every_model_with_every_method(arch, method, one_thread):
+    model = _build(arch, method).train()
+    x = _input(arch, 2)
+    out = model(x)
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    used = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
+    assert used, "no parameter got a gradient"
+    bad = [n for n, p in used if not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients in {bad[:5]}"
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, f"parameters that take no part in the forward pass: {unused[:5]}"
+    # batch 1 trains: one SGD step changes the weights and keeps the outputs finite
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    opt.zero_grad()
+    loss = nn.functional.cross_entropy(model(_input(arch, 1)), torch.tensor([3]))
+    assert math.isfinite(loss.item())
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(model.eval()(x)).all()
+
+
+_METHODS = [m for m in kwlab.list_methods() if m != "static"]
+
+
+@pytest.mark.parametrize("method", _METHODS)
+def test_every_method_is_finite_at_every_accepted_temperature(method, one_thread):
+    extra = {"wiring": "pairing"} if method == "kerneldna" else {}  # the official KernelDNA nets are ImageNet-sized
+    model = kwlab.create_model("resnet20_cifar", method=method, num_classes=10, widths=(8, 16, 16), **extra).eval()
+    contract = kwlab.METHODS[method].temperature
+    x = torch.randn(3, 3, 16, 16)
+    start = contract.position(contract.start) if contract.active else 1.0
+    for tau in (0.0, 0.5, 1.0, start):
+        kwlab.set_temperature(model, tau)
+        for m in model.modules():
+            if isinstance(m, DynamicAttention) and contract.active:
+                assert float(m.temperature) == pytest.approx(contract.value(tau))
+        assert torch.isfinite(model(x)).all(), f"{method} at tau={tau}"
+    for bad in (float("nan"), float("inf"), -0.1, 1.5):
+        with pytest.raises(ValueError, match=r"tau must be in \[0, 1\]"):
+            kwlab.set_temperature(model, bad)
+
+
+def test_temperature_contracts_map_the_anneal_onto_each_method():
+    # KW's blend weight is tau itself; DY-Conv's and ODConv's softmax divisor runs 30 -> 1 (official schedules)
+    kw, dy, od = (kwlab.METHODS[m].temperature for m in ("kw", "dyconv", "odconv"))
+    assert (kw.value(1.0), kw.value(0.0)) == (1.0, 0.0)
+    for c in (dy, od):
+        assert (c.value(1.0), c.value(0.0), c.value(0.5)) == (30.0, 1.0, 15.5)
+        assert c.position(c.value(0.3)) == pytest.approx(0.3)
+    assert (kw.epochs, dy.epochs, od.epochs) == (20.0, 10.0, 10.0)
+    for m in ("condconv", "kerneldna", "static"):
+        assert not kwlab.METHODS[m].temperature.active
