@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(PY) -m kwlab sweep configs/demo.yaml --out runs/demo --set data=$(DATA)
 
 test: $(STAMP)
+	$(PY) -m ruff check kwlab tests benchmarks
 	$(PY) -m pytest -q tests
 
 lab: $(STAMP)
