@@ -43,6 +43,49 @@ RECIPES: dict[str, dict[str, Any]] = {
         temperature_epochs=15,
         image_size=224,
     ),
+    # --- official KernelDNA ImageNet recipes (haiduo/KernelDNA README + main.py) ------------------------
+    # SGD momentum 0.9, weight decay on all parameters, plain cross-entropy, per-epoch linear warmup then
+    # cosine to 0, no temperature. Upstream main.py trains one batch per epoch (a stray ``break`` at the
+    # end of its batch loop); kwlab trains full epochs. Use with create_model(arch, method="kerneldna").
+    "imagenet_kerneldna_resnet18": dict(
+        epochs=90,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        batch_size=256,
+        weight_decay=1e-4,
+        warmup_epochs=0,
+        min_lr=0.0,
+        label_smoothing=0.0,
+        temperature_epochs=None,
+        image_size=224,
+    ),
+    "imagenet_kerneldna_resnet50": dict(
+        epochs=300,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        batch_size=256,
+        weight_decay=1e-4,
+        warmup_epochs=20,
+        min_lr=0.0,
+        label_smoothing=0.0,
+        temperature_epochs=None,
+        image_size=224,
+    ),
+    "imagenet_kerneldna_mobilenetv2": dict(  # width 1.0 and 0.5
+        epochs=150,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        batch_size=256,
+        weight_decay=4e-5,
+        warmup_epochs=0,
+        min_lr=0.0,
+        label_smoothing=0.0,
+        temperature_epochs=None,
+        image_size=224,
+    ),
     # --- CIFAR ----------------------------------------------------------------------------------------
     "cifar": dict(  # the standard CIFAR-10/100 ResNet recipe
         epochs=200,

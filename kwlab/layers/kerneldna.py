@@ -7,32 +7,40 @@ Child rule (a *static* modulation of the parent plus an input-dependent gate)::
     W_i  = W_p * (1 + S_i) * (1 + F_i)       S_i (1, 1, kh, kw): per-tap scale (absent for 1x1)
                                              F_i (O, 1, 1, 1):   per-output-filter scale; both zero-init
     g(x) = sigmoid(FC2(ReLU(BN(FC1(GAP(x))))))   SE gate on the child's INPUT channels, FC1: I -> I/rd
-                                                 (no bias), FC2: I/rd -> I (bias), rd = 4
+                                                 (no bias), FC2: I/rd -> I (bias), rd = 4 (24 on the
+                                                 MobileNetV2 project side)
     y    = conv(x * g(x), W_i)               one dense conv for the whole batch (no per-sample kernel)
 
 So a child is a parent conv with ODConv's input-channel attention alone; at init (S = F = 0) its kernel is
 the parent's. ``S`` and ``F`` do not depend on the input and fold into a static kernel at inference.
+The official ResNet50 writes the product as ``(1 + F)(1 + S)``: only float rounding differs (~1e-7).
 
 Protocol: ``layer.attention(x)`` reports the gate as alpha ``(B, 1, I)``: the "bank" of a KernelDNA layer
 is its input channels. The ``temperature`` buffer has no effect (KernelDNA has no temperature).
+What the probe's statistics mean for a gate: alpha is I independent sigmoids in (0, 1), not a mixture
+(it does not sum to 1), so "entropy", "top-k share" and "effective cells" describe how the gate's mass is
+spread over input channels after normalising it to sum 1 (uniform gate = maximal entropy), and the mean
+alpha per entry is the average channel gain; there is no zero cell. ``kwlab.freeze_attention`` replaces
+the gate by a fixed per-channel gain, which makes the child a static conv.
 Batch size 1 in training mode: the gate's BatchNorm uses the running statistics for that forward (see
-:class:`kwlab.layers.odconv.BatchNorm2dSafe`).
+:class:`kwlab.layers.odconv.BatchNorm2dSafe`; the official model crashes there).
 
 Sharing: ``KernelDNAConv2d(..., parent=conv)`` shares ``conv.weight`` (the very same Parameter, so
-``model.parameters()`` lists it once); with ``parent=None`` the layer owns its kernel.
-:func:`kwlab.methods.family.convert` with ``method="kerneldna"`` pairs same-shape spatial convs of a stage: the
-first block holding a conv of a given shape keeps it as a static parent, and that shape's convs in later
-blocks become its children. The official KernelDNA ResNets go further and *rewire depth*: each of the
-last two stages is rebuilt as 3 blocks (6 convs) drawn from 3 parent kernels (ResNet18: 9.24M params,
-+0.46 GMACs); kwlab keeps the original depth and does not reproduce that rewiring exactly.
-Checked against the official code (commit a8cb91a, ``models/KDNA_ResNet18.py``) and the reference digest
-(section 2).
+``model.parameters()`` lists it once). A shared kernel is saved once, under the parent's name: the child's
+``state_dict`` leaves out ``parent_weight`` and ``load_state_dict`` does not ask for it. With
+``parent=None`` the layer owns its kernel and saves it as ``parent_weight``.
+
+Wiring: the official KernelDNA models (ResNet18/50, MobileNetV2 1.0/0.5: extra depth in the ResNets,
+1x1 sharing inside each MobileNetV2 group) are built by :mod:`kwlab.models.kerneldna`
+(``create_model(arch, method="kerneldna")``). :func:`kwlab.methods.family.convert` with
+``wiring="pairing"`` is a kwlab heuristic (same-shape convs of later blocks become children), not the
+paper's. Checked against the official code (commit a8cb91a, ``models/KDNA_*.py``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +50,32 @@ from .base import DynamicAttention, DynamicLayer
 from .condconv import _check_positive_int, _conv_geometry, _conv_repr
 from .norm import BatchNorm2dSafe
 
-__all__ = ["KernelDNAConv2d", "KernelDNAGate"]
+__all__ = ["KernelDNAConv2d", "KernelDNAGate", "OfficialLayout"]
+
+
+class OfficialLayout(NamedTuple):
+    """How a module's ``state_dict`` keys differ from the official KernelDNA code's (relative names).
+
+    Attributes:
+        stacks: official stacked tensor -> the kwlab tensors it holds along its first axis, in order
+            (e.g. ``"static_filter_attn" -> ("kids.0.filter_scale", "kids.1.filter_scale", ...)``).
+        renames: ``(official prefix, kwlab prefix)`` pairs (e.g. ``("se.0.se.", "kids.0.attention.")``).
+    """
+
+    stacks: dict[str, tuple[str, ...]]
+    renames: tuple[tuple[str, str], ...] = ()
+
+
+def _drop_shared_kernel(module: KernelDNAConv2d, state_dict, prefix: str, local_metadata) -> None:
+    """A shared kernel is saved under its parent's name only."""
+    if module.shares_parent:
+        state_dict.pop(prefix + "parent_weight", None)
+
+
+def _fill_shared_kernel(module: KernelDNAConv2d, state_dict, prefix: str, *args: Any) -> None:
+    """Loading: the shared kernel comes with the parent; the child's slot gets the kernel it already holds."""
+    if module.shares_parent:
+        state_dict.setdefault(prefix + "parent_weight", module.parent_weight.detach())
 
 
 class KernelDNAGate(DynamicAttention):
@@ -118,6 +151,7 @@ class KernelDNAConv2d(DynamicLayer):
         self.padding, self.dilation = geo["padding"], geo["dilation"]
         shape = (out_channels, in_channels // groups, *self.kernel_size)
         factory = dict(device=device, dtype=dtype)
+        self.shares_parent = False
         if parent is None:
             self.parent_weight = nn.Parameter(torch.empty(shape, **factory))
             nn.init.kaiming_normal_(self.parent_weight, mode="fan_out", nonlinearity="relu")
@@ -134,6 +168,7 @@ class KernelDNAConv2d(DynamicLayer):
                     f"{None if weight is None else tuple(weight.shape)}"
                 )
             self.parent_weight = weight
+        self.shares_parent = parent is not None
         self.parent_name = ""  # set by kwlab.methods.family.convert, for display
         self.spatial_scale = (
             None
@@ -146,6 +181,8 @@ class KernelDNAConv2d(DynamicLayer):
             bound = 1.0 / math.sqrt(shape[1] * shape[2] * shape[3])
             nn.init.uniform_(self.bias, -bound, bound)
         self.attention = KernelDNAGate(in_channels, reduction=reduction, **factory)
+        self.register_state_dict_post_hook(_drop_shared_kernel)
+        self.register_load_state_dict_pre_hook(_fill_shared_kernel)
 
     def reset_parameters(self) -> None:
         """Zero the static modulation (child = parent), re-initialise the gate; keep the shared kernel."""

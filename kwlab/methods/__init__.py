@@ -217,9 +217,9 @@ METHODS: dict[str, Method] = {
         Method(
             "kerneldna",
             KernelDNAConv2d,
-            _family_converter("kerneldna"),
+            family.convert_kerneldna,
             "none",
-            ("reduction", "stages", *_PATTERNS),
+            ("wiring", "reduction", "stages", *_PATTERNS),
             ("reduction",),
             NO_TEMPERATURE,
             description="KernelDNA: child convs share a parent kernel through input-channel gates",

@@ -17,9 +17,17 @@ method       converted               kept static          layer defaults
 condconv     every conv but...       stem, downsample     ``num_experts=8`` (the ResNet18 "8x" row)
 dyconv       every conv but...       stem                 ``num_kernels=4`` (downsample converted)
 odconv       every conv but...       stem, downsample     ``num_kernels=4``, reduction 1/16, min 16
-kerneldna    later blocks' spatial   stem, downsample,    ``reduction=4``; last two stages
-             convs of a stage        parents (block 0)
+kerneldna    ``wiring="pairing"``     stem, downsample,    ``reduction=4``; last two stages
+             only (kwlab heuristic): parents (block 0)
+             later blocks' spatial
+             convs of a stage
 ============ ======================= ==================== =========================================
+
+KernelDNA's default ``wiring="official"`` is not a conversion: the official models rebuild stages (extra
+depth in the ResNets, 1x1 sharing inside each MobileNetV2 group) and are built by
+``create_model(arch, method="kerneldna")`` for resnet18, resnet50, mobilenetv2_100 and mobilenetv2_050
+(:mod:`kwlab.models.kerneldna`). ``kwlab.convert(model, "kerneldna")`` therefore needs
+``wiring="pairing"``.
 
 Rules (in this order):
 
@@ -34,21 +42,25 @@ Rules (in this order):
 5. explicit layer keywords win over the defaults (``kwlab.convert(model, m, preset="Nx")`` sets the kernel
    count of condconv/dyconv/odconv).
 
-KernelDNA pairing (``stages=`` keyword, default ``"late"``): a *stage* is an ``nn.Sequential`` or
+KernelDNA pairing (``wiring="pairing"``; a kwlab heuristic, NOT the paper's wiring; ``stages=`` keyword,
+default ``"late"``): a *stage* is an ``nn.Sequential`` or
 ``nn.ModuleList`` whose children are all blocks (non-conv modules that contain a conv); ``"late"`` takes the
-last two stages found (ResNet: ``layer3``, ``layer4``, as the official code), ``"all"`` every stage, or
+last two stages found (ResNet: ``layer3``, ``layer4``, the stages the official code rebuilds), ``"all"``
+every stage, or
 pass stage names. In a stage, a candidate spatial conv (kernel > 1x1) of block j > 0 becomes a child of
 the same-shape (weight shape and groups) conv of the earliest block that has one; same relative name is
 preferred (``layerX.0.conv2`` for every 3x3 of a ResNet18 stage). Parents stay static ``nn.Conv2d``.
-The official KernelDNA ResNets instead rebuild the stage with extra depth; kwlab does not reproduce that.
+The official KernelDNA ResNets instead rebuild the stage with extra depth (and ResNet50 never shares the
+strided transition's 3x3, which this rule does); use ``wiring="official"`` for those.
 The rule is tuned for ResNets: torchvision-style MobileNetV2 has no stage containers (``features`` is one
-stage), so its depthwise convs get paired and the SE gates (rd 4 on 6x-expanded widths) make the model
-larger (5.00M vs 3.50M static; official KernelDNA MBv2 shares the 1x1 convs instead: 3.14M).
+stage), so its depthwise convs get paired across groups and the SE gates (rd 4 on 6x-expanded widths) make
+the model larger (5.00M vs 3.50M static; official KernelDNA MBv2 shares the 1x1 convs instead: 3.14M).
 
 Parameter counts of a torchvision-shaped ResNet18 (1000 classes) under the default wiring, checked in
 tests/test_family.py where a published number exists: ODConv 1x 11.94M and 4x 44.90M (README: same);
 DY-Conv 4x 45.47M (KW/ODConv table: 45.47M); CondConv 8x 88.62M (table: 81.35M; that row's wiring is
-not documented and no kwlab wiring reproduces it); KernelDNA 6.12M (official, with depth rewiring: 9.24M).
+not documented and no kwlab wiring reproduces it); KernelDNA pairing 6.12M (official wiring, with its extra
+depth: 9.24M, see :mod:`kwlab.models.kerneldna`).
 
 Temperatures: DY-Conv and ODConv anneal T from 30 to 1 over 10 epochs (their rows in
 :data:`kwlab.methods.METHODS` hold the contract); new layers start at T = 30.
@@ -69,7 +81,16 @@ from kwlab.layers.dyconv import DynamicConv2d
 from kwlab.layers.kerneldna import KernelDNAConv2d
 from kwlab.layers.odconv import ODConv2d
 
-__all__ = ["Wiring", "WIRING", "convert", "conversion_plan", "find_stages", "kerneldna_pairs"]
+__all__ = [
+    "Wiring",
+    "WIRING",
+    "KERNELDNA_WIRINGS",
+    "convert",
+    "convert_kerneldna",
+    "conversion_plan",
+    "find_stages",
+    "kerneldna_pairs",
+]
 
 Patterns = str | Sequence[str] | None
 
@@ -100,6 +121,11 @@ WIRING: dict[str, Wiring] = {
 }
 
 _SHORTCUT_WORDS = ("downsample", "shortcut")
+
+#: KernelDNA wirings: "official" (the paper's models, built by create_model) and "pairing" (kwlab heuristic).
+KERNELDNA_WIRINGS = ("official", "pairing")
+#: archs with an official KernelDNA model (``create_model(arch, method="kerneldna")``).
+KERNELDNA_OFFICIAL_ARCHS = ("resnet18", "resnet50", "mobilenetv2_100", "mobilenetv2_050")
 
 
 def _as_patterns(patterns: Patterns, name: str) -> tuple[str, ...] | None:
@@ -241,6 +267,7 @@ def convert(
     include: Patterns = None,
     exclude: Patterns = None,
     stages: str | Sequence[str] = "late",
+    wiring: str = "pairing",
     **layer_kwargs: Any,
 ) -> nn.Module:
     """Replace ``nn.Conv2d`` layers of ``model`` (in place) by ``method``'s dynamic layer; returns ``model``.
@@ -252,14 +279,20 @@ def convert(
             (the method's default wiring is then ignored).
         exclude: patterns of convs to keep static.
         stages: KernelDNA only: "late", "all" or stage names.
+        wiring: KernelDNA only: "pairing" (the only wiring a conversion can do; see the module docstring).
         **layer_kwargs: passed to the layer (e.g. ``num_kernels=2``, ``reduction=1/8``, ``temperature=1.0``).
 
     Each new layer gets ``_bank`` = its qualified name, the same device/dtype and train/eval mode.
     """
     spec = _method(method)
     kwargs = {**spec.defaults, **layer_kwargs}
-    if method != "kerneldna" and stages != "late":
-        raise ValueError(f"stages is only used by method 'kerneldna', got stages={stages!r} for {method!r}")
+    if method != "kerneldna" and (stages != "late" or wiring != "pairing"):
+        raise ValueError(
+            f"stages and wiring are only used by method 'kerneldna', got stages={stages!r}, "
+            f"wiring={wiring!r} for {method!r}"
+        )
+    if method == "kerneldna":
+        _check_wiring(wiring)
     if isinstance(model, nn.Conv2d):  # a lone conv (KernelDNA: a standalone layer owning its kernel)
         return spec.layer.from_conv(model, **kwargs)
     names = conversion_plan(model, method, include=include, exclude=exclude)
@@ -277,3 +310,27 @@ def convert(
         layer._bank = name
         _replace(model, name, layer)
     return model
+
+
+def _check_wiring(wiring: str) -> None:
+    if wiring not in KERNELDNA_WIRINGS:
+        raise ValueError(f"wiring must be one of {list(KERNELDNA_WIRINGS)}, got {wiring!r}")
+    if wiring == "official":
+        raise ValueError(
+            "wiring='official' (the default of method 'kerneldna') is not a conversion: the official "
+            "KernelDNA models rebuild whole stages and are built by "
+            f"create_model(arch, method='kerneldna') for {list(KERNELDNA_OFFICIAL_ARCHS)}. To convert "
+            "another network, pass wiring='pairing' "
+            "(kwlab's same-shape pairing heuristic, not the paper's wiring)."
+        )
+
+
+def convert_kerneldna(
+    model: nn.Module, *, preset: str | None = None, wiring: str = "official", **options: Any
+) -> nn.Module:
+    """The "kerneldna" converter of :data:`kwlab.methods.METHODS`: ``wiring="pairing"`` converts ``model``
+    with kwlab's pairing heuristic; ``"official"`` (default) refuses, naming ``create_model`` (see above)."""
+    if preset is not None:
+        raise ValueError(f"method 'kerneldna' has no presets, got preset={preset!r}")
+    _check_wiring(wiring)
+    return convert(model, "kerneldna", wiring=wiring, **options)

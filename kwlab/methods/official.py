@@ -1,6 +1,21 @@
-"""Load checkpoints saved by the official KernelWarehouse code (OSVAI/KernelWarehouse) into kwlab models.
+"""Load checkpoints saved by the official code of each method into kwlab models (and export to it).
 
-Mapping from official ``state_dict`` keys to kwlab keys:
+* KernelWarehouse (OSVAI/KernelWarehouse): the warehouse mapping below.
+* ODConv (OSVAI/ODConv) and the other family layers: kwlab keeps the official parameter names, so keys
+  map one to one (kwlab-only buffers are left out).
+* KernelDNA (haiduo/KernelDNA): models built by ``create_model(arch, method="kerneldna")`` declare their
+  differences from the official layout per module (``official_layout()``, see
+  :class:`kwlab.layers.kerneldna.OfficialLayout`): the stacked static tensors (``static_spatial_attn``,
+  ``static_filter_attn[1|2|3]``) are split along their first axis into each child's ``spatial_scale`` /
+  ``filter_scale``, the SE gates (``se.{i}.se.*``, ``half1.se.se.*``, ``se1.se.*``, ``se3.se.*``) become the
+  children's ``attention.*``, and MobileNetV2's ``classifier.1.`` becomes ``classifier.``. A shared parent
+  kernel is stored once, under the parent conv, as in the official code.
+
+Temperature: after loading, every dynamic layer is set to anneal position ``tau = 0`` by default, the end
+of its method's anneal (``METHODS[m].temperature.end``), which is where each official code evaluates:
+KW's blend weight 0, DY-Conv's and ODConv's softmax divisor T = 1; CondConv and KernelDNA have none.
+
+KernelWarehouse mapping from official ``state_dict`` keys to kwlab keys:
 
 * ``warehouse_manager.weights.{i}`` -> ``{owner}.warehouse.cells``: warehouse ``i`` is the i-th warehouse
   the official code created (first reservation order; kwlab plans warehouses in the same order), and its
@@ -12,10 +27,10 @@ Mapping from official ``state_dict`` keys to kwlab keys:
   differ from the official ones provide ``official_key_map`` in their model module.
 * kwlab's buffers ``attention.temperature`` and ``attention.init_pattern`` are not in official checkpoints
   (the official temperature is a Python attribute, its init pattern a plain tensor rebuilt at
-  construction); kwlab rebuilds ``init_pattern`` identically and sets the temperature (default 0, the
-  value after the official anneal, which evaluation reuses).
+  construction); kwlab rebuilds ``init_pattern`` identically and sets the temperature (see above).
 
-A checkpoint of another arch or preset is rejected with the keys and shapes that differ.
+A checkpoint of another arch or preset (or of another method) is rejected with the keys and shapes that
+differ.
 """
 
 from __future__ import annotations
@@ -27,15 +42,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from kwlab.layers.base import set_temperature
+from kwlab.layers.base import DynamicAttention, set_temperature
+from kwlab.layers.kerneldna import OfficialLayout
 from kwlab.layers.kernelwarehouse import KWLinear, _KWConvNd
 from kwlab.utils import CheckpointError, load_torch_file
 
 __all__ = ["load_official", "to_official", "OfficialCheckpointError", "read_checkpoint"]
 
-_KWLAB_ONLY = (".attention.temperature", ".attention.init_pattern")
+_KWLAB_ONLY = (".attention.temperature", ".attention.init_pattern", ".attention.frozen_alpha")
 _WAREHOUSE = re.compile(r"^(?:module\.)?warehouse_manager\.weights\.(\d+)$")
 
 
@@ -121,16 +138,75 @@ def _map_keys(model: nn.Module, official: Mapping[str, Tensor]) -> dict[str, Ten
     return mapped
 
 
+def _layout_tables(model: nn.Module) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, str]]]:
+    """Full-name stacks and renames of every module of ``model`` that declares an official layout."""
+    stacks: dict[str, tuple[str, ...]] = {}
+    renames: list[tuple[str, str]] = []
+    for name, module in model.named_modules():
+        layout = getattr(module, "official_layout", None)
+        if not callable(layout):
+            continue
+        spec: OfficialLayout = layout()
+        p = f"{name}." if name else ""
+        stacks.update({p + k: tuple(p + c for c in kids) for k, kids in spec.stacks.items()})
+        renames += [(p + off, p + own) for off, own in spec.renames]
+    return stacks, renames
+
+
+def _rename(key: str, renames: list[tuple[str, str]], reverse: bool = False) -> str:
+    src, dst = (1, 0) if reverse else (0, 1)
+    for pair in sorted(renames, key=lambda r: -len(r[src])):
+        if key.startswith(pair[src]):
+            return pair[dst] + key[len(pair[src]) :]
+    return key
+
+
+def _map_layout_keys(
+    model: nn.Module, official: Mapping[str, Tensor]
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Official KernelDNA keys -> kwlab keys (stacks split); also the stacked tensors whose shape is wrong."""
+    stacks, renames = _layout_tables(model)
+    mapped: dict[str, Tensor] = {}
+    bad: list[str] = []
+    for key, value in official.items():
+        key = key.removeprefix("module.")
+        kids = stacks.get(key)
+        if kids is None:
+            mapped[_rename(key, renames)] = value
+        elif value.dim() == 0 or value.shape[0] != len(kids):
+            bad.append(f"{key}: checkpoint {tuple(value.shape)}, model stacks {len(kids)} children")
+        else:
+            mapped.update({kid: value[i] for i, kid in enumerate(kids)})
+    return mapped, bad
+
+
+def _eval_position(model: nn.Module) -> float:
+    """The anneal position of the method's evaluation temperature (its contract's ``end``): 0 for every
+    method of the table."""
+    positions = {
+        m.temperature_contract.position(m.temperature_contract.end)
+        for m in model.modules()
+        if isinstance(m, DynamicAttention) and m.temperature_contract.active
+    }
+    if len(positions) > 1:  # pragma: no cover - every contract ends at tau = 0
+        raise ValueError(f"the model's methods evaluate at different anneal positions: {sorted(positions)}")
+    return positions.pop() if positions else 0.0
+
+
 def load_official(
-    model: nn.Module, state_dict_or_path: Mapping[str, Tensor] | str | Path, temperature: float | None = 0.0
+    model: nn.Module,
+    state_dict_or_path: Mapping[str, Tensor] | str | Path,
+    temperature: float | None | str = "eval",
 ) -> nn.Module:
-    """Load an official KernelWarehouse checkpoint into a kwlab model built with the same arch and preset.
+    """Load an official checkpoint (KW, ODConv, KernelDNA, ...) into a kwlab model of the same arch/preset.
 
     Args:
-        model: e.g. ``kwlab.create_model("resnet18", method="kw", preset="1x")``.
-        state_dict_or_path: an official state_dict, or the path of a checkpoint file.
-        temperature: temperature to set after loading (default 0: the value after the official anneal);
-            None leaves it unchanged.
+        model: e.g. ``kwlab.create_model("resnet18", method="kw", preset="1x")`` or ``method="kerneldna"``.
+        state_dict_or_path: an official state_dict (keys with or without ``module.``; raw, or under
+            ``model`` / ``state_dict``), or the path of a checkpoint file (read with ``weights_only=True``).
+        temperature: anneal position ``tau`` in [0, 1] to set after loading; "eval" (default): each method's
+            evaluation temperature from its contract (the end of the anneal, tau = 0: KW blend 0, DY-Conv and
+            ODConv T = 1); None leaves the temperature unchanged.
     Returns:
         The model, with its weights replaced.
     Raises:
@@ -141,11 +217,15 @@ def load_official(
         official = read_checkpoint(state_dict_or_path)
     else:
         official = _state_dict_of(state_dict_or_path, "the given object")
-    mapped = _map_keys(model, official)
+    stacks, renames = _layout_tables(model)
+    if stacks or renames:
+        mapped, bad_stacks = _map_layout_keys(model, official)
+    else:
+        mapped, bad_stacks = _map_keys(model, official), []
     own = {k: v for k, v in model.state_dict().items() if not k.endswith(_KWLAB_ONLY)}
     missing = [k for k in own if k not in mapped]
     unexpected = [k for k in mapped if k not in own]
-    shapes = [
+    shapes = bad_stacks + [
         f"{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own
         if k in mapped and tuple(mapped[k].shape) != tuple(own[k].shape)
@@ -170,13 +250,21 @@ def load_official(
                 )
         raise OfficialCheckpointError("\n".join(lines))
     model.load_state_dict({**model.state_dict(), **{k: mapped[k] for k in own}})
+    if isinstance(temperature, str):
+        if temperature != "eval":
+            raise ValueError(f"temperature must be 'eval', None or a tau in [0, 1], got {temperature!r}")
+        temperature = _eval_position(model)
     if temperature is not None:
         set_temperature(model, temperature)
     return model
 
 
 def to_official(model: nn.Module) -> dict[str, Tensor]:
-    """The inverse mapping: a kwlab KW model's weights as an official-layout state_dict."""
+    """The inverse mapping: a kwlab model's weights as an official-layout state_dict (KW, the family layers,
+    and KernelDNA models from ``create_model(arch, method="kerneldna")``)."""
+    stacks, renames = _layout_tables(model)
+    if stacks or renames:
+        return _to_official_layout(model, stacks, renames)
     order, owners = _owners(model)
     owner_key = {f"{owners[k]}.warehouse.cells": i for i, k in enumerate(order)}
     linears = {n for n, m in model.named_modules() if isinstance(m, KWLinear)}
@@ -193,4 +281,14 @@ def to_official(model: nn.Module) -> dict[str, Tensor]:
                 key = f"{lin}.conv.{key[len(lin) + 1 :]}"
                 break
         out[unmap(key, model) if unmap is not None else key] = value
+    return out
+
+
+def _to_official_layout(
+    model: nn.Module, stacks: Mapping[str, tuple[str, ...]], renames: list[tuple[str, str]]
+) -> dict[str, Tensor]:
+    own = {k: v for k, v in model.state_dict().items() if not k.endswith(_KWLAB_ONLY)}
+    in_stack = {kid for kids in stacks.values() for kid in kids}
+    out = {_rename(k, renames, reverse=True): v for k, v in own.items() if k not in in_stack}
+    out.update({key: torch.stack([own[kid] for kid in kids]) for key, kids in stacks.items()})
     return out

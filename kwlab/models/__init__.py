@@ -69,3 +69,5 @@ register_model(
         description="ResNet-20 (16-32-64, CIFAR) with 1x1-conv shortcuts",
     )
 )
+
+from . import kerneldna  # noqa: E402, F401 - official KernelDNA builders for resnet18/50, mobilenetv2

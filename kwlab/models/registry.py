@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -17,7 +17,14 @@ from torch import nn
 from kwlab.methods import get_method
 from kwlab.utils import suggest
 
-__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "model_entry"]
+__all__ = [
+    "ModelEntry",
+    "register_model",
+    "register_method_builder",
+    "create_model",
+    "list_models",
+    "model_entry",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,9 @@ class ModelEntry:
         temperature_epochs: official KW anneal span in epochs (ResNet/ConvNeXt 20, MobileNetV2 15).
         kw_prepare: optional ``fn(model, preset, settings) -> settings`` run before KW conversion, for
             archs whose official KW variant needs per-warehouse options.
+        method_builders: method -> ``builder(num_classes=..., **options)`` building that method's official
+            model directly (KernelDNA rebuilds stages instead of converting convs); used unless the options
+            ask for another wiring (``wiring`` other than "official").
     """
 
     name: str
@@ -43,6 +53,7 @@ class ModelEntry:
     temperature_epochs: float = 20.0
     kw_prepare: Callable[..., dict] | None = None
     description: str = ""
+    method_builders: Mapping[str, Callable[..., nn.Module]] = field(default_factory=dict)
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -54,6 +65,14 @@ def register_model(entry: ModelEntry) -> ModelEntry:
         raise ValueError(f"model {entry.name!r} is already registered")
     _MODELS[entry.name] = entry
     return entry
+
+
+def register_method_builder(arch: str, method: str, builder: Callable[..., nn.Module]) -> None:
+    """Let ``create_model(arch, method=method)`` build ``method``'s official model with ``builder``."""
+    entry = model_entry(arch)
+    if method in entry.method_builders:
+        raise ValueError(f"model {arch!r} already has a builder for method {method!r}")
+    _MODELS[arch] = replace(entry, method_builders={**entry.method_builders, method: builder})
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -105,10 +124,16 @@ def create_model(
     if spec.converter is None and preset is not None:
         raise ValueError(f"preset={preset!r} needs a dynamic method; method='static' has no presets")
     settings = spec.preset_options(preset, entry.presets, where) if spec.converter is not None else {}
-    model = entry.builder(num_classes=num_classes, **model_kw)
     config: dict[str, Any] = dict(
         arch=arch, method=method, preset=preset, num_classes=num_classes, **overrides
     )
+    official = entry.method_builders.get(spec.name)
+    if official is not None and options.get("wiring", "official") == "official":
+        rest = {k: v for k, v in options.items() if k != "wiring"}
+        model = official(num_classes=num_classes, **model_kw, **rest)
+        model.kwlab_config = config
+        return model
+    model = entry.builder(num_classes=num_classes, **model_kw)
     if spec.name == "kw":
         settings = {"init": "kaiming", **settings, **options}  # trained from scratch: the official init
         if entry.kw_prepare is not None:
