@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 import kwlab
 from kwlab.layers import CondConv2d, KernelDNAConv2d, KWConv2d
+from kwlab.methods.kernelwarehouse import check_plan
 
 
 def _numel(*tensors) -> int:
@@ -66,3 +68,206 @@ def test_parameter_breakdown_family_layers():
     assert got["total"] == kwlab.count_parameters(model)
     lone = KWConv2d(16, 16, 3)
     assert kwlab.parameter_breakdown(lone)["warehouse"] == lone.warehouse.cells.numel()
+
+
+# --------------------------------------------------------------------------- torchvision architectures
+
+TV_MODELS = [
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "regnet_y_400mf",
+    "shufflenet_v2_x1_0",
+    "densenet121",
+    "vit_b_16",
+]
+SIZE = 64
+
+
+def _tv(name: str) -> nn.Module:
+    from kwlab._compat import import_torchvision
+
+    tv = import_torchvision()
+    kwargs = dict(weights=None, num_classes=10)
+    if name == "vit_b_16":
+        kwargs["image_size"] = SIZE
+    torch.manual_seed(0)
+    model = getattr(tv.models, name)(**kwargs)
+    if name == "vit_b_16":  # torchvision zero-initialises the head, which would hide every difference
+        nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model
+
+
+@pytest.mark.parametrize("name", TV_MODELS)
+def test_torchvision_model_converts_within_bounds(name):
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    static = _tv(name).eval()
+    n_static = kwlab.count_parameters(static)
+    with torch.no_grad():
+        ref = static(x)
+    plan = kwlab.plan_kernelwarehouse(static, budget=1, example_input=x)
+    model = kwlab.kernelwarehouse(static, budget=1, init="static", example_input=x).eval()
+    n_kw = kwlab.count_parameters(model)
+    assert len(list(kwlab.dynamic_layers(model))) == len(plan.layers) > 0
+    assert n_kw == plan.totals()["converted_model"]  # the plan's formula is the built model
+    assert n_kw <= 2 * n_static
+    with torch.no_grad():
+        out = model(x)
+    assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-4  # tau = 1 reproduces the static net
+    # a training step, at batch 2 and at batch 1
+    model.train()
+    for batch in (x, x[:1]):
+        model.zero_grad()
+        loss = nn.functional.cross_entropy(model(batch), torch.zeros(batch.shape[0], dtype=torch.long))
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    graph = torch.fx.symbolic_trace(model)
+    with torch.no_grad():
+        assert torch.equal(graph(x), model(x))
+    other = kwlab.kernelwarehouse(_tv(name), budget=1, init="kaiming", example_input=x).eval()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(other(x), model(x))
+
+
+@pytest.mark.parametrize("name", TV_MODELS)
+def test_torchvision_half_budget_is_smaller_than_static(name):
+    static = _tv(name)
+    x = torch.zeros(2, 3, SIZE, SIZE)
+    plan = kwlab.plan_kernelwarehouse(static, budget=0.5, cell_in=0.5, cell_out=0.5, example_input=x)
+    assert plan.totals()["ratio"] < 1
+    check_plan(plan)  # accepted by the guard
+
+
+# --------------------------------------------------------------------------- the guard and bad input
+
+
+def test_guard_refuses_exploding_plans_fast_and_without_allocating():
+    import time
+    import tracemalloc
+
+    x = torch.zeros(2, 3, SIZE, SIZE)
+    for name, sharing in (("mobilenet_v2", "names"), ("resnet18", "network")):
+        model = _tv(name)
+        plan = kwlab.plan_kernelwarehouse(model, sharing=sharing, example_input=x)
+        assert plan.totals()["ratio"] > 4  # the plan itself explodes ...
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError, match="max_param_ratio=4.0x.*the static one") as err:
+            kwlab.kernelwarehouse(model, sharing=sharing, example_input=x)
+        elapsed = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert elapsed < 10 and peak < 200 * 2**20  # ... but refusing it is quick and allocates nothing big
+        worst = max(plan.warehouse_table(), key=lambda r: r["warehouse_params"] + r["attention_params"])
+        assert repr(worst["warehouse"]) in str(err.value) and "exclude" in str(err.value)
+        assert not any(True for _ in kwlab.dynamic_layers(model))  # nothing was converted
+
+
+def test_override_builds_a_large_plan():
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.Linear(16, 2))
+    with pytest.raises(ValueError, match="max_param_ratio"):
+        kwlab.kernelwarehouse(net, sharing="layer", max_param_ratio=1.0)
+    kwlab.kernelwarehouse(net, sharing="layer", max_param_ratio=None)
+    assert len(list(kwlab.dynamic_layers(net))) == 3
+
+
+def test_attention_formula_matches_modules():
+    from kwlab.layers.attention import attention_parameter_count
+
+    for kwargs in (
+        dict(norm="batch"),
+        dict(norm="layer", zero_cell=False),
+        dict(norm="none"),
+        dict(norm="batch", nonlocal_basis_ratio=0.5, budget=0.5),
+    ):
+        b = kwargs.pop("budget", 1.0)
+        n = 72 if b == 1.0 else 36
+        att = kwlab.KWAttention(48, 36, n, budget=b, **kwargs)
+        want = sum(p.numel() for p in att.parameters())
+        assert attention_parameter_count(48, 36, n, budget=b, **kwargs) == want
+
+
+def test_plan_table_lists_warehouses_and_static_layers():
+    model = _tv("mobilenet_v2")
+    x = torch.zeros(2, 3, SIZE, SIZE)
+    plan = kwlab.plan_kernelwarehouse(model, example_input=x)
+    rows = plan.warehouse_table()
+    assert [r["warehouse"] for r in rows] == list(plan.warehouses)
+    assert sum(r["layers"] for r in rows) == len(plan.layers)
+    assert plan.left_static["classifier.1"].startswith("classifier head")
+    assert all(
+        "attention" in why for n, why in plan.left_static.items() if n.endswith(".1.0") and "conv" in n
+    )
+    # user override of a warehouse, by the key the table shows
+    key = rows[0]["warehouse"]
+    plan2 = kwlab.plan_kernelwarehouse(model, example_input=x, warehouse_options={key: dict(budget=2)})
+    assert plan2.warehouses[key].num_cells == 2 * plan.warehouses[key].num_cells
+
+
+def test_meta_device_conversion():
+    with torch.device("meta"):
+        model = Small()
+    kwlab.kernelwarehouse(model, sharing="layer", init="static")
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert isinstance(model.conv2, KWConv2d)
+
+
+def test_fx_trace_of_converted_linear():
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16))
+    kwlab.kernelwarehouse(net, sharing="layer", classifier=True, example_input=torch.zeros(2, 5, 8)).eval()
+    x = torch.randn(3, 5, 8)
+    assert torch.equal(torch.fx.symbolic_trace(net)(x), net(x))
+
+
+def test_empty_batch_returns_empty_tensor():
+    for layer, static, x in (
+        (KWConv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), torch.randn(0, 8, 5, 5)),
+        (kwlab.KWLinear(8, 4), nn.Linear(8, 4), torch.randn(0, 3, 8)),
+    ):
+        for mode in (True, False):
+            layer.train(mode)
+            assert layer(x).shape == static(x).shape
+
+
+@pytest.mark.parametrize(
+    "make,kwargs,match",
+    [
+        (lambda: KWConv2d(0, 8, 3), {}, "in_channels must be a whole number >= 1"),
+        (lambda: KWConv2d(8, 8, 3, budget=float("inf")), {}, "budget must be a finite"),
+        (lambda: KWConv2d(8, 8, 3, budget=float("nan")), {}, "budget must be a finite"),
+        (lambda: KWConv2d(12, 12, 3, cell_in=0.3), {}, "cell_in=0.3 gives cells of 3.6 channels"),
+        (lambda: KWConv2d(12, 12, 3, cell_out=0.3), {}, "Allowed cell_out values here: 1/12, 1/6, 1/4"),
+    ],
+)
+def test_layer_bad_values(make, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (
+            dict(sharing="layer", warehouse_options={"conv2": dict(budgte=2)}),
+            "unknown keys.*allowed keys: budget",
+        ),
+        (dict(include=["nothing.*"]), "include pattern 'nothing.\\*' matches no conv/linear layer"),
+        (dict(exclude="fc2"), "exclude pattern 'fc2' matches no"),
+        (dict(example_input=torch.zeros(2, 5, 8, 8)), "example_input of shape \\(2, 5, 8, 8\\)"),
+        (dict(sharing=lambda n, m: 3), "keys must be strings"),
+        (dict(sharing=lambda n, m, _c=iter(range(99)): str(next(_c))), "different keys"),
+        (dict(budget=float("inf")), "budget must be a finite"),
+        (dict(cell_in=0.75, sharing="layer"), "cell_in=0.75 gives cells of 2.25 channels"),
+        (dict(cell_in=0.75), "conv2: cell_in=0.75 gives cells of 12 channels"),
+    ],
+)
+def test_conversion_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kwlab.kernelwarehouse(Small(), **kwargs)

@@ -211,7 +211,7 @@ def test_conversion_reproduces_torchvision_resnet18(budget):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = net(x)
-    kwlab.kernelwarehouse(net, budget=budget, init="static").eval()
+    kwlab.kernelwarehouse(net, budget=budget, init="static", sharing="names", classifier=True).eval()
     assert any(True for _ in kwlab.dynamic_layers(net))
     with torch.no_grad():
         out = net(x)
@@ -339,7 +339,7 @@ def test_official_layout_round_trip_and_rejection(tmp_path):
     sd = to_official(a)
     assert "warehouse_manager.weights.0" in sd and "warehouse_manager.weights.3" in sd
     assert sd["warehouse_manager.weights.0"].shape == (
-        int(0.5 * sum(l.num_mixtures for _, l in kwlab.dynamic_layers(a) if l.warehouse.key == "stage0")),
+        int(0.5 * sum(m.num_mixtures for _, m in kwlab.dynamic_layers(a) if m.warehouse.key == "stage0")),
         32,
         32,
         1,
@@ -412,7 +412,8 @@ def test_temperature_schedule_matches_official_formula():
 
 
 def test_official_layout_of_mobilenetv2_half_classifier():
-    """MobileNetV2 1/2x: the official classifier is Sequential(Dropout, KWLinear(KWConv1d)): classifier.1.conv.*"""
+    """MobileNetV2 1/2x: the official classifier is Sequential(Dropout, KWLinear(KWConv1d)):
+    classifier.1.conv.*"""
     torch.manual_seed(10)
     a = kwlab.create_model("mobilenetv2_050", method="kw", preset="1/2x", num_classes=10).eval()
     sd = to_official(a)

@@ -115,7 +115,8 @@ def test_convnext_kw_static_init_reproduces_static():
     kw = copy.deepcopy(static)
     entry = model_entry("convnext_tiny")
     settings = entry.kw_prepare(kw, "1x", dict(entry.presets["1x"]))
-    kernelwarehouse(kw, **settings, init="static").eval()
+    # a tiny test net: the depthwise attention outweighs its convs, which the size guard would refuse
+    kernelwarehouse(kw, **settings, init="static", max_param_ratio=None).eval()
     assert len(warehouses(kw)) == 12
     set_temperature(kw, 1.0)
     x = torch.randn(2, 3, 32, 32)
@@ -304,7 +305,8 @@ def test_mobilenetv2_kw_static_init_reproduces_static():
     entry = model_entry("mobilenetv2_050")
     kw = copy.deepcopy(static)
     settings = entry.kw_prepare(kw, "4x", dict(entry.presets["4x"]))
-    kernelwarehouse(kw, **settings, init="static").eval()
+    # a tiny test net: the depthwise attention outweighs its convs, which the size guard would refuse
+    kernelwarehouse(kw, **settings, init="static", max_param_ratio=None).eval()
     set_temperature(kw, 1.0)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():

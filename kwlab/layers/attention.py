@@ -34,35 +34,58 @@ from torch import Tensor, nn
 
 from .base import DynamicAttention, TemperatureContract, check_tau, init_attention_head
 from .norm import BatchNorm1dSafe
-from .warehouse import check_budget
+from .warehouse import check_budget, owned_cells
 
-__all__ = ["KWAttention", "ATTENTION_FUNCTIONS", "ATTENTION_NORMS", "init_pattern"]
+__all__ = [
+    "KWAttention",
+    "ATTENTION_FUNCTIONS",
+    "ATTENTION_NORMS",
+    "init_pattern",
+    "attention_parameter_count",
+]
 
 ATTENTION_FUNCTIONS = ("caf", "caf_noinit", "softmax", "sigmoid")
 ATTENTION_NORMS = ("batch", "layer", "none")
 
 
-def init_pattern(num_mixtures: int, num_cells: int, start_cell: int, budget: float) -> Tensor:
+def init_pattern(
+    num_mixtures: int, num_cells: int, start_cell: int, budget: float, *, device=None, dtype=None
+) -> Tensor:
     """The official one-hot init pattern beta, shape ``(m, n + 1)`` (last column: the zero cell).
 
     ``b >= 1``: mixture j points at cell ``start + j * b``. ``b = 1/q``: mixture j points at the next owned
     cell when ``j % q == (j // q) % q``, else at the zero cell.
     """
-    b = check_budget(budget)
-    beta = torch.zeros(num_mixtures, num_cells + 1)
-    cursor = start_cell
-    for j in range(num_mixtures):
-        if b >= 1:
-            beta[j, cursor] = 1.0
-            cursor += int(b)
-        else:
-            q = b.denominator
-            if j % q == (j // q) % q:
-                beta[j, cursor] = 1.0
-                cursor += 1
-            else:
-                beta[j, num_cells] = 1.0
-    return beta
+    rows, cells = owned_cells(num_mixtures, start_cell, budget)
+    target = torch.full((num_mixtures,), num_cells, dtype=torch.long)
+    target[rows] = torch.tensor(cells, dtype=torch.long)
+    beta = torch.zeros(num_mixtures, num_cells + 1, device=device, dtype=dtype)
+    if beta.device.type == "meta":
+        return beta
+    return beta.scatter_(1, target.to(beta.device).unsqueeze(1), 1.0)
+
+
+def attention_parameter_count(
+    in_channels: int,
+    num_mixtures: int,
+    num_cells: int,
+    *,
+    budget: float = 1.0,
+    reduction: float = 1 / 16,
+    norm: str = "batch",
+    zero_cell: bool = True,
+    nonlocal_basis_ratio: float = 1.0,
+) -> int:
+    """Parameters of a :class:`KWAttention` with these arguments, by formula (nothing is allocated)."""
+    hidden = max(int(in_channels * reduction), 16)
+    slots = num_cells + (1 if zero_cell else 0)
+    count = in_channels * hidden + (hidden if norm != "batch" else 0) + (2 * hidden if norm != "none" else 0)
+    if nonlocal_basis_ratio < 1.0:
+        local = int(float(check_budget(budget)) * num_mixtures)
+        nonlocal_ = num_cells - local
+        basis = max(int(nonlocal_ * nonlocal_basis_ratio), 16)
+        return count + hidden * (local + basis + 1) * num_mixtures + basis * nonlocal_ + num_mixtures * slots
+    return count + (hidden + 1) * num_mixtures * slots
 
 
 class KWAttention(DynamicAttention):
@@ -99,6 +122,8 @@ class KWAttention(DynamicAttention):
         zero_cell: bool = True,
         nonlocal_basis_ratio: float = 1.0,
         temperature: float = 1.0,
+        device=None,
+        dtype=None,
     ) -> None:
         if function not in ATTENTION_FUNCTIONS:
             raise ValueError(f"attention must be one of {ATTENTION_FUNCTIONS}, got {function!r}")
@@ -113,13 +138,16 @@ class KWAttention(DynamicAttention):
         super().__init__(
             num_mixtures, num_cells, zero_cell=zero_cell, temperature=check_tau(temperature, "temperature")
         )
+        f = dict(device=device, dtype=dtype)
+        if device is not None:
+            self.temperature = self.temperature.to(device)
         self.function = function
         self.slots = num_cells + (1 if zero_cell else 0)
         hidden = max(int(in_channels * reduction), 16)
-        self.fc1 = nn.Linear(in_channels, hidden, bias=norm != "batch")
+        self.fc1 = nn.Linear(in_channels, hidden, bias=norm != "batch", **f)
         self.norm1 = {
-            "batch": lambda: BatchNorm1dSafe(hidden),
-            "layer": lambda: nn.LayerNorm(hidden),
+            "batch": lambda: BatchNorm1dSafe(hidden, **f),
+            "layer": lambda: nn.LayerNorm(hidden, **f),
             "none": nn.Identity,
         }[norm]()
         self.act1 = nn.ReLU(inplace=True)
@@ -131,12 +159,14 @@ class KWAttention(DynamicAttention):
             self.num_nonlocal = num_cells - self.num_local
             self.num_basis = max(int(self.num_nonlocal * nonlocal_basis_ratio), 16)
             self.start_cell = start_cell
-            self.fc2 = nn.Linear(hidden, (self.num_local + self.num_basis + 1) * num_mixtures, bias=False)
-            self.fc3 = nn.Linear(self.num_basis, self.num_nonlocal, bias=False)
-            self.basis_bias = nn.Parameter(torch.zeros(num_mixtures * self.slots))
+            self.fc2 = nn.Linear(
+                hidden, (self.num_local + self.num_basis + 1) * num_mixtures, bias=False, **f
+            )
+            self.fc3 = nn.Linear(self.num_basis, self.num_nonlocal, bias=False, **f)
+            self.basis_bias = nn.Parameter(torch.zeros(num_mixtures * self.slots, **f))
         else:
-            self.fc2 = nn.Linear(hidden, num_mixtures * self.slots)
-        beta = init_pattern(num_mixtures, num_cells, start_cell, budget)
+            self.fc2 = nn.Linear(hidden, num_mixtures * self.slots, **f)
+        beta = init_pattern(num_mixtures, num_cells, start_cell, budget, device=device, dtype=dtype)
         if not zero_cell:
             beta = beta[:, :num_cells]
         self.register_buffer("init_pattern", beta)

@@ -22,6 +22,7 @@ import math
 import torch
 import torch.fx
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.nn.modules.utils import _ntuple
 
 from ..ops import CellLayout, kw_conv
@@ -132,6 +133,9 @@ class _KWConvNd(DynamicLayer):
     ) -> None:
         super().__init__()
         tup = _ntuple(self.dim)
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
@@ -194,9 +198,9 @@ class _KWConvNd(DynamicLayer):
             zero_cell=zero_cell,
             nonlocal_basis_ratio=nonlocal_basis_ratio,
             temperature=temperature,
+            device=device,
+            dtype=dtype,
         )
-        if device is not None or dtype is not None:
-            self.attention.to(device=device, dtype=dtype)
         self.bias = nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype)) if bias else None
         if warehouse is None:
             self.reset_parameters()
@@ -228,8 +232,17 @@ class _KWConvNd(DynamicLayer):
 
         return assemble_kernel(mix_cells(self.attention(x), self.warehouse.cells), self.layout)
 
+    def _empty_output(self, x: Tensor) -> Tensor:
+        """The output for an empty batch (as ``nn.ConvNd`` gives: an empty tensor of the right shape)."""
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self.dim - 1]
+        cells = self.warehouse.cells
+        weight = cells.new_zeros(self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        return conv(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
     def forward(self, x: Tensor) -> Tensor:
         x = _check_input(x, self.dim + 2, self.in_channels, type(self).__name__, self._shape_doc)
+        if not isinstance(x, torch.fx.Proxy) and x.shape[0] == 0:
+            return self._empty_output(x)
         alpha = self.attention(x)
         return kw_conv(
             x,
@@ -298,10 +311,12 @@ class KWLinear(_KWConvNd):
 
     def forward(self, x: Tensor) -> Tensor:
         x = _check_linear_input(x, self.in_channels)
+        if not isinstance(x, torch.fx.Proxy) and x.numel() == 0:
+            return x.new_zeros(*x.shape[:-1], self.out_channels)
         tokens = x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)  # (B, C, N)
         alpha = self.attention(tokens)
         out = kw_conv(tokens, alpha, self.warehouse.cells, self.layout, self.bias, 1, 0, 1, 1, self.algorithm)
-        return out.transpose(1, 2).reshape(*x.shape[:-1], self.out_channels)
+        return _restore_tokens(out, x)
 
     def extra_repr(self) -> str:
         return (
@@ -315,6 +330,12 @@ def _check_linear_input(x: Tensor, in_features: int) -> Tensor:
     if x.dim() < 2 or x.shape[-1] != in_features:
         raise ValueError(f"KWLinear expects input of shape (B, ..., {in_features}), got {tuple(x.shape)}")
     return x
+
+
+@torch.fx.wrap
+def _restore_tokens(out: Tensor, x: Tensor) -> Tensor:
+    """``(B, O, N)`` back to ``x``'s shape with ``O`` features last (one fx node: shapes stay concrete)."""
+    return out.transpose(1, 2).reshape(*x.shape[:-1], out.shape[1])
 
 
 KW_LAYERS = {"conv1d": KWConv1d, "conv2d": KWConv2d, "conv3d": KWConv3d, "linear": KWLinear}

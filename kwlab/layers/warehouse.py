@@ -38,6 +38,11 @@ __all__ = [
     "plan_warehouses",
     "check_budget",
     "owned_cell_count",
+    "owned_cells",
+    "allowed_ratios",
+    "with_options",
+    "WAREHOUSE_OPTION_NAMES",
+    "warehouse_cell_shape",
 ]
 
 
@@ -86,6 +91,10 @@ class WarehouseOptions:
 
     def __post_init__(self) -> None:
         check_budget(self.budget)
+        for name in ("cell_in", "cell_out", "reduction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)) or value != value:
+                raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
         for name in ("cell_in", "cell_out"):
             value = getattr(self, name)
             if not (0 < value <= 1):
@@ -96,8 +105,15 @@ class WarehouseOptions:
 
 def check_budget(budget: float) -> Fraction:
     """Validate a budget b: a whole number >= 1 or 1/q for a whole q >= 2. Returns it as a Fraction."""
-    if not isinstance(budget, (int, float, Fraction)) or isinstance(budget, bool) or not budget > 0:
-        raise ValueError(f"budget must be a positive number (1, 2, 4, ... or 1/2, 1/4, ...), got {budget!r}")
+    if (
+        not isinstance(budget, (int, float, Fraction))
+        or isinstance(budget, bool)
+        or not math.isfinite(budget)
+        or not budget > 0
+    ):
+        raise ValueError(
+            f"budget must be a finite positive number (1, 2, 4, ... or 1/2, 1/4, ...), got {budget!r}"
+        )
     if budget >= 1:
         if float(budget) != int(budget):
             raise ValueError(
@@ -118,6 +134,18 @@ def owned_cell_count(num_mixtures: int, budget: float) -> int:
         return num_mixtures * int(b)
     q = b.denominator
     return sum(1 for j in range(num_mixtures) if j % q == (j // q) % q)
+
+
+def owned_cells(num_mixtures: int, start_cell: int, budget: float) -> tuple[list[int], list[int]]:
+    """``(mixtures, cells)``: mixture ``j`` of a layer starts at (points its init pattern at) cell ``cells[i]``
+    for ``j = mixtures[i]``; the other mixtures point at the zero cell (b = 1/q)."""
+    b = check_budget(budget)
+    if b >= 1:
+        step = int(b)
+        return list(range(num_mixtures)), [start_cell + j * step for j in range(num_mixtures)]
+    q = b.denominator
+    rows = [j for j in range(num_mixtures) if j % q == (j // q) % q]
+    return rows, [start_cell + i for i in range(len(rows))]
 
 
 @dataclass(frozen=True)
@@ -152,10 +180,91 @@ class WarehousePlan:
 
 @dataclass
 class KWPlan:
-    """The whole plan: warehouses in creation order and layers in allocation order."""
+    """The whole plan: warehouses in creation order and layers in allocation order.
+
+    Filled by :func:`kwlab.plan_kernelwarehouse` (a plan from :func:`plan_warehouses` alone leaves them empty):
+    ``attention`` (warehouse -> attention parameters of its layers, by formula), ``left_static`` (layer ->
+    why it stays static), ``static_parameters`` (the whole static model). ``warehouse_table()`` has one row
+    per warehouse, ``totals()`` the sums, ``frame()`` both as a pandas DataFrame.
+    """
 
     warehouses: dict[str, WarehousePlan]
     layers: dict[str, LayerPlan]
+    attention: dict[str, int] = field(default_factory=dict)
+    left_static: dict[str, str] = field(default_factory=dict)
+    static_parameters: int = 0
+
+    def replaced_parameters(self, key: str) -> int:
+        """Weights of the static layers that warehouse ``key`` replaces."""
+        return sum(self.layers[n].spec.weight_numel for n in self.warehouses[key].layers)
+
+    def warehouse_table(self) -> list[dict]:
+        """One row per warehouse: its layers, cell shape, mixtures m, cells n and parameter counts."""
+        rows = []
+        for key, wp in self.warehouses.items():
+            members = [self.layers[n] for n in wp.layers]
+            replaced = self.replaced_parameters(key)
+            cost = wp.num_parameters + self.attention.get(key, 0)
+            rows.append(
+                dict(
+                    warehouse=key,
+                    layers=len(members),
+                    first=wp.layers[0],
+                    last=wp.layers[-1],
+                    cell_shape=wp.cell_shape,
+                    m=sum(lp.num_mixtures for lp in members),
+                    n=wp.num_cells,
+                    budget=wp.options.budget,
+                    static_params=replaced,
+                    warehouse_params=wp.num_parameters,
+                    attention_params=self.attention.get(key, 0),
+                    ratio=cost / replaced if replaced else float("inf"),
+                )
+            )
+        return rows
+
+    def totals(self) -> dict:
+        """Whole-model sums: the static model, the converted model (planned), and its parts."""
+        replaced = sum(lp.spec.weight_numel for lp in self.layers.values())
+        cells = sum(wp.num_parameters for wp in self.warehouses.values())
+        attention = sum(self.attention.values())
+        converted = self.static_parameters - replaced + cells + attention
+        return dict(
+            static_model=self.static_parameters,
+            converted_model=converted,
+            ratio=converted / self.static_parameters if self.static_parameters else float("nan"),
+            warehouses=len(self.warehouses),
+            converted_layers=len(self.layers),
+            static_layers=len(self.left_static),
+            replaced=replaced,
+            warehouse=cells,
+            attention=attention,
+        )
+
+    def frame(self):
+        """``(pandas.DataFrame of warehouse_table(), totals dict)`` (needs pandas, the "lab" extra)."""
+        import pandas as pd  # noqa: PLC0415 - optional dependency
+
+        return pd.DataFrame(self.warehouse_table()).set_index("warehouse"), self.totals()
+
+    def summary(self, top: int = 5) -> str:
+        """The totals and the ``top`` warehouses with the largest planned size, as text."""
+        t = self.totals()
+        rows = sorted(
+            self.warehouse_table(), key=lambda r: r["warehouse_params"] + r["attention_params"], reverse=True
+        )
+        lines = [
+            f"planned {t['converted_model']:,} parameters = {t['ratio']:.3g}x the static model's "
+            f"{t['static_model']:,} ({t['warehouses']} warehouses over {t['converted_layers']} layers, "
+            f"{t['static_layers']} layers left static)"
+        ]
+        for r in rows[:top]:
+            lines.append(
+                f"  {r['warehouse']!r}: {r['layers']} layers ({r['first']} .. {r['last']}), cell {r['cell_shape']}, "
+                f"m={r['m']}, n={r['n']}: {r['warehouse_params']:,} cell + {r['attention_params']:,} attention "
+                f"parameters for {r['static_params']:,} static ({r['ratio']:.3g}x)"
+            )
+        return "\n".join(lines)
 
     def table(self) -> list[dict]:
         """One row per layer (a list of dicts; ``pandas.DataFrame(plan.table())`` for a table)."""
@@ -179,8 +288,34 @@ class KWPlan:
         return rows
 
 
+def allowed_ratios(gcd: int) -> list[Fraction]:
+    """The cell ratios that give a whole divisor of a channel gcd: d / gcd for every divisor d."""
+    return sorted({Fraction(d, gcd) for d in range(1, gcd + 1) if gcd % d == 0})
+
+
+def _cell_channels(key: str, param: str, ratio: float, gcd: int, specs: list[LayerSpec]) -> int:
+    """``gcd * ratio`` when it is a whole divisor of ``gcd``; else a ValueError (never floored)."""
+    exact = gcd * float(ratio)
+    cell = round(exact)
+    if cell >= 1 and abs(exact - cell) <= 1e-6 * max(gcd, 1) and gcd % cell == 0:
+        return cell
+    side = "output" if param == "cell_out" else "input (per group)"
+    allowed = allowed_ratios(gcd)
+    shown = ", ".join(str(a) for a in allowed[:12]) + (", ..." if len(allowed) > 12 else "")
+    names = ", ".join(repr(sp.name) for sp in specs[:3]) + (", ..." if len(specs) > 3 else "")
+    raise ValueError(
+        f"{param}={ratio} gives cells of {exact:g} channels, which is not a whole divisor of {gcd}, the gcd "
+        f"of the {side} channels of warehouse {key!r} (layers {names}). Allowed {param} values here: {shown}."
+    )
+
+
 def _kind_dim(kind: str) -> int:
     return 1 if kind == "linear" else int(kind[4])
+
+
+def warehouse_cell_shape(key: str, specs: list[LayerSpec], opts: WarehouseOptions) -> tuple[int, ...]:
+    """The cell shape of a warehouse holding ``specs`` (a ValueError if they cannot share one)."""
+    return _cell_shape(key, list(specs), opts)
 
 
 def _cell_shape(key: str, specs: list[LayerSpec], opts: WarehouseOptions) -> tuple[int, ...]:
@@ -194,8 +329,8 @@ def _cell_shape(key: str, specs: list[LayerSpec], opts: WarehouseOptions) -> tup
         )
     gcd_o = math.gcd(*[s.out_channels for s in specs])
     gcd_i = math.gcd(*[s.in_per_group for s in specs])
-    cell_out = max(int(gcd_o * opts.cell_out), 1)
-    cell_in = max(int(gcd_i * opts.cell_in), 1)
+    cell_out = _cell_channels(key, "cell_out", opts.cell_out, gcd_o, specs)
+    cell_in = _cell_channels(key, "cell_in", opts.cell_in, gcd_i, specs)
     dim = len(specs[0].kernel_size)
     if opts.spatial_partition:
         cell_kernel = (1,) * dim
@@ -300,6 +435,21 @@ def plan_warehouses(
     return KWPlan(warehouses, layers)
 
 
-def with_options(opts: WarehouseOptions, **changes) -> WarehouseOptions:
-    """A copy of ``opts`` with ``changes`` applied (validated)."""
+#: The settings a warehouse takes (:class:`WarehouseOptions` fields), e.g. in ``warehouse_options``.
+WAREHOUSE_OPTION_NAMES = ("budget", "cell_in", "cell_out", "spatial_partition", "reduction")
+
+
+def with_options(
+    opts: WarehouseOptions, changes: Mapping | None = None, where: str = "", **more
+) -> WarehouseOptions:
+    """A copy of ``opts`` with ``changes`` applied (validated); unknown names raise a ValueError."""
+    changes = {**(changes or {}), **more}
+    if not isinstance(changes, Mapping):
+        raise ValueError(f"{where or 'warehouse options'} must be a mapping, got {type(changes).__name__}")
+    unknown = sorted(set(changes) - set(WAREHOUSE_OPTION_NAMES))
+    if unknown:
+        raise ValueError(
+            f"{where or 'warehouse options'} has unknown keys {unknown}; allowed keys: "
+            f"{', '.join(WAREHOUSE_OPTION_NAMES)}"
+        )
     return replace(opts, **changes)

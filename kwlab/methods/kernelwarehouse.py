@@ -29,19 +29,34 @@ schedule.
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS
+from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS, attention_parameter_count
+from kwlab.layers.base import check_tau
 from kwlab.layers.kernelwarehouse import KW_LAYERS, Warehouse, _KWConvNd, init_cells
-from kwlab.layers.warehouse import KWPlan, LayerSpec, WarehouseOptions, check_budget, plan_warehouses
+from kwlab.layers.warehouse import (
+    KWPlan,
+    LayerSpec,
+    WarehouseOptions,
+    check_budget,
+    owned_cell_count,
+    owned_cells,
+    plan_warehouses,
+    warehouse_cell_shape,
+    with_options,
+)
 from kwlab.ops import split_kernel
+
+from .surgery import _CONV_LIKE, resolution, trace_layers
 
 __all__ = [
     "kernelwarehouse",
     "plan_kernelwarehouse",
+    "check_plan",
     "SharingRule",
     "layer_kind",
     "generic_stage_rule",
@@ -51,7 +66,7 @@ __all__ = [
 ]
 
 SharingRule = Callable[[str, nn.Module], str | None]
-SHARING = ("layer", "stage", "network")
+SHARING = ("stage", "names", "layer", "network")
 
 #: The official KW presets of the ResNets (configs/resnet18/*.json): budget b = cell_num_ratio and the cell
 #: ratios. They are also the presets of a model kwlab does not know (``kwlab.convert(model, "kw", preset=...)``).
@@ -82,6 +97,11 @@ KW_OPTIONS = (
     "exclude",
     "temperature",
     "algorithm",
+    "example_input",
+    "classifier",
+    "squeeze_excitation",
+    "attention_ratio",
+    "max_param_ratio",
 )
 _CONVERTIBLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -116,9 +136,21 @@ def _match(name: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _resolve_rule(model: nn.Module, sharing) -> SharingRule:
-    if callable(sharing):
-        return sharing
+def _check_patterns(param: str, patterns, names: list[str]) -> None:
+    """Every glob in ``include``/``exclude`` must match at least one conv/linear layer."""
+    if patterns is None or callable(patterns):
+        return
+    pats = [patterns] if isinstance(patterns, str) else list(patterns)
+    for pat in pats:
+        if not isinstance(pat, str):
+            raise ValueError(f"{param} must be glob strings or a predicate, got {pat!r}")
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise ValueError(f"{param} pattern {pat!r} matches no conv/linear layer of the model ({shown})")
+
+
+def _builtin_rule(model: nn.Module, sharing) -> SharingRule | None:
+    """The rule for ``sharing`` when it needs no trace (None: the traced stage rule)."""
     if sharing not in SHARING:
         raise ValueError(
             f"sharing must be one of {SHARING} or a callable (name, module) -> key, got {sharing!r}"
@@ -132,7 +164,9 @@ def _resolve_rule(model: nn.Module, sharing) -> SharingRule:
         if stage_rule is not None:
             return lambda n, m: None if stage_rule(n, m) is None else "network:" + layer_kind(m)
         return lambda n, m: "network:" + layer_kind(m)
-    return stage_rule if stage_rule is not None else generic_stage_rule
+    if stage_rule is not None:
+        return stage_rule
+    return generic_stage_rule if sharing == "names" else None
 
 
 def _spec(name: str, module: nn.Module) -> LayerSpec:
@@ -148,10 +182,6 @@ def _layer_args(name: str, module: nn.Module) -> dict:
     if isinstance(module, nn.Linear):
         return dict(
             in_features=module.in_features, out_features=module.out_features, bias=module.bias is not None
-        )
-    if getattr(module, "padding_mode", "zeros") != "zeros":
-        raise ValueError(
-            f"layer {name!r} uses padding_mode={module.padding_mode!r}; KW layers support 'zeros' only"
         )
     return dict(
         in_channels=module.in_channels,
@@ -171,6 +201,97 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def _why_not_convertible(module: nn.Module) -> str | None:
+    """Why KW cannot convert this conv/linear-like layer (None: it can)."""
+    if type(module) not in _CONVERTIBLE:
+        base = next((c.__name__ for c in _CONVERTIBLE if isinstance(module, c)), None)
+        if base is None:
+            return f"{type(module).__name__}: KW has no counterpart (transposed convs are not supported)"
+        return (
+            f"{type(module).__name__} is a subclass of {base}; its owner may use the weight directly "
+            f"(as nn.MultiheadAttention's out_proj), so it stays static"
+        )
+    if getattr(module, "padding_mode", "zeros") != "zeros":
+        return f"padding_mode={module.padding_mode!r}: KW layers support 'zeros' only"
+    return None
+
+
+def _warehouse_cost(key, specs, opts, attn) -> tuple[int, int] | None:
+    """(cell parameters, attention parameters) of one warehouse holding ``specs``; None if not plannable."""
+    shape = warehouse_cell_shape(key, specs, opts)
+    cell = math.prod(shape)
+    ms = [s.weight_numel // cell for s in specs]
+    n = max(int(sum(ms) * float(opts.budget)), 1)
+    if sum(owned_cell_count(m, opts.budget) for m in ms) != n:
+        return None
+    att = sum(
+        attention_parameter_count(s.in_channels, m, n, budget=opts.budget, reduction=opts.reduction, **attn)
+        for s, m in zip(specs, ms)
+    )
+    return n * cell, att
+
+
+def _traced_stages(
+    candidates: list[tuple[str, nn.Module]],
+    trace: dict,
+    options_for: Callable[[str], WarehouseOptions],
+    attn: dict,
+    attention_ratio: float,
+    left_static: dict[str, str],
+) -> dict[str, str]:
+    """The traced stage rule: name -> warehouse key (see the module docstring)."""
+    groups: dict[str, list[tuple[str, nn.Module]]] = {}
+    for name, module in sorted(candidates, key=lambda nm: trace[nm[0]].order):
+        res = resolution(module, trace[name].in_shape)
+        kind = layer_kind(module)
+        if kind.startswith("conv") and module.groups > 1:
+            kind = "g" + kind
+        groups.setdefault(f"{kind}@{'x'.join(map(str, res)) or 'vector'}", []).append((name, module))
+    keys: dict[str, str] = {}
+    for stage, members in groups.items():
+        parts: list[list[LayerSpec]] = []
+        for name, module in members:
+            spec = _spec(name, module)
+            placed = False
+            for part in parts:
+                key = stage if part is parts[0] else f"{stage}/{parts.index(part)}"
+                try:
+                    cost = _warehouse_cost(key, [*part, spec], options_for(key), attn)
+                except ValueError:
+                    cost = None
+                if cost is not None and cost[1] <= attention_ratio * cost[0]:
+                    part.append(spec)
+                    placed = True
+                    break
+            if placed:
+                continue
+            key = stage if not parts else f"{stage}/{len(parts)}"
+            try:
+                cost = _warehouse_cost(key, [spec], options_for(key), attn)
+            except ValueError as err:  # cell ratios that cannot cut this layer: static, and said so
+                left_static[name] = str(err).split(". Allowed")[0]
+                continue
+            if cost is None:
+                b = options_for(key).budget
+                left_static[name] = (
+                    f"budget={b} needs its mixtures in whole q*q blocks (the 1/q init pattern); smaller "
+                    f"cell_in/cell_out convert it"
+                    if b < 1
+                    else "its cells cannot be planned with these cell ratios"
+                )
+            elif cost[1] > attention_ratio * cost[0]:
+                left_static[name] = (
+                    f"its attention ({cost[1]:,} parameters) would outweigh attention_ratio={attention_ratio} "
+                    f"x its {cost[0]:,} cell parameters (a narrow or depthwise layer)"
+                )
+            else:
+                parts.append([spec])
+        for i, part in enumerate(parts):
+            for spec in part:
+                keys[spec.name] = stage if i == 0 else f"{stage}/{i}"
+    return keys
+
+
 def plan_kernelwarehouse(
     model: nn.Module,
     *,
@@ -184,45 +305,163 @@ def plan_kernelwarehouse(
     spatial_partition: bool = True,
     warehouse_options: Mapping[str, Mapping] | None = None,
     warehouse_order: Iterable[str] | None = None,
+    attention_norm: str = "batch",
+    zero_cell: bool = True,
+    nonlocal_basis_ratio: float = 1.0,
+    example_input=None,
+    classifier: bool = False,
+    squeeze_excitation: bool = False,
+    attention_ratio: float = 0.5,
 ) -> KWPlan:
     """The warehouse plan :func:`kernelwarehouse` makes for the static ``model``, without building anything.
 
     Arguments as in :func:`kernelwarehouse`. ``plan.layers`` lists the layers to convert in allocation order,
-    ``plan.warehouses`` the warehouses in creation order; ``pandas.DataFrame(plan.table())`` shows it.
-    Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
+    ``plan.warehouses`` the warehouses in creation order, ``plan.left_static`` the conv/linear layers that stay
+    static and why; ``plan.warehouse_table()`` has one row per warehouse (cells n, mixtures m, cell and
+    attention parameters by formula), ``plan.totals()`` the whole model against the static one, and
+    ``plan.frame()`` both for a notebook. Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
     """
     check_budget(budget)
-    rule = _resolve_rule(model, sharing)
-    specs, keys = [], []
-    for name, module in model.named_modules():
-        if type(module) not in _CONVERTIBLE:
-            continue
-        if include is not None and not _match(name, include):
-            continue
-        if exclude is not None and _match(name, exclude):
-            continue
-        key = rule(name, module)
-        if key is None:
-            continue
-        specs.append(_spec(name, module))
-        keys.append(str(key))
-    if not specs:
-        convertible = [n for n, m in model.named_modules() if type(m) in _CONVERTIBLE]
-        raise ValueError(
-            f"no layer to convert: the sharing rule and include={include!r}/exclude={exclude!r} "
-            f"matched none of the model's {len(convertible)} conv/linear layers "
-            f"({', '.join(convertible[:8])}{', ...' if len(convertible) > 8 else ''})"
-        )
+    if attention_norm not in ATTENTION_NORMS:
+        raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {attention_norm!r}")
+    if not (
+        isinstance(attention_ratio, (int, float)) and attention_ratio > 0 and math.isfinite(attention_ratio)
+    ):
+        raise ValueError(f"attention_ratio must be a finite number > 0, got {attention_ratio!r}")
     base = WarehouseOptions(budget, cell_in, cell_out, spatial_partition, reduction)
     overrides = dict(warehouse_options or {})
+    per_key = {k: with_options(base, v, f"warehouse_options[{k!r}]") for k, v in overrides.items()}
+
+    def options_for(key: str) -> WarehouseOptions:
+        return per_key.get(key, base)
+
+    attn = dict(norm=attention_norm, zero_cell=zero_cell, nonlocal_basis_ratio=nonlocal_basis_ratio)
+    named = [(n, m) for n, m in model.named_modules() if isinstance(m, _CONV_LIKE)]
+    _check_patterns("include", include, [n for n, _ in named])
+    _check_patterns("exclude", exclude, [n for n, _ in named])
+    left_static: dict[str, str] = {}
+    candidates = []
+    for name, module in named:
+        why = _why_not_convertible(module)
+        if why is None and include is not None and not _match(name, include):
+            why = "not matched by include"
+        if why is None and exclude is not None and _match(name, exclude):
+            why = "matched by exclude"
+        if why is not None:
+            left_static[name] = why
+        else:
+            candidates.append((name, module))
+
+    generic = not callable(sharing) and getattr(model, "kw_stage_rule", None) is None
+    rule = sharing if callable(sharing) else _builtin_rule(model, sharing)
+    trace = None
+    if generic:
+        try:
+            trace = trace_layers(model, example_input)
+        except ValueError:
+            if rule is None or example_input is not None:
+                raise
+    elif example_input is not None:
+        trace_layers(model, example_input)  # a wrong example input is an error on every path
+    if trace is not None:
+        kept = []
+        executed = sorted((n for n, _ in candidates if n in trace), key=lambda n: trace[n].order)
+        last = executed[-1] if executed else None
+        for name, module in candidates:
+            t = trace.get(name)
+            if t is None:
+                left_static[name] = "not called in the traced forward pass"
+            elif (
+                not squeeze_excitation
+                and not isinstance(module, nn.Linear)
+                and (
+                    all(k == 1 for k in module.kernel_size)
+                    and all(r == 1 for r in resolution(module, t.in_shape))
+                )
+                and name != last
+            ):
+                left_static[name] = "squeeze-excitation conv (1x1 on a pooled input); squeeze_excitation=True"
+            elif not classifier and name == last:
+                left_static[name] = "classifier head (the last layer run); classifier=True converts it"
+            else:
+                kept.append((name, module))
+        candidates = kept
+
+    if rule is None:
+        auto = _traced_stages(candidates, trace, options_for, attn, attention_ratio, left_static)
+        pairs = [(n, m, auto.get(n)) for n, m in candidates]
+    else:
+        pairs = []
+        for name, module in candidates:
+            key = rule(name, module)
+            if key is not None and not isinstance(key, str):
+                raise ValueError(
+                    f"sharing rule returned {key!r} for layer {name!r}; keys must be strings (or None: static)"
+                )
+            if callable(sharing) and rule(name, module) != key:
+                raise ValueError(
+                    f"sharing rule returned different keys for layer {name!r} on two calls; it must be a "
+                    f"function of (name, module) only"
+                )
+            if key is None:
+                left_static.setdefault(name, "the sharing rule returned None")
+            pairs.append((name, module, key))
+    specs = [_spec(n, m) for n, m, k in pairs if k is not None]
+    keys = [k for _, _, k in pairs if k is not None]
+    if not specs:
+        raise ValueError(
+            f"no layer to convert: the sharing rule and include={include!r}/exclude={exclude!r} "
+            f"left all of the model's {len(named)} conv/linear layers static ("
+            + "; ".join(f"{n}: {w}" for n, w in list(left_static.items())[:4])
+            + (", ..." if len(left_static) > 4 else "")
+            + ")"
+        )
     unknown = set(overrides) - set(keys)
     if unknown:
         raise ValueError(
             f"warehouse_options names warehouses that do not exist: {sorted(unknown)}; "
             f"warehouses are {sorted(set(keys))}"
         )
-    options = {k: WarehouseOptions(**{**base.__dict__, **overrides.get(k, {})}) for k in dict.fromkeys(keys)}
-    return plan_warehouses(specs, keys, options, order=warehouse_order)
+    options = {k: options_for(k) for k in dict.fromkeys(keys)}
+    plan = plan_warehouses(specs, keys, options, order=warehouse_order)
+    for key, wp in plan.warehouses.items():
+        plan.attention[key] = sum(
+            attention_parameter_count(
+                plan.layers[n].spec.in_channels,
+                plan.layers[n].num_mixtures,
+                wp.num_cells,
+                budget=wp.options.budget,
+                reduction=wp.options.reduction,
+                **attn,
+            )
+            for n in wp.layers
+        )
+    plan.left_static.update((n, w) for n, w in left_static.items() if n not in plan.layers)
+    plan.static_parameters = sum(p.numel() for p in model.parameters())
+    return plan
+
+
+def check_plan(plan: KWPlan, max_param_ratio: float | None = 4.0) -> None:
+    """Refuse a plan whose converted model would exceed ``max_param_ratio`` x the static model's parameters,
+    or (any warehouse with b < 1) that would not be smaller than the static model. None: no limit."""
+    if max_param_ratio is None:
+        return
+    t = plan.totals()
+    small = any(wp.options.budget < 1 for wp in plan.warehouses.values())
+    if t["ratio"] <= max_param_ratio and not (small and t["ratio"] >= 1):
+        return
+    what = (
+        f"more than max_param_ratio={max_param_ratio}x"
+        if t["ratio"] > max_param_ratio
+        else "not smaller than the static model although budget < 1:"
+    )
+    raise ValueError(
+        f"refusing to build a KernelWarehouse model {what} the static one.\n{plan.summary()}\n"
+        "To change it: share less (sharing='stage' traces resolution stages; 'layer' shares nothing), use "
+        "larger cells (cell_in/cell_out closer to 1, or per-warehouse warehouse_options), leave the worst "
+        "layers static (exclude=[...]), or pass max_param_ratio=None to build it anyway. "
+        "kwlab.plan_kernelwarehouse(...) shows the plan without building it."
+    )
 
 
 def kernelwarehouse(
@@ -245,21 +484,34 @@ def kernelwarehouse(
     warehouse_order: Iterable[str] | None = None,
     temperature: float = 1.0,
     algorithm: str = "auto",
+    example_input=None,
+    classifier: bool = False,
+    squeeze_excitation: bool = False,
+    attention_ratio: float = 0.5,
+    max_param_ratio: float | None = 4.0,
 ) -> nn.Module:
     """Replace the convolutions and linear layers of ``model`` by KernelWarehouse layers, in place.
 
     Args:
         model: any ``nn.Module``.
         budget: b, cells in a warehouse / cells cut from its layers: 1, 2, 3, 4, ... or 1/2, 1/3, 1/4, ...
-        cell_in, cell_out: cell channels as a fraction of the channel gcd of a warehouse's layers.
-        sharing: "layer", "stage", "network" or a rule ``(qualified_name, module) -> key | None``.
-        include, exclude: glob patterns (or a predicate) on qualified names selecting layers to convert.
+        cell_in, cell_out: cell channels as a fraction of the channel gcd of a warehouse's layers (the product
+            must be a whole divisor of the gcd; anything else raises).
+        sharing: "stage" (traced resolution stages; a kwlab model's official stages), "names" (stage = name
+            before the first numeric part), "layer", "network" or a rule ``(qualified_name, module) -> key | None``.
+        include, exclude: glob patterns (or a predicate) on qualified names selecting layers to convert; a
+            pattern that matches no conv/linear layer is an error.
         init: "static" (fill cells from the current weights) or "kaiming" (official init).
         attention, attention_norm, reduction, spatial_partition, zero_cell, nonlocal_basis_ratio: see
             :class:`kwlab.layers.KWAttention` and :class:`kwlab.layers.WarehouseOptions`.
         warehouse_options: per-warehouse overrides of budget/cell_in/cell_out/spatial_partition/reduction.
         warehouse_order: creation order of the warehouses (official ``weights`` index order).
         temperature: initial temperature of every layer.
+        example_input: the batch the model is traced with (generic models; default: 2 images of 224x224).
+        classifier, squeeze_excitation: also convert the classifier head / SE convs (generic models).
+        attention_ratio: the traced stage rule keeps a warehouse's attention <= this x its cells.
+        max_param_ratio: refuse (ValueError, before allocating) a plan above this x the static parameters,
+            or a b < 1 plan that is not smaller than static; None builds any plan.
     Returns:
         The same ``model``, converted (the plan it followed: :func:`plan_kernelwarehouse`).
     """
@@ -267,8 +519,11 @@ def kernelwarehouse(
         raise ValueError(f"init must be 'static' or 'kaiming', got {init!r}")
     if attention not in ATTENTION_FUNCTIONS:
         raise ValueError(f"attention must be one of {ATTENTION_FUNCTIONS}, got {attention!r}")
-    if attention_norm not in ATTENTION_NORMS:
-        raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {attention_norm!r}")
+    if max_param_ratio is not None and not (
+        isinstance(max_param_ratio, (int, float)) and max_param_ratio > 0 and math.isfinite(max_param_ratio)
+    ):
+        raise ValueError(f"max_param_ratio must be a finite number > 0 or None, got {max_param_ratio!r}")
+    check_tau(temperature, "temperature")
     if any(isinstance(m, _KWConvNd) for m in model.modules()):
         raise ValueError("model already contains KernelWarehouse layers; convert a static model")
     plan = plan_kernelwarehouse(
@@ -283,7 +538,15 @@ def kernelwarehouse(
         spatial_partition=spatial_partition,
         warehouse_options=warehouse_options,
         warehouse_order=warehouse_order,
+        attention_norm=attention_norm,
+        zero_cell=zero_cell,
+        nonlocal_basis_ratio=nonlocal_basis_ratio,
+        example_input=example_input,
+        classifier=classifier,
+        squeeze_excitation=squeeze_excitation,
+        attention_ratio=attention_ratio,
     )
+    check_plan(plan, max_param_ratio)
 
     ref = next(iter(model.parameters()), None)
     factory = dict(device=ref.device, dtype=ref.dtype) if ref is not None else {}
@@ -308,7 +571,8 @@ def kernelwarehouse(
             nonlocal_basis_ratio=nonlocal_basis_ratio,
             temperature=temperature,
             algorithm=algorithm,
-            **factory,
+            device=module.weight.device,
+            dtype=module.weight.dtype,
         )
         owned.add(lp.warehouse)
         new.train(module.training)
@@ -324,13 +588,16 @@ def kernelwarehouse(
 
 @torch.no_grad()
 def _fill_from_static(layer: _KWConvNd, module: nn.Module) -> None:
-    """Copy a static layer's weight into the cells that the init pattern of ``layer`` points at."""
+    """Copy a static layer's weight into the cells that the init pattern of ``layer`` points at (computed
+    from the plan, not read back from the pattern, so that it works on the meta device too)."""
     weight = module.weight
     if isinstance(module, nn.Linear):
         weight = weight.unsqueeze(-1)
     pieces = split_kernel(weight, layer.layout)  # (m, o_c, i_c, *k_c)
-    beta = layer.attention.init_pattern[:, : layer.warehouse.num_cells]
-    rows, cells = beta.nonzero(as_tuple=True)  # mixture j -> its owned cell
-    layer.warehouse.cells[cells] = pieces[rows].to(layer.warehouse.cells.dtype)
+    rows, cells = owned_cells(layer.num_mixtures, layer.start_cell, layer.warehouse.options.budget)
+    device = layer.warehouse.cells.device
+    rows_t = torch.tensor(rows, dtype=torch.long, device=device)
+    cells_t = torch.tensor(cells, dtype=torch.long, device=device)
+    layer.warehouse.cells[cells_t] = pieces[rows_t].to(layer.warehouse.cells.dtype)
     if module.bias is not None and layer.bias is not None:
         layer.bias.copy_(module.bias)
