@@ -7,7 +7,7 @@ Aggregation rule, per sample::
     r(x) = sigmoid(R @ GAP(x) + c)            (B, E)   one Linear, NOT normalised, no temperature
     W(x) = sum_e r_e(x) W_e,  b(x) = sum_e r_e(x) b_e
 
-Checked against the reference digest (``dynamic-conv-family.md`` section 3.1) and the timm
+Checked against the paper (Yang et al., NeurIPS 2019, eq. 1-2) and the timm
 implementation (``timm/layers/cond_conv2d.py``). Differences from timm: the routing function lives in
 the layer (timm shares one routing Linear across the expand/depthwise/project convs of a block), and
 only zero padding is supported (no TF "same" padding).

@@ -13,9 +13,10 @@ so that early attention is near-uniform and every kernel gets trained. In kwlab 
 ``attention.temperature`` buffer (set with :func:`kwlab.set_temperature`; schedule
 ``TemperatureSchedule(iters_per_epoch, epochs=10, start=30.0, end=1.0)``, see
 ``kwlab.methods.family.METHODS["dyconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
-Non-positive temperatures are clamped to 1e-6 (the softmax becomes an argmax) instead of dividing by 0.
+The stored T must be a finite number > 0 (the constructor refuses others; ``kwlab.set_temperature`` maps
+the anneal position tau in [0, 1] to T = 1 + 29 * tau).
 
-There is no official code. Checked against the reference digest (``dynamic-conv-family.md`` section 3.2)
+There is no official code. Checked against the paper (Chen et al., CVPR 2020, eq. 1-3 and sec. 4)
 and the widely used reimplementation kaijieshi7/Dynamic-convolution-Pytorch; differences from the
 latter: hidden width ``max(int(C * reduction), 1)`` (not ``int(C/4) + 1``) and kernels initialised like
 ``nn.Conv2d``. Because the mixture is convex, a layer whose K kernels all equal ``W`` *is* the static

@@ -32,7 +32,7 @@ When a model is traced with ``torch.fx``, the train/eval flag of that BatchNorm 
 
 Parameter names follow the official ``modules/odconv.py`` (``weight``, ``attention.fc``, ``attention.bn``,
 ``attention.{channel,filter,spatial,kernel}_fc``), so official checkpoints map one to one.
-Checked against the official code (commit 0901cc1) and the reference digest (section 3.3): ResNet18 with
+Checked against the official code (OSVAI/ODConv, commit 0901cc1) and its README: ResNet18 with
 ODConv on every block conv has 11.94M (n = 1) and 44.90M (n = 4) parameters.
 """
 
