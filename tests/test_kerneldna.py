@@ -191,7 +191,7 @@ def test_batch_one_training_step(arch):
     assert child.filter_scale.abs().sum() > 0
 
 
-def test_probe_freeze_and_sweep_checks():
+def test_probe_freeze_and_sweep_checks(tmp_path):
     model = _randomise(_kdna("mobilenetv2_050"))
     x = torch.randn(4, 3, 32, 32)
     with kwlab.Probe(model) as probe:
@@ -220,6 +220,24 @@ def test_probe_freeze_and_sweep_checks():
     from kwlab.experiments.sweep import check_configs
 
     check_configs([RunConfig(arch=a, method="kerneldna", data="synthetic") for a in ARCHS])
+    from kwlab.experiments.train import fit
+
+    cfg = RunConfig(
+        arch="mobilenetv2_050",
+        method="kerneldna",
+        data="synthetic",
+        image_size=32,
+        epochs=1,
+        batch_size=8,
+        train_samples=16,
+        test_samples=8,
+        device="cpu",
+        amp=False,
+        channels_last=False,
+        checkpoint=False,
+    )
+    results = fit(cfg, tmp_path / "run", progress=False)
+    assert results["epochs_done"] == 1 and results["params"] == count_parameters(_kdna("mobilenetv2_050"))
 
 
 # ------------------------------------------------------------------------------------------- bad options
