@@ -137,7 +137,7 @@ def owned_cell_count(num_mixtures: int, budget: float) -> int:
 
 
 def owned_cells(num_mixtures: int, start_cell: int, budget: float) -> tuple[list[int], list[int]]:
-    """``(mixtures, cells)``: mixture ``j`` of a layer starts at (points its init pattern at) cell ``cells[i]``
+    """``(mixtures, cells)``: mixture ``j`` of a layer points its init pattern at cell ``cells[i]``
     for ``j = mixtures[i]``; the other mixtures point at the zero cell (b = 1/q)."""
     b = check_budget(budget)
     if b >= 1:
@@ -182,7 +182,7 @@ class WarehousePlan:
 class KWPlan:
     """The whole plan: warehouses in creation order and layers in allocation order.
 
-    Filled by :func:`kwlab.plan_kernelwarehouse` (a plan from :func:`plan_warehouses` alone leaves them empty):
+    Filled by :func:`kwlab.plan_kernelwarehouse` (:func:`plan_warehouses` alone leaves them empty):
     ``attention`` (warehouse -> attention parameters of its layers, by formula), ``left_static`` (layer ->
     why it stays static), ``static_parameters`` (the whole static model). ``warehouse_table()`` has one row
     per warehouse, ``totals()`` the sums, ``frame()`` both as a pandas DataFrame.
@@ -260,8 +260,10 @@ class KWPlan:
         ]
         for r in rows[:top]:
             lines.append(
-                f"  {r['warehouse']!r}: {r['layers']} layers ({r['first']} .. {r['last']}), cell {r['cell_shape']}, "
-                f"m={r['m']}, n={r['n']}: {r['warehouse_params']:,} cell + {r['attention_params']:,} attention "
+                f"  {r['warehouse']!r}: {r['layers']} layers ({r['first']} .. {r['last']}), "
+                f"cell {r['cell_shape']}, "
+                f"m={r['m']}, n={r['n']}: {r['warehouse_params']:,} cell + "
+                f"{r['attention_params']:,} attention "
                 f"parameters for {r['static_params']:,} static ({r['ratio']:.3g}x)"
             )
         return "\n".join(lines)

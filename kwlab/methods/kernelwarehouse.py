@@ -9,18 +9,25 @@ Sharing rules (``sharing=``):
 
 * ``"layer"``: every layer has its own warehouse (key: the layer's qualified name);
 * ``"stage"`` (default): layers of one stage share. A kwlab model defines its stages (the official
-  grouping, see :mod:`kwlab.models`). Any other model is grouped by this documented rule: the stage of
-  ``layer2.0.conv1`` is the part of its qualified name before the first numeric component
-  (``layer2``); a layer without a numeric component is its own stage. Within a stage, layers of different
-  kinds never share: the key also holds the kind (``conv2d``, ``dwconv2d`` for depthwise, ``linear``, ...).
-  E.g. torchvision's resnet18 gets one warehouse per ``layerK`` (plus one each for ``conv1`` and ``fc``);
-  its mobilenet_v2 gets one warehouse per kind for the whole ``features`` trunk;
+  grouping, see :mod:`kwlab.models`). Any other model is traced once (``example_input``, default two
+  224x224 images; shape only, under FakeTensorMode) and a stage is the set of same-kind layers
+  (``conv2d``, ``dwconv2d``, ``gconv2d`` for grouped, ``linear``) that read one resolution, key e.g.
+  ``"conv2d@56x56"``; a stride-2 transition conv joins the stage of the resolution it reads. Within a
+  stage, layers join the first warehouse (in execution order) whose attention stays at most
+  ``attention_ratio`` (0.5) x its cells; otherwise a new one (``"conv2d@56x56/1"``). A layer that fails the
+  rule alone (depthwise and narrow layers) stays static, as do squeeze-excitation convs (1x1 on a pooled
+  input; ``squeeze_excitation=True``), the classifier head (the last layer run; ``classifier=True``) and
+  layers the cell ratios cannot cut; ``plan.left_static`` says why for each;
+* ``"names"``: the earlier name rule: the stage of ``layer2.0.conv1`` is the part of its name before the
+  first numeric component (``layer2``), a layer without one is its own stage, one warehouse per kind;
 * ``"network"``: one warehouse per kind for the whole network;
 * a callable ``rule(qualified_name, module) -> key | None``; None keeps that layer static.
 
 ``init="static"`` fills the owned cells from the existing weights (and copies biases), so that at
 temperature 1 with a whole budget the converted model computes the original function: fine-tuning a
-pretrained network into KW starts exactly where it was. With ``b = 1/q`` only the blocks that the init
+pretrained network into KW starts exactly where it was. Before anything is allocated the plan is
+checked: above ``max_param_ratio`` (4) x the static parameters, or a b < 1 plan that is not smaller than
+static, raises a ValueError naming the worst warehouses (``max_param_ratio=None`` builds it anyway). With ``b = 1/q`` only the blocks that the init
 pattern keeps are copied (the model then starts as a block-sparse approximation). ``init="kaiming"``
 uses the official initialisation. Converted layers start at temperature 1, the start of the official
 schedule.
@@ -281,7 +288,8 @@ def _traced_stages(
                 )
             elif cost[1] > attention_ratio * cost[0]:
                 left_static[name] = (
-                    f"its attention ({cost[1]:,} parameters) would outweigh attention_ratio={attention_ratio} "
+                    f"its attention ({cost[1]:,} parameters) would outweigh "
+                    f"attention_ratio={attention_ratio} "
                     f"x its {cost[0]:,} cell parameters (a narrow or depthwise layer)"
                 )
             else:
@@ -316,8 +324,8 @@ def plan_kernelwarehouse(
     """The warehouse plan :func:`kernelwarehouse` makes for the static ``model``, without building anything.
 
     Arguments as in :func:`kernelwarehouse`. ``plan.layers`` lists the layers to convert in allocation order,
-    ``plan.warehouses`` the warehouses in creation order, ``plan.left_static`` the conv/linear layers that stay
-    static and why; ``plan.warehouse_table()`` has one row per warehouse (cells n, mixtures m, cell and
+    ``plan.warehouses`` the warehouses in creation order, ``plan.left_static`` the conv/linear layers
+    that stay static and why; ``plan.warehouse_table()`` has one row per warehouse (n, m, cell and
     attention parameters by formula), ``plan.totals()`` the whole model against the static one, and
     ``plan.frame()`` both for a notebook. Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
     """
@@ -396,7 +404,8 @@ def plan_kernelwarehouse(
             key = rule(name, module)
             if key is not None and not isinstance(key, str):
                 raise ValueError(
-                    f"sharing rule returned {key!r} for layer {name!r}; keys must be strings (or None: static)"
+                    f"sharing rule returned {key!r} for layer {name!r}; "
+                    "keys must be strings (or None: static)"
                 )
             if callable(sharing) and rule(name, module) != key:
                 raise ValueError(
@@ -498,7 +507,8 @@ def kernelwarehouse(
         cell_in, cell_out: cell channels as a fraction of the channel gcd of a warehouse's layers (the product
             must be a whole divisor of the gcd; anything else raises).
         sharing: "stage" (traced resolution stages; a kwlab model's official stages), "names" (stage = name
-            before the first numeric part), "layer", "network" or a rule ``(qualified_name, module) -> key | None``.
+            before the first numeric part), "layer", "network" or a rule
+            ``(qualified_name, module) -> key | None``.
         include, exclude: glob patterns (or a predicate) on qualified names selecting layers to convert; a
             pattern that matches no conv/linear layer is an error.
         init: "static" (fill cells from the current weights) or "kaiming" (official init).

@@ -97,7 +97,8 @@ def trace_layers(model: nn.Module, example_input: Tensor | tuple | None = None) 
         raise ValueError(
             f"could not run the model on example_input of shape {shapes}{hint}: {type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}. Pass example_input= with a batch of the "
-            f'model\'s real input shape, or a sharing rule that needs no trace ("names", "layer", a callable).'
+            f"model's real input shape, or a sharing rule that needs no trace "
+            '("names", "layer", a callable).'
         ) from None
     finally:
         for h in handles:
