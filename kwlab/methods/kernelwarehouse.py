@@ -27,7 +27,8 @@ Sharing rules (``sharing=``):
 temperature 1 with a whole budget the converted model computes the original function: fine-tuning a
 pretrained network into KW starts exactly where it was. Before anything is allocated the plan is
 checked: above ``max_param_ratio`` (4) x the static parameters, or a b < 1 plan that is not smaller than
-static, raises a ValueError naming the worst warehouses (``max_param_ratio=None`` builds it anyway). With ``b = 1/q`` only the blocks that the init
+static, raises a ValueError naming the worst warehouses (``max_param_ratio=None`` builds it anyway).
+With ``b = 1/q`` only the blocks that the init
 pattern keeps are copied (the model then starts as a block-sparse approximation). ``init="kaiming"``
 uses the official initialisation. Converted layers start at temperature 1, the start of the official
 schedule.
