@@ -284,7 +284,7 @@ def test_official_layout_round_trip(arch, tmp_path):
     path = tmp_path / "ckpt.pth.tar"
     torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, path)
     b = load_official(_kdna(arch), path)
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ya, yb = a(x), b.eval()(x)
     assert (ya - yb).abs().max() / ya.abs().max() < 1e-5
