@@ -81,7 +81,7 @@ def main() -> None:
             run(name)
     for name in steps:
         steps[name] = 0
-    for i in range(args.steps):
+    for _ in range(args.steps):
         for name in steps:
             times[name].append(run(name))
     base = statistics.median(times["no probe"])

@@ -58,12 +58,12 @@ def _build(cfg):
     if cfg["kind"] == "official":
         sys.path.insert(0, cfg["official"])
         try:
-            from models import kw_resnet  # noqa: the official checkout, imported at run time
+            from models import kw_resnet  # the official checkout, imported at run time
         except ImportError as e:
             raise SystemExit(
                 f"--official: cannot import the official models from {cfg['official']}: {e} "
                 "(the official code needs timm)"
-            )
+            ) from e
         model = kw_resnet.kw_resnet18(
             num_classes=10,
             cell_num_ratio=1,
@@ -169,7 +169,7 @@ def _machine(args) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     lines.append(f"cpu: {cpu} ({os.cpu_count()} logical cores), load average {os.getloadavg()[0]:.1f}")
@@ -250,7 +250,7 @@ def main(argv=None) -> None:
         if name == "static":
             ref[arch] = r
         s = ref.get(arch)
-        ratio = (lambda k: f"{r[k] / s[k]:8.2f}") if s else (lambda k: f"{'':8s}")
+        ratio = (lambda k, r=r, s=s: f"{r[k] / s[k]:8.2f}") if s else (lambda k: f"{'':8s}")
         print(
             f"{arch:16s} {name:22s} {r['train_img_s']:11.1f} {ratio('train_img_s')} {r['eval_img_s']:10.1f} "
             f"{ratio('eval_img_s')} {r['peak_bytes'] / 2**20:8.0f} {ratio('peak_bytes')}",

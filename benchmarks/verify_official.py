@@ -118,11 +118,11 @@ def main() -> int:
         ours = kwlab.create_model(arch, method="kw", preset=preset).eval()
         n_off = sum(p.numel() for p in official.parameters())
         n_our = sum(p.numel() for p in ours.parameters())
-        # random BN running statistics, so that the check covers them; eval mode, as the issue asks. The logits of
-        # a random-weight MobileNetV2 get tiny this way (~1e-20), which float32 compares at full relative precision.
-        # Statistics calibrated on a batch instead put these random deep nets in a regime that amplifies float
-        # rounding ~3x per block (measured: per-block outputs agree to 7e-7, chained outputs drift), so they would
-        # test the conditioning of the net, not kwlab.
+        # random BN running statistics, so that the check covers them; eval mode, as the issue asks. The
+        # logits of a random-weight MobileNetV2 get tiny this way (~1e-20), which float32 compares at full
+        # relative precision. Statistics calibrated on a batch instead put these random deep nets in a regime
+        # that amplifies float rounding ~3x per block (measured: per-block outputs agree to 7e-7, chained
+        # outputs drift), so they would test the conditioning of the net, not kwlab.
         with torch.no_grad():
             for m in official.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):

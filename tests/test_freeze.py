@@ -1,4 +1,5 @@
-"""kwlab.instruments.freeze: frozen output == running every layer with its data-mean alpha (hand-walked reference)."""
+"""kwlab.instruments.freeze: frozen output == running every layer with its data-mean alpha (hand-walked
+reference)."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""kwlab.instruments.probe: recorded statistics vs a hand-walked reference, hook hygiene, tables, save/load, callback."""
+"""kwlab.instruments.probe: recorded statistics vs a hand-walked reference, hook hygiene, tables, save/load,
+callback."""
 
 import dataclasses
 import math
@@ -215,7 +216,8 @@ def test_save_and_load_roundtrip(tmp_path, monkeypatch, fmt):
 
 
 class FakeTrainer:
-    """Drives a callback exactly as the trainer's loop does (on_step_start -> forward/backward/step -> end)."""
+    """Drives a callback exactly as the trainer's loop does (on_step_start -> forward/backward/step ->
+    end)."""
 
     def __init__(self, model, run_dir):
         self.model, self.run_dir, self.step, self.epoch = model, run_dir, 0, 0
@@ -310,5 +312,5 @@ def test_kw_resnet20_statistics_match_reference(kw_resnet20):
         assert u["top_count"].tolist() == metrics.top_cell_counts(alpha).tolist()
     assert 0 < s["neg_frac"].min() and s["neg_frac"].max() < 1  # CAF is signed
     # layers of one warehouse index the same cells
-    for bank, part in usage.groupby("warehouse"):
+    for _bank, part in usage.groupby("warehouse"):
         assert part.groupby("layer")["cell"].count().nunique() == 1

@@ -1,4 +1,5 @@
-"""Every registered model with every method (timm-style smoke test), and every method's temperature contract."""
+"""Every registered model with every method (timm-style smoke test), and every method's temperature
+contract."""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def test_every_method_is_finite_at_every_accepted_temperature(method, one_thread
 
 
 def test_temperature_contracts_map_the_anneal_onto_each_method():
-    # KW's blend weight is tau itself; DY-Conv's and ODConv's softmax divisor runs 30 -> 1 (official schedules)
+    # KW's blend weight is tau itself; DY-Conv's and ODConv's softmax divisor runs 30 -> 1 (official
+    # schedules)
     kw, dy, od = (kwlab.METHODS[m].temperature for m in ("kw", "dyconv", "odconv"))
     assert (kw.value(1.0), kw.value(0.0)) == (1.0, 0.0)
     for c in (dy, od):

@@ -1,4 +1,5 @@
-"""kwlab.experiments.sweep: grid expansion, validation before training, resumable runs, results table, executors."""
+"""kwlab.experiments.sweep: grid expansion, validation before training, resumable runs, results table,
+executors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The callback protocol of :mod:`kwlab.experiments.train`, and :class:`ProbeCallback`, the probe during training.
+"""The callback protocol of :mod:`kwlab.experiments.train`, and :class:`ProbeCallback`, the probe during
+training.
 
 A callback receives the :class:`~kwlab.experiments.train.Trainer` (``trainer.model``, ``trainer.config``,
 ``trainer.step``, ``trainer.epoch``, ``trainer.run_dir``) at fixed points of the loop. Callbacks with
@@ -53,8 +54,8 @@ class ProbeCallback(Callback):
     so other steps run at full speed. :meth:`history` is one tidy DataFrame per run, columns ``step, epoch``
     followed by the :meth:`Probe.summary` columns (``neg_frac`` over training is
     ``history().pivot(index="step", columns="layer", values="neg_frac")``). The history travels with the
-    trainer's checkpoints through :meth:`state_dict` / :meth:`load_state_dict`, and ``on_fit_end`` writes it to
-    ``trainer.run_dir`` (:meth:`save`; read back with :func:`load_history`).
+    trainer's checkpoints through :meth:`state_dict` / :meth:`load_state_dict`, and ``on_fit_end`` writes it
+    to ``trainer.run_dir`` (:meth:`save`; read back with :func:`load_history`).
 
     Args:
         every: record steps ``0, every, 2 * every, ...``.
@@ -122,7 +123,8 @@ class ProbeCallback(Callback):
         self._rows = [dict(r) for r in state.get("rows", [])]
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write ``probe_history.parquet`` (or ``.csv`` without pyarrow) into ``run_dir``; see :func:`load_history`."""
+        """Write ``probe_history.parquet`` (or ``.csv`` without pyarrow) into ``run_dir``; see
+        :func:`load_history`."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         df = self.history()

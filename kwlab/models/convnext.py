@@ -231,8 +231,8 @@ register_model(
         input_size=(3, 224, 224),
         temperature_epochs=20.0,
         kw_prepare=_kw_prepare,
-        description="ConvNeXt-T (ImageNet 224). KW: every conv incl. stem and downsample, head static; official "
-        "recipe 300 epochs AdamW, drop_path 0.1 (static) / 0.3 (KW 1x), EMA, temperature over 20 "
+        description="ConvNeXt-T (ImageNet 224). KW: every conv incl. stem and downsample, head static; "
+        "official recipe 300 epochs AdamW, drop_path 0.1 (static) / 0.3 (KW 1x), EMA, temperature over 20 "
         "epochs.",
     )
 )

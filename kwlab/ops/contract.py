@@ -1,8 +1,8 @@
 """The ``"contract"`` algorithm of ``kw_conv``: contract the input with the coefficients first, never build
 a per-sample kernel.
 
-With mixture ``j = (s, o, i)`` (kernel position ``s``, output block ``o``, input block ``i``), the output block
-``o`` of sample ``b`` is
+With mixture ``j = (s, o, i)`` (kernel position ``s``, output block ``o``, input block ``i``), the output
+block ``o`` of sample ``b`` is
 
     out[b, o] = sum_{s,i} w_{b,(s,o,i)} @ cols_b[(s,i)] = sum_t E_t @ Z[b, o, t],
     Z[b, o, t] = sum_{s,i} alpha[b, (s,o,i), t] * cols_b[(s,i)]                   (i_c x L)

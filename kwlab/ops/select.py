@@ -143,9 +143,9 @@ def resolve(
 ) -> str:
     """The algorithm to run for this call (see the module docstring for the precedence).
 
-    ``kernels_fit`` (``kw_conv`` only): the batch's per-sample kernels fit the chunk budget, so they can be kept
-    for backward; then the rule table picks ``"grouped"`` for k x k kernels, which with kept kernels was the
-    fastest measured path for every such layer (benchmarks/README.md).
+    ``kernels_fit`` (``kw_conv`` only): the batch's per-sample kernels fit the chunk budget, so they can be
+    kept for backward; then the rule table picks ``"grouped"`` for k x k kernels, which with kept kernels was
+    the fastest measured path for every such layer (benchmarks/README.md).
     """
     check_algorithm(algorithm)
     if algorithm != "auto":
