@@ -11,11 +11,16 @@ Each helper names the notebook that explains it. They are plain functions of dat
 * :func:`cell_index_map`, :func:`plot_kernel_cells` -- a kernel cut into cells (02_kernelwarehouse_anatomy);
 * :func:`plot_learning_curves` -- per-epoch histories of several runs (03_train_cifar);
 * :func:`to_image`, :func:`plot_attribution_grid` -- images and signed attribution maps side by side
-  (07_explain_with_captum).
+  (07_explain_with_captum);
+* :func:`export_checkpoint`, :func:`load_checkpoint` -- the small kwlab-trained networks in
+  ``data/checkpoints/`` that the analysis notebooks (05, 07) look inside; :func:`randomize_attention` -- the
+  same network with freshly initialised attention, the baseline for reading learned attention (05).
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -43,16 +48,29 @@ __all__ = [
     "plot_learning_curves",
     "to_image",
     "plot_attribution_grid",
+    "checkpoints_dir",
+    "export_checkpoint",
+    "load_checkpoint",
+    "randomize_attention",
 ]
 
 
 # ----------------------------------------------------------------------------------------------- settings
 def quick_mode() -> bool:
-    """True when ``$KWLAB_QUICK`` is set to 1/true/yes: every notebook then runs small on a laptop CPU.
+    """Quick mode (every notebook runs small on a laptop CPU) unless ``$KWLAB_QUICK`` is 0/false/no/off.
 
-    Used by every notebook (its first code cell); CI executes the notebooks with ``KWLAB_QUICK=1``.
+    Quick is the default, so a notebook opened without settings never starts a GPU-sized run; full mode is
+    asked for with ``KWLAB_QUICK=0`` (``make lab FULL=1``) or ``QUICK = False`` in the notebook's first cell.
+    Any other value raises ValueError naming the allowed ones. Used by every notebook (its first code cell).
     """
-    return os.environ.get("KWLAB_QUICK", "").strip().lower() in ("1", "true", "yes", "on")
+    value = os.environ.get("KWLAB_QUICK", "").strip().lower()
+    if value in ("", "1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(
+        f"KWLAB_QUICK must be one of 1/true/yes/on or 0/false/no/off (or unset: quick), got {value!r}"
+    )
 
 
 def find_data_file(filename: str, root: str | os.PathLike | None = None) -> Path | None:
@@ -109,7 +127,7 @@ def plan_model(
     spatial_partition: bool = True,
     reduction: float = 1 / 16,
 ):
-    """The warehouse plan :func:`kwlab.kernelwarehouse` would make for a *static* ``model`` (nothing is built);
+    """The warehouse plan :func:`kwlab.kernelwarehouse` would make for a *static* ``model`` (nothing built);
     :func:`kwlab.methods.kernelwarehouse.plan_kernelwarehouse` with the knobs the notebook's sliders move.
 
     Returns a :class:`kwlab.layers.KWPlan` (``plan.table()`` for one row per layer); a combination that is not
@@ -230,7 +248,7 @@ def plot_budget(table: Any, ax=None, title: str | None = None):
 
     fig, ax = plt.subplots(figsize=(6.5, 4)) if ax is None else (ax.figure, ax)
     ok = table[table["allowed"]]
-    for i, (ratio, part) in enumerate(ok.groupby("cell_ratio", sort=False)):
+    for i, (_ratio, part) in enumerate(ok.groupby("cell_ratio", sort=False)):
         part = part.sort_values("budget")
         ax.plot(
             part["budget"],
@@ -530,3 +548,83 @@ def plot_attribution_grid(
     if title:
         fig.suptitle(title)
     return fig
+
+
+# -------------------------------------------------------------------------------------------- checkpoints
+def checkpoints_dir() -> Path:
+    """``$KWLAB_CHECKPOINTS``, else the repository's ``data/checkpoints`` (the notebooks' networks)."""
+    env = os.environ.get("KWLAB_CHECKPOINTS")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+
+
+def export_checkpoint(run_dir: str | os.PathLike, name: str, root: str | os.PathLike | None = None) -> Path:
+    """Copy a finished kwlab run (``run_dir/checkpoint.pt`` + ``config.json``) to ``root/name/``.
+
+    Writes ``model.pt`` (the model's ``state_dict`` only) and ``run.json`` (the RunConfig, the git revision
+    and resolved settings from ``config.json``, and the run's final metrics from ``metrics.jsonl``).
+    """
+    from .utils import atomic_torch_save, atomic_write_text  # noqa: PLC0415
+
+    run_dir = Path(run_dir)
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    record = json.loads((run_dir / "config.json").read_text())
+    lines = (
+        (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
+    )
+    history = [json.loads(line) for line in lines if line.strip()]
+    if history and history[-1].get("epoch") != record["config"]["epochs"]:
+        raise ValueError(
+            f"{run_dir} is not finished: last epoch {history[-1].get('epoch')}, "
+            f"epochs={record['config']['epochs']}"
+        )
+    record["final"] = history[-1] if history else {}
+    record["source_run"] = run_dir.name
+    out = Path(root) if root is not None else checkpoints_dir()
+    out = out / name
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(state["model"], out / "model.pt")
+    atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def load_checkpoint(name: str, root: str | os.PathLike | None = None):
+    """``(model, config, record)`` of ``root/name`` (default :func:`checkpoints_dir`), model in eval mode.
+
+    The model is built from the stored RunConfig with kwlab's own ``build_model`` and loaded with
+    ``torch.load(weights_only=True)`` (strict); ``record`` is the whole ``run.json`` (git revision, final
+    metrics). Raises FileNotFoundError naming the folder when it is absent.
+    """
+    from .experiments.config import RunConfig  # noqa: PLC0415
+    from .experiments.train import build_model  # noqa: PLC0415
+
+    folder = (Path(root) if root is not None else checkpoints_dir()) / name
+    if not (folder / "model.pt").exists():
+        raise FileNotFoundError(f"no checkpoint {name!r}: {folder / 'model.pt'} does not exist")
+    record = json.loads((folder / "run.json").read_text())
+    config = RunConfig.from_dict(record["config"])
+    model = build_model(config, int(record["resolved"]["num_classes"]))
+    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    return model.eval(), config, record
+
+
+def randomize_attention(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` whose attention modules are freshly initialised (their own ``reset_parameters``,
+    BatchNorm statistics reset); everything else, temperature included, is kept.
+
+    The baseline for reading trained attention (05_attention_analysis): a statistic that random attention
+    shows as well (signs, cell usage) says nothing about what was learned.
+    """
+    from .layers.base import DynamicAttention  # noqa: PLC0415
+
+    out = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    for module in out.modules():
+        if isinstance(module, DynamicAttention):
+            for sub in module.modules():
+                if hasattr(sub, "reset_running_stats"):
+                    sub.reset_running_stats()
+                if sub is not module and hasattr(sub, "reset_parameters"):
+                    sub.reset_parameters()
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return out

@@ -72,8 +72,9 @@ def _one_layer(df: pd.DataFrame, layer: str | None) -> tuple[pd.DataFrame, str]:
     return df[df["layer"] == layer], layer
 
 
-def _signed_imshow(fig: Figure, ax: Axes, values: np.ndarray, label: str) -> None:
-    lim = float(np.nanmax(np.abs(values))) if values.size else 1.0
+def _signed_imshow(fig: Figure, ax: Axes, values: np.ndarray, label: str, lim: float | None = None) -> None:
+    if lim is None:
+        lim = float(np.nanmax(np.abs(values))) if values.size else 1.0
     lim = lim if lim > 0 else 1.0
     im = ax.imshow(values, aspect="auto", cmap=_DIVERGING, vmin=-lim, vmax=lim, interpolation="nearest")
     fig.colorbar(im, ax=ax, label=label)
@@ -99,6 +100,7 @@ def attention_heatmap(
     sample: int | None = None,
     ax: Axes | None = None,
     title: str | None = None,
+    vmax: float | None = None,
 ) -> Figure:
     """Heatmap of signed attention for one layer.
 
@@ -109,6 +111,8 @@ def attention_heatmap(
         by: ``"sample"``: rows are samples, value = alpha averaged over the layer's mixtures (exact for
             whole-kernel methods, m = 1); ``"mixture"``: rows are mixtures, value = alpha of ``sample`` (or
             averaged over the kept samples when ``sample`` is None).
+        vmax: the colour scale's limit (+-vmax); pass the same value to panels that are compared. None: this
+            panel's largest ``|alpha|``.
     """
     if by not in ("sample", "mixture"):
         raise ValueError(f"by must be 'sample' or 'mixture', got {by!r}")
@@ -137,7 +141,7 @@ def attention_heatmap(
             ).to_numpy()
             rows_label = "mixture"
     fig, ax = _fig_ax(ax)
-    _signed_imshow(fig, ax, values, "alpha (signed)")
+    _signed_imshow(fig, ax, values, "alpha (signed)", vmax)
     ax.set_xlabel("warehouse cell")
     ax.set_ylabel(rows_label)
     what = {
@@ -178,6 +182,20 @@ def alpha_histogram(
         linewidth=0.3,
     )
     ax.axvline(0.0, color="0.3", linewidth=0.8)
+    occupied = np.nonzero(share)[0]
+    if occupied.size:  # fixed bins: show the occupied range (plus a bin each side), not the empty tails
+        lo, hi = left[max(occupied[0] - 1, 0)], left[min(occupied[-1] + 1, len(left) - 1)] + width[-1]
+        ax.set_xlim(min(lo, -width[0]), max(hi, width[-1]))
+        if occupied.size < 6:
+            ax.text(
+                0.02,
+                0.86,
+                f"only {occupied.size} bins occupied: pass finer Probe(bins=...)",
+                transform=ax.transAxes,
+                va="top",
+                fontsize=8,
+                color="0.35",
+            )
     ax.set_xlabel("alpha")
     ax.set_ylabel("share of coefficients")
     ax.text(0.02, 0.95, f"negative: {share[neg].sum():.1%}", transform=ax.transAxes, va="top")
