@@ -6,7 +6,7 @@ from functools import partial
 
 from kwlab.methods.kernelwarehouse import KW_PRESETS as RESNET_PRESETS
 
-from . import convnext, mobilenetv2  # noqa: F401 - each registers its own entries
+from . import convnext, mobilenetv2, vit  # noqa: F401 - each registers its own entries
 from .registry import ModelEntry, create_model, list_models, model_entry, register_model
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet_kw_stage_rule
 
