@@ -67,8 +67,12 @@ _METHODS = [m for m in kwlab.list_methods() if m != "static"]
 
 @pytest.mark.parametrize("method", _METHODS)
 def test_every_method_is_finite_at_every_accepted_temperature(method, one_thread):
-    extra = {"wiring": "pairing"} if method == "kerneldna" else {}  # the official KernelDNA nets are ImageNet-sized
-    model = kwlab.create_model("resnet20_cifar", method=method, num_classes=10, widths=(8, 16, 16), **extra).eval()
+    extra = (
+        {"wiring": "pairing"} if method == "kerneldna" else {}
+    )  # the official KernelDNA nets are ImageNet-sized
+    model = kwlab.create_model(
+        "resnet20_cifar", method=method, num_classes=10, widths=(8, 16, 16), **extra
+    ).eval()
     contract = kwlab.METHODS[method].temperature
     x = torch.randn(3, 3, 16, 16)
     start = contract.position(contract.start) if contract.active else 1.0
