@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kwlab", description="KernelWarehouse lab bench: train, sweep, report."
     )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one run (a YAML of RunConfig fields and/or --set overrides)")
@@ -55,14 +56,15 @@ def _train(args: argparse.Namespace) -> int:
     import yaml
 
     from kwlab.experiments import RunConfig, fit
+    from kwlab.experiments.config import ConfigError
     from kwlab.experiments.sweep import parse_overrides
 
     values: dict = {}
     if args.config:
         with open(args.config) as f:
-            loaded = yaml.safe_load(f) or {}
+            loaded = yaml.safe_load(f) or {}  # a YAMLError names the file and line (see _describe_error)
         if not isinstance(loaded, dict):
-            raise SystemExit(f"kwlab train: {args.config} must be a mapping of RunConfig fields")
+            raise ConfigError(f"{args.config} must be a mapping of RunConfig fields")
         values = dict(loaded.get("base", loaded)) if "name" in loaded and "base" in loaded else dict(loaded)
     values.update(parse_overrides(args.overrides))
     config = RunConfig.from_dict(values)
@@ -99,9 +101,31 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from kwlab.experiments.report import make_report
 
+    _check_results_table(Path(args.dir))
     page = make_report(args.dir, args.out)
     print(f"report: {page}")
     return 0
+
+
+def _check_results_table(folder: Path) -> None:
+    """Refuse a results.csv that is not a kwlab results table, before any plotting."""
+    import pandas as pd
+
+    from kwlab.experiments.config import ConfigError
+
+    table = folder / "results.csv"
+    if not table.is_file():
+        return  # make_report says what is missing
+    try:
+        df = pd.read_csv(table)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ConfigError(f"{table} is not a CSV table ({type(err).__name__}: {err})") from None
+    missing = [c for c in ("run_id", "method", "arch") if c not in df.columns]
+    if missing and len(df.columns):
+        raise ConfigError(
+            f"{table} is not a kwlab results table: no {missing} column(s) (it has {list(df.columns)[:6]}); "
+            f"give a sweep directory written by `kwlab sweep`"
+        )
 
 
 def _recipes(args: argparse.Namespace) -> int:
@@ -113,13 +137,55 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kwlab`` console script and ``python -m kwlab``."""
-    from kwlab.experiments.config import ConfigError
+    """Entry point of the ``kwlab`` console script and ``python -m kwlab``.
 
+    Every error ends as one line ``kwlab <command>: error: ...`` on stderr and a non-zero exit code: 2 for bad
+    input (config, files, data, checkpoints), 1 for failed runs and unexpected errors, 128 + the signal
+    number for an interrupted sweep. ``--debug`` (anywhere on the line, or ``KWLAB_DEBUG=1``) shows the
+    traceback instead.
+    """
+    import os
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("KWLAB_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
     handler = {"train": _train, "sweep": _sweep, "report": _report, "recipes": _recipes}[args.command]
     try:
         return handler(args)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"kwlab {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except BaseException as err:
+        if debug or isinstance(err, SystemExit):
+            raise
+        code, text = _describe_error(err)
+        print(f"kwlab {args.command}: error: {text}", file=sys.stderr)
+        return code
+
+
+def _describe_error(err: BaseException) -> tuple[int, str]:
+    """Exit code and one-line message of an error that ends a command."""
+    import yaml
+
+    from kwlab.experiments.config import ConfigError
+    from kwlab.experiments.sweep import SweepInterrupted
+
+    def one_line(text: str) -> str:
+        return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
+
+    if isinstance(err, SweepInterrupted):
+        return 128 + err.signum, one_line(str(err))
+    if isinstance(err, KeyboardInterrupt):
+        return 130, "interrupted (finished epochs are checkpointed; re-run the same command to resume)"
+    if isinstance(err, yaml.YAMLError):
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        name = getattr(mark, "name", None) if mark is not None else None
+        source = f" in {name}" if name and not name.startswith("<") else ""
+        problem = getattr(err, "problem", None) or one_line(str(err))
+        return 2, f"cannot parse YAML{source}{where}: {problem}"
+    if isinstance(err, ConfigError):
+        return 2, one_line(str(err))
+    if isinstance(err, (FileNotFoundError, ValueError, OSError, ImportError)):
+        return 2, f"{type(err).__name__}: {one_line(str(err))}"
+    if isinstance(err, RuntimeError):
+        return 1, one_line(str(err))
+    return 1, f"unexpected {type(err).__name__}: {one_line(str(err))} (run with --debug for the traceback)"

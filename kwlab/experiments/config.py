@@ -8,6 +8,9 @@ Explained in notebooks/03_train_cifar.ipynb.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -19,10 +22,28 @@ from kwlab.methods import METHOD_FIELDS, METHODS, get_method
 from kwlab.methods.kernelwarehouse import SHARING
 from kwlab.utils import suggest
 
-__all__ = ["RunConfig", "ConfigError", "OPTIMIZERS", "DEVICES"]
+__all__ = ["RunConfig", "ConfigError", "OPTIMIZERS", "DEVICES", "RUNTIME_FIELDS", "BLOCKED_ARCH_MODULES"]
 
 OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
+
+#: Fields left out of :meth:`RunConfig.training_hash`: they change where a run executes or what is kept on
+#: disk, not what is trained or reported. ``checkpoint`` (keep the final checkpoint), ``device`` (the
+#: resolved device is recorded in config.json), ``probe_every`` (the training probe only reads activations:
+#: it consumes no randomness and changes no weight; a changed value applies from the resumed step on) and
+#: ``recipe`` (informational: the fields it filled are hashed themselves). Every other field -- including
+#: ``probe_samples``, which changes the reported probe numbers -- is hashed.
+RUNTIME_FIELDS = ("checkpoint", "device", "probe_every", "recipe")
+
+#: ``arch="module:function"`` may not name these modules (or their submodules): they run programs, load
+#: code or pickles, or reach the interpreter. Sweep files stay trusted input all the same (see build_model).
+BLOCKED_ARCH_MODULES = tuple(
+    """builtins os posix nt sys subprocess shutil importlib runpy code codeop pickle marshal shelve ctypes
+    socket pty multiprocessing concurrent threading signal pdb webbrowser tempfile io pathlib operator
+    functools eval exec setuptools pip distutils yaml dill joblib cloudpickle numpy.load torch.hub
+    torch.load torch.jit torch.package torch.utils.cpp_extension torch.serialization torch.compiler
+    torch._dynamo torch.ops""".split()
+)
 
 
 class ConfigError(ValueError):
@@ -40,12 +61,15 @@ class RunConfig:
     ``image_size``, ``classes``, ``train_samples``/``test_samples`` (caps), ``augment``.
     Optimisation: ``epochs``, ``batch_size`` (global), ``optimizer`` ("sgd"|"adamw"), ``lr``, ``momentum``,
     ``weight_decay``, ``label_smoothing``, ``warmup_epochs``, ``min_lr``, ``temperature_epochs`` (None:
-    ``min(official, 0.25 * epochs)``), ``temperature_start``/``temperature_end`` (anneal positions in [0, 1],
-    None: 1 -> 0; each method maps them to its own temperature, see :class:`kwlab.layers.TemperatureContract`).
+    ``min(official, 0.25 * epochs)``), ``temperature_start``/``temperature_end`` (anneal positions in
+    [0, 1], None: 1 -> 0; each method maps them to its own temperature, see
+    :class:`kwlab.layers.TemperatureContract`).
     Which model fields apply to which method: ``kwlab.methods.METHODS[method].config_fields``.
     Runtime: ``seed``, ``device`` ("auto"|"cpu"|"cuda"), ``amp``, ``channels_last`` (CUDA only),
-    ``probe_every`` (training steps between probe recordings; 0 = off), ``probe_samples``, ``checkpoint`` (keep the
-    final checkpoint), ``recipe`` (name of the recipe the fields came from; informational).
+    ``probe_every`` (training steps between probe recordings; 0 = off), ``probe_samples``, ``checkpoint``
+    (keep the final checkpoint), ``recipe`` (name of the recipe the fields came from; informational).
+    Floats must be finite; numeric strings (YAML 1.1 reads ``1e-3`` as one) are accepted for float fields.
+    :meth:`training_hash` covers every field but :data:`RUNTIME_FIELDS`.
     """
 
     arch: str = "resnet20_cifar"
@@ -155,6 +179,12 @@ class RunConfig:
                 spec.preset_options(self.preset, arch_presets, f" for arch {self.arch!r}")
             except ValueError as err:
                 raise ConfigError(str(err)) from None
+        _check_arch(self.arch)
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value) and "float" in str(hints[f.name]):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
         if self.sharing is not None:
             _choice("sharing", self.sharing, SHARING)
         if self.attention is not None:
@@ -216,6 +246,27 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def training_dict(self) -> dict[str, Any]:
+        """The fields that change what is trained or reported: every field but :data:`RUNTIME_FIELDS`."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+    def training_hash(self) -> str:
+        """SHA-1 (16 hex digits) of :meth:`training_dict`; stored in checkpoint.pt and results.json so a run
+        directory is never resumed or reported under another config."""
+        text = _canonical(self.training_dict())
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def differences(self, other: dict[str, Any]) -> list[str]:
+        """``["lr: 0.1 (stored) -> 0.2 (now)", ...]`` for the hashed fields where ``other`` (a stored
+        config dict) differs from this config."""
+        mine = self.training_dict()
+        out = []
+        for key in mine:
+            theirs = other.get(key, "<absent>")
+            if _canonical(theirs) != _canonical(mine[key]):
+                out.append(f"{key}: {theirs!r} (stored) -> {mine[key]!r} (now)")
+        return out
+
 
 def _official_temperature_epochs(arch: str, default: float) -> float:
     """The registry's official KW anneal span for ``arch`` (ResNet/ConvNeXt 20, MobileNetV2 15)."""
@@ -227,6 +278,28 @@ def _official_temperature_epochs(arch: str, default: float) -> float:
         except (ImportError, ValueError, KeyError):
             pass
     return 15.0 if arch.startswith("mobilenetv2") else default
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _check_arch(arch: str) -> None:
+    """Refuse ``"module:function"`` archs that name an escape hatch (:data:`BLOCKED_ARCH_MODULES`)."""
+    if not isinstance(arch, str) or not arch:
+        raise ConfigError(f"arch must be a registered arch name or 'module:function', got {arch!r}")
+    if ":" not in arch:
+        return
+    module, _, fn = arch.partition(":")
+    if not module or not fn or not all(part.isidentifier() for part in [*module.split("."), *fn.split(".")]):
+        raise ConfigError(f"arch={arch!r}: a custom builder is written 'package.module:function'")
+    target = f"{module}.{fn}"
+    for blocked in BLOCKED_ARCH_MODULES:
+        if any(name == blocked or name.startswith(blocked + ".") for name in (module, target)):
+            raise ConfigError(
+                f"arch={arch!r}: {blocked!r} is not a model builder and is refused (it can run programs or "
+                f"load code); give a function that returns an nn.Module, e.g. 'torchvision.models:resnet18'"
+            )
 
 
 def _arch_presets(arch: str):
@@ -288,6 +361,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
     elif hint is str:
         if isinstance(value, str):
             return value

@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ __all__ = [
     "ImageData",
     "DeviceLoader",
     "DatasetNotFoundError",
+    "UnsafeDataError",
+    "read_cifar_batch",
     "load_data",
     "synthetic_images",
     "data_roots",
@@ -217,7 +220,8 @@ def resolve_source(
             reason = "download disabled"
         raise DatasetNotFoundError(
             f"dataset {name!r} not found; looked in: {', '.join(looked)}; {reason}. Get it with "
-            f"`python -c \"import torchvision; torchvision.datasets.{key.upper()}('{roots[0]}', download=True)\"` "
+            f"`python -c \"import torchvision; "
+            f"torchvision.datasets.{key.upper()}('{roots[0]}', download=True)\"` "
             f"on a machine with internet, or put the python-pickle folder {_CIFAR_FOLDERS[key]!r} "
             f"(or, for CIFAR-10, cifar10-jpg.zip) under one of those folders, or set KWLAB_DATA."
         )
@@ -229,9 +233,9 @@ def resolve_source(
                 break
     if not path.exists():
         raise DatasetNotFoundError(
-            f"data={name!r} is not one of {DATASET_NAMES} and no such file or folder exists (also looked under "
-            f"{', '.join(str(r) for r in data_roots(root))}). Give a path to an ImageFolder directory or .zip "
-            f"with train/ and val/ (or test/) folders."
+            f"data={name!r} is not one of {DATASET_NAMES} and no such file or folder exists (also looked "
+            f"under {', '.join(str(r) for r in data_roots(root))}). Give a path to an ImageFolder directory "
+            f"or .zip with train/ and val/ (or test/) folders."
         )
     return "imagefolder", path
 
@@ -251,10 +255,65 @@ def _download_cifar(key: str, root: Path) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
+class UnsafeDataError(ValueError):
+    """A data file holds something its format never holds (for a pickle: a call to arbitrary code)."""
+
+
+#: The only globals a CIFAR python batch refers to: numpy's array reconstruction (numpy 1 and 2 names)
+#: and, in protocol-2 pickles written by Python 3, ``_codecs.encode`` (how such pickles spell bytes).
+_CIFAR_GLOBALS = {
+    (module, name)
+    for prefix in ("numpy.core", "numpy._core")
+    for module, name in (
+        (f"{prefix}.multiarray", "_reconstruct"),
+        (f"{prefix}.multiarray", "scalar"),
+        (f"{prefix}.numeric", "_frombuffer"),
+    )
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # encode: bytes in protocol 2
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits dicts, lists, tuples, bytes, str, numbers and numpy arrays -- what the CIFAR format holds."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise UnsafeDataError(f"GLOBAL {module}.{name}")
+        if module.startswith("numpy.core") and int(np.__version__.split(".")[0]) >= 2:
+            module = "numpy._core" + module[len("numpy.core") :]  # same function, no deprecation shim
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """Read one CIFAR python batch with a restricted unpickler (nothing in the file can run code).
+
+    Raises:
+        UnsafeDataError: the file refers to anything but numpy arrays and plain containers.
+        DatasetNotFoundError: the file is missing. ValueError: truncated or not a pickle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"CIFAR batch {path} is missing")
+    try:
+        with open(path, "rb") as f:
+            obj = _CifarUnpickler(f, encoding="latin1").load()
+    except UnsafeDataError as err:
+        raise UnsafeDataError(
+            f"{path} is not a CIFAR batch: its pickle calls {str(err).removeprefix('GLOBAL ')}, which the "
+            f"CIFAR format never holds; refusing to load it (kwlab admits only dicts, lists, bytes, str, "
+            f"numbers and numpy arrays). Replace the file with the original CIFAR download"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
+        raise ValueError(
+            f"{path} is not a readable CIFAR batch ({type(err).__name__}: {err}); it is truncated or "
+            f"corrupt: download the dataset again"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} is not a CIFAR batch: it holds a {type(obj).__name__}, not a dict")
+    return obj
+
+
 def _read_cifar_pickle(folder: Path, key: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
-    def load(p: Path) -> dict:
-        with open(p, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+    load = read_cifar_batch
 
     if key == "cifar10":
         files = {"train": [folder / f"data_batch_{i}" for i in range(1, 6)], "test": [folder / "test_batch"]}
@@ -267,6 +326,8 @@ def _read_cifar_pickle(folder: Path, key: str) -> tuple[dict[str, tuple[np.ndarr
         xs, ys = [], []
         for p in paths:
             d = load(p)
+            if "data" not in d or label_key not in d:
+                raise ValueError(f"{p} is not a CIFAR batch: it has no 'data' or {label_key!r} entry")
             xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(np.asarray(d[label_key], dtype=np.int64))
         out[split] = (np.concatenate(xs), np.concatenate(ys))
@@ -283,8 +344,11 @@ def _list_dir(path: Path) -> list[str]:
 
 
 def _list_zip(path: Path) -> list[str]:
-    with zipfile.ZipFile(path) as zf:
-        return sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable zip file ({err}): truncated or corrupt") from None
 
 
 def _find_split_base(names: Sequence[str]) -> tuple[str, str, str] | None:
@@ -352,10 +416,21 @@ def _build_folder_split(path: Path, names: list[str], size: int, desc: str) -> n
     if path.is_file():
         with zipfile.ZipFile(path) as zf:
             for i, n in enumerate(tqdm(names, desc=desc, leave=False, mininterval=1.0)):
-                out[i] = _decode(zf.read(n), size)
+                try:
+                    out[i] = _decode(zf.read(n), size)
+                except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as err:
+                    raise ValueError(
+                        f"{path}: member {n!r} cannot be read ({type(err).__name__}: {err}); the zip is "
+                        f"truncated or corrupt"
+                    ) from None
     else:
         for i, n in enumerate(tqdm(names, desc=desc, leave=False, mininterval=1.0)):
-            out[i] = _decode((path / n).read_bytes(), size)
+            try:
+                out[i] = _decode((path / n).read_bytes(), size)
+            except (OSError, ValueError) as err:
+                raise ValueError(
+                    f"{path / n} cannot be decoded as an image ({type(err).__name__}: {err})"
+                ) from None
     return out
 
 

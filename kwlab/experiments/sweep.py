@@ -22,6 +22,19 @@ Every config is expanded and checked before any training starts: unknown fields 
 name), wrong types, impossible combinations, unknown archs and presets, missing datasets, and an
 output directory that holds a different sweep all raise :class:`kwlab.experiments.config.ConfigError`.
 
+One sweep at a time per directory: ``OUT/.sweep.lock`` is an advisory lock (``flock``) held while the
+sweep runs; a second sweep into the same directory is refused. sweep.json records the spec and its hash
+(:func:`spec_hash`); re-running with an edited spec of the same name keeps the earlier specs in its
+``history`` and their finished runs in the table (``in_current_spec=False``). SIGINT or SIGTERM stops the
+workers, keeps every finished result, writes the table and raises :class:`SweepInterrupted` (the CLI exits
+with 128 + the signal number); re-running the command resumes. Workers of the ``processes`` executor also
+die with the sweep process if it is killed outright (Linux ``PR_SET_PDEATHSIG``).
+
+Sweep files are trusted input, like code: ``arch: "module:function"`` imports and calls that function with
+the file's ``model_kwargs`` (as Hydra's ``_target_``). Obvious escape hatches (torch.hub, builtins, os,
+subprocess, ...: :data:`kwlab.experiments.config.BLOCKED_ARCH_MODULES`) are refused, and the resolved
+callable is printed in the run log and recorded in config.json, but only run sweep files you trust.
+
 Explained in notebooks/04_ablation_n_m_sharing.ipynb.
 """
 
@@ -272,25 +285,177 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
             ) from None
 
 
-def _prepare_out_dir(spec: SweepSpec, out: Path) -> None:
+_LOCK_NAME = ".sweep.lock"
+_HELD_LOCKS: dict[str, Any] = {}  # resolved sweep dir -> open lock file (flock held) of this process
+
+
+def _lock_out_dir(out: Path) -> None:
+    """Take the advisory lock ``out/.sweep.lock`` (``fcntl.flock``, released when the process ends).
+
+    Raises:
+        ConfigError: another process holds it (a sweep is running in ``out``).
+    """
+    key = str(out.resolve())
+    if key in _HELD_LOCKS:
+        return
+    handle = open(out / _LOCK_NAME, "a+")  # noqa: SIM115 - kept open while the sweep runs
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - no advisory locks on this platform
+        pass
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(
+            f"another sweep is running in {out} (lock {out / _LOCK_NAME} held by {holder}); wait for it to "
+            f"finish or use another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    _HELD_LOCKS[key] = handle
+
+
+def _unlock_out_dir(out: Path) -> None:
+    handle = _HELD_LOCKS.pop(str(Path(out).resolve()), None)
+    if handle is not None:
+        handle.close()  # closing the file releases the flock
+
+
+def spec_hash(spec: SweepSpec) -> str:
+    """Hash of what a sweep spec trains (everything but ``executor``, ``description`` and notices)."""
+    d = {k: v for k, v in spec.to_dict().items() if k not in ("executor", "description", "data_notice")}
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _prepare_out_dir(spec: SweepSpec, out: Path, log=print) -> None:
+    """Lock ``out`` and record the spec in sweep.json.
+
+    A directory of another sweep name, or a non-empty one without sweep.json, is refused. The same name with
+    an edited spec (a changed grid) is accepted: sweep.json keeps every earlier spec (``history``, by spec
+    hash), and the results table keeps every finished run directory (``in_current_spec`` marks the runs of
+    the current spec).
+    """
     meta = out / "sweep.json"
-    if meta.exists():
-        old = json.loads(meta.read_text())
-        if old.get("name") != spec.name:
-            raise ConfigError(
-                f"{out} holds a different sweep ({old.get('name')!r}, not {spec.name!r}); choose another "
-                f"--out or delete it"
-            )
-    elif out.exists() and any(out.iterdir()):
+    if not meta.exists() and out.exists() and any(p.name != _LOCK_NAME for p in out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no sweep.json: refusing to write a sweep into it")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        meta,
-        json.dumps(
-            {"name": spec.name, "spec": spec.to_dict(), "git_revision": git_revision()}, indent=2, default=str
-        )
-        + "\n",
-    )
+    _lock_out_dir(out)
+    try:
+        record = {"name": spec.name, "spec_hash": spec_hash(spec), "spec": spec.to_dict()}
+        history: list[dict[str, Any]] = []
+        if meta.exists():
+            try:
+                old = json.loads(meta.read_text())
+            except json.JSONDecodeError:
+                raise ConfigError(f"{meta} is not valid JSON; repair or delete it") from None
+            if old.get("name") != spec.name:
+                raise ConfigError(
+                    f"{out} holds a different sweep ({old.get('name')!r}, not {spec.name!r}); choose "
+                    f"another --out or delete it"
+                )
+            history = list(old.get("history", []))
+            old_hash = old.get("spec_hash")
+            if old_hash != record["spec_hash"]:
+                history.append({k: old.get(k) for k in ("spec_hash", "spec", "git_revision")})
+                log(
+                    f"sweep {spec.name!r}: the spec changed since the last run in {out} ({old_hash} -> "
+                    f"{record['spec_hash']}); earlier specs are kept in sweep.json and their finished runs "
+                    f"in results.csv (in_current_spec=False)"
+                )
+        record.update(git_revision=git_revision(), history=history)
+        atomic_write_text(meta, json.dumps(record, indent=2, default=str) + "\n")
+    except BaseException:
+        _unlock_out_dir(out)
+        raise
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by SIGINT or SIGTERM: workers stopped, finished results kept, table written."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+def _stop_workers() -> None:
+    """Terminate this process's multiprocessing children (the processes executor's workers)."""
+    import multiprocessing  # noqa: PLC0415
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=5)
+
+
+def _die_with_parent() -> None:
+    """In a worker process: receive SIGTERM when the sweep process dies, even by SIGKILL (Linux)."""
+    import multiprocessing  # noqa: PLC0415
+
+    if multiprocessing.parent_process() is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        pass
+
+
+def _guarded(run):
+    """Wrap :func:`run_sweep`: on SIGINT/SIGTERM stop the workers, keep every finished result, write the
+    table, release the directory lock and raise :class:`SweepInterrupted` (re-running resumes)."""
+    import functools  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    @functools.wraps(run)
+    def wrapper(spec, out, *args, log=print, **kwargs):
+        out = Path(out)
+        caught: list[int] = []
+
+        def handler(signum, frame):
+            first = not caught
+            caught.append(signum)
+            _stop_workers()
+            if first:
+                raise SweepInterrupted(signal.Signals(signum).name, signum)
+
+        installed = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                installed[sig] = signal.signal(sig, handler)
+        try:
+            return run(spec, out, *args, log=log, **kwargs)
+        except KeyboardInterrupt as err:
+            signum = caught[0] if caught else int(signal.SIGINT)
+            _stop_workers()
+            done = 0
+            if (out / "sweep.json").exists():
+                try:
+                    done = len(collect_results(out))
+                except Exception as table_err:  # noqa: BLE001 - the interruption is the news
+                    log(f"could not write {out / 'results.csv'}: {table_err}")
+            message = (
+                f"sweep interrupted by {signal.Signals(signum).name}: workers stopped, {done} finished runs "
+                f"kept in {out / 'results.csv'}; re-run the same command to resume"
+            )
+            raise SweepInterrupted(message, signum) from (None if isinstance(err, SweepInterrupted) else err)
+        finally:
+            for sig, previous in installed.items():
+                signal.signal(sig, previous)
+            _unlock_out_dir(out)
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -302,6 +467,7 @@ def _run_one(
     config_dict: dict[str, Any], run_dir: str, threads: int | None = None, progress: bool = False
 ) -> dict[str, Any]:
     """Worker entry point (also used by submitit): train one run, or return its stored results."""
+    _die_with_parent()
     if threads:
         import torch  # noqa: PLC0415
 
@@ -315,20 +481,19 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
 
     Args:
         out: the sweep directory.
-        ids: run ids to include (default: every run directory).
+        ids: the run ids of the current spec, listed first (default: every run directory). Finished run
+            directories not in ``ids`` (runs of an earlier spec of this sweep) follow, with
+            ``in_current_spec=False``: no finished run is dropped from the table.
         write: also write ``out/results.csv`` (and ``results.parquet`` when pyarrow is installed).
     """
     import pandas as pd  # noqa: PLC0415
 
     out = Path(out)
     runs_dir = out / "runs"
-    names = (
-        list(ids)
-        if ids is not None
-        else sorted(p.name for p in runs_dir.iterdir())
-        if runs_dir.exists()
-        else []
-    )
+    every = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.exists() else []
+    current = set(ids) if ids is not None else set(every)
+    # every finished run directory is accounted for: ids first, then runs of earlier specs of this sweep
+    names = [*(ids if ids is not None else []), *(n for n in every if ids is None or n not in current)]
     rows = []
     for name in names:
         rdir = runs_dir / name
@@ -341,6 +506,7 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
             row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
         row["git_revision"] = config.get("git_revision", "unknown")
         row.update(json.loads((rdir / "results.json").read_text()))
+        row["in_current_spec"] = name in current
         rows.append(row)
     df = pd.DataFrame(rows)
     if write:
@@ -359,6 +525,7 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
     return df
 
 
+@_guarded
 def run_sweep(
     spec: SweepSpec | str | os.PathLike,
     out: str | os.PathLike,
@@ -401,7 +568,7 @@ def run_sweep(
     configs = expand(spec)
     check_configs(configs)
     out = Path(out)
-    _prepare_out_dir(spec, out)
+    _prepare_out_dir(spec, out, log=log)
     ids = run_ids(configs)
     todo = [(c, i) for c, i in zip(configs, ids) if not (out / "runs" / i / "results.json").exists()]
     log(

@@ -17,9 +17,17 @@ Run directory layout (all files written atomically: tmp file + ``os.replace``)::
     config.json     resolved RunConfig + git revision + environment
     metrics.jsonl   one line per finished epoch
     checkpoint.pt   state after the last finished epoch (torch.load(weights_only=True))
-    probe/          the probe's tables on test images after training (dynamic models; kwlab.instruments.probe.load)
+    probe/          the probe's tables on test images after training (dynamic models; see
+                    kwlab.instruments.probe.load)
     probe_history.parquet  probe summaries during training (when probe_every > 0)
     results.json    written last: the run is finished when it exists
+
+A run directory belongs to one config: checkpoint.pt and results.json store its
+:meth:`RunConfig.training_hash` (every field but :data:`kwlab.experiments.config.RUNTIME_FIELDS`), and
+resuming or re-fitting under a config that differs in a hashed field raises :class:`ConfigError` listing the
+fields that differ. A changed runtime field (``checkpoint``, ``device``, ``probe_every``) resumes, and
+config.json is rewritten with the current values. An unreadable checkpoint (truncated, empty, or holding
+code) raises an error that names the file.
 
 Temperature span for short runs. KW anneals tau from 1 to 0 over ``temperature_epochs`` (official: 20
 of 300 epochs; 15 of 150 for MobileNetV2). With ``temperature_epochs=None`` (default) kwlab uses
@@ -37,6 +45,7 @@ import math
 import os
 import platform
 import random
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -50,9 +59,16 @@ from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.layers.base import set_temperature
 from kwlab.methods import get_method
 from kwlab.methods.temperature import TemperatureSchedule
-from kwlab.utils import atomic_torch_save, atomic_write_text, count_macs, git_revision
+from kwlab.utils import (
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write_text,
+    count_macs,
+    git_revision,
+    load_torch_file,
+)
 
-__all__ = ["RunConfig", "Trainer", "fit", "build_model", "ConfigError"]
+__all__ = ["RunConfig", "Trainer", "fit", "build_model", "check_run_dir", "resolve_builder", "ConfigError"]
 
 
 def _is_dist() -> bool:
@@ -78,16 +94,13 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
     options = {k: getattr(config, k) for k in spec.config_fields if getattr(config, k) is not None}
     preset = options.pop("preset", None)
     if ":" in config.arch:
-        import importlib  # noqa: PLC0415
-
-        module_name, _, fn_name = config.arch.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module_name), fn_name)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(
-                f"arch={config.arch!r}: cannot import {fn_name!r} from {module_name!r} ({err})"
-            ) from None
+        fn = resolve_builder(config.arch)
         model = fn(num_classes=num_classes, **config.model_kwargs)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(
+                f"arch={config.arch!r}: {describe_builder(fn)} returned {type(model).__name__}, "
+                f"not an nn.Module"
+            )
         if spec.converter is None:
             return model
         if spec.name == "kw":
@@ -106,6 +119,58 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
         **options,
         **config.model_kwargs,
     )
+
+
+def resolve_builder(arch: str):
+    """The callable named by a ``"module:function"`` arch, imported through the torchvision guard.
+
+    Sweep and config files are trusted input: a custom arch runs the named function with the file's
+    ``model_kwargs``, like Hydra's ``_target_``. The modules in
+    :data:`kwlab.experiments.config.BLOCKED_ARCH_MODULES` (torch.hub, builtins, os, subprocess, ...) are
+    refused by the config check; the resolved callable is printed in the run log and written to config.json.
+    """
+    from kwlab._compat import import_module  # noqa: PLC0415 - torchvision/timm builders need the guard
+
+    module_name, _, fn_name = arch.partition(":")
+    try:
+        obj: Any = import_module(module_name)
+        for part in fn_name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"arch={arch!r}: cannot import {fn_name!r} from {module_name!r} ({err})") from None
+    if not callable(obj) or isinstance(obj, type(os)):
+        raise ConfigError(f"arch={arch!r}: {fn_name!r} in {module_name!r} is not a function")
+    return obj
+
+
+def describe_builder(fn: Any) -> str:
+    """``module.qualname (file)`` of a resolved builder, for the run log."""
+    import inspect  # noqa: PLC0415
+
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    try:
+        where = inspect.getsourcefile(fn)
+    except TypeError:
+        where = None
+    return f"{name} ({where})" if where else name
+
+
+def _check_image_size(model: nn.Module, config: RunConfig, size: int, device: torch.device) -> None:
+    """One forward pass of a single zero image in eval mode: an arch that cannot run at ``size`` fails here,
+    before training, with a ConfigError naming image_size."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model(torch.zeros(1, 3, size, size, device=device))
+    except (RuntimeError, ValueError) as err:
+        first = next((ln for ln in str(err).splitlines() if ln.strip()), "")
+        raise ConfigError(
+            f"image_size={size} is too small for arch={config.arch!r}: a forward pass of one {size}x{size} "
+            f"image fails ({type(err).__name__}: {first[:200]}); use a larger image_size"
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -137,7 +202,8 @@ class Trainer:
     Args:
         config: the run.
         run_dir: where config, metrics, checkpoints and results go (None: keep everything in memory).
-        callbacks: :class:`kwlab.experiments.callbacks.Callback` objects (a probe is added when ``probe_every > 0``).
+        callbacks: :class:`kwlab.experiments.callbacks.Callback` objects (a probe is added when
+            ``probe_every > 0``).
         model: use this model instead of :func:`build_model` (its config fields are then informational).
         data: a preloaded :class:`kwlab.experiments.data.ImageData` (default: loaded from ``config``).
         progress: show tqdm bars.
@@ -198,8 +264,14 @@ class Trainer:
             )
         )
         _seed_everything(config.seed)
+        self.builder = (
+            describe_builder(resolve_builder(config.arch)) if model is None and ":" in config.arch else None
+        )
+        if self.builder is not None and self.is_main:
+            print(f"kwlab: arch {config.arch!r} -> {self.builder}", file=sys.stderr)
         net = model if model is not None else build_model(config, self.data.num_classes)
         net = net.to(self.device)
+        _check_image_size(net, config, self.data.image_size, self.device)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.model = net
@@ -270,10 +342,11 @@ class Trainer:
         self.resumed_from: int | None = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            check_run_dir(config, self.run_dir)
             if (self.run_dir / "checkpoint.pt").exists():
                 self.load_checkpoint(self.run_dir / "checkpoint.pt")
                 self.resumed_from = self.epoch
-            elif self.is_main:
+            if self.is_main:
                 self._write_config()
 
     # ------------------------------------------------------------------ setup helpers
@@ -295,8 +368,10 @@ class Trainer:
         assert self.run_dir is not None
         info = {
             "config": self.config.to_dict(),
+            "config_hash": self.config.training_hash(),
             "git_revision": git_revision(),
             "resolved": {
+                "builder": self.builder,
                 "temperature": self.config.resolved_temperature(),
                 "device": str(self.device),
                 "world_size": self.world_size,
@@ -314,7 +389,15 @@ class Trainer:
                 "host": platform.node(),
             },
         }
-        atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2, default=str) + "\n")
+        previous = self.run_dir / "config.json"
+        if self.resumed_from is not None and previous.exists():  # keep the revision the run started with
+            try:
+                started = json.loads(previous.read_text()).get("git_revision")
+            except (json.JSONDecodeError, AttributeError):
+                started = None
+            if started and started != info["git_revision"]:
+                info["git_revision_resumed"], info["git_revision"] = info["git_revision"], started
+        atomic_write_text(previous, json.dumps(info, indent=2, default=str) + "\n")
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -329,6 +412,8 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best_acc": self.best_acc,
+            "config_hash": self.config.training_hash(),
+            "config": json.dumps(self.config.to_dict(), default=str),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -351,7 +436,18 @@ class Trainer:
         atomic_torch_save(self.state_dict(), path)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        """Resume from ``path``; refuses another config's checkpoint, names the file when it is unreadable."""
+        try:
+            state = load_torch_file(path, map_location=self.device)
+        except CheckpointError as err:
+            raise CheckpointError(
+                f"cannot resume: {err}. Delete {path} to restart this run from epoch 0"
+            ) from None
+        stored = state.get("config_hash") if isinstance(state, dict) else None
+        if stored is not None and stored != self.config.training_hash():
+            stored_config = json.loads(state.get("config", "{}"))
+            raise ConfigError(_mismatch(self.config, stored_config, Path(path).parent))
+        self.load_state_dict(state)
 
     # ------------------------------------------------------------------ loop
     def _call(self, hook: str, *args: Any) -> None:
@@ -495,6 +591,7 @@ class Trainer:
             "final_train_acc": last.get("train_acc"),
             "throughput": sum(timed) / len(timed) if timed else None,
             "train_time": sum(m["epoch_time"] for m in self.history),
+            "config_hash": self.config.training_hash(),
         }
         out.update(getattr(self, "probe_headline", {}))
         return out
@@ -552,6 +649,48 @@ def _final_probe(trainer: Trainer) -> dict[str, float]:
     return out
 
 
+def _mismatch(config: RunConfig, stored: dict[str, Any], where: Path) -> str:
+    diffs = config.differences(stored) if stored else []
+    what = "; ".join(diffs[:12]) if diffs else "the stored config is not recorded"
+    return (
+        f"{where} belongs to another config ({what}). Use another run directory (--out) for the new config, "
+        f"or delete {where} to train it again"
+    )
+
+
+def check_run_dir(config: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """Check that ``run_dir``'s records (results.json, else config.json) belong to ``config``.
+
+    Only the hashed fields count (:meth:`RunConfig.training_hash`). Returns the stored results when the run is
+    finished, else None.
+
+    Raises:
+        ConfigError: the directory holds a run of another config; the message lists the fields that differ.
+    """
+    run_dir = Path(run_dir)
+    results_file, config_file = run_dir / "results.json", run_dir / "config.json"
+    stored_cfg: dict[str, Any] = {}
+    if config_file.exists():
+        try:
+            stored_cfg = json.loads(config_file.read_text()).get("config", {})
+        except (json.JSONDecodeError, AttributeError):
+            raise ConfigError(f"{config_file} is not a kwlab config record; delete {run_dir}") from None
+    results = None
+    if results_file.exists():
+        try:
+            results = json.loads(results_file.read_text())
+        except json.JSONDecodeError:
+            raise ConfigError(f"{results_file} is not valid JSON; delete it to train the run again") from None
+        stored_hash = results.get("config_hash") if isinstance(results, dict) else None
+        if stored_hash is not None:
+            if stored_hash != config.training_hash():
+                raise ConfigError(_mismatch(config, stored_cfg, run_dir))
+            return results
+    if stored_cfg and config.differences(stored_cfg):
+        raise ConfigError(_mismatch(config, stored_cfg, run_dir))
+    return results
+
+
 def fit(
     config: RunConfig,
     run_dir: str | os.PathLike | None = None,
@@ -562,9 +701,10 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``config`` (resuming from ``run_dir``'s checkpoint if any) and return its results.
 
-    A run directory that already holds results.json is not trained again: its results are returned.
+    A run directory that already holds results.json is not trained again: its results are returned, after
+    checking that they belong to ``config`` (see :func:`check_run_dir`).
     """
     if run_dir is not None and (Path(run_dir) / "results.json").exists():
-        return json.loads((Path(run_dir) / "results.json").read_text())
+        return check_run_dir(config, run_dir)
     trainer = Trainer(config, run_dir, callbacks=callbacks, progress=progress, **kwargs)
     return trainer.fit()
