@@ -382,3 +382,27 @@ def test_cli_errors_are_one_line_with_exit_code_and_debug_shows_traceback(tmp_pa
     line = _one_line_error(capsys, argv, "sweep", code=1)
     assert "1 of 1 runs failed" in line
     assert "image_size=8 is too small" in next((tmp_path / "f" / "runs").glob("*/error.txt")).read_text()
+
+
+# ------------------------------------------------------------------------------------------------ item 14
+def test_one_torchvision_guard_serves_every_path():
+    """In a fresh interpreter (where a bare ``import torchvision`` may fail on the op schemas): timm, the
+    ``torchvision.models:resnet18`` builder and torchvision itself all import through kwlab._compat."""
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is None or importlib.util.find_spec("torchvision") is None:
+        pytest.skip("needs timm and torchvision")
+    code = (
+        "import kwlab._compat as c\n"
+        "from kwlab.experiments.config import RunConfig\n"
+        "from kwlab.experiments.train import build_model\n"
+        "m = build_model(RunConfig.from_dict({'arch': 'torchvision.models:resnet18'}), 7)\n"
+        "assert m.fc.out_features == 7, m.fc\n"
+        "assert c.import_timm().create_model('resnet18', num_classes=3).fc.out_features == 3\n"
+        "assert c.import_torchvision().models.resnet18 is not None\n"
+        "assert c.define_torchvision_op_schemas() is False  # schemas exist now: nothing left to define\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
