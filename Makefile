@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-DATA   ?= synthetic
+DATA   ?= auto
+FULL   ?=
 STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lab bench clean
@@ -20,6 +21,8 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# data=auto: CIFAR-10 from $$KWLAB_DATA, ./data, the torchvision cache or a download; synthetic (with a
+# notice) only when none can be had. `make demo DATA=synthetic` forces the offline images.
 demo: $(STAMP)
 	$(PY) -m kwlab sweep configs/demo.yaml --out runs/demo --set data=$(DATA)
 
@@ -27,8 +30,9 @@ test: $(STAMP)
 	$(PY) -m ruff check kwlab tests benchmarks
 	$(PY) -m pytest -q tests
 
+# Notebooks open in quick mode (KWLAB_QUICK=1: minutes on a CPU); `make lab FULL=1` runs them in full.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	KWLAB_QUICK=$(if $(FULL),0,1) $(VENV)/bin/jupyter lab notebooks/
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_speed.py

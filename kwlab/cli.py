@@ -1,4 +1,4 @@
-"""The ``kwlab`` command line: ``train``, ``sweep``, ``report``, ``recipes``.
+"""The ``kwlab`` command line: ``train``, ``sweep``, ``report``, ``recipes``, ``reproduce``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m kwlab train configs/cifar10_resnet20.yaml --set recipe=cifar_short --out runs/r20
     python -m kwlab sweep configs/demo.yaml --out runs/demo --set data=cifar10
     python -m kwlab report runs/demo
+    python -m kwlab reproduce data/results/cifar10_resnet20_b_sharing --run RUN_ID --out runs/repro
 
 ``--set key=value`` values are parsed as YAML (``0.1`` is a float, ``[0, 1]`` a list, ``1/2x`` a string).
 For ``sweep`` a scalar is forced on every run and a list becomes a grid axis.
@@ -49,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report directory (default DIR/report)")
 
     sub.add_parser("recipes", help="list the named recipes")
+
+    p = sub.add_parser("reproduce", help="re-run one recorded run and compare its numbers with the record")
+    p.add_argument("folder", help="folder holding results.csv (a sweep directory or data/results/<name>)")
+    p.add_argument("--run", required=True, metavar="RUN_ID", help="the run_id column of results.csv")
+    p.add_argument("--out", required=True, help="run directory for the reproduction (gets results.json)")
+    p.add_argument("--threads", type=int, help="torch threads (default: the recorded thread count)")
+    p.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -95,6 +103,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
         page = make_report(args.out)
         print(f"report: {page}")
+        print((page.parent / "finding.md").read_text() if (page.parent / "finding.md").exists() else "")
     return 0
 
 
@@ -128,6 +137,13 @@ def _check_results_table(folder: Path) -> None:
         )
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from kwlab.experiments.reproduce import reproduce
+
+    reproduce(args.folder, args.run, args.out, threads=args.threads, progress=not args.no_progress)
+    return 0
+
+
 def _recipes(args: argparse.Namespace) -> int:
     from kwlab.experiments.recipes import RECIPES
 
@@ -150,7 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("KWLAB_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
-    handler = {"train": _train, "sweep": _sweep, "report": _report, "recipes": _recipes}[args.command]
+    handler = {
+        "train": _train,
+        "sweep": _sweep,
+        "report": _report,
+        "recipes": _recipes,
+        "reproduce": _reproduce,
+    }[args.command]
     try:
         return handler(args)
     except BaseException as err:

@@ -47,6 +47,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _spec(**changes) -> SweepSpec:
     d = {
         "name": "t",
+        "seeds": 1,  # one run per configuration (the default is 3; see tests/test_findings.py)
         "base": dict(BASE),
         "runs": [{"method": "static"}, {"method": "kw", "preset": ["1/2x", "1x"]}],
     }
@@ -183,6 +184,7 @@ def _env() -> dict[str, str]:
 def test_sigkill_mid_sweep_then_resume_equals_uninterrupted_run(tmp_path):
     spec = {
         "name": "kill",
+        "seeds": 1,
         "base": {**BASE, "epochs": 3, "train_samples": 96},
         "runs": [{"method": "static"}, {"method": "kw", "preset": "1x"}],
     }

@@ -57,7 +57,7 @@ class RunConfig:
     Model: ``arch``, ``method`` ("static" or a dynamic method), ``preset`` ("1/4x".."4x") and its
     overrides ``budget``, ``cell_in``, ``cell_out``, ``sharing``, ``attention``, ``reduction`` (None = the
     preset's value), ``drop_path_rate``, ``model_kwargs`` (extra keyword arguments of create_model).
-    Data: ``data`` ("synthetic", "cifar10", "cifar100" or an ImageFolder path), ``data_root``,
+    Data: ``data`` ("auto", "synthetic", "cifar10", "cifar100" or an ImageFolder path), ``data_root``,
     ``image_size``, ``classes``, ``train_samples``/``test_samples`` (caps), ``augment``.
     Optimisation: ``epochs``, ``batch_size`` (global), ``optimizer`` ("sgd"|"adamw"), ``lr``, ``momentum``,
     ``weight_decay``, ``label_smoothing``, ``warmup_epochs``, ``min_lr``, ``temperature_epochs`` (None:
@@ -86,7 +86,7 @@ class RunConfig:
     reduction: float | None = None
     drop_path_rate: float = 0.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    data: str = "synthetic"
+    data: str = "auto"  # CIFAR-10 where found, else synthetic with a notice (data.resolve_auto)
     data_root: str | None = None
     image_size: int | None = None
     classes: str | None = None

@@ -8,6 +8,8 @@ no per-image Python work.
 
 Dataset names (``RunConfig.data``):
 
+* ``"auto"`` (the default) -- CIFAR-10 wherever it is found (see :func:`resolve_auto`), else synthetic
+  images with a visible notice;
 * ``"synthetic"`` -- generated in code, deterministic from a seed (see :func:`synthetic_images`);
 * ``"cifar10"`` / ``"cifar100"`` -- the standard python-pickle folders (``cifar-10-batches-py``,
   ``cifar-100-python``) under the data root; for CIFAR-10 also ``cifar10-jpg.zip`` (the 60,000
@@ -48,10 +50,11 @@ __all__ = [
     "synthetic_images",
     "data_roots",
     "resolve_source",
+    "resolve_auto",
     "DATASET_NAMES",
 ]
 
-DATASET_NAMES = ("synthetic", "cifar10", "cifar100")
+DATASET_NAMES = ("auto", "synthetic", "cifar10", "cifar100")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _CACHE_VERSION = 1
 
@@ -163,12 +166,54 @@ def synthetic_images(
 def data_roots(root: str | os.PathLike | None = None) -> list[Path]:
     """The folders searched for named datasets, in order: ``root``, ``$KWLAB_DATA``, ``./data``."""
     roots: list[Path] = []
-    for candidate in (root, os.environ.get("KWLAB_DATA"), "data"):
+    for candidate in (root, os.environ.get("KWLAB_DATA"), "data", _torch_datasets_dir()):
         if candidate:
             p = Path(candidate).expanduser()
             if p not in roots:
                 roots.append(p)
     return roots
+
+
+def _torch_datasets_dir() -> str:
+    """The torchvision download cache: ``$TORCH_HOME/datasets`` (default ``~/.cache/torch/datasets``)."""
+    return str(Path(os.environ.get("TORCH_HOME", "~/.cache/torch")).expanduser() / "datasets")
+
+
+def _online(host: str = "www.cs.toronto.edu", timeout: float = 3.0) -> bool:
+    """Whether the CIFAR download host can be reached (never when ``$KWLAB_DOWNLOAD`` is ``0``)."""
+    if os.environ.get("KWLAB_DOWNLOAD", "1").strip().lower() in ("0", "no", "false", "off"):
+        return False
+    import socket  # noqa: PLC0415
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_auto(root: str | os.PathLike | None = None, *, download: bool = True) -> tuple[str, str]:
+    """What ``data="auto"`` means here: ``("cifar10", "")`` when CIFAR-10 is found (``root``,
+    ``$KWLAB_DATA``, ``./data``, the torchvision cache) or can be downloaded (internet, and
+    ``$KWLAB_DOWNLOAD`` not ``0``); else ``("synthetic", notice)`` with a notice saying why."""
+    try:
+        resolve_source("cifar10", root, download=False)
+        return "cifar10", ""
+    except DatasetNotFoundError as err:
+        missing = str(err)
+    if download and _online():
+        try:
+            resolve_source("cifar10", root, download=True)
+            return "cifar10", ""
+        except DatasetNotFoundError as err:
+            missing = str(err)
+    looked = missing.split("; looked in: ")[-1].split("; download")[0]
+    notice = (
+        "NOTICE: data=auto found no CIFAR-10 (looked in: " + looked + "; no download possible) and uses "
+        "SYNTHETIC images instead: accuracies are not CIFAR-10 accuracies. Set KWLAB_DATA to a folder "
+        "holding cifar10-jpg.zip or cifar-10-batches-py."
+    )
+    return "synthetic", notice
 
 
 def cache_dir() -> Path:
@@ -192,6 +237,8 @@ def resolve_source(
         DatasetNotFoundError: nothing found and the download failed or was not allowed.
     """
     key = name.lower()
+    if key == "auto":
+        key = name = resolve_auto(root, download=download)[0]
     if key == "synthetic":
         return "synthetic", Path("")
     if key in _CIFAR_FOLDERS:
@@ -552,6 +599,12 @@ def load_data(
         download: allow torchvision's downloader for CIFAR when the data is missing.
         use_cache: ImageFolder only: read/write the decoded cache under :func:`cache_dir`.
     """
+    if name.lower() == "auto":
+        name, notice = resolve_auto(root, download=download)
+        if notice:
+            import warnings  # noqa: PLC0415
+
+            warnings.warn(notice, stacklevel=2)
     kind, path = resolve_source(name, root, download=download)
     caps = {"train": train_samples, "test": test_samples}
     if kind == "synthetic":

@@ -3,7 +3,12 @@
 ``make_report("runs/demo")`` reads ``results.csv`` and the runs' probe tables and writes into
 ``runs/demo/report/``:
 
-* ``accuracy_vs_params.png`` -- best test accuracy against parameters, coloured by method, labelled by b;
+* ``accuracy_by_config.png`` -- final test accuracy of every configuration: mean over seeds with its 95%
+  t-interval, every seed as a dot, parameters and MACs in the label, and the chance level 1/K;
+* ``accuracy_vs_params.png`` -- the same means and intervals against the parameter count;
+* ``finding.md`` -- the finding, generated from the numbers (:func:`findings`): each configuration's
+  accuracy with its interval and budget, which paired differences are real at this scale and which are
+  not (:func:`kwlab.experiments.stats.compare`), and whether the data were real CIFAR-10;
 * ``accuracy_vs_budget.png`` / ``diversity_vs_budget.png`` -- against the budget b, one line per sharing
   range; ``accuracy_vs_m.png`` when the cell count m (= 1 / (cell_in * cell_out)) varies;
   ``accuracy_vs_sharing.png`` -- against the sharing range, one line per b;
@@ -25,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["make_report", "load_results", "training_curves"]
+__all__ = ["make_report", "load_results", "training_curves", "findings", "finding_text", "summary_table"]
 
 
 def _preset_fields(arch: str, preset: Any) -> dict[str, float]:
@@ -68,6 +73,169 @@ def load_results(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     )
     df["accuracy"] = df["best_acc"]
     return df
+
+
+def _si(value: float) -> str:
+    """69000 -> '69k', 10500000 -> '10.5M' (tick labels and budgets)."""
+    if value is None or pd.isna(value):
+        return "?"
+    value = float(value)
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= div:
+            return f"{value / div:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def _plain_ticks(ax: Any) -> None:
+    """Readable tick labels on every axis: '69k', '0.5', '2' -- never '2x10^0'."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: PLC0415
+
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
+            axis.set_minor_formatter(NullFormatter())
+
+
+def _chance(df: pd.DataFrame) -> float:
+    k = pd.to_numeric(df["num_classes"], errors="coerce").dropna() if "num_classes" in df else pd.Series([])
+    return 1.0 / float(k.iloc[0]) if len(k) else 0.1
+
+
+def summary_table(df: pd.DataFrame, metric: str = "final_acc") -> pd.DataFrame:
+    """The per-configuration summary (:func:`kwlab.experiments.stats.summarize`) of a results table."""
+    from kwlab.experiments.stats import summarize  # noqa: PLC0415
+
+    return summarize(df, metrics=[m for m in (metric, "best_acc", "final_acc", "train_time") if m in df])
+
+
+def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    from kwlab.experiments.stats import config_label  # noqa: PLC0415
+
+    n = len(summary)
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * n + 1.6))
+    labels = []
+    for i, (_, row) in enumerate(summary.iterrows()):
+        y = n - 1 - i
+        colour = "C0" if row["method"] == "static" else f"C{1 + i % 9}"
+        runs = df[df.apply(config_label, axis=1) == row["label"]]
+        ax.scatter(runs[metric], [y] * len(runs), s=14, color=colour, alpha=0.5, zorder=2)
+        ax.errorbar(
+            row[f"{metric}_mean"], y, xerr=row[f"{metric}_ci95"], fmt="o", color=colour, capsize=4, zorder=3
+        )
+        att = row.get("params_attention")
+        att_text = f", attention {_si(att)}" if att and not pd.isna(att) and att > 0 else ""
+        budget = f"{_si(row.get('params'))} params{att_text}, {_si(row.get('macs'))} MACs"
+        labels.append(f"{row['label']}\n{budget}")
+    chance = _chance(df)
+    ax.axvline(chance, color="grey", ls="--", lw=1)
+    ax.text(chance, n - 0.45, f" chance {chance:.2f}", color="grey", fontsize=8, va="bottom")
+    ax.set_yticks(range(n - 1, -1, -1), labels, fontsize=8)
+    ax.set_ylim(-0.6, n - 0.2)
+    hi = max(float(df[metric].max()), chance)
+    ax.set_xlim(0, min(1.0, hi * 1.1 + 0.02))
+    ax.set_xlabel(f"{metric} (mean over seeds, bar: 95% t-interval; dots: seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (_, row) in enumerate(summary.iterrows()):
+        colour = "C0" if row["method"] == "static" else f"C{1 + i % 9}"
+        marker = "s" if row["method"] == "static" else "o"
+        ax.errorbar(
+            row["params"], row[f"{metric}_mean"], yerr=row[f"{metric}_ci95"], fmt=marker, color=colour,
+            capsize=4, label=f"{row['label']} ({_si(row.get('macs'))} MACs)",
+        )
+    chance = _chance(df)
+    ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.2f})")
+    ax.set_xscale("log")
+    _plain_ticks(ax)
+    ax.set_ylim(0, min(1.0, max(float(df[metric].max()), chance) * 1.15 + 0.02))
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"{metric} (mean ± 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def findings(df: pd.DataFrame, metric: str = "final_acc") -> list[str]:
+    """The finding of a results table, generated from its numbers (one sentence per line).
+
+    Lists every configuration's ``metric`` (mean ± 95% t-interval, n seeds) with its parameters and MACs,
+    flags configurations that are not above chance, and compares by seed-paired t-intervals
+    (:func:`kwlab.experiments.stats.compare`): each configuration against the first static one, and each
+    dynamic one against the static net of the closest parameter count.
+    """
+    from kwlab.experiments.stats import compare, config_label  # noqa: PLC0415
+
+    if df.empty:
+        return ["No finished runs."]
+    summary = summary_table(df, metric)
+    chance = _chance(df)
+    lines = []
+    data = ", ".join(sorted({str(v) for v in df["data"].dropna()})) if "data" in df else "?"
+    notices = {str(v) for v in df.get("data_notice", pd.Series([], dtype=str)).dropna() if str(v)}
+    scale = f"data {data}"
+    if "train_samples" in df and df["train_samples"].notna().any():
+        scale += f", {int(df['train_samples'].max()):,d} training images"
+    if "epochs" in df:
+        scale += f", {int(df['epochs'].max())} epochs"
+    scale += f", {int(summary['n_seeds'].min())} seeds per configuration"
+    lines.append(f"Scale: {scale}; {metric} as mean ± half-width of the 95% t-interval over seeds.")
+    lines += [f"**{n}**" for n in notices]
+    for _, row in summary.iterrows():
+        mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci95"]
+        att = row.get("params_attention")
+        att_text = f" ({_si(att)} in attention)" if att and not pd.isna(att) and att > 0 else ""
+        ci_text = f"± {ci:.3f}" if not pd.isna(ci) else "(one seed: no interval)"
+        line = (
+            f"- {row['label']}: {metric} {mean:.3f} {ci_text} (n = {row['n_seeds']}) at "
+            f"{_si(row.get('params'))} parameters{att_text}, {_si(row.get('macs'))} MACs"
+        )
+        low = mean - (0 if pd.isna(ci) else ci)
+        if low <= chance + 0.02:
+            line += f" -- NOT clearly above chance ({chance:.2f}): nothing it shows should be read as learned"
+        lines.append(line)
+    labels = df.apply(config_label, axis=1)
+    static = summary[summary["method"] == "static"]
+    pairs: list[tuple[str, str, str]] = []
+    if len(static):
+        ref = static.iloc[0]["label"]
+        pairs += [(r["label"], ref, "") for _, r in summary.iterrows() if r["label"] != ref]
+        for _, r in summary[summary["method"] != "static"].iterrows():
+            closest = static.iloc[(static["params"] - r["params"]).abs().argsort().iloc[0]]
+            if closest["label"] != ref:
+                pairs.append((r["label"], closest["label"], " (closest parameter count)"))
+    real, unclear = [], []
+    for a, b, why in pairs:
+        if a not in set(labels) or b not in set(labels):
+            continue
+        try:
+            c = compare(df, a, b, metric)
+        except ValueError:
+            continue
+        pa = summary.set_index("label").loc[a, "params"]
+        pb = summary.set_index("label").loc[b, "params"]
+        text = f"{c.verdict} [{_si(pa)} vs {_si(pb)} parameters{why}]"
+        (real if c.significant else unclear).append(text)
+    if real:
+        lines.append("Differences that are real at this scale (paired by seed, 95% interval excludes 0):")
+        lines += [f"- {t}" for t in real]
+    if unclear:
+        lines.append("Differences not detected at this scale (the interval contains 0; more seeds or a "
+                     "larger scale may or may not show one):")
+        lines += [f"- {t}" for t in unclear]
+    return lines
+
+
+def finding_text(sweep_dir: str | os.PathLike, metric: str = "final_acc") -> str:
+    """:func:`findings` of a sweep directory as text (what ``kwlab sweep`` prints at the end)."""
+    return "\n".join(findings(load_results(sweep_dir), metric))
 
 
 def training_curves(
@@ -125,8 +293,15 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     df = load_results(sweep_dir)
     figures: list[tuple[str, str]] = []
     notes: list[str] = []
+    finding: list[str] = []
+    summary = pd.DataFrame()
 
     def save(fig, name: str, caption: str) -> None:
+        for ax in fig.axes:
+            _plain_ticks(ax)
+            if name.startswith("accuracy_vs_") and name != "accuracy_vs_params.png" and not df.empty:
+                ax.axhline(_chance(df), color="grey", ls="--", lw=1)
+                caption = caption.rstrip(".") + "; dashed: chance."
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         figures.append((name, caption))
@@ -134,12 +309,22 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     if df.empty:
         notes.append("No finished runs yet.")
     else:
-        df["label"] = [_short_label(r) for _, r in df.iterrows()]
+        summary = summary_table(df)
+        summary.to_csv(out / "summary.csv", index=False)
         save(
-            plot.accuracy_vs_params(df, y="accuracy", hue="method", label="b"),
-            "accuracy_vs_params.png",
-            "Best test accuracy against parameter count, coloured by method, labelled by budget b.",
+            _accuracy_by_config(df, summary, "final_acc"),
+            "accuracy_by_config.png",
+            "Final test accuracy per configuration: mean over seeds with its 95% t-interval (bar), every "
+            "seed (dots), parameters and MACs; dashed: chance.",
         )
+        save(
+            _accuracy_vs_params(df, summary, "final_acc"),
+            "accuracy_vs_params.png",
+            "Final test accuracy (mean ± 95% CI over seeds) against parameter count; dashed: chance.",
+        )
+        finding = findings(df)
+        (out / "finding.md").write_text("\n".join(finding) + "\n")
+        df["label"] = [_short_label(r) for _, r in df.iterrows()]
         dyn = df[df["method"] != "static"]
         if dyn["b"].nunique() > 1:
             save(
@@ -151,7 +336,8 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
                 save(
                     plot.metric_vs_knob(dyn, "b", "probe_diversity", hue="sharing_range", logx=True),
                     "diversity_vs_budget.png",
-                    "Attention diversity (mean pairwise cosine distance of samples' attention, mean over layers).",
+                    "Attention diversity (mean pairwise cosine distance of samples' attention, mean over "
+                    "layers).",
                 )
         if dyn["m"].nunique() > 1:
             save(
@@ -207,11 +393,18 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         elif len(dyn):
             notes.append("No probe tables found (runs without dynamic layers or probe_samples=0).")
     page = out / "index.html"
-    page.write_text(_html(sweep_dir, df, figures, notes))
+    page.write_text(_html(sweep_dir, df, figures, notes, finding, summary))
     return page
 
 
-def _html(sweep_dir: Path, df: pd.DataFrame, figures: list[tuple[str, str]], notes: list[str]) -> str:
+def _html(
+    sweep_dir: Path,
+    df: pd.DataFrame,
+    figures: list[tuple[str, str]],
+    notes: list[str],
+    finding: list[str] | None = None,
+    summary: pd.DataFrame | None = None,
+) -> str:
     meta_file = sweep_dir / "sweep.json"
     name = (
         json.loads(meta_file.read_text()).get("name", sweep_dir.name)
@@ -227,6 +420,7 @@ def _html(sweep_dir: Path, df: pd.DataFrame, figures: list[tuple[str, str]], not
             "epochs",
             "seed",
             "params",
+            "params_attention",
             "macs",
             "best_acc",
             "final_acc",
@@ -246,6 +440,20 @@ def _html(sweep_dir: Path, df: pd.DataFrame, figures: list[tuple[str, str]], not
         f"<h1>Sweep {html.escape(name)}</h1><p>{len(df)} finished runs in {html.escape(str(sweep_dir))}</p>",
     ]
     parts += [f"<p><em>{html.escape(n)}</em></p>" for n in notes]
+    if finding:
+        parts.append("<h2>Finding (generated from the numbers below)</h2>")
+        items = []
+        for line in finding:
+            text = html.escape(line.lstrip("- ").replace("**", ""))
+            items.append(f"<li>{text}</li>" if line.startswith("- ") else f"</ul><p>{text}</p><ul>")
+        parts.append("<ul>" + "".join(items) + "</ul>")
+    if summary is not None and len(summary):
+        cols = [c for c in ("label", "n_seeds", "params", "params_attention", "params_warehouse", "macs",
+                            "final_acc_mean", "final_acc_ci95", "best_acc_mean", "best_acc_ci95", "data",
+                            "threads", "git_revision") if c in summary]
+        parts.append("<h2>Per configuration (mean and 95% t-interval half-width over seeds)</h2>")
+        parts.append(summary[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0))
+        parts.append("<h2>Per run</h2>")
     parts.append(table)
     for file, caption in figures:
         parts.append(

@@ -8,14 +8,22 @@ A sweep file::
     runs:                           # optional: override sets combined with the grid; a list value in an
       - {method: static}            # entry is a sub-grid of that entry only
       - {method: kw, preset: ["1/2x", "1x", "2x"], sharing: [layer, stage]}
+    seeds: 3                        # runs per configuration (default 3): seeds 0, 1, 2 unless seed is set
     executor: {kind: sequential}    # or processes (workers: N), submitit (slurm_* options), submitit-local;
-                                    # threads: torch threads per run (processes: cpu_count // workers)
+                                    # threads: torch threads per run (processes: 1 per worker process)
+
+Budgets are stated, not implied: every row of results.csv and summary.csv carries ``params``,
+``params_attention``, ``params_warehouse`` (:func:`kwlab.parameter_breakdown`) and ``macs``, and the sweep
+logs each model's parameters before training. To compare at a matched budget, list the static net at the
+width whose parameter count matches the dynamic one explicitly (``model_kwargs: {widths: [...]}``; see
+configs/demo.yaml and data/results/*/sweep.yaml).
 
 Each run goes to ``OUT/runs/<id>/`` (see :mod:`kwlab.experiments.train` for its files), where ``<id>`` names the
 fields that vary across the sweep plus a hash of the whole config, so a run is found again when the
 sweep is re-run: finished runs (results.json present) are skipped, interrupted ones resume from their
-last checkpoint. ``OUT/results.csv`` (and ``results.parquet`` with pyarrow) is rewritten atomically after
-every finished run: one row per finished run of the current sweep, every config field as a column
+last checkpoint. ``OUT/results.csv`` (and ``results.parquet`` with pyarrow) and ``OUT/summary.csv`` (one
+row per configuration, mean/std/95% interval over seeds) are rewritten atomically after every finished
+run: one row per finished run of the current sweep, every config field as a column
 plus params, MACs, best/final accuracy, throughput and the probe's headline numbers.
 
 Every config is expanded and checked before any training starts: unknown fields (with the closest
@@ -67,7 +75,8 @@ __all__ = [
 ]
 
 EXECUTORS = ("sequential", "processes", "submitit", "submitit-local")
-_SPEC_KEYS = ("name", "base", "grid", "runs", "executor", "description")
+_SPEC_KEYS = ("name", "base", "grid", "runs", "seeds", "executor", "description")
+DEFAULT_SEEDS = 3
 
 
 @dataclass
@@ -81,6 +90,8 @@ class SweepSpec:
     executor: dict[str, Any] = field(default_factory=dict)
     forced: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    seeds: int = DEFAULT_SEEDS
+    data_notice: str = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "sweep") -> SweepSpec:
@@ -113,7 +124,13 @@ class SweepSpec:
             raise ConfigError(f"{source}: 'runs' must be a list of mappings (override sets)")
         if not isinstance(executor, dict):
             raise ConfigError(f"{source}: 'executor' must be a mapping, e.g. {{kind: processes, workers: 2}}")
+        seeds = d.get("seeds", DEFAULT_SEEDS)
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ConfigError(
+                f"{source}: 'seeds' must be an integer >= 1 (runs per configuration), got {seeds!r}"
+            )
         return cls(
+            seeds=seeds,
             name=name,
             base=dict(base),
             grid=dict(grid),
@@ -129,8 +146,10 @@ class SweepSpec:
             "grid": self.grid,
             "runs": self.runs,
             "forced": self.forced,
+            "seeds": self.seeds,
             "executor": self.executor,
             "description": self.description,
+            "data_notice": self.data_notice,
         }
 
 
@@ -188,7 +207,13 @@ def _sub_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def expand(spec: SweepSpec) -> list[RunConfig]:
-    """Every run of the sweep as a validated RunConfig, in a stable order (raises ConfigError)."""
+    """Every run of the sweep as a validated RunConfig, in a stable order (raises ConfigError).
+
+    Each configuration runs ``spec.seeds`` times, with seeds ``s0 .. s0 + seeds - 1`` (``s0`` = the base's
+    ``seed``, default 0), unless the grid, the run entry or a ``--set`` gives ``seed`` itself.
+    """
+    start = int(spec.base.get("seed", 0) or 0)
+    seed_axis = list(range(start, start + spec.seeds))
     grid_keys = list(spec.grid)
     grid_points = [dict(zip(grid_keys, combo)) for combo in itertools.product(*spec.grid.values())]
     configs: list[RunConfig] = []
@@ -197,17 +222,19 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
         for sub in _sub_grid(entry):
             for point in grid_points:
                 values = {**spec.base, **point, **sub, **spec.forced}
-                try:
-                    config = RunConfig.from_dict(values)
-                except ConfigError as err:
-                    where = f"runs[{i}] {sub}" if sub else "base"
-                    raise ConfigError(
-                        f"sweep {spec.name!r}, {where}{' x ' + str(point) if point else ''}: {err}"
-                    ) from None
-                key = config_hash(config)
-                if key not in seen:
-                    seen.add(key)
-                    configs.append(config)
+                seeded = any("seed" in d for d in (point, sub, spec.forced))
+                for seed in [values.get("seed")] if seeded else seed_axis:
+                    try:
+                        config = RunConfig.from_dict({**values, "seed": seed} if not seeded else values)
+                    except ConfigError as err:
+                        where = f"runs[{i}] {sub}" if sub else "base"
+                        raise ConfigError(
+                            f"sweep {spec.name!r}, {where}{' x ' + str(point) if point else ''}: {err}"
+                        ) from None
+                    key = config_hash(config)
+                    if key not in seen:
+                        seen.add(key)
+                        configs.append(config)
     return configs
 
 
@@ -283,6 +310,95 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
                 f"arch={c.arch!r} method={c.method!r} preset={c.preset!r}: the model cannot be "
                 f"built: {type(err).__name__}: {err}"
             ) from None
+
+
+def resolve_data(spec: SweepSpec, configs: Sequence[RunConfig], log=print) -> list[RunConfig]:
+    """Replace ``data="auto"`` by the dataset actually used (``cifar10``, or ``synthetic`` with a notice
+    that is logged and kept in ``spec.data_notice``, hence in sweep.json, results and report)."""
+    from kwlab.experiments.data import resolve_auto  # noqa: PLC0415
+
+    resolved: dict[Any, tuple[str, str]] = {}
+    out = []
+    for c in configs:
+        if c.data.lower() != "auto":
+            out.append(c)
+            continue
+        if c.data_root not in resolved:
+            resolved[c.data_root] = resolve_auto(c.data_root)
+            name, notice = resolved[c.data_root]
+            log(notice if notice else f"data=auto: using {name}")
+            if notice:
+                spec.data_notice = notice
+        out.append(c.replace(data=resolved[c.data_root][0]))
+    return out
+
+
+def _model_key(c: RunConfig | dict[str, Any]) -> str:
+    d = c if isinstance(c, dict) else c.to_dict()
+    fields = ("arch", "method", "preset", "budget", "cell_in", "cell_out", "sharing", "attention_norm",
+              "spatial_partition", "zero_cell", "attention", "reduction", "drop_path_rate", "model_kwargs")
+    return json.dumps([d.get(k) for k in fields], sort_keys=True, default=str)
+
+
+_BREAKDOWNS: dict[str, dict[str, int]] = {}
+
+
+def budget_of(config: RunConfig, num_classes: int = 10) -> dict[str, int]:
+    """``params``, ``params_static``, ``params_warehouse``, ``params_attention``, ``params_other`` of the
+    config's model (built on the meta device, so nothing is allocated; :func:`kwlab.parameter_breakdown`)."""
+    import torch  # noqa: PLC0415
+
+    from kwlab.experiments.train import build_model  # noqa: PLC0415
+    from kwlab.layers.base import parameter_breakdown  # noqa: PLC0415
+
+    key = _model_key(config) + f"|{num_classes}"
+    if key not in _BREAKDOWNS:
+        with torch.device("meta"):
+            try:
+                model = build_model(config, num_classes)
+            except ValueError as err:
+                # a run recorded before KW's max_param_ratio check existed: count it all the same
+                if "max_param_ratio" not in str(err) or ":" in config.arch:
+                    raise
+                model = _build_unchecked(config, num_classes)
+        parts = parameter_breakdown(model)
+        _BREAKDOWNS[key] = {
+            "params" if k == "total" else f"params_{k}": int(v) for k, v in parts.items()
+        }
+    return dict(_BREAKDOWNS[key])
+
+
+def _build_unchecked(config: RunConfig, num_classes: int):
+    from kwlab.methods import get_method  # noqa: PLC0415
+    from kwlab.models import create_model  # noqa: PLC0415
+
+    spec = get_method(config.method)
+    options = {k: getattr(config, k) for k in spec.config_fields if getattr(config, k) is not None}
+    preset = options.pop("preset", None)
+    return create_model(
+        config.arch, method=config.method, preset=preset, num_classes=num_classes, max_param_ratio=None,
+        **options, **config.model_kwargs,
+    )
+
+
+def log_budgets(configs: Sequence[RunConfig], log=print) -> None:
+    """One line per model of the sweep: its parameters by part (so budgets are stated before training)."""
+    from kwlab.experiments.stats import config_label  # noqa: PLC0415
+
+    seen: set[str] = set()
+    for c in configs:
+        key = _model_key(c)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            b = budget_of(c)
+        except Exception:  # noqa: BLE001 - a budget line is informational
+            continue
+        log(
+            f"  budget {config_label(c.to_dict()):28s} params {b['params']:>9,d}  (attention "
+            f"{b.get('params_attention', 0):,d}, warehouse {b.get('params_warehouse', 0):,d})"
+        )
 
 
 _LOCK_NAME = ".sweep.lock"
@@ -477,7 +593,14 @@ def _run_one(
 
 
 def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *, write: bool = True):
-    """One row per finished run (results.json present) as a DataFrame; writes results.csv/.parquet.
+    """One row per finished run (results.json present) as a DataFrame; writes results.csv/.parquet and
+    summary.csv (one row per configuration: ``n_seeds`` and ``M_mean``/``M_std``/``M_ci95`` for every
+    metric, see :func:`kwlab.experiments.stats.summarize`).
+
+    Every row carries the budget (``params``, ``params_static``, ``params_warehouse``,
+    ``params_attention``, ``params_other``, ``macs``), the dataset actually used (``data``; a
+    ``data_notice`` when data=auto fell back to synthetic images), ``num_classes``, and provenance:
+    ``git_revision``, ``machine``, ``torch_version``, ``threads``.
 
     Args:
         out: the sweep directory.
@@ -494,20 +617,16 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
     current = set(ids) if ids is not None else set(every)
     # every finished run directory is accounted for: ids first, then runs of earlier specs of this sweep
     names = [*(ids if ids is not None else []), *(n for n in every if ids is None or n not in current)]
+    sweep_meta = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").exists() else {}
+    spec_meta = sweep_meta.get("spec", {})
     rows = []
     for name in names:
         rdir = runs_dir / name
         if not (rdir / "results.json").exists():
             continue
         config = json.loads((rdir / "config.json").read_text())
-        cfg = config["config"]
-        row: dict[str, Any] = {"run_id": name}
-        for k, v in cfg.items():
-            row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-        row["git_revision"] = config.get("git_revision", "unknown")
-        row.update(json.loads((rdir / "results.json").read_text()))
-        row["in_current_spec"] = name in current
-        rows.append(row)
+        rows.append(_result_row(name, config, json.loads((rdir / "results.json").read_text()), spec_meta))
+        rows[-1]["in_current_spec"] = name in current
     df = pd.DataFrame(rows)
     if write:
         out.mkdir(parents=True, exist_ok=True)
@@ -522,7 +641,40 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
             tmp = out / f".results.parquet.tmp{os.getpid()}"
             df.to_parquet(tmp, index=False)
             os.replace(tmp, out / "results.parquet")
+        from kwlab.experiments.stats import summarize  # noqa: PLC0415
+
+        tmp = out / f".summary.csv.tmp{os.getpid()}"
+        summarize(df).to_csv(tmp, index=False)
+        os.replace(tmp, out / "summary.csv")
     return df
+
+
+def _result_row(
+    name: str, config: dict[str, Any], results: dict[str, Any], spec_meta: dict[str, Any]
+) -> dict[str, Any]:
+    """One results.csv row: config fields, provenance, the parameter breakdown, then the run's results."""
+    cfg = config["config"]
+    resolved = config.get("resolved", {})
+    env = config.get("environment", {})
+    row: dict[str, Any] = {"run_id": name}
+    for k, v in cfg.items():
+        row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+    if resolved.get("data") and str(cfg.get("data", "")).lower() == "auto":
+        row["data"] = resolved["data"]
+    notice = spec_meta.get("data_notice", "")
+    row["data_notice"] = notice if notice and row.get("data") == "synthetic" else ""
+    row["num_classes"] = resolved.get("num_classes", 10)
+    row["git_revision"] = config.get("git_revision", "unknown")
+    row["machine"] = env.get("machine") or env.get("host", "unknown")
+    row["torch_version"] = env.get("torch", "unknown")
+    threads = env.get("threads") or spec_meta.get("executor", {}).get("threads")
+    row["threads"] = int(threads) if threads else "unknown"
+    try:
+        row.update(budget_of(RunConfig.from_dict(cfg), int(row["num_classes"])))
+    except Exception:  # noqa: BLE001 - a model that cannot be rebuilt here keeps the recorded total only
+        pass
+    row.update(results)
+    return row
 
 
 @_guarded
@@ -565,8 +717,9 @@ def run_sweep(
     workers = int(workers or spec.executor.get("workers", 2))
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    configs = expand(spec)
+    configs = resolve_data(spec, expand(spec), log)
     check_configs(configs)
+    log_budgets(configs, log)
     out = Path(out)
     _prepare_out_dir(spec, out, log=log)
     ids = run_ids(configs)
@@ -609,7 +762,9 @@ def run_sweep(
         import multiprocessing  # noqa: PLC0415
         from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
 
-        threads = int(spec.executor.get("threads") or max(1, (os.cpu_count() or 1) // workers))
+        # one torch thread per worker process unless the sweep says otherwise: parallel runs on a shared
+        # CPU are fastest and most reproducible single-threaded (the count is recorded in config.json)
+        threads = int(spec.executor.get("threads") or 1)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {pool.submit(_run_one, c.to_dict(), str(out / "runs" / i), threads): i for c, i in todo}

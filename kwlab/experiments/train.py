@@ -376,6 +376,7 @@ class Trainer:
                 "device": str(self.device),
                 "world_size": self.world_size,
                 "num_classes": self.data.num_classes,
+                "data": self.data.name,
                 "image_size": self.data.image_size,
                 "train_samples": len(self.data.train_labels),
                 "test_samples": len(self.data.test_labels),
@@ -387,6 +388,8 @@ class Trainer:
                 "torch": torch.__version__,
                 "python": platform.python_version(),
                 "host": platform.node(),
+                "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)",
+                "threads": torch.get_num_threads(),
             },
         }
         previous = self.run_dir / "config.json"
