@@ -48,7 +48,10 @@ def _wing(module: str) -> str:
 @pytest.mark.parametrize(
     "wing,forbidden",
     [
-        ("ops", {"layers", "methods", "models", "instruments", "experiments", "teaching", "utils", "cli", ""}),
+        (
+            "ops",
+            {"layers", "methods", "models", "instruments", "experiments", "teaching", "utils", "cli", ""},
+        ),
         ("layers", {"methods", "models", "instruments", "experiments", "teaching", "cli"}),
         ("methods", {"models", "instruments", "experiments", "teaching", "cli"}),
         ("instruments", {"experiments", "teaching", "cli"}),

@@ -135,7 +135,10 @@ def create_model(
         return model
     model = entry.builder(num_classes=num_classes, **model_kw)
     if spec.name == "kw":
-        settings = {"init": "kaiming", **settings, **options}  # trained from scratch: the official init
+        # trained from scratch: the official init. A registered arch follows its official wiring, which is
+        # never refused for its size (a narrow net's attention can outweigh its cells: parameter_breakdown
+        # and the results tables report it); pass max_param_ratio to have the guard check it too.
+        settings = {"init": "kaiming", "max_param_ratio": None, **settings, **options}
         if entry.kw_prepare is not None:
             settings = entry.kw_prepare(model, "1x" if preset is None else preset, settings)
         model = spec.converter(model, **settings)
