@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from kwlab.experiments import data as data_mod
-from kwlab.experiments.report import findings, make_report
+from kwlab.experiments.report import findings, make_report, publish
 from kwlab.experiments.reproduce import reproduce
 from kwlab.experiments.stats import compare, mean_ci, summarize
 from kwlab.experiments.sweep import SweepSpec, expand, load_sweep, run_sweep
@@ -120,6 +120,11 @@ def test_demo_config_on_a_tiny_subset_gives_intervals_budgets_and_a_finding(tmp_
     page = make_report(tmp_path / "demo")
     text = (page.parent / "finding.md").read_text()
     assert "±" in text and "parameters" in text and (page.parent / "accuracy_by_config.png").exists()
+    readme = publish(tmp_path / "demo", tmp_path / "reference")  # a reference-result folder from it
+    published = {p.name for p in (tmp_path / "reference").rglob("*")}
+    assert {"results.csv", "summary.csv", "sweep.yaml", "accuracy_by_config.png"} <= published
+    assert not [p for p in published if p.endswith((".pt", ".parquet", ".json"))]
+    assert text.strip() in readme.read_text()
 
 
 # --------------------------------------------------------------------------------------------- data
