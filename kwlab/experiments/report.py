@@ -98,6 +98,11 @@ def _plain_ticks(ax: Any) -> None:
     """Readable tick labels on every axis: '69k', '0.5', '2' -- never '2x10^0'."""
     from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: PLC0415
 
+    if ax.xaxis.get_scale() == "log":  # ticks at the data's own x values when there are few (b = 1, 2, 4)
+        xs = sorted({float(x) for line in ax.lines for x in line.get_xdata() if x is not None and x > 0})
+        if 0 < len(xs) <= 12:
+            ax.minorticks_off()
+            ax.set_xticks(xs, [_si(x) for x in xs])
     for axis in (ax.xaxis, ax.yaxis):
         if axis.get_scale() == "log":
             axis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
@@ -162,7 +167,11 @@ def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
     chance = _chance(df)
     ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.2f})")
     ax.set_xscale("log")
-    _plain_ticks(ax)
+    params = sorted({float(v) for v in summary["params"].dropna()})
+    if params:  # one tick per parameter count of the sweep, written 69k / 1.2M
+        ax.set_xlim(params[0] / 1.3, params[-1] * 1.3)
+        ax.minorticks_off()
+        ax.set_xticks(params, [_si(v) for v in params], rotation=45 if len(params) > 4 else 0)
     ax.set_ylim(0, min(1.0, max(float(df[metric].max()), chance) * 1.15 + 0.02))
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"{metric} (mean ± 95% CI)")
@@ -306,7 +315,8 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
 
     def save(fig, name: str, caption: str) -> None:
         for ax in fig.axes:
-            _plain_ticks(ax)
+            if name != "accuracy_vs_params.png":
+                _plain_ticks(ax)
             if name.startswith("accuracy_vs_") and name != "accuracy_vs_params.png" and not df.empty:
                 ax.axhline(_chance(df), color="grey", ls="--", lw=1)
                 caption = caption.rstrip(".") + "; dashed: chance."
