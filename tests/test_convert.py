@@ -87,7 +87,8 @@ TV_MODELS = [
 SIZE = 64
 
 
-def _tv(name: str) -> nn.Module:
+def _tv(name: str, *, depth: int | None = None) -> nn.Module:
+    """A torchvision classifier with 10 classes; ``depth``: a ViT-B/16 with that many encoder blocks."""
     from kwlab._compat import import_torchvision
 
     tv = import_torchvision()
@@ -95,22 +96,37 @@ def _tv(name: str) -> nn.Module:
     if name == "vit_b_16":
         kwargs["image_size"] = SIZE
     torch.manual_seed(0)
-    model = getattr(tv.models, name)(**kwargs)
+    if depth is not None:  # vit_b_16's own settings (torchvision's builder), fewer blocks
+        model = tv.models.VisionTransformer(
+            image_size=SIZE, patch_size=16, num_layers=depth, num_heads=12, hidden_dim=768, mlp_dim=3072,
+            num_classes=10,
+        )
+    else:
+        model = getattr(tv.models, name)(**kwargs)
     if name == "vit_b_16":  # torchvision zero-initialises the head, which would hide every difference
         nn.init.normal_(model.heads.head.weight, std=0.02)
     return model
 
 
-@pytest.mark.parametrize("name", TV_MODELS)
-def test_torchvision_model_converts_within_bounds(name):
-    torch.manual_seed(1)
-    x = torch.randn(2, 3, SIZE, SIZE)
-    static = _tv(name).eval()
+def _conv_like_names(model: nn.Module) -> set[str]:
+    from kwlab.methods.surgery import _CONV_LIKE
+
+    return {n for n, m in model.named_modules() if isinstance(m, _CONV_LIKE)}
+
+
+def _check_conversion(make, x: torch.Tensor, **options) -> None:
+    """The issue-10 bounds for one classifier built by ``make()``: the plan's size is the built model's,
+    at most 2x static; tau = 1 reproduces the static outputs; train steps at batch 2 and 1 are finite;
+    the fx trace and a state_dict round trip into a fresh conversion give the same outputs."""
+    static = make().eval()
     n_static = kwlab.count_parameters(static)
     with torch.no_grad():
         ref = static(x)
-    plan = kwlab.plan_kernelwarehouse(static, budget=1, example_input=x)
-    model = kwlab.kernelwarehouse(static, budget=1, init="static", example_input=x).eval()
+    plan = kwlab.plan_kernelwarehouse(static, budget=1, example_input=x, **options)
+    # every conv/linear layer is either converted or listed as static with a reason
+    assert set(plan.layers) | set(plan.left_static) == _conv_like_names(static)
+    assert not set(plan.layers) & set(plan.left_static) and all(plan.left_static.values())
+    model = kwlab.kernelwarehouse(static, budget=1, init="static", example_input=x, **options).eval()
     n_kw = kwlab.count_parameters(model)
     assert len(list(kwlab.dynamic_layers(model))) == len(plan.layers) > 0
     assert n_kw == plan.totals()["converted_model"]  # the plan's formula is the built model
@@ -129,11 +145,39 @@ def test_torchvision_model_converts_within_bounds(name):
     model.eval()
     graph = torch.fx.symbolic_trace(model)
     with torch.no_grad():
-        assert torch.equal(graph(x), model(x))
-    other = kwlab.kernelwarehouse(_tv(name), budget=1, init="kaiming", example_input=x).eval()
+        out = model(x)  # after the steps (batch-norm statistics moved)
+        assert torch.equal(graph(x), out)  # eval mode: the same computation, bit for bit
+    # a fresh conversion, built on the meta device and left uninitialised: the state_dict must carry it all
+    try:
+        with torch.device("meta"):
+            fresh = make()
+    except NotImplementedError:  # a builder that computes with tensors (RegNet's widths) needs real ones
+        fresh = make()
+    other = kwlab.kernelwarehouse(fresh, budget=1, init="kaiming", example_input=x, **options)
+    other.to_empty(device="cpu").eval()
     other.load_state_dict(model.state_dict())
     with torch.no_grad():
-        assert torch.equal(other(x), model(x))
+        assert torch.equal(other(x), out)
+
+
+@pytest.mark.parametrize("name", TV_MODELS)
+def test_torchvision_model_converts_within_bounds(name):
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    if name != "vit_b_16":
+        _check_conversion(lambda: _tv(name), x)
+        return
+    # ViT-B/16 at full depth: the size bounds, built on the meta device (no memory, no arithmetic) ...
+    with torch.device("meta"):
+        full = _tv(name)
+    n_static = kwlab.count_parameters(full)
+    plan = kwlab.plan_kernelwarehouse(full, budget=1, example_input=x)
+    assert len(plan.layers) == 2 * 12  # every block's MLP; attention's in/out projections and the head static
+    kwlab.kernelwarehouse(full, budget=1, example_input=x)
+    assert kwlab.count_parameters(full) == plan.totals()["converted_model"] <= 2 * n_static
+    # ... and the numbers with 2 of its 12 (identical) encoder blocks: each KW step on 12 blocks mixes
+    # 96-cell warehouse rows for 25 layers, which takes minutes on a CPU
+    _check_conversion(lambda: _tv(name, depth=2), x)
 
 
 @pytest.mark.parametrize("name", TV_MODELS)
@@ -143,6 +187,104 @@ def test_torchvision_half_budget_is_smaller_than_static(name):
     plan = kwlab.plan_kernelwarehouse(static, budget=0.5, cell_in=0.5, cell_out=0.5, example_input=x)
     assert plan.totals()["ratio"] < 1
     check_plan(plan)  # accepted by the guard
+
+
+# --------------------------------------------------------------------------- timm architectures
+
+TIMM_MODELS = {  # name -> create_model options (small inputs; the ViT's MLPs only, its fused qkv static)
+    "resnet18": ({}, {}),
+    "mobilenetv3_small_100": ({}, {}),
+    "efficientnet_b0": ({}, {}),
+    "convnext_atto": ({}, {}),
+    "deit_tiny_patch16_224": (dict(img_size=SIZE), dict(include="blocks.*.mlp.*")),
+}
+
+
+def _timm():
+    """timm through kwlab's guard (``pytest.importorskip`` would bypass it); skip when not installed."""
+    from kwlab._compat import import_timm
+
+    try:
+        return import_timm()
+    except ImportError as err:
+        pytest.skip(str(err))
+
+
+@pytest.mark.parametrize("name", list(TIMM_MODELS))
+def test_timm_model_converts_within_bounds(name):
+    timm = _timm()
+    create, options = TIMM_MODELS[name]
+
+    def make() -> nn.Module:
+        torch.manual_seed(0)
+        return timm.create_model(name, pretrained=False, num_classes=10, **create)
+
+    torch.manual_seed(1)
+    _check_conversion(make, torch.randn(2, 3, SIZE, SIZE), **options)
+
+
+def test_timm_vit_keeps_qkv_and_head_static():
+    timm = _timm()
+    with torch.device("meta"):
+        model = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=SIZE)
+    x = torch.zeros(2, 3, SIZE, SIZE)
+    plan = kwlab.plan_kernelwarehouse(model, include="blocks.*.mlp.*", example_input=x)
+    assert sorted(plan.layers) == sorted(f"blocks.{i}.mlp.fc{j}" for i in range(12) for j in (1, 2))
+    assert plan.left_static["blocks.0.attn.qkv"] == "not matched by include"
+    assert plan.left_static["head"] == "not matched by include"
+
+
+# --------------------------------------------------------------------------- layers left static
+
+
+class Mixed(nn.Module):
+    """Every reason a conv/linear layer stays static, next to two that convert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.body = nn.Conv2d(16, 16, 3, padding=1)
+        self.skip = nn.Conv2d(16, 16, 3, padding=1)
+        self.reflect = nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect")
+        self.up = nn.ConvTranspose2d(16, 16, 2, stride=2)
+        self.unused = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.skip(self.body(self.stem(x)))
+        x = self.up(self.reflect(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_unconvertible_and_deselected_layers_are_listed_with_reasons():
+    x = torch.randn(2, 3, 8, 8)
+    model = Mixed()
+    plan = kwlab.plan_kernelwarehouse(model, sharing="layer", exclude="skip", example_input=x)
+    assert sorted(plan.layers) == ["body", "stem"]
+    why = plan.left_static
+    assert set(why) == {"skip", "reflect", "up", "unused", "head"}  # nothing else, nothing without a word
+    assert why["skip"] == "matched by exclude"
+    assert why["reflect"].startswith("padding_mode='reflect'")
+    assert why["up"].startswith("ConvTranspose2d: KW has no counterpart")
+    assert why["unused"] == "not called in the traced forward pass"
+    assert why["head"].startswith("classifier head")
+    plan = kwlab.plan_kernelwarehouse(model, sharing="layer", include=["stem", "up", "head"], example_input=x)
+    assert sorted(plan.layers) == ["stem"]
+    assert all(plan.left_static[n] == "not matched by include" for n in ("body", "skip", "unused"))
+    assert plan.left_static["reflect"].startswith("padding_mode")  # the reason it could never convert
+    assert plan.left_static["up"].startswith("ConvTranspose2d")  # asked for, still static, and said so
+    assert plan.left_static["head"].startswith("classifier head")
+    assert plan.totals()["static_layers"] == 6
+    # the converted model: exactly the planned layers changed, the others are the same modules
+    before = dict(model.named_modules())
+    with torch.no_grad():
+        ref = model(x)
+    kwlab.kernelwarehouse(model, sharing="layer", exclude="skip", example_input=x).eval()
+    for name in ("skip", "reflect", "up", "unused", "head"):
+        assert model.get_submodule(name) is before[name]
+    assert isinstance(model.stem, KWConv2d) and isinstance(model.body, KWConv2d)
+    with torch.no_grad():
+        assert ((model.eval()(x) - ref).abs().max() / ref.abs().max()).item() < 1e-4
 
 
 # --------------------------------------------------------------------------- the guard and bad input
@@ -176,6 +318,55 @@ def test_override_builds_a_large_plan():
         kwlab.kernelwarehouse(net, sharing="layer", max_param_ratio=1.0)
     kwlab.kernelwarehouse(net, sharing="layer", max_param_ratio=None)
     assert len(list(kwlab.dynamic_layers(net))) == 3
+
+
+def test_memory_budget_bytes_are_the_built_parameters():
+    for dtype in (torch.float32, torch.float64):
+        model = Small().to(dtype)
+        opts = dict(sharing="layer", example_input=torch.zeros(2, 3, 8, 8, dtype=dtype))
+        plan = kwlab.plan_kernelwarehouse(model, **opts)
+        want = plan.totals()["converted_bytes"]
+        assert plan.element_size == dtype.itemsize
+        assert want == plan.totals()["converted_model"] * dtype.itemsize
+        # the boundary: exactly the planned bytes build, one byte less is refused, naming the size in GB
+        match = rf"would take {want / 1e9:.3g} GB.*max_memory_bytes={want - 1:,}"
+        with pytest.raises(ValueError, match=match):
+            kwlab.kernelwarehouse(Small().to(dtype), max_memory_bytes=want - 1, **opts)
+        kwlab.kernelwarehouse(model, max_memory_bytes=want, **opts)
+        assert sum(p.numel() * p.element_size() for p in model.parameters()) == want
+
+
+def test_memory_budget_refuses_a_huge_plan_even_without_the_ratio_limit():
+    import os
+    import time
+
+    from kwlab.methods.kernelwarehouse import default_memory_budget
+
+    phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert default_memory_budget() == default_memory_budget("meta") == phys // 4
+    # ResNet-18 with one warehouse for the whole network: 826 G parameters, over 3 TB
+    model = _tv("resnet18")
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"would take \d[\d.e+]* GB .*a quarter of the memory of cpu") as err:
+        x = torch.zeros(2, 3, 32, 32)
+        kwlab.kernelwarehouse(model, sharing="network", max_param_ratio=None, example_input=x)
+    assert time.perf_counter() - t0 < 10
+    gb = float(str(err.value).split("would take ")[1].split(" GB")[0])
+    assert gb > 1000 and "max_memory_bytes" in str(err.value) and "exclude" in str(err.value)
+    assert not any(True for _ in kwlab.dynamic_layers(model))
+    # a tiny budget refuses a small plan too; None lifts it
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 2))
+    opts = dict(sharing="layer", classifier=True, max_param_ratio=None, example_input=torch.zeros(2, 3, 3, 3))
+    with pytest.raises(ValueError, match="max_memory_bytes=1,000 "):
+        kwlab.kernelwarehouse(net, max_memory_bytes=1000, **opts)
+    kwlab.kernelwarehouse(net, max_memory_bytes=None, **opts)
+    assert len(list(kwlab.dynamic_layers(net))) == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), "big", True])
+def test_memory_budget_bad_values(bad):
+    with pytest.raises(ValueError, match="max_memory_bytes must be a number of bytes > 0, 'auto' or None"):
+        kwlab.kernelwarehouse(Small(), sharing="layer", max_memory_bytes=bad)
 
 
 def test_attention_formula_matches_modules():

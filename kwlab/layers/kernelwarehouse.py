@@ -68,7 +68,7 @@ class Warehouse(nn.Module):
         return self.cells.shape[0]
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal over the whole bank; :func:`init_cells` re-initialises per owner as the official code."""
+        """Kaiming-normal over the whole bank; :func:`init_cells` re-initialises per owner (official)."""
         init_cells(self.cells, 0, self.num_cells)
 
     def extra_repr(self) -> str:
@@ -220,7 +220,7 @@ class _KWConvNd(DynamicLayer):
         return self.layout.num_mixtures
 
     def reset_parameters(self) -> None:
-        """Re-initialise this layer's own cells (official kaiming over the owned slice), attention and bias."""
+        """Re-initialise this layer's own cells (official kaiming over the owned slice), attention, bias."""
         init_cells(self.warehouse.cells, self.start_cell, self.end_cell)
         self.attention.reset_parameters()
         if self.bias is not None:
@@ -320,7 +320,8 @@ class KWLinear(_KWConvNd):
 
     def extra_repr(self) -> str:
         return (
-            f"in_features={self.in_channels}, out_features={self.out_channels}, bias={self.bias is not None}, "
+            f"in_features={self.in_channels}, out_features={self.out_channels}, "
+            f"bias={self.bias is not None}, "
             f"warehouse={self.warehouse.key!r}, cells=[{self.start_cell}, {self.end_cell})"
         )
 

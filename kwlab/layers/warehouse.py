@@ -184,8 +184,10 @@ class KWPlan:
 
     Filled by :func:`kwlab.plan_kernelwarehouse` (:func:`plan_warehouses` alone leaves them empty):
     ``attention`` (warehouse -> attention parameters of its layers, by formula), ``left_static`` (layer ->
-    why it stays static), ``static_parameters`` (the whole static model). ``warehouse_table()`` has one row
-    per warehouse, ``totals()`` the sums, ``frame()`` both as a pandas DataFrame.
+    why it stays static), ``static_parameters`` (the whole static model), ``element_size`` (bytes per
+    parameter at the model's dtype). ``warehouse_table()`` has one row per warehouse, ``totals()`` the sums
+    (with ``converted_bytes``, the converted model's parameters in bytes), ``frame()`` both as a pandas
+    DataFrame.
     """
 
     warehouses: dict[str, WarehousePlan]
@@ -193,6 +195,7 @@ class KWPlan:
     attention: dict[str, int] = field(default_factory=dict)
     left_static: dict[str, str] = field(default_factory=dict)
     static_parameters: int = 0
+    element_size: int = 4
 
     def replaced_parameters(self, key: str) -> int:
         """Weights of the static layers that warehouse ``key`` replaces."""
@@ -233,6 +236,7 @@ class KWPlan:
             static_model=self.static_parameters,
             converted_model=converted,
             ratio=converted / self.static_parameters if self.static_parameters else float("nan"),
+            converted_bytes=converted * self.element_size,
             warehouses=len(self.warehouses),
             converted_layers=len(self.layers),
             static_layers=len(self.left_static),
@@ -254,8 +258,9 @@ class KWPlan:
             self.warehouse_table(), key=lambda r: r["warehouse_params"] + r["attention_params"], reverse=True
         )
         lines = [
-            f"planned {t['converted_model']:,} parameters = {t['ratio']:.3g}x the static model's "
-            f"{t['static_model']:,} ({t['warehouses']} warehouses over {t['converted_layers']} layers, "
+            f"planned {t['converted_model']:,} parameters ({t['converted_bytes'] / 1e9:.3g} GB) = "
+            f"{t['ratio']:.3g}x the static model's {t['static_model']:,} ({t['warehouses']} warehouses "
+            f"over {t['converted_layers']} layers, "
             f"{t['static_layers']} layers left static)"
         ]
         for r in rows[:top]:
@@ -428,11 +433,11 @@ def plan_warehouses(
     for key, wp in warehouses.items():
         if cursor[key] != wp.num_cells:
             raise ValueError(
-                f"budget={wp.options.budget} is not allowed for warehouse {key!r} with cell_in={wp.options.cell_in} "
-                f"and cell_out={wp.options.cell_out}: its layers own {cursor[key]} cells but it holds {wp.num_cells}. "
-                f"With b = 1/q every layer needs q*q-aligned mixtures; use a whole budget (1, 2, 4), or cell ratios "
-                f"of 1/q (e.g. budget=0.5 with cell_in=cell_out=0.5, budget=0.25 with 0.5/0.5 as the official "
-                f"presets do)."
+                f"budget={wp.options.budget} is not allowed for warehouse {key!r} with "
+                f"cell_in={wp.options.cell_in} and cell_out={wp.options.cell_out}: its layers own "
+                f"{cursor[key]} cells but it holds {wp.num_cells}. With b = 1/q every layer needs "
+                f"q*q-aligned mixtures; use a whole budget (1, 2, 4), or cell ratios of 1/q (e.g. budget=0.5 "
+                f"with cell_in=cell_out=0.5, budget=0.25 with 0.5/0.5 as the official presets do)."
             )
     return KWPlan(warehouses, layers)
 

@@ -1,9 +1,9 @@
 """Turn any model into a KernelWarehouse model: :func:`kernelwarehouse`.
 
-The conversion plans the warehouses from the model's own layers (:func:`kwlab.layers.warehouse.plan_warehouses`)
-and replaces each selected ``nn.Conv1d/2d/3d`` and ``nn.Linear`` in place by its KW counterpart drawing from
-its warehouse. The first layer of a warehouse (registration order) owns it as its child ``warehouse``;
-:func:`kwlab.warehouses` lists them.
+The conversion plans the warehouses from the model's own layers
+(:func:`kwlab.layers.warehouse.plan_warehouses`) and replaces each selected ``nn.Conv1d/2d/3d`` and
+``nn.Linear`` in place by its KW counterpart drawing from its warehouse. The first layer of a warehouse
+(registration order) owns it as its child ``warehouse``; :func:`kwlab.warehouses` lists them.
 
 Sharing rules (``sharing=``):
 
@@ -26,9 +26,12 @@ Sharing rules (``sharing=``):
 ``init="static"`` fills the owned cells from the existing weights (and copies biases), so that at
 temperature 1 with a whole budget the converted model computes the original function: fine-tuning a
 pretrained network into KW starts exactly where it was. Before anything is allocated the plan is
-checked: above ``max_param_ratio`` (4) x the static parameters, or a b < 1 plan that is not smaller than
-static, raises a ValueError naming the worst warehouses (``max_param_ratio=None`` builds it anyway).
-With ``b = 1/q`` only the blocks that the init
+checked: above ``max_param_ratio`` (4) x the static parameters, a b < 1 plan that is not smaller than
+static, or parameters (at the model's dtype) above ``max_memory_bytes`` raises a ValueError naming the
+worst warehouses. The default memory budget (``"auto"``, :func:`default_memory_budget`) is a quarter of the
+memory of the model's device (RAM for CPU and meta models, the GPU's memory for CUDA ones): training with
+Adam holds about four copies of every parameter (weights, gradients, two moments). ``max_param_ratio=None``
+and ``max_memory_bytes=None`` lift the limits. With ``b = 1/q`` only the blocks that the init
 pattern keeps are copied (the model then starts as a block-sparse approximation). ``init="kaiming"``
 uses the official initialisation. Converted layers start at temperature 1, the start of the official
 schedule.
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -65,6 +69,7 @@ __all__ = [
     "kernelwarehouse",
     "plan_kernelwarehouse",
     "check_plan",
+    "default_memory_budget",
     "SharingRule",
     "layer_kind",
     "generic_stage_rule",
@@ -76,8 +81,9 @@ __all__ = [
 SharingRule = Callable[[str, nn.Module], str | None]
 SHARING = ("stage", "names", "layer", "network")
 
-#: The official KW presets of the ResNets (configs/resnet18/*.json): budget b = cell_num_ratio and the cell
-#: ratios. They are also the presets of a model kwlab does not know (``kwlab.convert(model, "kw", preset=...)``).
+#: The official KW presets of the ResNets (configs/resnet18/*.json): budget b = cell_num_ratio and the
+#: cell ratios. They are also the presets of a model kwlab does not know
+#: (``kwlab.convert(model, "kw", preset=...)``).
 KW_PRESETS = {
     "1/4x": dict(budget=0.25, cell_in=0.5, cell_out=0.5),
     "1/2x": dict(budget=0.5, cell_in=0.5, cell_out=0.5),
@@ -86,7 +92,8 @@ KW_PRESETS = {
     "4x": dict(budget=4, cell_in=1.0, cell_out=1.0),
 }
 
-#: Keyword options of :func:`kernelwarehouse` (what presets, ``create_model`` overrides and ``kwlab.convert`` may set).
+#: Keyword options of :func:`kernelwarehouse` (what presets, ``create_model`` overrides and
+#: ``kwlab.convert`` may set).
 KW_OPTIONS = (
     "budget",
     "cell_in",
@@ -110,6 +117,7 @@ KW_OPTIONS = (
     "squeeze_excitation",
     "attention_ratio",
     "max_param_ratio",
+    "max_memory_bytes",
 )
 _CONVERTIBLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -374,7 +382,8 @@ def plan_kernelwarehouse(
         trace_layers(model, example_input)  # a wrong example input is an error on every path
     if trace is not None:
         kept = []
-        executed = sorted((n for n, _ in candidates if n in trace), key=lambda n: trace[n].order)
+        # the head is the last conv/linear layer run, whether or not include/exclude selected it
+        executed = sorted((n for n, _ in named if n in trace), key=lambda n: trace[n].order)
         last = executed[-1] if executed else None
         for name, module in candidates:
             t = trace.get(name)
@@ -448,30 +457,82 @@ def plan_kernelwarehouse(
         )
     plan.left_static.update((n, w) for n, w in left_static.items() if n not in plan.layers)
     plan.static_parameters = sum(p.numel() for p in model.parameters())
+    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+    plan.element_size = ref.element_size() if ref is not None else torch.get_default_dtype().itemsize
     return plan
 
 
-def check_plan(plan: KWPlan, max_param_ratio: float | None = 4.0) -> None:
-    """Refuse a plan whose converted model would exceed ``max_param_ratio`` x the static model's parameters,
-    or (any warehouse with b < 1) that would not be smaller than the static model. None: no limit."""
-    if max_param_ratio is None:
+def default_memory_budget(device: torch.device | str | None = None) -> int:
+    """The default ``max_memory_bytes``: a quarter of the memory of ``device`` (bytes).
+
+    CUDA: the GPU's total memory; anything else (CPU, meta, None): the machine's physical memory
+    (``os.sysconf``), or 32 GiB where the platform does not report it (8 GiB budget). A quarter because
+    training with Adam holds about four copies of every parameter (weights, gradients, two moments).
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            total = 32 * 2**30
+    return int(total) // 4
+
+
+def _check_memory_budget(max_memory_bytes) -> None:
+    if max_memory_bytes is None or max_memory_bytes == "auto":
         return
+    ok = isinstance(max_memory_bytes, (int, float)) and not isinstance(max_memory_bytes, bool)
+    if not (ok and max_memory_bytes > 0 and math.isfinite(max_memory_bytes)):
+        raise ValueError(
+            f"max_memory_bytes must be a number of bytes > 0, 'auto' or None, got {max_memory_bytes!r}"
+        )
+
+
+def check_plan(
+    plan: KWPlan,
+    max_param_ratio: float | None = 4.0,
+    max_memory_bytes: float | str | None = "auto",
+    *,
+    device: torch.device | str | None = None,
+) -> None:
+    """Refuse (ValueError) a plan whose converted model would exceed ``max_param_ratio`` x the static
+    model's parameters, (any warehouse with b < 1) would not be smaller than the static model, or whose
+    parameters would take more than ``max_memory_bytes`` bytes (``"auto"``: :func:`default_memory_budget`
+    of ``device``). None lifts a limit."""
+    _check_memory_budget(max_memory_bytes)
     t = plan.totals()
+    fixes = (
+        "share less (sharing='stage' traces resolution stages; 'layer' shares nothing), use larger cells "
+        "(cell_in/cell_out closer to 1, or per-warehouse warehouse_options), leave the worst layers static "
+        "(exclude=[...])"
+    )
     small = any(wp.options.budget < 1 for wp in plan.warehouses.values())
-    if t["ratio"] <= max_param_ratio and not (small and t["ratio"] >= 1):
-        return
-    what = (
-        f"more than max_param_ratio={max_param_ratio}x"
-        if t["ratio"] > max_param_ratio
-        else "not smaller than the static model although budget < 1:"
-    )
-    raise ValueError(
-        f"refusing to build a KernelWarehouse model {what} the static one.\n{plan.summary()}\n"
-        "To change it: share less (sharing='stage' traces resolution stages; 'layer' shares nothing), use "
-        "larger cells (cell_in/cell_out closer to 1, or per-warehouse warehouse_options), leave the worst "
-        "layers static (exclude=[...]), or pass max_param_ratio=None to build it anyway. "
-        "kwlab.plan_kernelwarehouse(...) shows the plan without building it."
-    )
+    too_big = max_param_ratio is not None and t["ratio"] > max_param_ratio
+    if max_param_ratio is not None and (too_big or (small and t["ratio"] >= 1)):
+        what = (
+            f"more than max_param_ratio={max_param_ratio}x"
+            if too_big
+            else "not smaller than the static model although budget < 1:"
+        )
+        raise ValueError(
+            f"refusing to build a KernelWarehouse model {what} the static one.\n{plan.summary()}\n"
+            f"To change it: {fixes}, or pass max_param_ratio=None to build it anyway. "
+            "kwlab.plan_kernelwarehouse(...) shows the plan without building it."
+        )
+    if max_memory_bytes is not None:
+        auto = max_memory_bytes == "auto"
+        limit = default_memory_budget(device) if auto else max_memory_bytes
+        if t["converted_bytes"] > limit:
+            where = f" (the default: a quarter of the memory of {torch.device(device or 'cpu')})"
+            raise ValueError(
+                f"refusing to build a KernelWarehouse model whose parameters would take "
+                f"{t['converted_bytes'] / 1e9:.3g} GB ({plan.element_size} bytes each), more than "
+                f"max_memory_bytes={int(limit):,} ({limit / 1e9:.3g} GB){where if auto else ''}.\n"
+                f"{plan.summary()}\nTo change it: {fixes}, or pass a larger max_memory_bytes "
+                "(None builds it anyway). kwlab.plan_kernelwarehouse(...) shows the plan without building it."
+            )
 
 
 def kernelwarehouse(
@@ -499,6 +560,7 @@ def kernelwarehouse(
     squeeze_excitation: bool = False,
     attention_ratio: float = 0.5,
     max_param_ratio: float | None = 4.0,
+    max_memory_bytes: float | str | None = "auto",
 ) -> nn.Module:
     """Replace the convolutions and linear layers of ``model`` by KernelWarehouse layers, in place.
 
@@ -523,6 +585,8 @@ def kernelwarehouse(
         attention_ratio: the traced stage rule keeps a warehouse's attention <= this x its cells.
         max_param_ratio: refuse (ValueError, before allocating) a plan above this x the static parameters,
             or a b < 1 plan that is not smaller than static; None builds any plan.
+        max_memory_bytes: refuse a plan whose parameters (at the model's dtype) exceed this many bytes;
+            "auto": a quarter of the device's memory (:func:`default_memory_budget`); None: no limit.
     Returns:
         The same ``model``, converted (the plan it followed: :func:`plan_kernelwarehouse`).
     """
@@ -534,6 +598,7 @@ def kernelwarehouse(
         isinstance(max_param_ratio, (int, float)) and max_param_ratio > 0 and math.isfinite(max_param_ratio)
     ):
         raise ValueError(f"max_param_ratio must be a finite number > 0 or None, got {max_param_ratio!r}")
+    _check_memory_budget(max_memory_bytes)
     check_tau(temperature, "temperature")
     if any(isinstance(m, _KWConvNd) for m in model.modules()):
         raise ValueError("model already contains KernelWarehouse layers; convert a static model")
@@ -557,9 +622,9 @@ def kernelwarehouse(
         squeeze_excitation=squeeze_excitation,
         attention_ratio=attention_ratio,
     )
-    check_plan(plan, max_param_ratio)
-
     ref = next(iter(model.parameters()), None)
+    check_plan(plan, max_param_ratio, max_memory_bytes, device=ref.device if ref is not None else None)
+
     factory = dict(device=ref.device, dtype=ref.dtype) if ref is not None else {}
     by_key = {
         key: Warehouse(wp.num_cells, wp.cell_shape, wp.options, key=key, **factory)

@@ -61,7 +61,8 @@ def trace_layers(model: nn.Module, example_input: Tensor | tuple | None = None) 
     """Run ``model`` once, shape only, and record the input of every conv/linear layer (name -> trace).
 
     ``example_input``: a tensor (or a tuple of positional inputs); default :func:`default_example_input`.
-    The model's train/eval flags and buffers are left as they were. A model that cannot run on the input
+    The model's train/eval flags and buffers are left as they were; the input is moved to the model's
+    device (shapes only). A model that cannot run on the input
     raises a ValueError naming ``example_input``.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: PLC0415 - internal, imported late
@@ -84,12 +85,15 @@ def trace_layers(model: nn.Module, example_input: Tensor | tuple | None = None) 
         out_shape = tuple(output.shape) if isinstance(output, Tensor) else ()
         seen[name] = LayerTrace(name, len(seen), tuple(inputs[0].shape), out_shape)
 
+    ref = next(iter(model.parameters()), None)
+    device = ref.device if ref is not None else None
     modes = {m: m.training for m in model.modules()}
     handles = [m.register_forward_hook(hook) for m in model.modules() if id(m) in names]
     try:
         model.eval()
         with FakeTensorMode(allow_non_fake_inputs=True) as mode, torch.no_grad():
-            fake = tuple(mode.from_tensor(a) for a in args)
+            # on the model's device (a CPU example input works for a model built on the meta device)
+            fake = tuple(mode.from_tensor(a).to(device) if device else mode.from_tensor(a) for a in args)
             model(*fake)
     except Exception as err:  # noqa: BLE001 - any failure means the input does not fit the model
         shapes = ", ".join(str(tuple(a.shape)) for a in args)
