@@ -188,3 +188,14 @@ def test_reproduce_of_a_tiny_recorded_run_gives_identical_numbers(tmp_path, caps
     table = reproduce(tmp_path / "sweep", recorded["run_id"], tmp_path / "again", progress=False,
                       log=lambda *_: None)
     assert (table["difference"] == 0).all()
+
+
+def test_runs_record_the_thread_count_the_sweep_chose(tmp_path):
+    import torch
+
+    spec = SweepSpec.from_dict(
+        {"name": "t", "seeds": 1, "base": TINY, "runs": [{"method": "static"}], "executor": {"threads": 2}}
+    )
+    run_sweep(spec, tmp_path / "t", progress=False, log=lambda *_: None)
+    assert list(pd.read_csv(tmp_path / "t" / "results.csv")["threads"]) == [2]
+    assert torch.get_num_threads() == 1  # the caller's setting is restored

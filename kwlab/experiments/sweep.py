@@ -747,17 +747,26 @@ def run_sweep(
         total=len(configs), initial=len(configs) - len(todo), desc=f"sweep {spec.name}", disable=not progress
     )
     if kind == "sequential":
-        for config, run_id in todo:
-            bar.set_postfix_str(run_id[:40])
-            try:
-                fit(config, out / "runs" / run_id, progress=progress)
-            except KeyboardInterrupt:
-                raise
-            except Exception as err:  # noqa: BLE001 - recorded, the sweep goes on
-                finished(run_id, err)
-            else:
-                finished(run_id)
-            bar.update()
+        import torch  # noqa: PLC0415
+
+        # executor.threads sets the torch threads of the runs (default: this process's setting, recorded)
+        previous_threads = torch.get_num_threads()
+        if spec.executor.get("threads"):
+            torch.set_num_threads(int(spec.executor["threads"]))
+        try:
+            for config, run_id in todo:
+                bar.set_postfix_str(run_id[:40])
+                try:
+                    fit(config, out / "runs" / run_id, progress=progress)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as err:  # noqa: BLE001 - recorded, the sweep goes on
+                    finished(run_id, err)
+                else:
+                    finished(run_id)
+                bar.update()
+        finally:
+            torch.set_num_threads(previous_threads)
     elif kind == "processes":
         import multiprocessing  # noqa: PLC0415
         from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
