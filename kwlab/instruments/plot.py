@@ -435,17 +435,30 @@ def metric_vs_knob(
     ax: Axes | None = None,
     logx: bool = False,
     title: str | None = None,
+    error: str = "std",
+    chance: float | None = None,
 ) -> Figure:
-    """Line of ``y`` against a knob ``x`` (mean over repeated rows, e.g. seeds, with ±1 std error bars).
+    """Line of ``y`` against a knob ``x`` (mean over repeated rows, e.g. seeds, with error bars).
 
     Args:
         data: tidy table with columns ``x``, ``y`` (and ``hue``: one line per value).
+        error: ``"std"`` (±1 sample std) or ``"ci95"`` (half-width of the 95% t-interval of the mean).
+        chance: draw this chance level (dashed) and start the y-axis at 0, so that differences of a few
+            points near chance do not fill the panel and look like trends.
     """
     _require(data, [x, y] + ([hue] if hue else []), "metric_vs_knob")
+    if error not in ("std", "ci95"):
+        raise ValueError(f"error must be 'std' or 'ci95', got {error!r}")
     fig, ax = _fig_ax(ax)
     groups = data.groupby(hue, sort=False) if hue else [(None, data)]
     for i, (key, part) in enumerate(groups):
         stats = part.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
+        if error == "ci95":
+            from scipy import stats as st  # noqa: PLC0415
+
+            stats["std"] = (
+                stats["std"] * st.t.ppf(0.975, (stats["count"] - 1).clip(lower=1)) / np.sqrt(stats["count"])
+            )
         err = stats["std"].where(stats["count"] > 1)
         ax.errorbar(
             stats.index,
@@ -458,10 +471,14 @@ def metric_vs_knob(
         )
     if logx:
         ax.set_xscale("log")
+    if chance is not None:
+        ax.axhline(chance, color="0.3", linestyle="--", linewidth=1, label=f"chance ({chance:g})")
+        top = max(float(np.nanmax(data[y].to_numpy(dtype=float))) * 1.15, 2 * chance)
+        ax.set_ylim(0, top)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
-    if hue:
+    if hue or chance is not None:
         ax.legend(title=hue, fontsize=8)
     ax.set_title(title or f"{y} vs {x}")
     return fig
