@@ -386,27 +386,33 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
             if (sweep_dir / "runs" / r["run_id"] / "probe" / "probe.json").exists()
         ]
         if probed:
-            best = probed[0]
-            result = load_probe(sweep_dir / "runs" / best["run_id"] / "probe")
-            tag = f"best dynamic run ({best['label']}, accuracy {best['accuracy']:.3f})"
-            save(
-                plot.negative_fraction(result.summary()),
-                "negative_fraction.png",
-                f"Share of negative attention coefficients per layer, {tag}.",
-            )
-            save(
-                plot.cell_usage(result.cell_usage()),
-                "cell_usage.png",
-                f"Layer x cell usage (mean |alpha|) of each warehouse, {tag}.",
-            )
-            samples = result.tables().get("samples")
-            if samples is not None and len(samples):
-                layers = list(dict.fromkeys(samples["layer"]))
-                layer = layers[len(layers) // 2]
+            try:
+                best = probed[0]
+                result = load_probe(sweep_dir / "runs" / best["run_id"] / "probe")
+                tag = f"best dynamic run ({best['label']}, accuracy {best['accuracy']:.3f})"
                 save(
-                    plot.attention_heatmap(samples, layer, by="mixture"),
-                    "attention_heatmap.png",
-                    f"Signed attention of layer {layer} (mixtures x cells, mean over kept samples), {tag}.",
+                    plot.negative_fraction(result.summary()),
+                    "negative_fraction.png",
+                    f"Share of negative attention coefficients per layer, {tag}.",
+                )
+                save(
+                    plot.cell_usage(result.cell_usage()),
+                    "cell_usage.png",
+                    f"Layer x cell usage (mean |alpha|) of each warehouse, {tag}.",
+                )
+                samples = result.tables().get("samples")
+                if samples is not None and len(samples):
+                    layers = list(dict.fromkeys(samples["layer"]))
+                    layer = layers[len(layers) // 2]
+                    save(
+                        plot.attention_heatmap(samples, layer, by="mixture"),
+                        "attention_heatmap.png",
+                        f"Signed attention of layer {layer} (mixtures x cells, mean over kept samples), "
+                        f"{tag}.",
+                    )
+            except Exception as err:  # noqa: BLE001 - a probe table of another kwlab version: skip its figures
+                notes.append(
+                    f"Probe tables could not be read ({type(err).__name__}: {err}); no probe figures."
                 )
         elif len(dyn):
             notes.append("No probe tables found (runs without dynamic layers or probe_samples=0).")
