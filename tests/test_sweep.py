@@ -99,7 +99,7 @@ def test_set_overrides_force_scalars_and_replace_grid_axes(tmp_path):
         ({"base": {**BASE, "epochs": "two"}}, "epochs='two'.*expected int"),
         ({"runs": [{"method": "static", "preset": "1x"}]}, "not a field of method='static'"),
         ({"grid": {"seed": 3}}, "'grid' must map fields to non-empty lists"),
-        ({"gird": {}}, "unknown sweep key 'gird'.*did you mean 'grid'"),
+        ({"gird": {}}, "unknown sweep key 'gird'.*(?i:did you mean) 'grid'"),
     ],
 )
 def test_bad_input_is_refused_before_training(tmp_path, change, message):

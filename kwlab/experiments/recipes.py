@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kwlab.utils import suggest
+
 __all__ = ["RECIPES", "get_recipe", "list_recipes"]
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -147,9 +149,5 @@ def list_recipes() -> list[str]:
 def get_recipe(name: str) -> dict[str, Any]:
     """A copy of recipe ``name``'s RunConfig fields."""
     if name not in RECIPES:
-        import difflib  # noqa: PLC0415
-
-        close = difflib.get_close_matches(name, RECIPES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"recipe={name!r} is unknown{hint}; allowed: {list_recipes()}")
+        raise ValueError(f"recipe={name!r} is unknown; allowed: {list_recipes()}.{suggest(name, RECIPES)}")
     return dict(RECIPES[name])

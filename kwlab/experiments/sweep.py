@@ -61,7 +61,7 @@ from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.train import fit
-from kwlab.utils import atomic_write_text, git_revision
+from kwlab.utils import atomic_write_text, git_revision, suggest
 
 __all__ = [
     "SweepSpec",
@@ -99,13 +99,9 @@ class SweepSpec:
             raise ConfigError(f"{source}: a sweep file must be a mapping with keys {list(_SPEC_KEYS)}")
         for key in d:
             if key not in _SPEC_KEYS:
-                import difflib  # noqa: PLC0415
-
-                close = difflib.get_close_matches(key, _SPEC_KEYS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(
-                    f"{source}: unknown sweep key {key!r}{hint} (allowed: {list(_SPEC_KEYS)}; run "
-                    f"fields go under 'base', 'grid' or 'runs')"
+                    f"{source}: unknown sweep key {key!r}.{suggest(key, _SPEC_KEYS)} (allowed: "
+                    f"{list(_SPEC_KEYS)}; run fields go under 'base', 'grid' or 'runs')"
                 )
         name = d.get("name")
         if not isinstance(name, str) or not name:
@@ -811,18 +807,3 @@ def run_sweep(
             f"Re-run the same command to retry them (finished runs are kept)."
         )
     return df
-
-
-def main_sweep(
-    path: str,
-    out: str,
-    overrides: Sequence[str] = (),
-    executor: str | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-) -> int:
-    """CLI body of ``kwlab sweep``."""
-    spec = load_sweep(path, list(overrides))
-    df = run_sweep(spec, out, executor=executor, workers=workers, progress=progress)
-    print(f"{len(df)} finished runs -> {Path(out) / 'results.csv'}", file=sys.stderr)
-    return 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -151,6 +152,62 @@ class DynamicLayer(nn.Module):
         return getattr(self, "_bank", "") or ""
 
 
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` if it is a whole number >= 1, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def conv_geometry(
+    dim: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> dict[str, Any]:
+    """Validate ``nn.ConvNd``-style arguments and normalise them to ``dim``-tuples (every dynamic conv layer).
+
+    Returns ``kernel_size``, ``stride``, ``padding`` (a tuple, or "same"/"valid") and ``dilation``.
+    """
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+        check_positive_int(name, value)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
+            f"by groups ({groups})"
+        )
+    if padding_mode != "zeros":
+        raise ValueError(
+            f"padding_mode must be 'zeros' (the only mode the dynamic kernels support), got {padding_mode!r}"
+        )
+
+    def tup(name: str, value) -> tuple[int, ...]:
+        t = tuple(value) if isinstance(value, (tuple, list)) else (value,) * dim
+        if len(t) != dim or any(isinstance(v, bool) or not isinstance(v, int) for v in t):
+            raise ValueError(f"{name} must be an int or a {dim}-tuple of ints, got {value!r}")
+        return t
+
+    kernel = tup("kernel_size", kernel_size)
+    for k in kernel:
+        check_positive_int("kernel_size", k)
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be an int, a {dim}-tuple, 'same' or 'valid', got {padding!r}")
+        pad: Any = padding
+    else:
+        pad = tup("padding", padding)
+    stride_t, dilation_t = tup("stride", stride), tup("dilation", dilation)
+    for name, t in (("stride", stride_t), ("dilation", dilation_t)):
+        for v in t:
+            check_positive_int(name, v)
+    return dict(kernel_size=kernel, stride=stride_t, padding=pad, dilation=dilation_t)
+
+
 def dynamic_layers(model: nn.Module) -> Iterator[tuple[str, DynamicLayer]]:
     """Yield ``(qualified name, layer)`` for every dynamic layer of ``model``, in registration order."""
     for name, module in model.named_modules():
@@ -209,8 +266,16 @@ def get_temperature(model: nn.Module) -> float | None:
 #: The parts of :func:`parameter_breakdown`, in display order.
 BREAKDOWN_PARTS = ("static", "warehouse", "attention", "other")
 
-_STATIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-                 nn.Linear, nn.Bilinear)
+_STATIC_TYPES = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+    nn.Bilinear,
+)
 
 
 def _bank_part(module: nn.Module, attr: str) -> str | None:

@@ -23,58 +23,16 @@ from typing import Any
 import torch
 import torch.fx
 from torch import Tensor, nn
-from torch.nn.modules.utils import _pair
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention, DynamicLayer
+from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry
 
 # dynamic_conv is fx-wrapped where it is defined; wrapping its name here too keeps the call a leaf
 # when a model using this module is traced with torch.fx.symbolic_trace.
 torch.fx.wrap("dynamic_conv")
 
 __all__ = ["CondConv2d", "CondConvRouting", "KernelBankConv2d"]
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _conv_geometry(
-    in_channels: int,
-    out_channels: int,
-    kernel_size,
-    stride,
-    padding,
-    dilation,
-    groups: int,
-    padding_mode: str,
-) -> dict[str, Any]:
-    """Validate ``nn.Conv2d``-style arguments and normalise them to tuples (shared by the family layers)."""
-    _check_positive_int("in_channels", in_channels)
-    _check_positive_int("out_channels", out_channels)
-    _check_positive_int("groups", groups)
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(
-            f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
-            f"by groups ({groups})"
-        )
-    if padding_mode != "zeros":
-        raise ValueError(
-            f"padding_mode must be 'zeros' (the only mode the dynamic kernels support), got {padding_mode!r}"
-        )
-    kernel = _pair(kernel_size)
-    for k in kernel:
-        _check_positive_int("kernel_size", k)
-    if isinstance(padding, str):
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-        pad: Any = padding
-    else:
-        pad = _pair(padding)
-    return dict(kernel_size=kernel, stride=_pair(stride), padding=pad, dilation=_pair(dilation))
 
 
 def _init_like_conv(weight: Tensor, bias: Tensor | None) -> None:
@@ -125,10 +83,10 @@ class KernelBankConv2d(DynamicLayer):
         bias_shape: tuple[int, ...] | None,
         factory: dict,
     ) -> None:
-        geo = _conv_geometry(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
+        geo = conv_geometry(
+            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
         )
-        setattr(self, count_name, _check_positive_int(count_name, count))
+        setattr(self, count_name, check_positive_int(count_name, count))
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
         self.padding, self.dilation = geo["padding"], geo["dilation"]

@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DynamicAttention, DynamicLayer
-from .condconv import _check_positive_int, _conv_geometry, _conv_repr
+from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry
+from .condconv import _conv_repr
 from .norm import BatchNorm2dSafe
 
 __all__ = ["KernelDNAConv2d", "KernelDNAGate", "OfficialLayout"]
@@ -87,7 +87,7 @@ class KernelDNAGate(DynamicAttention):
     """
 
     def __init__(self, in_channels: int, *, reduction: int = 4, device=None, dtype=None) -> None:
-        _check_positive_int("reduction", reduction)
+        check_positive_int("reduction", reduction)
         super().__init__(1, in_channels, temperature=1.0)
         factory = dict(device=device, dtype=dtype)
         self.hidden = max(in_channels // reduction, 1)
@@ -143,8 +143,8 @@ class KernelDNAConv2d(DynamicLayer):
         dtype=None,
     ) -> None:
         super().__init__()
-        geo = _conv_geometry(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
+        geo = conv_geometry(
+            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
         )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]

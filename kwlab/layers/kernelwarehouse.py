@@ -23,11 +23,10 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.nn.modules.utils import _ntuple
 
 from ..ops import CellLayout, kw_conv
 from .attention import KWAttention
-from .base import DynamicLayer
+from .base import DynamicLayer, conv_geometry
 from .warehouse import LayerSpec, WarehouseOptions, owned_cell_count, plan_warehouses
 
 # fx.wrap patches the calling module's globals: keep the dispatching op a single node in traced graphs.
@@ -132,20 +131,12 @@ class _KWConvNd(DynamicLayer):
         dtype=None,
     ) -> None:
         super().__init__()
-        tup = _ntuple(self.dim)
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
-                f"groups ({groups})"
-            )
+        geo = conv_geometry(
+            self.dim, in_channels, out_channels, kernel_size, stride, padding, dilation, groups
+        )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = tup(kernel_size)
-        self.stride = tup(stride)
-        self.padding = padding if isinstance(padding, str) else tup(padding)
-        self.dilation = tup(dilation)
+        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
+        self.padding, self.dilation = geo["padding"], geo["dilation"]
         self.algorithm = algorithm
         spec = LayerSpec("", self.kind, in_channels, out_channels, self.kernel_size, groups)
         if warehouse is None:

@@ -47,8 +47,14 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention, TemperatureContract, check_divisor, init_attention_head
-from .condconv import KernelBankConv2d, _check_positive_int, _conv_repr
+from .base import (
+    DynamicAttention,
+    TemperatureContract,
+    check_divisor,
+    check_positive_int,
+    init_attention_head,
+)
+from .condconv import KernelBankConv2d, _conv_repr
 from .norm import BatchNorm2dSafe
 
 torch.fx.wrap("dynamic_conv")
@@ -99,7 +105,7 @@ class ODConvAttention(DynamicAttention):
     ) -> None:
         if not reduction > 0:
             raise ValueError(f"reduction must be > 0, got {reduction!r}")
-        _check_positive_int("min_hidden", min_hidden)
+        check_positive_int("min_hidden", min_hidden)
         check_divisor(temperature)
         super().__init__(1, num_kernels, temperature=temperature)
         factory = dict(device=device, dtype=dtype)
