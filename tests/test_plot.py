@@ -155,3 +155,84 @@ def test_accuracy_vs_params_and_metric_vs_knob():
     assert np.allclose(ax.lines[0].get_ydata(), [91, 93])  # mean over seeds
     with pytest.raises(ValueError, match="missing"):
         plot.metric_vs_knob(sweep, "budget", "acc")
+
+
+def test_learning_curves_draw_each_history():
+    histories = {
+        "static": [
+            {"epoch": 1, "train_loss": 2.0, "test_acc": 0.3},
+            {"epoch": 2, "train_loss": 1.5, "test_acc": 0.4},
+        ],
+        "kw": pd.DataFrame(
+            {"epoch": [1, 2, 3], "train_loss": [2.2, 1.8, 1.1], "test_acc": [0.2, float("nan"), 0.5]}
+        ),
+        "no_acc": [{"epoch": 1, "train_loss": 3.0}],
+    }
+    fig = plot.learning_curves(histories)
+    loss, acc = fig.axes
+    assert [ln.get_label() for ln in loss.lines] == ["static", "kw", "no_acc"]
+    assert np.allclose(loss.lines[1].get_ydata(), [2.2, 1.8, 1.1])
+    # the NaN epoch is dropped, the run without test_acc has no line there
+    assert [ln.get_label() for ln in acc.lines] == ["static", "kw"]
+    assert np.allclose(acc.lines[1].get_xdata(), [1, 3]) and np.allclose(acc.lines[1].get_ydata(), [0.2, 0.5])
+    f, ax = plt.subplots()
+    assert plot.learning_curves(histories, "test_acc", axes=ax) is f  # one metric into a given ax
+    with pytest.raises(ValueError, match=r"\['test_loss'\] are in no history; the histories hold"):
+        plot.learning_curves(histories, ("train_loss", "test_loss"))
+    with pytest.raises(ValueError, match="one Axes per metric"):
+        plot.learning_curves(histories, ("train_loss", "test_acc"), axes=[ax])
+
+
+def test_kernel_cells_shows_the_cut():
+    from kwlab.ops import CellLayout, cell_index_map, split_kernel
+
+    layout = CellLayout(4, 4, (3, 3), cell_out=2, cell_in=2, cell_kernel=(1, 1))
+    idx = cell_index_map(layout)
+    assert idx.shape == (4, 4, 3, 3)
+    # split_kernel (the inverse of the layers' assembly) finds cell j filled with j everywhere
+    cells = split_kernel(idx.double(), layout)
+    assert torch.equal(
+        cells, torch.arange(layout.num_mixtures, dtype=torch.float64).view(-1, 1, 1, 1, 1).expand_as(cells)
+    )
+    w = torch.randn(4, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    fig = plot.kernel_cells(w, layout)
+    values, cells_img = fig.axes[0].images[0].get_array(), fig.axes[1].images[0].get_array()
+    assert np.allclose(values[:3, 3:6], w[0, 1].numpy())  # tile (output 0, input 1)
+    assert np.array_equal(cells_img[3:6, :3], idx[1, 0].numpy())
+    with pytest.raises(ValueError, match="does not match layout.weight_shape"):
+        plot.kernel_cells(torch.zeros(4, 4, 1, 1), layout)
+
+
+def test_warehouse_plan_and_params_vs_budget():
+    from kwlab.methods.kernelwarehouse import plan_kernelwarehouse
+    from kwlab.teaching import budget_table
+
+    net = torch.nn.Sequential(*[torch.nn.Conv2d(3 if i == 0 else 32, 32, 3, padding=1) for i in range(4)])
+    plan = plan_kernelwarehouse(net, budget=1, example_input=torch.zeros(1, 3, 8, 8))
+    ax = plot.warehouse_plan(plan).axes[0]
+    heights = [r.get_height() for r in bars(ax)]
+    keys = list(plan.warehouses)
+    m = [sum(plan.layers[n].num_mixtures for n in plan.warehouses[k].layers) for k in keys]
+    assert heights == m + [plan.warehouses[k].num_cells for k in keys]
+    table = budget_table(net, budgets=(0.5, 1, 2), cell_ratios=(1.0,))
+    ok = table[table["allowed"]]
+    assert 0 < len(ok) < len(table)  # b=1/2 is not allowed for this net: its row is left out of the line
+    ax = plot.params_vs_budget(table).axes[0]
+    assert np.allclose(ax.lines[0].get_xdata(), ok["budget"]) and np.allclose(
+        ax.lines[0].get_ydata(), ok["params"] / 1e6
+    )
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1/2", "1", "2"]
+
+
+def test_attribution_grid_rows_and_images():
+    images = torch.zeros(2, 3, 4, 4)
+    fig = plot.attribution_grid(
+        images, {"a": torch.randn(2, 3, 4, 4), "b": torch.randn(2, 4, 4)}, (0.5,) * 3, (0.25,) * 3
+    )
+    drawn = [a for a in fig.axes if a.images]
+    assert (
+        len(drawn) == 3 * 2 and len(fig.axes) == 3 * 2 + 2
+    )  # image row + two map rows; a colour bar per map row
+    assert np.allclose(plot.to_image(images[0], (0.5,) * 3, (0.25,) * 3), 0.5)
+    with pytest.raises(ValueError, match="one title per image"):
+        plot.attribution_grid(images, {}, (0.5,) * 3, (0.25,) * 3, column_titles=["x"])

@@ -17,7 +17,7 @@
   dynamic run;
 * ``index.html`` -- the results table and every figure.
 
-Plot functions come from :mod:`kwlab.instruments.plot`; :func:`training_curves` is defined here.
+Every figure is drawn by :mod:`kwlab.instruments.plot`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import pandas as pd
 __all__ = [
     "make_report",
     "load_results",
-    "training_curves",
     "findings",
     "finding_text",
     "summary_table",
@@ -255,33 +254,6 @@ def finding_text(sweep_dir: str | os.PathLike, metric: str = "final_acc") -> str
     return "\n".join(findings(load_results(sweep_dir), metric))
 
 
-def training_curves(
-    histories: dict[str, pd.DataFrame], *, y: str = "test_acc", ax: Any = None, title: str | None = None
-):
-    """One line per run of ``y`` against epoch.
-
-    Args:
-        histories: run label -> per-epoch metrics (columns ``epoch`` and ``y``).
-    """
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-    else:
-        fig = ax.figure
-    for i, (label, h) in enumerate(histories.items()):
-        if y not in h:
-            raise ValueError(f"history {label!r} has no column {y!r}; columns: {list(h.columns)}")
-        ax.plot(h["epoch"], h[y], marker="o", markersize=3, color=f"C{i % 10}", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(y)
-    ax.grid(alpha=0.3)
-    if len(histories) <= 12:
-        ax.legend(fontsize=6)
-    ax.set_title(title or f"{y} per epoch")
-    return fig
-
-
 def _short_label(row: pd.Series) -> str:
     if row["method"] == "static":
         return "static"
@@ -379,7 +351,11 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
                     [json.loads(line) for line in mfile.read_text().splitlines() if line.strip()]
                 )
         if histories:
-            save(training_curves(histories), "training_curves.png", "Test accuracy per epoch of every run.")
+            save(
+                plot.learning_curves(histories, "test_acc", title="Test accuracy per epoch"),
+                "training_curves.png",
+                "Test accuracy per epoch of every run.",
+            )
         probed = [
             r
             for _, r in dyn.sort_values("accuracy", ascending=False).iterrows()

@@ -1,4 +1,5 @@
-"""Plots of attention statistics and sweep results.
+"""Every kwlab figure: attention statistics, sweep results, learning curves, warehouse plans, kernel cells
+and attribution maps.
 
 Every function takes data (a tidy DataFrame from :class:`kwlab.Probe` / :func:`kwlab.instruments.probe.load` /
 :meth:`kwlab.ProbeCallback.history` / a sweep table, or an array) and an optional matplotlib ``ax``, and
@@ -10,7 +11,7 @@ Signed attention is drawn with a diverging colour map centred on 0 (red: positiv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -19,6 +20,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from kwlab.ops.layout import cell_index_map
 
 __all__ = [
     "attention_heatmap",
@@ -29,6 +32,12 @@ __all__ = [
     "layer_stats",
     "accuracy_vs_params",
     "metric_vs_knob",
+    "learning_curves",
+    "params_vs_budget",
+    "warehouse_plan",
+    "kernel_cells",
+    "to_image",
+    "attribution_grid",
 ]
 
 _NEG = "#3b6fb6"  # blue: negative coefficients
@@ -481,4 +490,277 @@ def metric_vs_knob(
     if hue or chance is not None:
         ax.legend(title=hue, fontsize=8)
     ax.set_title(title or f"{y} vs {x}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- training
+_CURVE_LABELS = {
+    "train_loss": "training loss",
+    "test_loss": "test loss",
+    "train_acc": "training accuracy",
+    "test_acc": "test accuracy",
+    "temperature": "temperature tau (end of epoch)",
+    "lr": "learning rate",
+}
+
+
+def _curve(history: Any, metric: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of ``metric`` in one history, NaN and absent epochs dropped."""
+    pairs = [(r["epoch"], r[metric]) for r in _records(history) if metric in r and r[metric] == r[metric]]
+    return [float(e) for e, _ in pairs], [float(v) for _, v in pairs]
+
+
+def learning_curves(
+    histories: Mapping[str, Any],
+    metrics: str | Sequence[str] = ("train_loss", "test_acc"),
+    *,
+    axes: Axes | Sequence[Axes] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """One panel per metric, one line per run, against the epoch.
+
+    Args:
+        histories: run name -> per-epoch records: ``Trainer.history`` (a list of dicts with ``epoch`` and
+            metrics) or a DataFrame with an ``epoch`` column (e.g. a run's ``metrics.jsonl``).
+        metrics: one metric name or several (one panel each). A run without a metric (or only NaN) has no
+            line in that panel; a metric that no run has raises ValueError naming the metrics there are.
+        axes: one Axes per metric (a single Axes for a single metric); None makes a new figure.
+    """
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not names:
+        raise ValueError("metrics must name at least one metric")
+    curves = {m: {run: _curve(h, m) for run, h in histories.items()} for m in names}
+    empty = [m for m in names if histories and not any(xs for xs, _ in curves[m].values())]
+    if empty:
+        seen = sorted({k for h in histories.values() for r in _records(h) for k in r} - {"epoch"})
+        raise ValueError(f"metrics {empty} are in no history; the histories hold {seen}")
+    if axes is None:
+        fig, grid = plt.subplots(1, len(names), figsize=(4.3 * len(names), 3.6), squeeze=False)
+        axes = list(grid[0])
+    else:
+        axes = [axes] if isinstance(axes, Axes) else list(axes)
+        if len(axes) != len(names):
+            raise ValueError(f"axes must hold one Axes per metric ({len(names)}), got {len(axes)}")
+        fig = axes[0].figure
+    for ax, metric in zip(axes, names):
+        for i, (run, (xs, ys)) in enumerate(curves[metric].items()):
+            if xs:
+                ax.plot(xs, ys, marker="o", markersize=3, color=f"C{i % 10}", label=run)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(_CURVE_LABELS.get(metric, metric))
+        ax.set_title(_CURVE_LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+        if ax.lines and len(histories) <= 12:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _records(history: Any) -> list[Mapping[str, Any]]:
+    return history.to_dict("records") if isinstance(history, pd.DataFrame) else list(history)
+
+
+# ----------------------------------------------------------------------------------- warehouse planning
+def params_vs_budget(table: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Parameters (millions) against the budget b, one line per cell ratio, the static model dashed.
+
+    Args:
+        table: :func:`kwlab.teaching.budget_table` (columns budget, budget_label, cell_ratio,
+            cell_ratio_label, allowed, n, params, static_params); rows with ``allowed=False`` are left out.
+    """
+    _require(
+        table,
+        ["budget", "budget_label", "cell_ratio", "cell_ratio_label", "allowed", "n", "params"]
+        + ["static_params"],
+        "params_vs_budget",
+    )
+    fig, ax = _fig_ax(ax, (6.5, 4.0))
+    ok = table[table["allowed"].astype(bool)]
+    for i, (_ratio, part) in enumerate(ok.groupby("cell_ratio", sort=False)):
+        part = part.sort_values("budget")
+        ax.plot(
+            part["budget"],
+            part["params"] / 1e6,
+            marker="o",
+            color=f"C{i}",
+            label=f"cell ratio {part['cell_ratio_label'].iloc[0]}",
+        )
+        for _, r in part.iterrows():
+            ax.annotate(
+                f"n={int(r['n'])}",
+                (r["budget"], r["params"] / 1e6),
+                textcoords="offset points",
+                xytext=(5, -4 + 9 * (i - 1)),
+                fontsize=7,
+                color=f"C{i}",
+            )
+    ax.axhline(table["static_params"].iloc[0] / 1e6, color="0.3", linestyle="--", label="static model")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ticks = table.drop_duplicates("budget").sort_values("budget")
+    ax.set_xticks(ticks["budget"].tolist())
+    ax.set_xticklabels(ticks["budget_label"].tolist())
+    ax.set_xlim(ticks["budget"].min() / 1.3, ticks["budget"].max() * 1.8)
+    ax.set_xlabel("budget b (cells in warehouse / cells cut from layers)")
+    ax.set_ylabel("parameters (millions, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or "KW parameter count vs budget (n = total warehouse cells)")
+    return fig
+
+
+def warehouse_plan(
+    plan: Any,
+    static_params: int | None = None,
+    params: int | None = None,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Bars per warehouse of a :class:`~kwlab.layers.KWPlan`: mixtures m cut from its layers (summed) and
+    cells n it holds (log scale when they differ by more than 30x).
+
+    ``static_params`` and ``params`` (the KW model's count) only go into the default title.
+    """
+    fig, ax = _fig_ax(ax, (6.5, 3.8))
+    keys = list(plan.warehouses)
+    m = [sum(plan.layers[n].num_mixtures for n in plan.warehouses[k].layers) for k in keys]
+    n = [plan.warehouses[k].num_cells for k in keys]
+    pos = np.arange(len(keys))
+    bars_m = ax.bar(pos - 0.2, m, width=0.4, color="#5a8f5a", label="m: cells cut from the layers")
+    ax.bar_label(bars_m, fontsize=7)
+    ax.bar_label(ax.bar(pos + 0.2, n, width=0.4, color=_POS, label="n: cells in the warehouse"), fontsize=7)
+    log = bool(keys) and max(m + n) / max(min(m + n), 1) > 30
+    if log:
+        ax.set_yscale("log")
+    ax.margins(y=0.15)
+    ax.set_xticks(pos)
+    ax.set_xticklabels([f"{k}\n{plan.warehouses[k].cell_shape}" for k in keys], fontsize=8)
+    ax.set_xlabel("warehouse (cell shape o_c, i_c, k_c...)")
+    ax.set_ylabel("number of cells" + (" (log scale)" if log else ""))
+    ax.legend(fontsize=8)
+    if title is None:
+        title = "Warehouse plan"
+        if params is not None and static_params:
+            title += f": {params / 1e6:.2f}M params ({params / static_params:.2f}x static)"
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ kernel cells
+def _tile(kernel: Any) -> np.ndarray:
+    """``(O, I, kh, kw)`` -> ``(O*kh, I*kw)``: one kh x kw tile per (output, input) channel pair."""
+    o, i, kh, kw = kernel.shape
+    return kernel.permute(0, 2, 1, 3).reshape(o * kh, i * kw).detach().cpu().numpy()
+
+
+def kernel_cells(
+    weight: Any, layout: Any, *, axes: Sequence[Axes] | None = None, title: str | None = None
+) -> Figure:
+    """Two panels: a 2-D conv kernel's values, and the cell (mixture index j) each weight belongs to.
+
+    The kernel ``(O, I, kh, kw)`` is drawn as an ``O x I`` grid of ``kh x kw`` tiles (rows: output channels,
+    columns: input channels); black lines separate the tiles. ``layout`` is a :class:`kwlab.ops.CellLayout`
+    and the index map is :func:`kwlab.ops.cell_index_map`.
+    """
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be a 2-d conv kernel (O, I, kh, kw), got shape {tuple(weight.shape)}")
+    if tuple(weight.shape) != tuple(layout.weight_shape):
+        raise ValueError(
+            f"weight shape {tuple(weight.shape)} does not match layout.weight_shape {layout.weight_shape}"
+        )
+    if axes is None:
+        fig, grid = plt.subplots(1, 2, figsize=(12, 5.2))
+        axes = list(grid)
+    elif len(axes) != 2:
+        raise ValueError(f"axes must hold two Axes (values, cells), got {len(axes)}")
+    fig = axes[0].figure
+    o, i, kh, kw = weight.shape
+    values = _tile(weight)
+    lim = float(np.abs(values).max()) or 1.0
+    im = axes[0].imshow(values, cmap=_DIVERGING, vmin=-lim, vmax=lim, interpolation="nearest")
+    fig.colorbar(im, ax=axes[0], label="weight value", fraction=0.046)
+    idx = _tile(cell_index_map(layout))
+    m = layout.num_mixtures
+    im = axes[1].imshow(idx, cmap="turbo", vmin=-0.5, vmax=m - 0.5, interpolation="nearest")
+    fig.colorbar(im, ax=axes[1], label="cell (mixture) index j", fraction=0.046)
+    if idx.size <= 400:
+        for (r, c), j in np.ndenumerate(idx):
+            axes[1].text(c, r, str(j), ha="center", va="center", fontsize=7, color="white")
+    for ax in axes:
+        for r in range(1, o):
+            ax.axhline(r * kh - 0.5, color="black", linewidth=1.2)
+        for c in range(1, i):
+            ax.axvline(c * kw - 0.5, color="black", linewidth=1.2)
+        ax.set_xticks([c * kw + (kw - 1) / 2 for c in range(i)])
+        ax.set_xticklabels([str(c) for c in range(i)])
+        ax.set_yticks([r * kh + (kh - 1) / 2 for r in range(o)])
+        ax.set_yticklabels([str(r) for r in range(o)])
+        ax.set_xlabel(f"input channel (each tile: {kh}x{kw} kernel)")
+        ax.set_ylabel("output channel")
+    axes[0].set_title("kernel W")
+    axes[1].set_title(f"cut into m={m} cells of shape {layout.cell_shape}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- attributions
+def to_image(x: Any, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """A normalised image tensor ``(3, H, W)`` back to an ``(H, W, 3)`` array in [0, 1] for ``imshow``."""
+    m = np.asarray(mean, dtype=np.float64).reshape(3, 1, 1)
+    s = np.asarray(std, dtype=np.float64).reshape(3, 1, 1)
+    img = x.detach().cpu().double().numpy() * s + m
+    return np.clip(img, 0.0, 1.0).transpose(1, 2, 0)
+
+
+def attribution_grid(
+    images: Any,
+    maps: Mapping[str, Any],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    column_titles: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Images in the first row, one row per attribution map below, signed maps on a diverging scale.
+
+    Args:
+        images: ``(B, 3, H, W)`` normalised images (``mean``/``std`` undo the normalisation).
+        maps: row label -> attributions ``(B, C, H, W)`` (summed over channels) or ``(B, H, W)``. Each row is
+            scaled by its own largest ``|value|`` (one colour bar per row), so rows of different methods or
+            models compare in shape, not in absolute size.
+        column_titles: one string per image (e.g. "label / prediction").
+    """
+    b = images.shape[0]
+    if column_titles is not None and len(column_titles) != b:
+        raise ValueError(f"column_titles must hold one title per image ({b}), got {len(column_titles)}")
+    rows = len(maps) + 1
+    fig, axes = plt.subplots(rows, b, figsize=(1.9 * b + 1.2, 1.9 * rows), squeeze=False)
+    for j in range(b):
+        axes[0, j].imshow(to_image(images[j], mean, std))
+        if column_titles is not None:
+            axes[0, j].set_title(column_titles[j], fontsize=8)
+    axes[0, 0].set_ylabel("image", fontsize=9)
+    for r, (label, attr) in enumerate(maps.items(), start=1):
+        a = attr.detach().float().cpu()
+        if a.dim() == 4:
+            a = a.sum(1)
+        lim = float(a.abs().max()) or 1.0
+        for j in range(b):
+            im = axes[r, j].imshow(
+                a[j].numpy(), cmap=_DIVERGING, vmin=-lim, vmax=lim, interpolation="nearest"
+            )
+        axes[r, 0].set_ylabel(label, fontsize=9)
+        fig.colorbar(im, ax=list(axes[r]), fraction=0.02, pad=0.01, label="attribution")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
     return fig

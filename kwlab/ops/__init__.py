@@ -1,7 +1,7 @@
 """Execution layer for per-sample-kernel convolutions (see :mod:`kwlab.ops.dynamic`)."""
 
 from .dynamic import ALGORITHMS, dynamic_conv, kw_conv, set_chunk_bytes
-from .layout import CellLayout, assemble_kernel, mix_cells, split_kernel, split_kernels
+from .layout import CellLayout, assemble_kernel, cell_index_map, mix_cells, split_kernel, split_kernels
 from .reference import conv_nd, per_sample_conv
 from .select import get_algorithm, set_benchmark, use_algorithm
 
@@ -9,6 +9,7 @@ __all__ = [
     "ALGORITHMS",
     "CellLayout",
     "assemble_kernel",
+    "cell_index_map",
     "conv_nd",
     "dynamic_conv",
     "get_algorithm",

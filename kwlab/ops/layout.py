@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["CellLayout", "assemble_kernel", "mix_cells", "split_kernel", "split_kernels"]
+__all__ = ["CellLayout", "assemble_kernel", "cell_index_map", "mix_cells", "split_kernel", "split_kernels"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +120,15 @@ def mix_cells(alpha: Tensor, cells: Tensor) -> Tensor:
     b, m, n = alpha.shape
     flat = torch.mm(alpha.reshape(b * m, n), cells.reshape(n, -1))
     return flat.reshape(b, m, *cells.shape[1:])
+
+
+def cell_index_map(layout: CellLayout) -> Tensor:
+    """Which mixture (cell) ``j`` each weight of a kernel belongs to: a long tensor of the kernel's shape.
+
+    Built with :func:`assemble_kernel` itself (mixture ``j`` filled with the value ``j``), so it follows the
+    same cut as the layers. Drawn by :func:`kwlab.instruments.plot.kernel_cells`.
+    """
+    m = layout.num_mixtures
+    mixtures = torch.arange(m, dtype=torch.float64).reshape(1, m, *([1] * len(layout.cell_shape)))
+    mixtures = mixtures.expand(1, m, *layout.cell_shape)
+    return assemble_kernel(mixtures, layout)[0].round().long()
