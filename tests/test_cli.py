@@ -61,6 +61,7 @@ def test_bad_field_is_a_clear_error_with_exit_code_2(tmp_path, capsys):
 def test_sweep_then_report(tmp_path, capsys):
     spec = {
         "name": "cli",
+        "seeds": 2,
         "base": BASE,
         "runs": [
             {"method": "static"},
@@ -75,7 +76,9 @@ def test_sweep_then_report(tmp_path, capsys):
     page = tmp_path / "out" / "report" / "index.html"
     assert f"report: {page}" in out
     df = pd.read_csv(tmp_path / "out" / "results.csv")
-    assert len(df) == 5
+    assert len(df) == 5 * 2  # five configurations, two seeds each
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert len(summary) == 5 and set(summary["n_seeds"]) == {2}
     html = page.read_text()
     for png in (
         "accuracy_vs_params.png",
