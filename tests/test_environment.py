@@ -92,3 +92,10 @@ def test_environment_python_matches_requires_python():
     pythons = [d for d in conda if d.startswith("python")]
     assert pythons == [f"python{data['project']['requires-python']}"]
     assert "pip" in conda
+
+
+def test_readme_method_table_is_generated_from_the_method_table():
+    import kwlab
+
+    readme = (ROOT / "README.md").read_text()
+    assert kwlab.methods.methods_markdown() in readme, "regenerate it: kwlab.methods.methods_markdown()"

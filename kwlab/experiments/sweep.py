@@ -1,4 +1,5 @@
-"""Resumable ablation sweeps: a YAML grid of :class:`kwlab.experiments.config.RunConfig` overrides, one directory per run.
+"""Resumable ablation sweeps: a YAML grid of :class:`~kwlab.experiments.config.RunConfig` overrides, one run
+directory each.
 
 A sweep file::
 
@@ -18,8 +19,8 @@ logs each model's parameters before training. To compare at a matched budget, li
 width whose parameter count matches the dynamic one explicitly (``model_kwargs: {widths: [...]}``; see
 configs/demo.yaml and data/results/*/sweep.yaml).
 
-Each run goes to ``OUT/runs/<id>/`` (see :mod:`kwlab.experiments.train` for its files), where ``<id>`` names the
-fields that vary across the sweep plus a hash of the whole config, so a run is found again when the
+Each run goes to ``OUT/runs/<id>/`` (see :mod:`kwlab.experiments.train` for its files), where ``<id>``
+names the fields that vary across the sweep plus a hash of the whole config, so a run is found again when the
 sweep is re-run: finished runs (results.json present) are skipped, interrupted ones resume from their
 last checkpoint. ``OUT/results.csv`` (and ``results.parquet`` with pyarrow) and ``OUT/summary.csv`` (one
 row per configuration, mean/std/95% interval over seeds) are rewritten atomically after every finished
@@ -150,7 +151,8 @@ class SweepSpec:
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``["lr=0.1", "preset=1/2x", "seed=[0,1]"]`` -> ``{"lr": 0.1, "preset": "1/2x", "seed": [0, 1]}`` (YAML values)."""
+    """``["lr=0.1", "preset=1/2x", "seed=[0,1]"]`` -> ``{"lr": 0.1, "preset": "1/2x", "seed": [0, 1]}``
+    (values parsed as YAML)."""
     import yaml  # noqa: PLC0415
 
     out: dict[str, Any] = {}

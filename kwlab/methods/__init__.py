@@ -90,7 +90,7 @@ class Method:
     reference: str = ""
 
     def schedule(self, iters_per_epoch: int, epochs: float | None = None) -> TemperatureSchedule | None:
-        """The anneal (tau 1 -> 0) over ``epochs`` (default: the official span); None without a temperature."""
+        """The anneal (tau 1 -> 0) over ``epochs`` (default: the official span); None without temperature."""
         if not self.temperature.active:
             return None
         span = self.temperature.epochs if epochs is None else epochs
