@@ -130,7 +130,7 @@ def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
     labels = []
     for i, (_, row) in enumerate(summary.iterrows()):
         y = n - 1 - i
-        colour = "C0" if row["method"] == "static" else f"C{1 + i % 9}"
+        colour = f"C{i % 10}"  # one colour per configuration; squares: static
         runs = df[df.apply(config_label, axis=1) == row["label"]]
         ax.scatter(runs[metric], [y] * len(runs), s=14, color=colour, alpha=0.5, zorder=2)
         ax.errorbar(
@@ -157,11 +157,16 @@ def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (_, row) in enumerate(summary.iterrows()):
-        colour = "C0" if row["method"] == "static" else f"C{1 + i % 9}"
+        colour = f"C{i % 10}"  # one colour per configuration; squares: static
         marker = "s" if row["method"] == "static" else "o"
         ax.errorbar(
-            row["params"], row[f"{metric}_mean"], yerr=row[f"{metric}_ci95"], fmt=marker, color=colour,
-            capsize=4, label=f"{row['label']} ({_si(row.get('macs'))} MACs)",
+            row["params"],
+            row[f"{metric}_mean"],
+            yerr=row[f"{metric}_ci95"],
+            fmt=marker,
+            color=colour,
+            capsize=4,
+            label=f"{row['label']} ({_si(row.get('macs'))} MACs)",
         )
     chance = _chance(df)
     ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.2f})")
@@ -170,7 +175,10 @@ def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
     if params:  # one tick per parameter count of the sweep, written 69k / 1.2M
         ax.set_xlim(params[0] / 1.3, params[-1] * 1.3)
         ax.minorticks_off()
-        ax.set_xticks(params, [_si(v) for v in params], rotation=45 if len(params) > 4 else 0)
+        ticks = [
+            v for i, v in enumerate(params) if i == 0 or v > params[i - 1] * 1.15
+        ]  # no overlapping labels
+        ax.set_xticks(ticks, [_si(v) for v in ticks], rotation=45 if len(ticks) > 4 else 0)
     ax.set_ylim(0, min(1.0, max(float(df[metric].max()), chance) * 1.15 + 0.02))
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"{metric} (mean ± 95% CI)")
@@ -243,8 +251,10 @@ def findings(df: pd.DataFrame, metric: str = "final_acc") -> list[str]:
         lines.append("Differences that are real at this scale (paired by seed, 95% interval excludes 0):")
         lines += [f"- {t}" for t in real]
     if unclear:
-        lines.append("Differences not detected at this scale (the interval contains 0; more seeds or a "
-                     "larger scale may or may not show one):")
+        lines.append(
+            "Differences not detected at this scale (the interval contains 0; more seeds or a "
+            "larger scale may or may not show one):"
+        )
         lines += [f"- {t}" for t in unclear]
     return lines
 
@@ -316,32 +326,41 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         (out / "finding.md").write_text("\n".join(finding) + "\n")
         df["label"] = [_short_label(r) for _, r in df.iterrows()]
         dyn = df[df["method"] != "static"]
+        ci = dict(error="ci95", chance=_chance(df))  # knob plots: mean ± 95% CI over seeds, y from 0, chance
         if dyn["b"].nunique() > 1:
             save(
-                plot.metric_vs_knob(dyn, "b", "accuracy", hue="sharing_range", logx=True),
+                plot.metric_vs_knob(dyn, "b", "accuracy", hue="sharing_range", logx=True, **ci),
                 "accuracy_vs_budget.png",
-                "Accuracy against budget b, one line per sharing range.",
+                "Accuracy against budget b (mean ± 95% CI over seeds), one line per sharing range.",
             )
             if "probe_diversity" in dyn and dyn["probe_diversity"].notna().any():
                 save(
-                    plot.metric_vs_knob(dyn, "b", "probe_diversity", hue="sharing_range", logx=True),
+                    plot.metric_vs_knob(
+                        dyn, "b", "probe_diversity", hue="sharing_range", logx=True, error="ci95"
+                    ),
                     "diversity_vs_budget.png",
                     "Attention diversity (mean pairwise cosine distance of samples' attention, mean over "
                     "layers).",
                 )
         if dyn["m"].nunique() > 1:
             save(
-                plot.metric_vs_knob(dyn, "m", "accuracy", hue="sharing_range"),
+                plot.metric_vs_knob(dyn, "m", "accuracy", hue="sharing_range", **ci),
                 "accuracy_vs_m.png",
-                "Accuracy against m, the number of cells per kernel (1 / (cell_in * cell_out)).",
+                "Accuracy against m, the number of cells per kernel (1 / (cell_in * cell_out)); "
+                "mean ± 95% CI.",
             )
         if dyn["sharing_range"].nunique() > 1:
             save(
                 plot.metric_vs_knob(
-                    dyn.assign(b=dyn["b"].map(lambda v: f"b={v:g}")), "sharing_range", "accuracy", hue="b"
+                    dyn.assign(b=dyn["b"].map(lambda v: f"b={v:g}")),
+                    "sharing_range",
+                    "accuracy",
+                    hue="b",
+                    **ci,
                 ),
                 "accuracy_vs_sharing.png",
-                "Accuracy against the warehouse sharing range, one line per budget.",
+                "Accuracy against the warehouse sharing range (mean ± 95% CI over seeds), one line "
+                "per budget.",
             )
         histories = {}
         for _, row in df.iterrows():
@@ -448,9 +467,25 @@ def _html(
             items.append(f"<li>{text}</li>" if line.startswith("- ") else f"</ul><p>{text}</p><ul>")
         parts.append("<ul>" + "".join(items) + "</ul>")
     if summary is not None and len(summary):
-        cols = [c for c in ("label", "n_seeds", "params", "params_attention", "params_warehouse", "macs",
-                            "final_acc_mean", "final_acc_ci95", "best_acc_mean", "best_acc_ci95", "data",
-                            "threads", "git_revision") if c in summary]
+        cols = [
+            c
+            for c in (
+                "label",
+                "n_seeds",
+                "params",
+                "params_attention",
+                "params_warehouse",
+                "macs",
+                "final_acc_mean",
+                "final_acc_ci95",
+                "best_acc_mean",
+                "best_acc_ci95",
+                "data",
+                "threads",
+                "git_revision",
+            )
+            if c in summary
+        ]
         parts.append("<h2>Per configuration (mean and 95% t-interval half-width over seeds)</h2>")
         parts.append(summary[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0))
         parts.append("<h2>Per run</h2>")
