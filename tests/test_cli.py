@@ -10,19 +10,9 @@ import pytest
 import yaml
 
 from kwlab.cli import main
+from kwlab.testing import tiny_run
 
-BASE = dict(
-    arch="resnet20_cifar",
-    model_kwargs={"widths": [4, 8, 8]},
-    data="synthetic",
-    image_size=8,
-    train_samples=48,
-    test_samples=24,
-    batch_size=16,
-    epochs=1,
-    lr=0.05,
-    device="cpu",
-)
+BASE = tiny_run(train_samples=48, test_samples=24)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,21 +17,10 @@ from kwlab.experiments.report import findings, make_report, publish
 from kwlab.experiments.reproduce import reproduce
 from kwlab.experiments.stats import compare, mean_ci, summarize
 from kwlab.experiments.sweep import SweepSpec, expand, load_sweep, run_sweep
+from kwlab.testing import tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(
-    arch="resnet20_cifar",
-    model_kwargs={"widths": [4, 8, 8]},
-    data="synthetic",
-    image_size=8,
-    train_samples=32,
-    test_samples=16,
-    batch_size=16,
-    epochs=1,
-    lr=0.05,
-    device="cpu",
-    probe_samples=8,
-)
+TINY = tiny_run(train_samples=32, test_samples=16, probe_samples=8)
 INTERVAL = ["final_acc_mean", "final_acc_std", "final_acc_ci95", "best_acc_ci95"]
 BUDGET = ["params", "params_attention", "params_warehouse", "macs"]
 PROVENANCE = ["data", "git_revision", "machine", "torch_version", "threads"]
@@ -44,8 +33,15 @@ def _runs(values_a, values_b, seeds=(0, 1, 2)) -> pd.DataFrame:
     for method, values in (("static", values_a), ("kw", values_b)):
         for s, v in zip(seeds, values):
             rows.append(
-                {"run_id": f"{method}{s}", "arch": "resnet20_cifar", "method": method, "seed": s,
-                 "model_kwargs": "{}", "final_acc": v, "params": 100 if method == "static" else 150}
+                {
+                    "run_id": f"{method}{s}",
+                    "arch": "resnet20_cifar",
+                    "method": method,
+                    "seed": s,
+                    "model_kwargs": "{}",
+                    "final_acc": v,
+                    "params": 100 if method == "static" else 150,
+                }
             )
     return pd.DataFrame(rows)
 
@@ -115,8 +111,10 @@ def test_demo_config_on_a_tiny_subset_gives_intervals_budgets_and_a_finding(tmp_
     static = summary[summary["method"] == "static"]
     assert len(kw) and len(static)
     assert (kw["params_attention"] > 0).all() and (static["params_attention"] == 0).all()
-    assert (kw["params"] == kw["params_static"] + kw["params_warehouse"] + kw["params_attention"]
-            + kw["params_other"]).all()
+    assert (
+        kw["params"]
+        == kw["params_static"] + kw["params_warehouse"] + kw["params_attention"] + kw["params_other"]
+    ).all()
     page = make_report(tmp_path / "demo")
     text = (page.parent / "finding.md").read_text()
     assert "±" in text and "parameters" in text and (page.parent / "accuracy_by_config.png").exists()
@@ -173,20 +171,37 @@ def test_reproduce_of_a_tiny_recorded_run_gives_identical_numbers(tmp_path, caps
     from kwlab.cli import main
 
     spec = SweepSpec.from_dict(
-        {"name": "r", "seeds": 1, "base": TINY,
-         "runs": [{"method": "kw", "preset": "1x", "sharing": "layer"}]}
+        {
+            "name": "r",
+            "seeds": 1,
+            "base": TINY,
+            "runs": [{"method": "kw", "preset": "1x", "sharing": "layer"}],
+        }
     )
     run_sweep(spec, tmp_path / "sweep", progress=False, log=lambda *_: None)
     recorded = pd.read_csv(tmp_path / "sweep" / "results.csv").iloc[0]
-    assert main(["reproduce", str(tmp_path / "sweep"), "--run", recorded["run_id"], "--out",
-                 str(tmp_path / "again"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                str(tmp_path / "sweep"),
+                "--run",
+                recorded["run_id"],
+                "--out",
+                str(tmp_path / "again"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     again = json.loads((tmp_path / "again" / "results.json").read_text())
     for key in ("final_acc", "best_acc", "final_loss", "final_train_loss", "params", "macs"):
         assert again[key] == recorded[key], key
     printed = capsys.readouterr().out
     assert "recorded" in printed and "reproduced" in printed
-    table = reproduce(tmp_path / "sweep", recorded["run_id"], tmp_path / "again", progress=False,
-                      log=lambda *_: None)
+    table = reproduce(
+        tmp_path / "sweep", recorded["run_id"], tmp_path / "again", progress=False, log=lambda *_: None
+    )
     assert (table["difference"] == 0).all()
 
 

@@ -32,22 +32,11 @@ from kwlab.experiments.data import UnsafeDataError, load_data
 from kwlab.experiments.sweep import SweepSpec, collect_results, load_sweep, run_sweep
 from kwlab.experiments.train import Trainer, fit
 from kwlab.methods.official import OfficialCheckpointError, load_official
+from kwlab.testing import tiny_run
 from kwlab.utils import CheckpointError, atomic_torch_save
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(
-    arch="resnet20_cifar",
-    model_kwargs={"widths": [4, 8, 8]},
-    data="synthetic",
-    image_size=8,
-    train_samples=64,
-    test_samples=32,
-    batch_size=16,
-    epochs=2,
-    lr=0.05,
-    device="cpu",
-    augment=False,
-)
+TINY = tiny_run(epochs=2, augment=False)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -24,20 +24,10 @@ from kwlab.experiments.sweep import (
     run_ids,
     run_sweep,
 )
+from kwlab.testing import tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = dict(
-    arch="resnet20_cifar",
-    model_kwargs={"widths": [4, 8, 8]},
-    data="synthetic",
-    image_size=8,
-    train_samples=48,
-    test_samples=24,
-    batch_size=16,
-    epochs=2,
-    lr=0.05,
-    device="cpu",
-)
+BASE = tiny_run(train_samples=48, test_samples=24, epochs=2)
 SCORE_COLUMNS = ["final_acc", "best_acc", "final_loss", "final_train_loss", "params", "macs"]
 
 

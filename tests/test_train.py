@@ -14,20 +14,10 @@ from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.train import Trainer, fit
 from kwlab.layers.base import get_temperature
 from kwlab.methods.temperature import TemperatureSchedule
+from kwlab.testing import tiny_run
 from kwlab.utils import count_macs
 
-TINY = dict(
-    arch="resnet20_cifar",
-    model_kwargs={"widths": [4, 8, 8]},
-    data="synthetic",
-    image_size=8,
-    train_samples=64,
-    test_samples=32,
-    batch_size=16,
-    epochs=3,
-    lr=0.05,
-    device="cpu",
-)
+TINY = tiny_run(epochs=3)
 
 
 @pytest.fixture(autouse=True)
