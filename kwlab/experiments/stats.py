@@ -38,6 +38,9 @@ __all__ = [
 #: Per-run numbers summarised over seeds (those present in the table are used).
 METRICS = (
     "final_acc",
+    "final_acc_tau0",
+    "min_acc_tau0",
+    "final_acc_frozen",
     "best_acc",
     "final_loss",
     "final_train_loss",
@@ -49,6 +52,9 @@ METRICS = (
     "probe_diversity",
     "probe_class_distance",
     "probe_entropy",
+    "probe_sample_variation",
+    "probe_learned_own_share",
+    "probe_learned_sample_variation",
 )
 #: Per-configuration constants carried into the summary as they are (the budget and the provenance).
 BUDGET_COLUMNS = (
@@ -59,8 +65,10 @@ BUDGET_COLUMNS = (
     "params_other",
     "macs",
     "num_classes",
+    "anneal_steps",
+    "total_steps",
 )
-PROVENANCE_COLUMNS = ("git_revision", "machine", "torch_version", "threads", "data_notice")
+PROVENANCE_COLUMNS = ("git_revision", "machine", "torch_version", "threads", "data_notice", "anneal_note")
 _NOT_CONFIG = {"run_id", "seed", "epochs_done", *METRICS, *BUDGET_COLUMNS, *PROVENANCE_COLUMNS}
 
 
@@ -100,9 +108,20 @@ def config_label(row: Mapping[str, Any] | pd.Series) -> str:
     """A short human label: ``static 8-16-32`` or ``kw b=1 stage 8-16-32``."""
     parts = [str(row.get("method", "?"))]
     if row.get("method") not in (None, "static"):
-        for key, fmt in (("preset", "{}"), ("budget", "b={:g}"), ("sharing", "{}"), ("reduction", "r={:g}")):
+        for key, fmt in (
+            ("preset", "{}"),
+            ("budget", "b={:g}"),
+            ("cell_in", "cell={:g}" if row.get("cell_in") == row.get("cell_out") else "cell_in={:g}"),
+            ("cell_out", None if row.get("cell_in") == row.get("cell_out") else "cell_out={:g}"),
+            ("sharing", "{}"),
+            ("reduction", "r={:g}"),
+            ("attention", "{}"),
+            ("attention_init", "init={}"),
+            ("temperature_epochs", "anneal={:g}ep"),
+            ("temperature_steps", "anneal={:g}steps"),
+        ):
             value = row.get(key)
-            if value is not None and not _isnan(value) and value != "":
+            if fmt is not None and value is not None and not _isnan(value) and value != "":
                 parts.append(fmt.format(value))
     kwargs = row.get("model_kwargs")
     if isinstance(kwargs, str) and kwargs not in ("", "{}"):

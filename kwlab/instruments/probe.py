@@ -65,6 +65,10 @@ _SUMMARY_COLUMNS = [
     "diversity",
     "class_distance",
     "mean_abs",
+    "sample_variation",
+    "learned_own_share",
+    "learned_to_pattern_norm",
+    "learned_sample_variation",
     "temperature",
 ]
 
@@ -145,13 +149,16 @@ class Statistic:
 
     Attributes:
         column: the summary column.
-        metric: ``metric(alpha) -> 0-d tensor`` for one batch (``full`` coefficients when ``source="full"``).
+        metric: ``metric(alpha) -> 0-d tensor`` for one batch (``full`` coefficients when ``source="full"``);
+            ``metric(learned, pattern, tau)`` when ``source="learned"``.
         weight: ``weight(alpha) -> 0-d tensor``, the batch's weight in the mean (e.g. its element count).
-        source: "alpha" (``(B, m, n)``) or "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only).
+        source: "alpha" (``(B, m, n)``), "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only) or
+            "learned" (KW's learned term before the blend with the init pattern, ``(B, m, slots)``, seen
+            through ``attention.learned_tap``; KW with ``attention="caf"`` only, NaN elsewhere).
     """
 
     column: str
-    metric: Callable[[Tensor], Tensor]
+    metric: Callable[..., Tensor]
     weight: Callable[[Tensor], Tensor]
     source: str = "alpha"
 
@@ -162,6 +169,18 @@ def _elements(a: Tensor) -> Tensor:
 
 def _mixtures(a: Tensor) -> Tensor:
     return a.new_tensor(float(a[..., 0].numel()))
+
+
+def _samples(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a.shape[0]))
+
+
+def _has_pairs(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a.shape[0] >= 2))
+
+
+def _sample_variation(a: Tensor) -> Tensor:
+    return metrics.sample_variation(a).float() if a.shape[0] >= 2 else a.new_zeros(())
 
 
 def _diversity(a: Tensor) -> Tensor:
@@ -178,6 +197,11 @@ STATISTICS: tuple[Statistic, ...] = (
     # 1 - cos cancels in fp32: computed in float64; a batch of one sample has no pairs (weight 0)
     Statistic("diversity", _diversity, lambda a: a.new_tensor(float(a.shape[0] >= 2))),
     Statistic("mean_abs", lambda a: metrics.cell_mean_abs(a).mean(), _elements),
+    Statistic("sample_variation", _sample_variation, _has_pairs),
+    # KW's learned attention alone, before the blend with the one-hot init pattern (the handover)
+    Statistic("learned_own_share", lambda z, p, t: metrics.own_cell_share(z, p), _mixtures, "learned"),
+    Statistic("learned_to_pattern_norm", metrics.learned_to_pattern_norm, _samples, "learned"),
+    Statistic("learned_sample_variation", lambda z, p, t: _sample_variation(z), _has_pairs, "learned"),
 )
 
 
@@ -191,6 +215,8 @@ class _LayerStats:
         self.bank = layer.bank or name
         self.m, self.n = att.num_mixtures, att.num_cells
         self.zero_cell = bool(att.zero_cell)
+        self.learned = hasattr(att, "learned_tap") and getattr(att, "function", None) == "caf"
+        self.pattern = att.init_pattern if self.learned else None
         self.bins = bins
         self.keep = keep
         self.reset()
@@ -206,6 +232,7 @@ class _LayerStats:
         self.kept_labels: list[Tensor] = []
         self.n_kept = 0
         self.pending_full: Tensor | None = None
+        self.pending_learned: Tensor | None = None
 
     def _zeros(self, device: torch.device) -> dict[str, Tensor]:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
@@ -219,19 +246,34 @@ class _LayerStats:
             acc[stat.column], acc[stat.column + ":w"] = z(()), z(())
         return acc
 
-    def update(self, alpha: Tensor, full: Tensor | None, labels: Tensor | None, temperature: Tensor) -> None:
+    def update(
+        self,
+        alpha: Tensor,
+        full: Tensor | None,
+        labels: Tensor | None,
+        temperature: Tensor,
+        learned: Tensor | None = None,
+    ) -> None:
         a = alpha.detach().float()
         b = a.shape[0]
         if self.acc is None:
             self.acc = self._zeros(a.device)
         acc = self.acc
-        sources = {"alpha": a, "full": full.detach().float() if full is not None and self.zero_cell else None}
+        sources = {
+            "alpha": a,
+            "full": full.detach().float() if full is not None and self.zero_cell else None,
+            "learned": learned.detach().float() if learned is not None and self.learned else None,
+        }
         for stat in STATISTICS:
             x = sources[stat.source]
             if x is None:
                 continue
             w = stat.weight(x).double()
-            acc[stat.column] += stat.metric(x).double() * w
+            if stat.source == "learned":
+                value = stat.metric(x, self.pattern.to(x), temperature.detach())
+            else:
+                value = stat.metric(x)
+            acc[stat.column] += value.double() * w
             acc[stat.column + ":w"] += w
         acc["hist"] += metrics.signed_histogram(a, self.bins)
         acc["cell_abs"] += metrics.cell_mean_abs(a).double() * (b * self.m)
@@ -362,6 +404,10 @@ class Probe:
             for name, layer in self._layers:
                 stats = self._stats[name]
                 self._handles.append(layer.attention.tap.register_forward_hook(self._tap_hook(stats)))
+                if stats.learned:
+                    self._handles.append(
+                        layer.attention.learned_tap.register_forward_hook(self._learned_hook(stats))
+                    )
                 self._handles.append(layer.attention.register_forward_hook(self._alpha_hook(stats, layer)))
         except BaseException:
             self.stop()
@@ -374,6 +420,7 @@ class Probe:
             self._handles.pop().remove()
         for s in self._stats.values():
             s.pending_full = None
+            s.pending_learned = None
         return self
 
     def __enter__(self) -> Probe:
@@ -389,9 +436,17 @@ class Probe:
 
         return hook
 
+    @staticmethod
+    def _learned_hook(stats: _LayerStats):
+        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            stats.pending_learned = output  # consumed by the attention hook right after
+
+        return hook
+
     def _alpha_hook(self, stats: _LayerStats, layer: DynamicLayer):
         def hook(module: nn.Module, inputs: Any, alpha: Tensor) -> None:
             full, stats.pending_full = stats.pending_full, None
+            learned, stats.pending_learned = stats.pending_learned, None
             record = stats.calls % self.every == 0
             stats.calls += 1
             if not record:
@@ -403,7 +458,7 @@ class Probe:
                     f"saw a batch of {alpha.shape[0]}; call probe.set_labels(y) for this batch"
                 )
             with torch.no_grad():
-                stats.update(alpha, full, labels, layer.attention.temperature)
+                stats.update(alpha, full, labels, layer.attention.temperature, learned)
 
         return hook
 

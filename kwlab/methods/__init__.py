@@ -57,6 +57,7 @@ METHOD_FIELDS = (
     "attention_norm",
     "spatial_partition",
     "zero_cell",
+    "attention_init",
     "reduction",
 )
 
@@ -172,6 +173,7 @@ METHODS: dict[str, Method] = {
                 "attention_norm",
                 "spatial_partition",
                 "zero_cell",
+                "attention_init",
                 "reduction",
             ),
             KWAttention.temperature_contract,

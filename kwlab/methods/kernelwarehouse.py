@@ -47,7 +47,12 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS, attention_parameter_count
+from kwlab.layers.attention import (
+    ATTENTION_FUNCTIONS,
+    ATTENTION_INITS,
+    ATTENTION_NORMS,
+    attention_parameter_count,
+)
 from kwlab.layers.base import check_tau
 from kwlab.layers.kernelwarehouse import KW_LAYERS, Warehouse, _KWConvNd, init_cells
 from kwlab.layers.warehouse import (
@@ -105,6 +110,7 @@ KW_OPTIONS = (
     "spatial_partition",
     "zero_cell",
     "nonlocal_basis_ratio",
+    "attention_init",
     "init",
     "warehouse_options",
     "warehouse_order",
@@ -551,6 +557,7 @@ def kernelwarehouse(
     spatial_partition: bool = True,
     zero_cell: bool = True,
     nonlocal_basis_ratio: float = 1.0,
+    attention_init: str = "official",
     warehouse_options: Mapping[str, Mapping] | None = None,
     warehouse_order: Iterable[str] | None = None,
     temperature: float = 1.0,
@@ -577,6 +584,8 @@ def kernelwarehouse(
         init: "static" (fill cells from the current weights) or "kaiming" (official init).
         attention, attention_norm, reduction, spatial_partition, zero_cell, nonlocal_basis_ratio: see
             :class:`kwlab.layers.KWAttention` and :class:`kwlab.layers.WarehouseOptions`.
+        attention_init: "official" (the official attention init) or "pattern" (kwlab's: the attention alone
+            reproduces the init pattern at init, so tau = 0 and tau = 1 start close; see KWAttention).
         warehouse_options: per-warehouse overrides of budget/cell_in/cell_out/spatial_partition/reduction.
         warehouse_order: creation order of the warehouses (official ``weights`` index order).
         temperature: initial temperature of every layer.
@@ -594,6 +603,13 @@ def kernelwarehouse(
         raise ValueError(f"init must be 'static' or 'kaiming', got {init!r}")
     if attention not in ATTENTION_FUNCTIONS:
         raise ValueError(f"attention must be one of {ATTENTION_FUNCTIONS}, got {attention!r}")
+    if attention_init not in ATTENTION_INITS:
+        raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
+    if attention_init == "pattern" and attention != "caf":
+        raise ValueError(
+            f"attention_init='pattern' needs attention='caf' (the only function with an init pattern), "
+            f"got attention={attention!r}"
+        )
     if max_param_ratio is not None and not (
         isinstance(max_param_ratio, (int, float)) and max_param_ratio > 0 and math.isfinite(max_param_ratio)
     ):
@@ -645,6 +661,7 @@ def kernelwarehouse(
             attention_norm=attention_norm,
             zero_cell=zero_cell,
             nonlocal_basis_ratio=nonlocal_basis_ratio,
+            attention_init=attention_init,
             temperature=temperature,
             algorithm=algorithm,
             device=module.weight.device,
