@@ -63,7 +63,7 @@ ATTENTION_FUNCTIONS = ("caf", "caf_noinit", "softmax", "sigmoid")
 ATTENTION_NORMS = ("batch", "layer", "none")
 ATTENTION_INITS = ("official", "pattern")
 #: Default ``pattern_scale`` of ``attention_init="pattern"`` (chosen by measurement; README, "the handover").
-PATTERN_SCALE = 3.0
+PATTERN_SCALE = 2.0
 
 
 def init_pattern(
