@@ -349,3 +349,45 @@ def test_over_training_plot_reads_a_probe_history():
     assert set(means) == {"a (n=3)", "b (n=3)"}
     assert means["b (n=3)"][0] == pytest.approx(0.5 + 0.02)  # layers averaged, then seeds
     assert len(fig.axes) == 2  # tau on the right axis
+
+
+def test_handover_report_of_a_tiny_sweep_is_generated_from_its_numbers(tmp_path):
+    """A sweep that measures the handover: the report draws its figures and its finding quotes the numbers
+    of results.csv (the dynamic gain recomputed here from the rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kwlab.experiments.report import make_report
+    from kwlab.experiments.stats import config_label, mean_ci
+    from kwlab.experiments.sweep import SweepSpec, run_sweep
+
+    base = tiny_run(epochs=2, optimizer="adamw", lr=0.01, probe_every=2, probe_samples=16)
+    spec = SweepSpec.from_dict(
+        {
+            "name": "h",
+            "base": base,
+            "seeds": 2,
+            "runs": [
+                {"method": "static"},
+                {"method": "kw", "budget": 1, "attention_init": ["official", "pattern"],
+                 "temperature_steps": 6},
+            ],
+        }
+    )
+    run_sweep(spec, tmp_path / "h", progress=False, log=lambda *_: None)
+    page = make_report(tmp_path / "h")
+    figures = {p.name for p in page.parent.glob("*.png")}
+    expected = {"handover_test_acc.png", "handover_test_acc_tau0.png", "handover_learned_own_share.png"}
+    assert expected <= figures
+    finding = (page.parent / "finding.md").read_text()
+    df = pd.read_csv(tmp_path / "h" / "results.csv")
+    kw = df[df["method"] == "kw"]
+    assert kw["anneal_steps"].eq(6).all() and kw["final_acc_tau0"].notna().all()
+    for label, group in kw.groupby(kw.apply(config_label, axis=1)):
+        gain, _, half = mean_ci((group["final_acc"] - group["final_acc_frozen"]).tolist())
+        line = next(ln for ln in finding.splitlines() if ln.startswith(f"- {label}:"))
+        assert f"{mean_ci(group['final_acc'].tolist())[0]:.3f}" in line
+        gain_lines = [ln for ln in finding.splitlines() if "dynamic gain" in ln]
+        assert any(f"{gain:+.3f}" in ln for ln in gain_lines)
+    assert "init=official" in finding and "init=pattern" in finding
+    assert "- final_acc: kw b=1 init=pattern anneal=6steps 4-8-8 vs kw b=1 init=official" in finding
