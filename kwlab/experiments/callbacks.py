@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from torch import Tensor
 
-from kwlab.instruments.probe import _SUMMARY_COLUMNS, Probe, _native, _table_format
+from kwlab.instruments.probe import Probe, _native, _table_format, summary_columns
 
 __all__ = ["Callback", "ProbeCallback", "load_history"]
 
@@ -112,7 +112,7 @@ class ProbeCallback(Callback):
 
     def history(self) -> pd.DataFrame:
         """Columns step, epoch, then the summary columns; one row per (recorded step, layer)."""
-        return pd.DataFrame(self._rows, columns=["step", "epoch", *_SUMMARY_COLUMNS])
+        return pd.DataFrame(self._rows, columns=["step", "epoch", *summary_columns()])
 
     def state_dict(self) -> dict[str, Any]:
         """Plain Python containers only (loads with ``torch.load(..., weights_only=True)``)."""

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS
-from kwlab.methods import METHOD_FIELDS, METHODS, get_method
+from kwlab.methods import METHODS, get_method, method_fields
 from kwlab.methods.kernelwarehouse import SHARING
 from kwlab.utils import suggest
 
@@ -120,6 +120,23 @@ class RunConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def model_fields(cls) -> tuple[str, ...]:
+        """The fields that decide which model is built (the one list; sweeps key models by it): ``arch``,
+        ``method``, every method's fields (:func:`kwlab.methods.method_fields`, derived from the method
+        table), ``drop_path_rate`` and ``model_kwargs``. The number of classes comes from the data."""
+        return ("arch", "method", *method_fields(), "drop_path_rate", "model_kwargs")
+
+    def method_options(self) -> tuple[str | None, dict[str, Any]]:
+        """``(preset, options)``: the preset and the other set method fields, as the converter takes them."""
+        spec = get_method(self.method)
+        options = {k: getattr(self, k) for k in spec.config_fields if getattr(self, k) is not None}
+        return options.pop("preset", None), options
+
+    def model_key(self) -> str:
+        """A canonical string of :meth:`model_fields`: equal keys build the same model."""
+        return _canonical({k: getattr(self, k) for k in self.model_fields()})
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any], *, base: RunConfig | None = None) -> RunConfig:
         """Build a config from ``values`` (type-checked; ``recipe`` fills the fields not given).
 
@@ -165,7 +182,7 @@ class RunConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
         spec = get_method(self.method)
-        given = [f for f in METHOD_FIELDS if getattr(self, f) is not None and f not in spec.config_fields]
+        given = [f for f in method_fields() if getattr(self, f) is not None and f not in spec.config_fields]
         if given:
             users = sorted(m.name for m in METHODS.values() if given[0] in m.config_fields)
             raise ConfigError(

@@ -30,6 +30,8 @@ from typing import Any
 
 import pandas as pd
 
+from kwlab.instruments.probe import headline_metrics
+
 __all__ = [
     "make_report",
     "load_results",
@@ -444,9 +446,7 @@ def _html(
             "best_acc",
             "final_acc",
             "throughput",
-            "probe_neg_frac",
-            "probe_effective_cells",
-            "probe_diversity",
+            *headline_metrics(),
         )
         if c in df.columns
     ]

@@ -20,12 +20,18 @@ width whose parameter count matches the dynamic one explicitly (``model_kwargs: 
 configs/demo.yaml and data/results/*/sweep.yaml).
 
 Each run goes to ``OUT/runs/<id>/`` (see :mod:`kwlab.experiments.train` for its files), where ``<id>``
-names the fields that vary across the sweep plus a hash of the whole config, so a run is found again when the
-sweep is re-run: finished runs (results.json present) are skipped, interrupted ones resume from their
-last checkpoint. ``OUT/results.csv`` (and ``results.parquet`` with pyarrow) and ``OUT/summary.csv`` (one
-row per configuration, mean/std/95% interval over seeds) are rewritten atomically after every finished
-run: one row per finished run of the current sweep, every config field as a column
-plus params, MACs, best/final accuracy, throughput and the probe's headline numbers.
+names the hashed fields that vary across the sweep plus the run's :meth:`RunConfig.training_hash`, so a run
+is found again when the sweep is re-run: finished runs (results.json present) are skipped, interrupted ones
+resume from their last checkpoint. Runtime fields (``probe_every``, ``checkpoint``, ``device``; see
+:data:`kwlab.experiments.config.RUNTIME_FIELDS`) are not part of the identity: changing them never retrains
+a run, and a run directory of the same training config under another name is renamed and reused.
+Instruments that do not apply to a run (``probe_every`` on a static net) are skipped with a note in the
+run log and in config.json; the run trains as usual.
+
+``OUT/results.csv`` (and ``results.parquet`` with pyarrow) and ``OUT/summary.csv`` (one row per
+configuration, mean/std/95% interval over seeds) are rewritten atomically after every finished run: one row
+per finished run of the current sweep, every config field as a column plus params, MACs, best/final
+accuracy, throughput and the probe's headline numbers (:data:`kwlab.instruments.probe.HEADLINE`).
 
 Every config is expanded and checked before any training starts: unknown fields (with the closest
 name), wrong types, impossible combinations, unknown archs and presets, missing datasets, and an
@@ -229,7 +235,7 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
                         raise ConfigError(
                             f"sweep {spec.name!r}, {where}{' x ' + str(point) if point else ''}: {err}"
                         ) from None
-                    key = config_hash(config)
+                    key = config_hash(config)  # configs that differ in runtime fields only are one run
                     if key not in seen:
                         seen.add(key)
                         configs.append(config)
@@ -237,7 +243,9 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
 
 
 def config_hash(config: RunConfig) -> str:
-    return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    """The run's identity: :meth:`RunConfig.training_hash` (runtime fields such as ``probe_every``,
+    ``checkpoint`` and ``device`` are not part of it, so changing them never retrains a run)."""
+    return config.training_hash()
 
 
 def _slug(value: Any) -> str:
@@ -246,13 +254,11 @@ def _slug(value: Any) -> str:
 
 
 def run_ids(configs: Sequence[RunConfig]) -> list[str]:
-    """Directory names: the fields that vary across ``configs`` plus the config hash."""
-    dicts = [c.to_dict() for c in configs]
-    varying = [
-        k
-        for k in RunConfig.field_names()
-        if len({json.dumps(d[k], sort_keys=True, default=str) for d in dicts}) > 1
-    ]
+    """Directory names: the hashed fields that vary across ``configs`` plus :func:`config_hash` (the
+    training hash): a run directory is named by what it trains, never by runtime fields."""
+    dicts = [c.training_dict() for c in configs]
+    hashed = [k for k in RunConfig.field_names() if dicts and k in dicts[0]]
+    varying = [k for k in hashed if len({json.dumps(d[k], sort_keys=True, default=str) for d in dicts}) > 1]
     ids = []
     for c, d in zip(configs, dicts):
         parts = [f"{k}={_slug(d[k])}" for k in varying if d[k] is not None]
@@ -279,22 +285,7 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
             raise ConfigError(f"data={data!r}: {err}") from None
     checked: set[str] = set()
     for c in configs:
-        key = json.dumps(
-            [
-                c.arch,
-                c.method,
-                c.preset,
-                c.budget,
-                c.cell_in,
-                c.cell_out,
-                c.sharing,
-                c.attention,
-                c.reduction,
-                c.drop_path_rate,
-                c.model_kwargs,
-            ],
-            default=str,
-        )
+        key = c.model_key()
         if key in checked:
             continue
         checked.add(key)
@@ -331,13 +322,6 @@ def resolve_data(spec: SweepSpec, configs: Sequence[RunConfig], log=print) -> li
     return out
 
 
-def _model_key(c: RunConfig | dict[str, Any]) -> str:
-    d = c if isinstance(c, dict) else c.to_dict()
-    fields = ("arch", "method", "preset", "budget", "cell_in", "cell_out", "sharing", "attention_norm",
-              "spatial_partition", "zero_cell", "attention", "reduction", "drop_path_rate", "model_kwargs")
-    return json.dumps([d.get(k) for k in fields], sort_keys=True, default=str)
-
-
 _BREAKDOWNS: dict[str, dict[str, int]] = {}
 
 
@@ -349,7 +333,7 @@ def budget_of(config: RunConfig, num_classes: int = 10) -> dict[str, int]:
     from kwlab.experiments.train import build_model  # noqa: PLC0415
     from kwlab.layers.base import parameter_breakdown  # noqa: PLC0415
 
-    key = _model_key(config) + f"|{num_classes}"
+    key = config.model_key() + f"|{num_classes}"
     if key not in _BREAKDOWNS:
         with torch.device("meta"):
             try:
@@ -367,12 +351,9 @@ def budget_of(config: RunConfig, num_classes: int = 10) -> dict[str, int]:
 
 
 def _build_unchecked(config: RunConfig, num_classes: int):
-    from kwlab.methods import get_method  # noqa: PLC0415
     from kwlab.models import create_model  # noqa: PLC0415
 
-    spec = get_method(config.method)
-    options = {k: getattr(config, k) for k in spec.config_fields if getattr(config, k) is not None}
-    preset = options.pop("preset", None)
+    preset, options = config.method_options()
     return create_model(
         config.arch, method=config.method, preset=preset, num_classes=num_classes, max_param_ratio=None,
         **options, **config.model_kwargs,
@@ -385,7 +366,7 @@ def log_budgets(configs: Sequence[RunConfig], log=print) -> None:
 
     seen: set[str] = set()
     for c in configs:
-        key = _model_key(c)
+        key = c.model_key()
         if key in seen:
             continue
         seen.add(key)
@@ -590,6 +571,29 @@ def _run_one(
     return fit(config, run_dir, progress=progress)
 
 
+def _adopt_run_dirs(out: Path, configs: Sequence[RunConfig], ids: Sequence[str], log=print) -> None:
+    """Rename run directories that hold the training config of a run under another name (named by an
+    earlier rule, or by other varying fields) to the run's id, so that they are resumed or reused, not
+    trained again. A finished directory is preferred over an unfinished one."""
+    runs = out / "runs"
+    wanted = {c.training_hash(): i for c, i in zip(configs, ids) if not (runs / i).exists()}
+    if not wanted or not runs.exists():
+        return
+    taken = set(ids)
+    found: dict[str, Path] = {}
+    for rdir in sorted(p for p in runs.iterdir() if p.is_dir() and p.name not in taken):
+        try:
+            stored = json.loads((rdir / "config.json").read_text()).get("config_hash")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if stored in wanted and (stored not in found or (rdir / "results.json").exists()):
+            found[stored] = rdir
+    for key, rdir in found.items():
+        target = runs / wanted[key]
+        os.replace(rdir, target)
+        log(f"run directory {rdir.name} holds run {wanted[key]} (same training config): renamed")
+
+
 def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *, write: bool = True):
     """One row per finished run (results.json present) as a DataFrame; writes results.csv/.parquet and
     summary.csv (one row per configuration: ``n_seeds`` and ``M_mean``/``M_std``/``M_ci95`` for every
@@ -721,6 +725,7 @@ def run_sweep(
     out = Path(out)
     _prepare_out_dir(spec, out, log=log)
     ids = run_ids(configs)
+    _adopt_run_dirs(out, configs, ids, log)
     todo = [(c, i) for c, i in zip(configs, ids) if not (out / "runs" / i / "results.json").exists()]
     log(
         f"sweep {spec.name!r}: {len(configs)} runs, {len(configs) - len(todo)} already finished, "

@@ -91,8 +91,7 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
     official init, the generic presets of :data:`kwlab.methods.KW_PRESETS`).
     """
     spec = get_method(config.method)
-    options = {k: getattr(config, k) for k in spec.config_fields if getattr(config, k) is not None}
-    preset = options.pop("preset", None)
+    preset, options = config.method_options()
     if ":" in config.arch:
         fn = resolve_builder(config.arch)
         model = fn(num_classes=num_classes, **config.model_kwargs)
@@ -329,10 +328,21 @@ class Trainer:
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.callbacks: list[Callback] = list(callbacks)
+        #: instruments the config asks for that do not apply to this run (recorded in config.json)
+        self.notes: list[str] = []
         if config.probe_every > 0 and not any(type(cb).__name__ == "ProbeCallback" for cb in self.callbacks):
             from kwlab.experiments.callbacks import ProbeCallback  # noqa: PLC0415
+            from kwlab.layers.base import dynamic_layers  # noqa: PLC0415
 
-            self.callbacks.append(ProbeCallback(every=config.probe_every))
+            if next(dynamic_layers(self.model), None) is None:
+                self.notes.append(
+                    f"probe_every={config.probe_every} skipped: the {config.method} model has no dynamic "
+                    f"layers to probe"
+                )
+            else:
+                self.callbacks.append(ProbeCallback(every=config.probe_every))
+        for note in self.notes if self.is_main else ():
+            print(f"kwlab: {note}", file=sys.stderr)
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.epoch = 0
@@ -383,6 +393,7 @@ class Trainer:
                 "iters_per_epoch": self.iters_per_epoch,
                 "amp": self.use_amp,
                 "channels_last": self.channels_last,
+                "notes": self.notes,
             },
             "environment": {
                 "torch": torch.__version__,
@@ -625,10 +636,11 @@ def _seed_everything(seed: int) -> None:
 def _final_probe(trainer: Trainer) -> dict[str, float]:
     """Probe the trained model on up to ``probe_samples`` test images; save the tables to run_dir/probe.
 
-    Returns the headline numbers (means over layers): probe_neg_frac, probe_effective_cells,
-    probe_diversity, probe_class_distance, probe_entropy. Empty for models without dynamic layers.
+    Returns the headline numbers (means over layers, :func:`kwlab.instruments.probe.headline`):
+    probe_neg_frac, probe_effective_cells, ... (:data:`kwlab.instruments.probe.HEADLINE`). Empty for models
+    without dynamic layers.
     """
-    from kwlab.instruments.probe import Probe  # noqa: PLC0415
+    from kwlab.instruments.probe import Probe, headline  # noqa: PLC0415
     from kwlab.layers.base import dynamic_layers  # noqa: PLC0415
 
     model = trainer.model
@@ -644,12 +656,7 @@ def _final_probe(trainer: Trainer) -> dict[str, float]:
         model.train(was_training)
     if trainer.run_dir is not None and trainer.is_main:
         probe.save(trainer.run_dir / "probe", config=trainer.config)
-    summary = probe.summary()
-    out = {}
-    for column in ("neg_frac", "effective_cells", "diversity", "class_distance", "entropy"):
-        values = summary[column].dropna()
-        out[f"probe_{column}"] = float(values.mean()) if len(values) else float("nan")
-    return out
+    return headline(probe.summary())
 
 
 def _mismatch(config: RunConfig, stored: dict[str, Any], where: Path) -> str:

@@ -48,25 +48,50 @@ from torch import Tensor, nn
 from kwlab.instruments import metrics
 from kwlab.layers.base import DynamicLayer, dynamic_layers
 
-__all__ = ["Probe", "ProbeResult", "capture", "load", "select_layers"]
+__all__ = [
+    "Probe",
+    "ProbeResult",
+    "capture",
+    "load",
+    "select_layers",
+    "STATISTICS",
+    "Statistic",
+    "HEADLINE",
+    "summary_columns",
+    "headline",
+    "headline_metrics",
+]
 
 _TABLES = ("summary", "cell_usage", "histogram", "per_class", "samples")
-_SUMMARY_COLUMNS = [
-    "layer",
-    "bank",
-    "num_mixtures",
-    "num_cells",
-    "n_samples",
-    "neg_frac",
-    "neg_mass",
-    "zero_mass",
-    "entropy",
-    "effective_cells",
-    "diversity",
-    "class_distance",
-    "mean_abs",
-    "temperature",
-]
+#: The columns of :meth:`Probe.summary` that name a layer; the statistics follow (:func:`summary_columns`).
+LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples")
+#: Summary columns computed beside :data:`STATISTICS`: from the per-class means and the layer's temperature.
+EXTRA_COLUMNS = ("class_distance", "temperature")
+#: The probe's headline columns: their means over layers are a run's ``probe_<column>`` results (the final
+#: probe of :mod:`kwlab.experiments.train`, the sweep's results table, its summary and the report).
+HEADLINE = ("neg_frac", "effective_cells", "diversity", "class_distance", "entropy")
+
+
+def summary_columns() -> list[str]:
+    """The columns of :meth:`Probe.summary`, derived from :data:`STATISTICS` (read when called, so a
+    statistic added to the table is a column at once): :data:`LAYER_COLUMNS`, one per statistic, then
+    :data:`EXTRA_COLUMNS`."""
+    return [*LAYER_COLUMNS, *(s.column for s in STATISTICS), *EXTRA_COLUMNS]
+
+
+def headline_metrics() -> tuple[str, ...]:
+    """The result names of :func:`headline`: ``probe_neg_frac``, ... (results tables and summaries)."""
+    return tuple(f"probe_{c}" for c in HEADLINE)
+
+
+def headline(summary: pd.DataFrame) -> dict[str, float]:
+    """``{"probe_<column>": mean over layers}`` for every :data:`HEADLINE` column of a :meth:`Probe.summary`
+    (NaN where no layer has a value)."""
+    out = {}
+    for name, column in zip(headline_metrics(), HEADLINE):
+        values = summary[column].dropna() if column in summary else ()
+        out[name] = float(values.mean()) if len(values) else float("nan")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- selection
@@ -293,7 +318,7 @@ class _LayerStats:
             "n_samples": self.n_samples,
         }
         if self.acc is None:
-            row.update({k: nan for k in _SUMMARY_COLUMNS if k not in row})
+            row.update({k: nan for k in summary_columns() if k not in row})
             return row
         for stat in STATISTICS:
             w = float(self._get(stat.column + ":w"))
@@ -487,9 +512,10 @@ class Probe:
         return {name: s.mean_alpha() for name, s in self._stats.items()}
 
     def summary(self) -> pd.DataFrame:
-        """One row per layer: layer, bank, num_mixtures, num_cells, n_samples, neg_frac, neg_mass, zero_mass,
-        entropy, effective_cells, diversity, class_distance, mean_abs, temperature."""
-        return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=_SUMMARY_COLUMNS)
+        """One row per layer, columns :func:`summary_columns`: layer, bank, num_mixtures, num_cells,
+        n_samples, one per statistic of :data:`STATISTICS` (neg_frac, neg_mass, zero_mass, entropy,
+        effective_cells, diversity, mean_abs, ...), class_distance, temperature."""
+        return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=summary_columns())
 
     def cell_usage(self) -> pd.DataFrame:
         """One row per (layer, warehouse cell): mean_abs (mean ``|alpha|`` over samples and mixtures),

@@ -1,0 +1,159 @@
+"""Every table is declared once and derived everywhere else (issue 21): the model fields, the probe's summary
+and headline columns, and the identity of a run (its training hash)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import kwlab
+from kwlab.experiments import stats
+from kwlab.experiments.config import RUNTIME_FIELDS, ConfigError, RunConfig
+from kwlab.experiments.sweep import SweepSpec, check_configs, run_ids, run_sweep
+from kwlab.instruments import probe as probe_module
+from kwlab.instruments.probe import HEADLINE, STATISTICS, Probe, Statistic, headline_metrics
+from kwlab.methods import METHOD_FIELDS, METHODS, method_fields
+from kwlab.testing import tiny_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ----------------------------------------------------------------------------------------- model fields
+def test_model_fields_are_derived_from_the_method_table():
+    union = {f for m in METHODS.values() for f in m.config_fields}
+    assert set(METHOD_FIELDS) == union == set(method_fields())
+    assert len(METHOD_FIELDS) == len(union)  # each once
+    fields = set(RunConfig.field_names())
+    assert union <= fields, f"method fields missing from RunConfig: {union - fields}"
+    model = RunConfig.model_fields()
+    assert set(model) == {"arch", "method", "drop_path_rate", "model_kwargs"} | union
+    assert not set(model) & set(RUNTIME_FIELDS)
+
+
+@pytest.mark.parametrize("name", sorted({f for m in METHODS.values() for f in m.config_fields}))
+def test_every_method_field_changes_the_model_key(name):
+    """The sweep's pre-check and budget cache key models by RunConfig.model_key: a config that differs in any
+    method field is another model (the drifted copy in sweep.py lacked three of them)."""
+    method = next(m for m in METHODS.values() if name in m.config_fields)
+    values = {
+        "preset": "2x" if method.presets == "count" else "1/2x",
+        "budget": 2.0,
+        "cell_in": 0.5,
+        "cell_out": 0.5,
+        "sharing": "layer",
+        "attention": "softmax",
+        "attention_norm": "layer",
+        "spatial_partition": False,
+        "zero_cell": False,
+        "reduction": 0.125,
+    }
+    base = RunConfig(method=method.name)
+    changed = dataclasses.replace(base, **{name: values[name]})
+    assert base.model_key() != changed.model_key()
+
+
+def test_check_configs_refuses_an_unbuildable_config_in_either_order():
+    """Regression: [kw 1x, kw 1x spatial_partition=False] passed because the second config was keyed as the
+    first one (spatial_partition, zero_cell and attention_norm were missing from a copied field list)."""
+    good = RunConfig.from_dict(tiny_run(method="kw", preset="1x"))
+    bad = good.replace(spatial_partition=False)
+    check_configs([good])
+    for order in ([good, bad], [bad, good]):
+        with pytest.raises(ConfigError, match="spatial_partition"):
+            check_configs(order)
+
+
+# ------------------------------------------------------------------------------------------ probe tables
+def _toy_statistic(a: torch.Tensor) -> torch.Tensor:
+    return a.abs().amax()
+
+
+def test_a_new_statistic_is_a_summary_column(monkeypatch):
+    """A statistic added the README's way (an entry in STATISTICS) appears in summary() and in the training
+    probe's history, with its value (the max |alpha| of the recorded batch)."""
+    toy = Statistic("max_abs", _toy_statistic, lambda a: a.new_ones(()))
+    monkeypatch.setattr(probe_module, "STATISTICS", (*STATISTICS, toy))
+    torch.manual_seed(0)
+    model = kwlab.create_model("resnet20_cifar", method="kw", preset="1x", num_classes=10, widths=(4, 8, 8))
+    model.eval()
+    x = torch.randn(4, 3, 8, 8)
+    with Probe(model) as probe:
+        model(x)
+    summary = probe.summary()
+    assert "max_abs" in summary.columns
+    assert list(summary.columns) == probe_module.summary_columns()
+    coefficients = probe_module.capture(model, x, what="inputs")
+    for name, layer in model.named_modules():
+        if name in coefficients:
+            with torch.no_grad():
+                alpha = layer.attention(coefficients[name])
+            got = summary.set_index("layer").loc[name, "max_abs"]
+            assert got == pytest.approx(float(alpha.abs().amax()), rel=1e-6)
+    from kwlab.experiments.callbacks import ProbeCallback
+
+    assert "max_abs" in ProbeCallback(every=1).history().columns
+
+
+def test_headline_columns_are_one_tuple():
+    assert set(HEADLINE) <= set(probe_module.summary_columns())
+    assert headline_metrics() == tuple(f"probe_{c}" for c in HEADLINE)
+    assert set(headline_metrics()) <= set(stats.METRICS)
+    frame = probe_module.pd.DataFrame({c: [1.0, 3.0] for c in HEADLINE})
+    assert probe_module.headline(frame) == {f"probe_{c}": 2.0 for c in HEADLINE}
+
+
+# ------------------------------------------------------------------------------------------ run identity
+def test_training_hash_of_the_default_config_is_unchanged():
+    """Reference results and `kwlab reproduce` key runs by this hash: it must never move."""
+    assert RunConfig().training_hash() == "b410ee1fb73d3a26"
+
+
+def test_run_ids_are_named_by_the_training_hash():
+    a = RunConfig.from_dict(tiny_run(method="static"))
+    b = RunConfig.from_dict(tiny_run(method="kw", preset="1x"))
+    ids = run_ids([a, b])
+    assert [i.rsplit(",", 1)[-1] for i in ids] == [a.training_hash(), b.training_hash()]
+    # runtime fields neither name nor split a run
+    assert run_ids([a.replace(probe_every=5, checkpoint=False), b.replace(device="auto")]) == ids
+
+
+def _sweep(**base) -> SweepSpec:
+    return SweepSpec.from_dict(
+        {
+            "name": "identity",
+            "seeds": 1,
+            "base": tiny_run(epochs=1, train_samples=32, test_samples=16, **base),
+            "runs": [{"method": "static"}, {"method": "kw", "preset": "1x", "sharing": "layer"}],
+        }
+    )
+
+
+def test_runtime_changes_never_retrain_and_static_runs_skip_the_probe(tmp_path):
+    """A sweep whose base sets probe_every trains its static baseline (the probe is skipped with a note);
+    changing only runtime fields reuses every finished run, also from a directory named another way."""
+    out = tmp_path / "sweep"
+    logs: list[str] = []
+    first = run_sweep(_sweep(probe_every=1), out, progress=False, log=logs.append)
+    assert sorted(first["method"]) == ["kw", "static"]
+    runs = {
+        json.loads((d / "config.json").read_text())["config"]["method"]: d for d in (out / "runs").iterdir()
+    }
+    notes = json.loads((runs["static"] / "config.json").read_text())["resolved"]["notes"]
+    assert len(notes) == 1 and "probe_every=1 skipped" in notes[0]
+    assert (runs["kw"] / "probe_history.parquet").exists() or (runs["kw"] / "probe_history.csv").exists()
+    stamps = {m: (d / "results.json").stat().st_mtime_ns for m, d in runs.items()}
+
+    # a directory named by an earlier rule (e.g. a hash of every field) is found by its stored training hash
+    legacy = runs["static"].with_name("method=static,0123abcd")
+    runs["static"].rename(legacy)
+    logs.clear()
+    again = run_sweep(_sweep(probe_every=3, checkpoint=False), out, progress=False, log=logs.append)
+    assert any("0 to run" in line for line in logs), logs
+    assert not legacy.exists()
+    assert {m: (d / "results.json").stat().st_mtime_ns for m, d in runs.items()} == stamps
+    assert sorted(again["final_acc"]) == sorted(first["final_acc"])
+    assert list(again["config_hash"]) == [Path(i).name.rsplit(",", 1)[-1] for i in again["run_id"]]
