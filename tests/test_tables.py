@@ -157,3 +157,48 @@ def test_runtime_changes_never_retrain_and_static_runs_skip_the_probe(tmp_path):
     assert {m: (d / "results.json").stat().st_mtime_ns for m, d in runs.items()} == stamps
     assert sorted(again["final_acc"]) == sorted(first["final_acc"])
     assert list(again["config_hash"]) == [Path(i).name.rsplit(",", 1)[-1] for i in again["run_id"]]
+
+
+# --------------------------------------------------------------------------------- anneal span and writer
+def test_the_official_anneal_span_is_stated_once():
+    """Each method's contract holds its span; an arch overrides it only where its official recipe differs
+    (MobileNetV2's KW anneal: 15 epochs); RunConfig and TemperatureSchedule read them."""
+    from kwlab.methods import TemperatureSchedule
+    from kwlab.models import list_models, model_entry
+
+    kw = METHODS["kw"].temperature.epochs
+    for arch in list_models():
+        entry = model_entry(arch)
+        assert entry.anneal_span("static") is None
+        assert entry.anneal_span("dyconv") == METHODS["dyconv"].temperature.epochs
+        assert entry.anneal_span("kw") == entry.temperature_epochs == (15 if "mobilenetv2" in arch else kw)
+    long = RunConfig(arch="mobilenetv2_050", method="kw", epochs=300)
+    assert long.resolved_temperature() == (1.0, 0.0, 15.0)
+    assert RunConfig(arch="resnet18", method="odconv", epochs=300).resolved_temperature()[2] == 10.0
+    assert TemperatureSchedule(10).epochs == kw
+
+
+def test_one_atomic_table_writer(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from kwlab import utils
+
+    df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    for suffix in (".csv", ".parquet"):
+        path = utils.write_table(df, tmp_path / f"t{suffix}")
+        pd.testing.assert_frame_equal(utils.read_table(path), df)
+    monkeypatch.setattr(utils, "table_format", lambda: "csv")
+    assert utils.write_table(df, tmp_path / "plain").name == "plain.csv"
+    pd.testing.assert_frame_equal(utils.read_table(tmp_path / "plain"), df)
+    with pytest.raises(FileNotFoundError, match="missing.parquet or .*missing.csv"):
+        utils.read_table(tmp_path / "missing")
+
+    def fail(tmp):
+        tmp.write_text("partial")
+        raise RuntimeError("disk full")
+
+    (tmp_path / "keep.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        utils.atomic_write(tmp_path / "keep.txt", fail)
+    assert (tmp_path / "keep.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp file left

@@ -248,9 +248,7 @@ class RunConfig:
         contract = get_method(self.method).temperature
         if not contract.active:
             return None
-        official = contract.epochs
-        if self.method == "kw":
-            official = _official_temperature_epochs(self.arch, official)
+        official = _official_anneal_span(self.arch, self.method)
         span = (
             self.temperature_epochs
             if self.temperature_epochs is not None
@@ -285,16 +283,17 @@ class RunConfig:
         return out
 
 
-def _official_temperature_epochs(arch: str, default: float) -> float:
-    """The registry's official KW anneal span for ``arch`` (ResNet/ConvNeXt 20, MobileNetV2 15)."""
+def _official_anneal_span(arch: str, method: str) -> float:
+    """The official anneal span of ``method`` on ``arch`` (:meth:`kwlab.models.ModelEntry.anneal_span`; a
+    custom ``"module:function"`` arch: the method's temperature contract)."""
     if ":" not in arch:
-        try:
-            from kwlab.models import model_entry  # noqa: PLC0415
+        from kwlab.models import model_entry  # noqa: PLC0415
 
-            return float(model_entry(arch).temperature_epochs)
-        except (ImportError, ValueError, KeyError):
-            pass
-    return 15.0 if arch.startswith("mobilenetv2") else default
+        try:
+            return float(model_entry(arch).anneal_span(method))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    return float(get_method(method).temperature.epochs)
 
 
 def _canonical(value: Any) -> str:

@@ -68,7 +68,7 @@ from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.train import fit
-from kwlab.utils import atomic_write_text, git_revision, suggest
+from kwlab.utils import atomic_write_text, git_revision, suggest, table_format, write_table
 
 __all__ = [
     "SweepSpec",
@@ -632,22 +632,12 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
     df = pd.DataFrame(rows)
     if write:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f".results.csv.tmp{os.getpid()}"
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, out / "results.csv")
-        try:
-            import pyarrow  # noqa: F401, PLC0415
-        except ImportError:
-            pass
-        else:
-            tmp = out / f".results.parquet.tmp{os.getpid()}"
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, out / "results.parquet")
+        write_table(df, out / "results.csv")
+        if table_format() == "parquet":
+            write_table(df, out / "results.parquet")
         from kwlab.experiments.stats import summarize  # noqa: PLC0415
 
-        tmp = out / f".summary.csv.tmp{os.getpid()}"
-        summarize(df).to_csv(tmp, index=False)
-        os.replace(tmp, out / "summary.csv")
+        write_table(summarize(df), out / "summary.csv")
     return df
 
 

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from kwlab.instruments import metrics
 from kwlab.layers.base import DynamicLayer, dynamic_layers
+from kwlab.utils import atomic_write_text, read_table, table_format, write_table
 
 __all__ = [
     "Probe",
@@ -656,11 +657,8 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
 
 
 def _table_format() -> str:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        return "csv"
-    return "parquet"
+    """The format :meth:`Probe.save` writes (:func:`kwlab.utils.table_format`; a seam for tests)."""
+    return table_format()
 
 
 def _config_to_dict(config: Any) -> Any:
@@ -677,12 +675,9 @@ def _save_tables(directory: Path, tables: dict[str, pd.DataFrame], config: Any) 
     directory.mkdir(parents=True, exist_ok=True)
     fmt = _table_format()
     for name, df in tables.items():
-        if fmt == "parquet":
-            df.to_parquet(directory / f"{name}.parquet", index=False)
-        else:
-            df.to_csv(directory / f"{name}.csv", index=False)
+        write_table(df, directory / f"{name}.{fmt}")
     meta = {"format": fmt, "tables": sorted(tables), "config": _config_to_dict(config)}
-    (directory / "probe.json").write_text(json.dumps(meta, indent=2, default=str))
+    atomic_write_text(directory / "probe.json", json.dumps(meta, indent=2, default=str))
     return directory
 
 
@@ -730,10 +725,7 @@ def load(directory: str | Path) -> ProbeResult:
     meta = json.loads(meta_path.read_text())
     tables = {}
     for name in meta["tables"]:
-        if meta["format"] == "parquet":
-            tables[name] = pd.read_parquet(directory / f"{name}.parquet")
-        else:
-            tables[name] = pd.read_csv(directory / f"{name}.csv")
+        tables[name] = read_table(directory / f"{name}.{meta['format']}")
     return ProbeResult(tables, meta.get("config"))
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kwlab.layers.attention import KWAttention
+
 __all__ = ["TemperatureSchedule"]
 
 
@@ -25,17 +27,20 @@ class TemperatureSchedule:
 
     Args:
         iters_per_epoch: training iterations per epoch (len of the train loader).
-        epochs: anneal span in epochs (may be fractional for short runs).
+        epochs: anneal span in epochs (may be fractional for short runs); None: KW's official span, from
+            its temperature contract (``KWAttention.temperature_contract.epochs``).
         start: temperature at step 0 (KW: 1.0; DY-Conv/ODConv: 30.0).
         end: temperature after the span (KW: 0.0; DY-Conv/ODConv: 1.0).
     """
 
     iters_per_epoch: int
-    epochs: float = 20.0
+    epochs: float | None = None
     start: float = 1.0
     end: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", float(KWAttention.temperature_contract.epochs))
         if self.iters_per_epoch < 1:
             raise ValueError(f"iters_per_epoch must be >= 1, got {self.iters_per_epoch}")
         if self.epochs < 0:

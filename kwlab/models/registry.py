@@ -37,7 +37,9 @@ class ModelEntry:
         model_kwargs: builder arguments that ``create_model`` accepts as overrides.
         presets: KW preset name -> :func:`kwlab.kernelwarehouse` keyword arguments (official configs).
         input_size: ``(C, H, W)`` the arch is meant for.
-        temperature_epochs: official KW anneal span in epochs (ResNet/ConvNeXt 20, MobileNetV2 15).
+        anneal_epochs: method -> this arch's official anneal span in epochs, where it differs from the
+            span of the method's temperature contract (``METHODS[m].temperature.epochs``; KW: 20). Only
+            MobileNetV2 has one (KW 15). Read it with :meth:`anneal_span`.
         kw_prepare: optional ``fn(model, preset, settings) -> settings`` run before KW conversion, for
             archs whose official KW variant needs per-warehouse options.
         method_builders: method -> ``builder(num_classes=..., **options)`` building that method's official
@@ -50,10 +52,23 @@ class ModelEntry:
     model_kwargs: tuple[str, ...] = ()
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     input_size: tuple[int, int, int] = (3, 224, 224)
-    temperature_epochs: float = 20.0
+    anneal_epochs: Mapping[str, float] = field(default_factory=dict)
     kw_prepare: Callable[..., dict] | None = None
     description: str = ""
     method_builders: Mapping[str, Callable[..., nn.Module]] = field(default_factory=dict)
+
+    def anneal_span(self, method: str) -> float | None:
+        """The official anneal span of ``method`` on this arch, in epochs (None: the method has no
+        temperature): :attr:`anneal_epochs` where given, else the method's temperature contract."""
+        contract = get_method(method).temperature
+        if not contract.active:
+            return None
+        return float(self.anneal_epochs.get(method, contract.epochs))
+
+    @property
+    def temperature_epochs(self) -> float:
+        """The official KW anneal span of this arch (alias of ``anneal_span("kw")``, kept for old callers)."""
+        return self.anneal_span("kw")
 
 
 _MODELS: dict[str, ModelEntry] = {}
