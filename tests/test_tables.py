@@ -202,3 +202,29 @@ def test_one_atomic_table_writer(tmp_path, monkeypatch):
         utils.atomic_write(tmp_path / "keep.txt", fail)
     assert (tmp_path / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp file left
+
+
+# ------------------------------------------------------------------------------ models register themselves
+def test_models_register_in_their_own_files_and_carry_their_official_maps():
+    import inspect
+
+    from kwlab.methods import official
+    from kwlab.models import convnext, mobilenetv2, model_entry, resnet
+
+    for arch in ("resnet18", "resnet50", "resnet18_cifar", "resnet20_cifar"):
+        assert model_entry(arch).builder.__module__ == resnet.__name__ or (
+            getattr(model_entry(arch).builder, "func", None) is resnet.ResNet
+        )
+    assert "kerneldna" in model_entry("resnet18").method_builders
+    src = inspect.getsource(official)
+    assert not any(word in src for word in ("import importlib", "import_module", "from kwlab.models"))
+    mbv2 = kwlab.create_model("mobilenetv2_050", method="static", num_classes=10)
+    assert mbv2.kwlab_official_maps == {
+        "key_map": mobilenetv2.official_key_map,
+        "key_unmap": mobilenetv2.official_key_unmap,
+    }
+    assert model_entry("convnext_tiny").official_maps() == {
+        "key_map": convnext.official_key_map,
+        "tensor_map": convnext.official_tensor_map,
+    }
+    assert not hasattr(kwlab.create_model("resnet20_cifar", num_classes=10), "kwlab_official_maps")

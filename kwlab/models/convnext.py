@@ -230,6 +230,8 @@ register_model(
         CONVNEXT_PRESETS,
         input_size=(3, 224, 224),
         kw_prepare=_kw_prepare,
+        official_key_map=official_key_map,
+        official_tensor_map=official_tensor_map,
         description="ConvNeXt-T (ImageNet 224). KW: every conv incl. stem and downsample, head static; "
         "official recipe 300 epochs AdamW, drop_path 0.1 (static) / 0.3 (KW 1x), EMA, temperature over 20 "
         "epochs.",

@@ -349,6 +349,8 @@ for _name, _width in (("mobilenetv2_100", 1.0), ("mobilenetv2_050", 0.5)):
             input_size=(3, 224, 224),
             anneal_epochs={"kw": 15.0},  # the official MobileNetV2 recipe (150 epochs) anneals over 15
             kw_prepare=_kw_prepare,
+            official_key_map=official_key_map,
+            official_key_unmap=official_key_unmap,
             description=_DESCRIPTION.format(w=_width),
         )
     )

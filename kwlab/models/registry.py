@@ -45,6 +45,14 @@ class ModelEntry:
         method_builders: method -> ``builder(num_classes=..., **options)`` building that method's official
             model directly (KernelDNA rebuilds stages instead of converting convs); used unless the options
             ask for another wiring (``wiring`` other than "official").
+        official_key_map: ``fn(official_key) -> kwlab key`` for archs whose module names differ from the
+            official code's (:func:`kwlab.load_official`); None: the same names.
+        official_key_unmap: ``fn(kwlab_key, model) -> official key``, the inverse (:func:`kwlab.to_official`).
+        official_tensor_map: ``fn(kwlab_key, tensor) -> tensor`` for tensors the official code stores in
+            another shape.
+
+    ``create_model`` hands the three official maps to the model it builds (``model.kwlab_official_maps``),
+    so :mod:`kwlab.methods.official` reads them without importing the models.
     """
 
     name: str
@@ -56,6 +64,9 @@ class ModelEntry:
     kw_prepare: Callable[..., dict] | None = None
     description: str = ""
     method_builders: Mapping[str, Callable[..., nn.Module]] = field(default_factory=dict)
+    official_key_map: Callable[[str], str] | None = None
+    official_key_unmap: Callable[[str, nn.Module], str] | None = None
+    official_tensor_map: Callable[..., Any] | None = None
 
     def anneal_span(self, method: str) -> float | None:
         """The official anneal span of ``method`` on this arch, in epochs (None: the method has no
@@ -64,6 +75,16 @@ class ModelEntry:
         if not contract.active:
             return None
         return float(self.anneal_epochs.get(method, contract.epochs))
+
+    def official_maps(self) -> dict[str, Callable[..., Any]]:
+        """The official maps this entry declares: ``{"key_map": ..., "key_unmap": ..., "tensor_map": ...}``
+        (only those given)."""
+        maps = {
+            "key_map": self.official_key_map,
+            "key_unmap": self.official_key_unmap,
+            "tensor_map": self.official_tensor_map,
+        }
+        return {k: v for k, v in maps.items() if v is not None}
 
     @property
     def temperature_epochs(self) -> float:
@@ -146,8 +167,7 @@ def create_model(
     if official is not None and options.get("wiring", "official") == "official":
         rest = {k: v for k, v in options.items() if k != "wiring"}
         model = official(num_classes=num_classes, **model_kw, **rest)
-        model.kwlab_config = config
-        return model
+        return _record(model, entry, config)
     model = entry.builder(num_classes=num_classes, **model_kw)
     if spec.name == "kw":
         # trained from scratch: the official init. A registered arch follows its official wiring, which is
@@ -159,5 +179,13 @@ def create_model(
         model = spec.converter(model, **settings)
     elif spec.converter is not None:
         model = spec.converter(model, **settings, **options)
+    return _record(model, entry, config)
+
+
+def _record(model: nn.Module, entry: ModelEntry, config: dict[str, Any]) -> nn.Module:
+    """Attach how ``model`` was built (``kwlab_config``) and its arch's official maps."""
     model.kwlab_config = config
+    maps = entry.official_maps()
+    if maps:
+        model.kwlab_official_maps = maps
     return model
