@@ -228,3 +228,36 @@ def test_models_register_in_their_own_files_and_carry_their_official_maps():
         "tensor_map": convnext.official_tensor_map,
     }
     assert not hasattr(kwlab.create_model("resnet20_cifar", num_classes=10), "kwlab_official_maps")
+
+
+# ------------------------------------------------------------------------------------------------ executors
+def test_executors_are_one_table_checked_when_the_spec_loads(tmp_path, monkeypatch):
+    from kwlab.experiments import executors
+    from kwlab.experiments.train import fit
+
+    for section, message in (
+        ({"kind": "proceses"}, "executor='proceses' is not allowed.*(?i:did you mean) 'processes'"),
+        ({"kind": "processes", "workers": 0}, "workers must be an integer >= 1"),
+        ({"threads": "two"}, "threads must be an integer >= 1"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            SweepSpec.from_dict({"name": "t", "base": tiny_run(), "executor": section})
+
+    class Recording:
+        """A toy executor: the protocol is all a new kind needs (plus its entry in EXECUTORS)."""
+
+        name = "recording"
+        seen: list[str] = []
+
+        def run(self, todo, done, *, progress=True, log=print):
+            for config, run_dir in todo:
+                self.seen.append(config.method)
+                fit(config, run_dir, progress=False)
+                done(run_dir, None)
+
+    monkeypatch.setitem(executors.EXECUTORS, "recording", lambda options, workers=None: Recording())
+    spec = SweepSpec.from_dict(
+        {"name": "t", "seeds": 1, "base": tiny_run(epochs=1), "executor": {"kind": "recording"}}
+    )
+    df = run_sweep(spec, tmp_path / "out", progress=False, log=lambda *_: None)
+    assert Recording.seen == ["static"] and len(df) == 1 and df["final_acc"].notna().all()
