@@ -261,3 +261,38 @@ def test_executors_are_one_table_checked_when_the_spec_loads(tmp_path, monkeypat
     )
     df = run_sweep(spec, tmp_path / "out", progress=False, log=lambda *_: None)
     assert Recording.seen == ["static"] and len(df) == 1 and df["final_acc"].notna().all()
+
+
+# ------------------------------------------------------------------------------------------------ selection
+def test_one_selection_rule_for_every_method_and_the_probe():
+    """Globs, exact names and module prefixes select the same layers for KW, the family and the probe; a
+    pattern that matches nothing is an error for each of them."""
+    from kwlab.methods import family, plan_kernelwarehouse
+    from kwlab.methods.surgery import select, set_module
+
+    def net():
+        torch.manual_seed(0)
+        return kwlab.create_model("resnet20_cifar", num_classes=10, widths=(4, 8, 8))
+
+    names = [n for n, m in net().named_modules() if isinstance(m, torch.nn.Conv2d)]
+    include, exclude = ["layer2", "layer3.*.conv1"], "layer2.0.downsample"
+    want = [n for n, _ in select([(n, None) for n in names], include, exclude)]
+    assert want and all(n.startswith(("layer2.", "layer3.")) for n in want)
+    assert "layer2.0.downsample.0" not in want and "layer3.0.conv2" not in want
+    assert family.conversion_plan(net(), "dyconv", include=include, exclude=exclude) == want
+    plan = plan_kernelwarehouse(net(), sharing="layer", include=include, exclude=exclude)
+    unselected = ("not matched by include", "matched by exclude")
+    assert [n for n in names if plan.left_static.get(n) not in unselected] == want
+    dyn = kwlab.convert(net(), "dyconv", include=include, exclude=exclude)
+    assert Probe(dyn, layers=include).layers == want
+    for call in (
+        lambda: family.conversion_plan(net(), "odconv", exclude="layer9"),
+        lambda: family.conversion_plan(net(), "odconv", include="layer9"),
+        lambda: plan_kernelwarehouse(net(), sharing="layer", include="layer9"),
+        lambda: Probe(dyn, layers="layer9"),
+    ):
+        with pytest.raises(ValueError, match="'layer9' matches no"):
+            call()
+    model = net()
+    set_module(model, "layer1.0.conv1", torch.nn.Identity())
+    assert isinstance(model.layer1[0].conv1, torch.nn.Identity)

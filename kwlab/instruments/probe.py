@@ -33,7 +33,6 @@ Training: :class:`kwlab.experiments.ProbeCallback` records the summary every ``k
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import numbers
 from collections.abc import Callable, Iterable, Sequence
@@ -47,6 +46,7 @@ from torch import Tensor, nn
 
 from kwlab.instruments import metrics
 from kwlab.layers.base import DynamicLayer, dynamic_layers
+from kwlab.methods.surgery import select
 from kwlab.utils import atomic_write_text, read_table, table_format, write_table
 
 __all__ = [
@@ -99,11 +99,12 @@ def headline(summary: pd.DataFrame) -> dict[str, float]:
 def select_layers(
     model: nn.Module, layers: str | Sequence[str] | None = None
 ) -> list[tuple[str, DynamicLayer]]:
-    """The dynamic layers of ``model`` whose qualified name matches any glob pattern of ``layers``.
+    """The dynamic layers of ``model`` whose qualified name matches any pattern of ``layers``.
 
     Args:
         model: any module.
-        layers: None (all dynamic layers), one pattern (``"layer1.*"``) or a list of patterns.
+        layers: None (all dynamic layers), one pattern (``"layer1.*"``) or a list of patterns; globs, names
+            or module prefixes, as ``include`` of every method (:func:`kwlab.methods.surgery.select`).
     Raises:
         ValueError: the model has no dynamic layers, or a pattern matches none of them (the message lists
             the dynamic layers that exist).
@@ -114,19 +115,12 @@ def select_layers(
             f"{type(model).__name__} has no dynamic layers (subclasses of "
             "kwlab.layers.base.DynamicLayer); convert it first, e.g. with kwlab.kernelwarehouse(model)"
         )
-    if layers is None:
-        return found
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    if not patterns or not all(isinstance(p, str) for p in patterns):
+    if layers is not None and (callable(layers) or (not isinstance(layers, str) and not layers)):
         raise ValueError(f"layers must be None, a glob pattern or a list of glob patterns, got {layers!r}")
-    names = [n for n, _ in found]
-    for p in patterns:
-        if not fnmatch.filter(names, p):
-            shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
-            raise ValueError(
-                f"layers pattern {p!r} matches no dynamic layer; the dynamic layers are: {shown}"
-            )
-    return [(n, m) for n, m in found if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    try:
+        return select(found, layers, what="dynamic layer")
+    except ValueError as err:
+        raise ValueError(str(err).replace("include", "layers", 1)) from None
 
 
 def capture(

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from kwlab.methods import get_method
+from kwlab.methods import KW_PRESETS, get_method
 from kwlab.utils import suggest
 
 __all__ = [
@@ -35,7 +35,8 @@ class ModelEntry:
         name: registry name (``"resnet18"``).
         builder: ``builder(num_classes=..., **model_kwargs) -> nn.Module`` building the static network.
         model_kwargs: builder arguments that ``create_model`` accepts as overrides.
-        presets: KW preset name -> :func:`kwlab.kernelwarehouse` keyword arguments (official configs).
+        presets: KW preset name -> :func:`kwlab.kernelwarehouse` keyword arguments (official configs);
+            default: the generic presets :data:`kwlab.methods.KW_PRESETS`.
         input_size: ``(C, H, W)`` the arch is meant for.
         anneal_epochs: method -> this arch's official anneal span in epochs, where it differs from the
             span of the method's temperature contract (``METHODS[m].temperature.epochs``; KW: 20). Only
@@ -58,7 +59,7 @@ class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
     model_kwargs: tuple[str, ...] = ()
-    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: dict(KW_PRESETS))
     input_size: tuple[int, int, int] = (3, 224, 224)
     anneal_epochs: Mapping[str, float] = field(default_factory=dict)
     kw_prepare: Callable[..., dict] | None = None
