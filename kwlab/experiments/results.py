@@ -15,7 +15,7 @@ from typing import Any
 from kwlab.experiments.config import RunConfig
 from kwlab.utils import table_format, write_table
 
-__all__ = ["collect_results", "budget_of", "log_budgets"]
+__all__ = ["collect_results", "budget_of", "log_budgets", "distinct_models"]
 
 
 _BREAKDOWNS: dict[str, dict[str, int]] = {}
@@ -56,16 +56,19 @@ def _build_unchecked(config: RunConfig, num_classes: int):
     )
 
 
+def distinct_models(configs: Sequence[RunConfig]) -> list[RunConfig]:
+    """The first config of every distinct model (:meth:`RunConfig.model_key`), in order."""
+    first: dict[str, RunConfig] = {}
+    for c in configs:
+        first.setdefault(c.model_key(), c)
+    return list(first.values())
+
+
 def log_budgets(configs: Sequence[RunConfig], log=print) -> None:
     """One line per model of the sweep: its parameters by part (so budgets are stated before training)."""
     from kwlab.experiments.stats import config_label  # noqa: PLC0415
 
-    seen: set[str] = set()
-    for c in configs:
-        key = c.model_key()
-        if key in seen:
-            continue
-        seen.add(key)
+    for c in distinct_models(configs):
         try:
             b = budget_of(c)
         except Exception:  # noqa: BLE001 - a budget line is informational

@@ -57,7 +57,7 @@ from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.executors import EXECUTORS, Executor, make_executor, run_one, stop_workers
-from kwlab.experiments.results import budget_of, collect_results, log_budgets
+from kwlab.experiments.results import budget_of, collect_results, distinct_models, log_budgets
 from kwlab.experiments.spec import (
     DEFAULT_SEEDS,
     SweepSpec,
@@ -104,26 +104,19 @@ _stop_workers = stop_workers
 
 
 def check_configs(configs: Sequence[RunConfig]) -> None:
-    """Build-level checks: arch, preset and overrides build a model; every dataset can be found."""
-    import torch  # noqa: PLC0415
-
+    """Build-level checks: every dataset can be found, and arch, preset and overrides build a model. Each
+    distinct model is built once, on the meta device (:func:`budget_of`, whose parameter counts are then
+    reused by :func:`log_budgets` and the results table)."""
     from kwlab.experiments.data import resolve_source  # noqa: PLC0415
-    from kwlab.experiments.train import build_model  # noqa: PLC0415
 
     for data, root in sorted({(c.data, c.data_root) for c in configs}, key=str):
         try:
             resolve_source(data, root)
         except FileNotFoundError as err:
             raise ConfigError(f"data={data!r}: {err}") from None
-    checked: set[str] = set()
-    for c in configs:
-        key = c.model_key()
-        if key in checked:
-            continue
-        checked.add(key)
+    for c in distinct_models(configs):
         try:
-            with torch.device("meta"):
-                build_model(c, 10)
+            budget_of(c)
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - surfaced as a config error before training
