@@ -296,3 +296,18 @@ def test_one_selection_rule_for_every_method_and_the_probe():
     model = net()
     set_module(model, "layer1.0.conv1", torch.nn.Identity())
     assert isinstance(model.layer1[0].conv1, torch.nn.Identity)
+
+
+def test_no_method_is_special_cased_by_name_outside_its_row():
+    """The trainer, the registry and the config read the method row's fields (train_options, options,
+    presets, the temperature contract), never ``method == "kw"``."""
+    import inspect
+    import re
+
+    from kwlab.experiments import config, train
+    from kwlab.models import registry as reg
+
+    for module in (train, reg, config):
+        code = inspect.getsource(module)
+        assert not re.search(r"""(name|method) *[!=]= *["']kw["']""", code), module.__name__
+    assert METHODS["kw"].train_options == {"init": "kaiming"}

@@ -87,8 +87,8 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
     """The model of ``config``: ``kwlab.create_model`` for registered archs, or ``"module:function"``.
 
     A ``"module:function"`` arch is called as ``function(num_classes=..., **model_kwargs)`` and then converted
-    by ``config.method``'s row of the method table with the same settings as a registered arch (KW: the
-    official init, the generic presets of :data:`kwlab.methods.KW_PRESETS`).
+    by ``config.method``'s row of the method table with the same settings as a registered arch (the row's
+    ``train_options``, e.g. KW's official init; KW: the generic presets of :data:`kwlab.methods.KW_PRESETS`).
     """
     spec = get_method(config.method)
     preset, options = config.method_options()
@@ -102,10 +102,7 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
             )
         if spec.converter is None:
             return model
-        if spec.name == "kw":
-            options = {"init": "kaiming", **spec.preset_options(preset), **options}
-            preset = None
-        return spec.converter(model, preset=preset, **options)
+        return spec.converter(model, **{**spec.train_options, **spec.preset_options(preset), **options})
     from kwlab.models import create_model  # noqa: PLC0415
 
     if config.drop_path_rate:

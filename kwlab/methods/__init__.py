@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -64,6 +64,9 @@ class Method:
         temperature: the temperature contract (meaning, start -> end, official anneal epochs).
         count_option: the option a "Nx" preset sets (presets == "count").
         description, reference: one line each, for ``list_methods`` and the docs.
+        train_options: options added when a model is built to be trained from scratch (``create_model``,
+            the trainer's ``build_model``), before the preset's and the caller's (KW: its official init,
+            ``init="kaiming"``, instead of cells copied from the static weights).
     """
 
     name: str
@@ -76,6 +79,7 @@ class Method:
     count_option: str | None = None
     description: str = ""
     reference: str = ""
+    train_options: Mapping[str, Any] = field(default_factory=dict)
 
     def schedule(self, iters_per_epoch: int, epochs: float | None = None) -> TemperatureSchedule | None:
         """The anneal (tau 1 -> 0) over ``epochs`` (default: the official span); None without temperature."""
@@ -165,6 +169,7 @@ METHODS: dict[str, Method] = {
             KWAttention.temperature_contract,
             description="KernelWarehouse: kernels cut into cells mixed from warehouses shared across layers",
             reference="Li & Yao, ICML 2024; OSVAI/KernelWarehouse",
+            train_options={"init": "kaiming"},
         ),
         Method(
             "condconv",

@@ -170,16 +170,16 @@ def create_model(
         model = official(num_classes=num_classes, **model_kw, **rest)
         return _record(model, entry, config)
     model = entry.builder(num_classes=num_classes, **model_kw)
-    if spec.name == "kw":
-        # trained from scratch: the official init. A registered arch follows its official wiring, which is
-        # never refused for its size (a narrow net's attention can outweigh its cells: parameter_breakdown
-        # and the results tables report it); pass max_param_ratio to have the guard check it too.
-        settings = {"init": "kaiming", "max_param_ratio": None, **settings, **options}
-        if entry.kw_prepare is not None:
+    if spec.converter is not None:
+        # trained from scratch (the row's train_options: KW's official init). A registered arch follows its
+        # official wiring, which is never refused for its size (a narrow net's attention can outweigh its
+        # cells: parameter_breakdown and the results tables report it): a method's size guard is off unless
+        # max_param_ratio is passed.
+        unguarded = {"max_param_ratio": None} if "max_param_ratio" in spec.options else {}
+        settings = {**spec.train_options, **unguarded, **settings, **options}
+        if entry.kw_prepare is not None and spec.presets == "arch":  # the arch's own presets need it
             settings = entry.kw_prepare(model, "1x" if preset is None else preset, settings)
         model = spec.converter(model, **settings)
-    elif spec.converter is not None:
-        model = spec.converter(model, **settings, **options)
     return _record(model, entry, config)
 
 
