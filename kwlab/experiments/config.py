@@ -322,7 +322,7 @@ def _arch_presets(arch: str):
     """The KW presets of a registered arch (None for a custom builder: the generic presets)."""
     if ":" in arch:
         return None
-    from kwlab.models import model_entry  # noqa: PLC0415 - the registry sits above the config
+    from kwlab.models import model_entry  # noqa: PLC0415 - the model zoo is imported when first needed
 
     try:
         return model_entry(arch).presets

@@ -29,8 +29,10 @@ class TemperatureSchedule:
         iters_per_epoch: training iterations per epoch (len of the train loader).
         epochs: anneal span in epochs (may be fractional for short runs); None: KW's official span, from
             its temperature contract (``KWAttention.temperature_contract.epochs``).
-        start: temperature at step 0 (KW: 1.0; DY-Conv/ODConv: 30.0).
-        end: temperature after the span (KW: 0.0; DY-Conv/ODConv: 1.0).
+        start: value at step 0; kwlab schedules the anneal position tau, which starts at 1.0 for every
+            method (``kwlab.set_temperature`` maps it to each method's own temperature: KW's blend weight
+            tau, DY-Conv's and ODConv's divisor T = 1 + 29 tau, i.e. 30 at tau = 1).
+        end: value after the span (tau = 0.0: KW's blend 0, DY-Conv's and ODConv's T = 1).
     """
 
     iters_per_epoch: int
