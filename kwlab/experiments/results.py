@@ -15,7 +15,7 @@ from typing import Any
 from kwlab.experiments.config import RunConfig
 from kwlab.utils import table_format, write_table
 
-__all__ = ["collect_results", "budget_of", "log_budgets", "distinct_models"]
+__all__ = ["collect_results", "budget_of", "meta_model", "log_budgets", "distinct_models"]
 
 
 _BREAKDOWNS: dict[str, dict[str, int]] = {}
@@ -23,27 +23,47 @@ _BREAKDOWNS: dict[str, dict[str, int]] = {}
 
 def budget_of(config: RunConfig, num_classes: int = 10) -> dict[str, int]:
     """``params``, ``params_static``, ``params_warehouse``, ``params_attention``, ``params_other`` of the
-    config's model (built on the meta device, so nothing is allocated; :func:`kwlab.parameter_breakdown`)."""
+    config's model (built on the meta device, so nothing is allocated; :func:`kwlab.parameter_breakdown`).
+    Cached per :meth:`RunConfig.model_key`: each distinct model is built once."""
+    key = _budget_key(config, num_classes)
+    if key not in _BREAKDOWNS:
+        _BREAKDOWNS[key] = _count(meta_model(config, num_classes))
+    return dict(_BREAKDOWNS[key])
+
+
+def meta_model(config: RunConfig, num_classes: int = 10):
+    """The config's model built on the meta device (nothing allocated); its budget is remembered for
+    :func:`budget_of` where it can be counted (a model with lazy modules cannot be before its first call)."""
     import torch  # noqa: PLC0415
 
     from kwlab.experiments.train import build_model  # noqa: PLC0415
+
+    with torch.device("meta"):
+        try:
+            model = build_model(config, num_classes)
+        except ValueError as err:
+            # a run recorded before KW's max_param_ratio check existed: count it all the same
+            if "max_param_ratio" not in str(err) or ":" in config.arch:
+                raise
+            model = _build_unchecked(config, num_classes)
+    key = _budget_key(config, num_classes)
+    if key not in _BREAKDOWNS:
+        try:
+            _BREAKDOWNS[key] = _count(model)
+        except Exception:  # noqa: BLE001 - uncountable here (lazy modules): budget_of raises it when asked
+            pass
+    return model
+
+
+def _budget_key(config: RunConfig, num_classes: int) -> str:
+    return config.model_key() + f"|{num_classes}"
+
+
+def _count(model) -> dict[str, int]:
     from kwlab.layers.base import parameter_breakdown  # noqa: PLC0415
 
-    key = config.model_key() + f"|{num_classes}"
-    if key not in _BREAKDOWNS:
-        with torch.device("meta"):
-            try:
-                model = build_model(config, num_classes)
-            except ValueError as err:
-                # a run recorded before KW's max_param_ratio check existed: count it all the same
-                if "max_param_ratio" not in str(err) or ":" in config.arch:
-                    raise
-                model = _build_unchecked(config, num_classes)
-        parts = parameter_breakdown(model)
-        _BREAKDOWNS[key] = {
-            "params" if k == "total" else f"params_{k}": int(v) for k, v in parts.items()
-        }
-    return dict(_BREAKDOWNS[key])
+    parts = parameter_breakdown(model)
+    return {"params" if k == "total" else f"params_{k}": int(v) for k, v in parts.items()}
 
 
 def _build_unchecked(config: RunConfig, num_classes: int):

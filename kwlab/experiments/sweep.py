@@ -57,7 +57,7 @@ from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.executors import EXECUTORS, Executor, make_executor, run_one, stop_workers
-from kwlab.experiments.results import budget_of, collect_results, distinct_models, log_budgets
+from kwlab.experiments.results import budget_of, collect_results, distinct_models, log_budgets, meta_model
 from kwlab.experiments.spec import (
     DEFAULT_SEEDS,
     SweepSpec,
@@ -105,8 +105,8 @@ _stop_workers = stop_workers
 
 def check_configs(configs: Sequence[RunConfig]) -> None:
     """Build-level checks: every dataset can be found, and arch, preset and overrides build a model. Each
-    distinct model is built once, on the meta device (:func:`budget_of`, whose parameter counts are then
-    reused by :func:`log_budgets` and the results table)."""
+    distinct model is built once, on the meta device (:func:`kwlab.experiments.results.meta_model`, whose
+    parameter counts :func:`budget_of` then reuses for :func:`log_budgets` and the results table)."""
     from kwlab.experiments.data import resolve_source  # noqa: PLC0415
 
     for data, root in sorted({(c.data, c.data_root) for c in configs}, key=str):
@@ -116,7 +116,7 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
             raise ConfigError(f"data={data!r}: {err}") from None
     for c in distinct_models(configs):
         try:
-            budget_of(c)
+            meta_model(c)
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - surfaced as a config error before training
