@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_INITS, ATTENTION_NORMS
-from kwlab.methods import METHOD_FIELDS, METHODS, get_method
+from kwlab.methods import METHODS, get_method, method_fields
 from kwlab.methods.kernelwarehouse import SHARING
 from kwlab.utils import suggest
 
@@ -137,6 +137,23 @@ class RunConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def model_fields(cls) -> tuple[str, ...]:
+        """The fields that decide which model is built (the one list; sweeps key models by it): ``arch``,
+        ``method``, every method's fields (:func:`kwlab.methods.method_fields`, derived from the method
+        table), ``drop_path_rate`` and ``model_kwargs``. The number of classes comes from the data."""
+        return ("arch", "method", *method_fields(), "drop_path_rate", "model_kwargs")
+
+    def method_options(self) -> tuple[str | None, dict[str, Any]]:
+        """``(preset, options)``: the preset and the other set method fields, as the converter takes them."""
+        spec = get_method(self.method)
+        options = {k: getattr(self, k) for k in spec.config_fields if getattr(self, k) is not None}
+        return options.pop("preset", None), options
+
+    def model_key(self) -> str:
+        """A canonical string of :meth:`model_fields`: equal keys build the same model."""
+        return _canonical({k: getattr(self, k) for k in self.model_fields()})
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any], *, base: RunConfig | None = None) -> RunConfig:
         """Build a config from ``values`` (type-checked; ``recipe`` fills the fields not given).
 
@@ -182,7 +199,7 @@ class RunConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
         spec = get_method(self.method)
-        given = [f for f in METHOD_FIELDS if getattr(self, f) is not None and f not in spec.config_fields]
+        given = [f for f in method_fields() if getattr(self, f) is not None and f not in spec.config_fields]
         if given:
             users = sorted(m.name for m in METHODS.values() if given[0] in m.config_fields)
             raise ConfigError(
@@ -266,9 +283,7 @@ class RunConfig:
         contract = get_method(self.method).temperature
         if not contract.active:
             return None
-        official = contract.epochs
-        if self.method == "kw":
-            official = _official_temperature_epochs(self.arch, official)
+        official = _official_anneal_span(self.arch, self.method)
         span = (
             self.temperature_epochs
             if self.temperature_epochs is not None
@@ -319,16 +334,17 @@ class RunConfig:
         return out
 
 
-def _official_temperature_epochs(arch: str, default: float) -> float:
-    """The registry's official KW anneal span for ``arch`` (ResNet/ConvNeXt 20, MobileNetV2 15)."""
+def _official_anneal_span(arch: str, method: str) -> float:
+    """The official anneal span of ``method`` on ``arch`` (:meth:`kwlab.models.ModelEntry.anneal_span`; a
+    custom ``"module:function"`` arch: the method's temperature contract)."""
     if ":" not in arch:
-        try:
-            from kwlab.models import model_entry  # noqa: PLC0415
+        from kwlab.models import model_entry  # noqa: PLC0415
 
-            return float(model_entry(arch).temperature_epochs)
-        except (ImportError, ValueError, KeyError):
-            pass
-    return 15.0 if arch.startswith("mobilenetv2") else default
+        try:
+            return float(model_entry(arch).anneal_span(method))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    return float(get_method(method).temperature.epochs)
 
 
 def _canonical(value: Any) -> str:
@@ -357,7 +373,7 @@ def _arch_presets(arch: str):
     """The KW presets of a registered arch (None for a custom builder: the generic presets)."""
     if ":" in arch:
         return None
-    from kwlab.models import model_entry  # noqa: PLC0415 - the registry sits above the config
+    from kwlab.models import model_entry  # noqa: PLC0415 - the model zoo is imported when first needed
 
     try:
         return model_entry(arch).presets

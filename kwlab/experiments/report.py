@@ -31,6 +31,8 @@ from typing import Any
 import pandas as pd
 
 from kwlab.experiments.handover import epoch_table, handover_figures, handover_findings, is_handover_study
+from kwlab.instruments.probe import headline_metrics
+from kwlab.utils import write_table
 
 __all__ = [
     "make_report",
@@ -380,7 +382,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         notes.append("No finished runs yet.")
     else:
         summary = summary_table(df)
-        summary.to_csv(out / "summary.csv", index=False)
+        write_table(summary, out / "summary.csv")
         save(
             _accuracy_by_config(df, summary, "final_acc"),
             "accuracy_by_config.png",
@@ -530,9 +532,7 @@ def _html(
             "best_acc",
             "final_acc",
             "throughput",
-            "probe_neg_frac",
-            "probe_effective_cells",
-            "probe_diversity",
+            *headline_metrics(),
         )
         if c in df.columns
     ]
@@ -612,8 +612,8 @@ def publish(sweep_dir: str | os.PathLike, dest: str | os.PathLike, *, title: str
     df = collect_results(sweep_dir, ids, write=False)
     if df.empty:
         raise FileNotFoundError(f"{sweep_dir} holds no finished run (runs/*/results.json)")
-    df.to_csv(dest / "results.csv", index=False)
-    summarize(df).to_csv(dest / "summary.csv", index=False)
+    write_table(df, dest / "results.csv")
+    write_table(summarize(df), dest / "summary.csv")
     meta = json.loads((sweep_dir / "sweep.json").read_text()) if (sweep_dir / "sweep.json").exists() else {}
     if not (dest / "sweep.yaml").exists() and meta.get("spec"):
         spec = {k: v for k, v in meta["spec"].items() if v not in ({}, [], "", None) and k != "data_notice"}

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
+from kwlab.instruments.probe import headline_metrics
+
 __all__ = [
     "METRICS",
     "BUDGET_COLUMNS",
@@ -47,14 +49,7 @@ METRICS = (
     "final_train_acc",
     "throughput",
     "train_time",
-    "probe_neg_frac",
-    "probe_effective_cells",
-    "probe_diversity",
-    "probe_class_distance",
-    "probe_entropy",
-    "probe_sample_variation",
-    "probe_learned_own_share",
-    "probe_learned_sample_variation",
+    *headline_metrics(),
 )
 #: Per-configuration constants carried into the summary as they are (the budget and the provenance).
 BUDGET_COLUMNS = (

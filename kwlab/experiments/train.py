@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 from kwlab.experiments.callbacks import Callback
 from kwlab.experiments.config import ConfigError, RunConfig
-from kwlab.layers.base import set_temperature
+from kwlab.layers.base import dynamic_layers, set_temperature
 from kwlab.methods import get_method
 from kwlab.methods.temperature import TemperatureSchedule, anneal_note
 from kwlab.utils import (
@@ -93,12 +93,11 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
     """The model of ``config``: ``kwlab.create_model`` for registered archs, or ``"module:function"``.
 
     A ``"module:function"`` arch is called as ``function(num_classes=..., **model_kwargs)`` and then converted
-    by ``config.method``'s row of the method table with the same settings as a registered arch (KW: the
-    official init, the generic presets of :data:`kwlab.methods.KW_PRESETS`).
+    by ``config.method``'s row of the method table with the same settings as a registered arch (the row's
+    ``train_options``, e.g. KW's official init; KW: the generic presets of :data:`kwlab.methods.KW_PRESETS`).
     """
     spec = get_method(config.method)
-    options = {k: getattr(config, k) for k in spec.config_fields if getattr(config, k) is not None}
-    preset = options.pop("preset", None)
+    preset, options = config.method_options()
     if ":" in config.arch:
         fn = resolve_builder(config.arch)
         model = fn(num_classes=num_classes, **config.model_kwargs)
@@ -109,10 +108,7 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
             )
         if spec.converter is None:
             return model
-        if spec.name == "kw":
-            options = {"init": "kaiming", **spec.preset_options(preset), **options}
-            preset = None
-        return spec.converter(model, preset=preset, **options)
+        return spec.converter(model, **{**spec.train_options, **spec.preset_options(preset), **options})
     from kwlab.models import create_model  # noqa: PLC0415
 
     if config.drop_path_rate:
@@ -341,22 +337,28 @@ class Trainer:
                 steps=config.temperature_steps,
             )
         )
-        self.anneal_note = anneal_note(self.anneal_steps, total) if config.method == "kw" else None
+        blends_pattern = any(  # attention blended with a one-hot init pattern (KW's CAF): the handover
+            getattr(layer.attention, "function", None) == "caf" for _, layer in dynamic_layers(self.model)
+        )
+        self.anneal_note = anneal_note(self.anneal_steps, total) if blends_pattern else None
         if self.anneal_note and self.is_main and progress:
             print(f"kwlab: warning: {self.anneal_note}", file=sys.stderr)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.callbacks: list[Callback] = list(callbacks)
-        from kwlab.layers.base import dynamic_layers  # noqa: PLC0415
-
+        #: instruments the config asks for that do not apply to this run (recorded in config.json)
         self.notes: list[str] = []
-        if config.probe_every > 0 and next(dynamic_layers(self.model), None) is None:
-            self.notes.append(f"probe_every={config.probe_every} skipped: the model has no dynamic layers")
-        elif config.probe_every > 0 and not any(
-            type(cb).__name__ == "ProbeCallback" for cb in self.callbacks
-        ):
+        if config.probe_every > 0 and not any(type(cb).__name__ == "ProbeCallback" for cb in self.callbacks):
             from kwlab.experiments.callbacks import ProbeCallback  # noqa: PLC0415
 
-            self.callbacks.append(ProbeCallback(every=config.probe_every))
+            if next(dynamic_layers(self.model), None) is None:
+                self.notes.append(
+                    f"probe_every={config.probe_every} skipped: the {config.method} model has no dynamic "
+                    f"layers to probe"
+                )
+            else:
+                self.callbacks.append(ProbeCallback(every=config.probe_every))
+        for note in self.notes if self.is_main else ():
+            print(f"kwlab: {note}", file=sys.stderr)
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.epoch = 0
@@ -409,6 +411,7 @@ class Trainer:
                 "iters_per_epoch": self.iters_per_epoch,
                 "amp": self.use_amp,
                 "channels_last": self.channels_last,
+                "notes": self.notes,
             },
             "environment": {
                 "torch": torch.__version__,
@@ -674,12 +677,11 @@ def _seed_everything(seed: int) -> None:
 def _final_probe(trainer: Trainer) -> dict[str, float]:
     """Probe the trained model on up to ``probe_samples`` test images; save the tables to run_dir/probe.
 
-    Returns ``final_acc_frozen`` (:func:`_frozen_accuracy`) and the headline numbers (means over layers):
-    probe_neg_frac, probe_effective_cells,
-    probe_diversity, probe_class_distance, probe_entropy. Empty for models without dynamic layers.
+    Returns ``final_acc_frozen`` (:func:`_frozen_accuracy`) and the headline numbers (means over layers,
+    :func:`kwlab.instruments.probe.headline`): probe_neg_frac, probe_effective_cells, ...
+    (:data:`kwlab.instruments.probe.HEADLINE`). Empty for models without dynamic layers.
     """
-    from kwlab.instruments.probe import Probe  # noqa: PLC0415
-    from kwlab.layers.base import dynamic_layers  # noqa: PLC0415
+    from kwlab.instruments.probe import Probe, headline  # noqa: PLC0415
 
     model = trainer.model
     if trainer.config.probe_samples <= 0 or next(dynamic_layers(model), None) is None:
@@ -694,21 +696,7 @@ def _final_probe(trainer: Trainer) -> dict[str, float]:
         model.train(was_training)
     if trainer.run_dir is not None and trainer.is_main:
         probe.save(trainer.run_dir / "probe", config=trainer.config)
-    summary = probe.summary()
-    out = {"final_acc_frozen": _frozen_accuracy(trainer, batches)}
-    for column in (
-        "neg_frac",
-        "effective_cells",
-        "diversity",
-        "class_distance",
-        "entropy",
-        "sample_variation",
-        "learned_own_share",
-        "learned_sample_variation",
-    ):
-        values = summary[column].dropna()
-        out[f"probe_{column}"] = float(values.mean()) if len(values) else float("nan")
-    return out
+    return {"final_acc_frozen": _frozen_accuracy(trainer, batches), **headline(probe.summary())}
 
 
 def _frozen_accuracy(trainer: Trainer, batches: int) -> float:

@@ -33,7 +33,6 @@ Training: :class:`kwlab.experiments.ProbeCallback` records the summary every ``k
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import numbers
 from collections.abc import Callable, Iterable, Sequence
@@ -47,41 +46,74 @@ from torch import Tensor, nn
 
 from kwlab.instruments import metrics
 from kwlab.layers.base import DynamicLayer, dynamic_layers
+from kwlab.methods.surgery import select
+from kwlab.utils import atomic_write_text, read_table, table_format, write_table
 
-__all__ = ["Probe", "ProbeResult", "capture", "load", "select_layers"]
+__all__ = [
+    "Probe",
+    "ProbeResult",
+    "capture",
+    "load",
+    "select_layers",
+    "STATISTICS",
+    "Statistic",
+    "HEADLINE",
+    "summary_columns",
+    "headline",
+    "headline_metrics",
+]
 
 _TABLES = ("summary", "cell_usage", "histogram", "per_class", "samples")
-_SUMMARY_COLUMNS = [
-    "layer",
-    "bank",
-    "num_mixtures",
-    "num_cells",
-    "n_samples",
+#: The columns of :meth:`Probe.summary` that name a layer; the statistics follow (:func:`summary_columns`).
+LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples")
+#: Summary columns computed beside :data:`STATISTICS`: from the per-class means and the layer's temperature.
+EXTRA_COLUMNS = ("class_distance", "temperature")
+#: The probe's headline columns: their means over layers are a run's ``probe_<column>`` results (the final
+#: probe of :mod:`kwlab.experiments.train`, the sweep's results table, its summary and the report).
+HEADLINE = (
     "neg_frac",
-    "neg_mass",
-    "zero_mass",
-    "entropy",
     "effective_cells",
     "diversity",
     "class_distance",
-    "mean_abs",
+    "entropy",
     "sample_variation",
     "learned_own_share",
-    "learned_to_pattern_norm",
     "learned_sample_variation",
-    "temperature",
-]
+)
+
+
+def summary_columns() -> list[str]:
+    """The columns of :meth:`Probe.summary`, derived from :data:`STATISTICS` (read when called, so a
+    statistic added to the table is a column at once): :data:`LAYER_COLUMNS`, one per statistic, then
+    :data:`EXTRA_COLUMNS`."""
+    return [*LAYER_COLUMNS, *(s.column for s in STATISTICS), *EXTRA_COLUMNS]
+
+
+def headline_metrics() -> tuple[str, ...]:
+    """The result names of :func:`headline`: ``probe_neg_frac``, ... (results tables and summaries)."""
+    return tuple(f"probe_{c}" for c in HEADLINE)
+
+
+def headline(summary: pd.DataFrame) -> dict[str, float]:
+    """``{"probe_<column>": mean over layers}`` for every :data:`HEADLINE` column of a :meth:`Probe.summary`
+    (NaN where no layer has a value)."""
+    out = {}
+    for name, column in zip(headline_metrics(), HEADLINE):
+        values = summary[column].dropna() if column in summary else ()
+        out[name] = float(values.mean()) if len(values) else float("nan")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- selection
 def select_layers(
     model: nn.Module, layers: str | Sequence[str] | None = None
 ) -> list[tuple[str, DynamicLayer]]:
-    """The dynamic layers of ``model`` whose qualified name matches any glob pattern of ``layers``.
+    """The dynamic layers of ``model`` whose qualified name matches any pattern of ``layers``.
 
     Args:
         model: any module.
-        layers: None (all dynamic layers), one pattern (``"layer1.*"``) or a list of patterns.
+        layers: None (all dynamic layers), one pattern (``"layer1.*"``) or a list of patterns; globs, names
+            or module prefixes, as ``include`` of every method (:func:`kwlab.methods.surgery.select`).
     Raises:
         ValueError: the model has no dynamic layers, or a pattern matches none of them (the message lists
             the dynamic layers that exist).
@@ -92,19 +124,12 @@ def select_layers(
             f"{type(model).__name__} has no dynamic layers (subclasses of "
             "kwlab.layers.base.DynamicLayer); convert it first, e.g. with kwlab.kernelwarehouse(model)"
         )
-    if layers is None:
-        return found
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    if not patterns or not all(isinstance(p, str) for p in patterns):
+    if layers is not None and (callable(layers) or (not isinstance(layers, str) and not layers)):
         raise ValueError(f"layers must be None, a glob pattern or a list of glob patterns, got {layers!r}")
-    names = [n for n, _ in found]
-    for p in patterns:
-        if not fnmatch.filter(names, p):
-            shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
-            raise ValueError(
-                f"layers pattern {p!r} matches no dynamic layer; the dynamic layers are: {shown}"
-            )
-    return [(n, m) for n, m in found if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    try:
+        return select(found, layers, what="dynamic layer")
+    except ValueError as err:
+        raise ValueError(str(err).replace("include", "layers", 1)) from None
 
 
 def capture(
@@ -335,7 +360,7 @@ class _LayerStats:
             "n_samples": self.n_samples,
         }
         if self.acc is None:
-            row.update({k: nan for k in _SUMMARY_COLUMNS if k not in row})
+            row.update({k: nan for k in summary_columns() if k not in row})
             return row
         for stat in STATISTICS:
             w = float(self._get(stat.column + ":w"))
@@ -542,9 +567,10 @@ class Probe:
         return {name: s.mean_alpha() for name, s in self._stats.items()}
 
     def summary(self) -> pd.DataFrame:
-        """One row per layer: layer, bank, num_mixtures, num_cells, n_samples, neg_frac, neg_mass, zero_mass,
-        entropy, effective_cells, diversity, class_distance, mean_abs, temperature."""
-        return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=_SUMMARY_COLUMNS)
+        """One row per layer, columns :func:`summary_columns`: layer, bank, num_mixtures, num_cells,
+        n_samples, one per statistic of :data:`STATISTICS` (neg_frac, neg_mass, zero_mass, entropy,
+        effective_cells, diversity, mean_abs, ...), class_distance, temperature."""
+        return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=summary_columns())
 
     def cell_usage(self) -> pd.DataFrame:
         """One row per (layer, warehouse cell): mean_abs (mean ``|alpha|`` over samples and mixtures),
@@ -685,11 +711,8 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
 
 
 def _table_format() -> str:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        return "csv"
-    return "parquet"
+    """The format :meth:`Probe.save` writes (:func:`kwlab.utils.table_format`; a seam for tests)."""
+    return table_format()
 
 
 def _config_to_dict(config: Any) -> Any:
@@ -706,12 +729,9 @@ def _save_tables(directory: Path, tables: dict[str, pd.DataFrame], config: Any) 
     directory.mkdir(parents=True, exist_ok=True)
     fmt = _table_format()
     for name, df in tables.items():
-        if fmt == "parquet":
-            df.to_parquet(directory / f"{name}.parquet", index=False)
-        else:
-            df.to_csv(directory / f"{name}.csv", index=False)
+        write_table(df, directory / f"{name}.{fmt}")
     meta = {"format": fmt, "tables": sorted(tables), "config": _config_to_dict(config)}
-    (directory / "probe.json").write_text(json.dumps(meta, indent=2, default=str))
+    atomic_write_text(directory / "probe.json", json.dumps(meta, indent=2, default=str))
     return directory
 
 
@@ -759,10 +779,7 @@ def load(directory: str | Path) -> ProbeResult:
     meta = json.loads(meta_path.read_text())
     tables = {}
     for name in meta["tables"]:
-        if meta["format"] == "parquet":
-            tables[name] = pd.read_parquet(directory / f"{name}.parquet")
-        else:
-            tables[name] = pd.read_csv(directory / f"{name}.csv")
+        tables[name] = read_table(directory / f"{name}.{meta['format']}")
     return ProbeResult(tables, meta.get("config"))
 
 

@@ -39,7 +39,6 @@ schedule.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -68,7 +67,7 @@ from kwlab.layers.warehouse import (
 )
 from kwlab.ops import split_kernel
 
-from .surgery import _CONV_LIKE, resolution, trace_layers
+from .surgery import _CONV_LIKE, check_patterns, matches, resolution, set_module, trace_layers
 
 __all__ = [
     "kernelwarehouse",
@@ -151,24 +150,12 @@ def generic_stage_rule(name: str, module: nn.Module) -> str:
 
 
 def _match(name: str, patterns) -> bool:
-    if callable(patterns):
-        return bool(patterns(name))
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    return matches(name, patterns)  # one semantics for every method: kwlab.methods.surgery
 
 
 def _check_patterns(param: str, patterns, names: list[str]) -> None:
-    """Every glob in ``include``/``exclude`` must match at least one conv/linear layer."""
-    if patterns is None or callable(patterns):
-        return
-    pats = [patterns] if isinstance(patterns, str) else list(patterns)
-    for pat in pats:
-        if not isinstance(pat, str):
-            raise ValueError(f"{param} must be glob strings or a predicate, got {pat!r}")
-        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise ValueError(f"{param} pattern {pat!r} matches no conv/linear layer of the model ({shown})")
+    """Every pattern in ``include``/``exclude`` must match at least one conv/linear layer."""
+    check_patterns(param, patterns, names, "conv/linear layer")
 
 
 def _builtin_rule(model: nn.Module, sharing) -> SharingRule | None:
@@ -217,10 +204,7 @@ def _layer_args(name: str, module: nn.Module) -> dict:
     )
 
 
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
+_set_module = set_module  # the one set_module (kwlab.methods.surgery)
 
 
 def _why_not_convertible(module: nn.Module) -> str | None:
@@ -579,8 +563,9 @@ def kernelwarehouse(
         sharing: "stage" (traced resolution stages; a kwlab model's official stages), "names" (stage = name
             before the first numeric part), "layer", "network" or a rule
             ``(qualified_name, module) -> key | None``.
-        include, exclude: glob patterns (or a predicate) on qualified names selecting layers to convert; a
-            pattern that matches no conv/linear layer is an error.
+        include, exclude: glob patterns or module prefixes (or a predicate) on qualified names selecting
+            layers to convert (:func:`kwlab.methods.surgery.select`); a pattern that matches no conv/linear
+            layer is an error.
         init: "static" (fill cells from the current weights) or "kaiming" (official init).
         attention, attention_norm, reduction, spatial_partition, zero_cell, nonlocal_basis_ratio: see
             :class:`kwlab.layers.KWAttention` and :class:`kwlab.layers.WarehouseOptions`.

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kwlab.layers.attention import KWAttention
+
 __all__ = ["TemperatureSchedule", "OFFICIAL_ANNEAL_STEPS", "SHORT_ANNEAL_STEPS", "anneal_note"]
 
 #: The official KW ResNet/ConvNeXt ImageNet recipe anneals over 20 epochs of ceil(1,281,167 / 4096) = 313
@@ -47,19 +49,24 @@ class TemperatureSchedule:
 
     Args:
         iters_per_epoch: training iterations per epoch (len of the train loader).
-        epochs: anneal span in epochs (may be fractional for short runs).
-        start: temperature at step 0 (KW: 1.0; DY-Conv/ODConv: 30.0).
-        end: temperature after the span (KW: 0.0; DY-Conv/ODConv: 1.0).
+        epochs: anneal span in epochs (may be fractional for short runs); None: KW's official span, from
+            its temperature contract (``KWAttention.temperature_contract.epochs``).
+        start: value at step 0; kwlab schedules the anneal position tau, which starts at 1.0 for every
+            method (``kwlab.set_temperature`` maps it to each method's own temperature: KW's blend weight
+            tau, DY-Conv's and ODConv's divisor T = 1 + 29 tau, i.e. 30 at tau = 1).
+        end: value after the span (tau = 0.0: KW's blend 0, DY-Conv's and ODConv's T = 1).
         steps: the span in optimizer steps; given, it replaces ``epochs`` (``RunConfig.temperature_steps``).
     """
 
     iters_per_epoch: int
-    epochs: float = 20.0
+    epochs: float | None = None
     start: float = 1.0
     end: float = 0.0
     steps: int | None = None
 
     def __post_init__(self) -> None:
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", float(KWAttention.temperature_contract.epochs))
         if self.iters_per_epoch < 1:
             raise ValueError(f"iters_per_epoch must be >= 1, got {self.iters_per_epoch}")
         if self.epochs < 0:
