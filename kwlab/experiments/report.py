@@ -332,8 +332,13 @@ def _fmt_ci(row: pd.Series, metric: str) -> str:
 
 
 def finding_text(sweep_dir: str | os.PathLike, metric: str = "final_acc") -> str:
-    """:func:`findings` of a sweep directory as text (what ``kwlab sweep`` prints at the end)."""
-    return "\n".join(findings(load_results(sweep_dir), metric))
+    """:func:`findings` of a sweep directory as text (what ``kwlab sweep`` prints at the end), with the
+    handover's sentences (:func:`kwlab.experiments.handover.handover_findings`) when its runs measured it."""
+    df = load_results(sweep_dir)
+    lines = findings(df, metric)
+    if not df.empty and is_handover_study(df):
+        lines += ["", *handover_findings(df, epoch_table(sweep_dir, df))]
+    return "\n".join(lines)
 
 
 def _short_label(row: pd.Series) -> str:
