@@ -70,4 +70,5 @@ register_model(
     )
 )
 
-from . import kerneldna  # noqa: E402, F401 - official KernelDNA builders for resnet18/50, mobilenetv2
+# official builders: KernelDNA (resnet18/50, mobilenetv2), DCD (the ResNets and MobileNetV2)
+from . import dcd, kerneldna  # noqa: E402, F401
