@@ -39,7 +39,8 @@ holds dense kernels) and ``kernel_num`` dividing ``F`` (the official band split 
 Init: the official init (KSM-global convs kaiming-normal fan_out, bias 0, BN 1/0; channel, spatial and kernel
 heads then N(0, 1e-6); KSM-local weights 1e-6; FBM convs N(0, 1e-6), bias 0). At init every attention is
 then ~1 and the kernel attention is ``1/n`` per band, so the assembled kernel is the stored kernel exactly
-(the sum of all bands) and the layer computes its conv up to ~1e-5. One official quirk: the filter head's
+(the sum of all bands) and the layer computes its conv up to ~1e-5 (a converted ResNet-18: logits
+within ~1e-4 relative). One official quirk: the filter head's
 re-initialisation tests ``isinstance(self.func_filter, nn.Conv2d)`` on a bound method and never runs, so
 officially ``filter_fc`` keeps its kaiming init and the filter attention starts away from 1.
 ``near_identity=True`` (kwlab's default, as the official code intends) gives ``filter_fc`` the N(0, 1e-6) init
