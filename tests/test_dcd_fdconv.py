@@ -170,6 +170,19 @@ def test_dcd_official_checkpoint_layout_loads(tmp_path, one_thread):
         load_official(other, sd)
 
 
+def test_dcd_converts_a_torchvision_resnet18_into_the_official_model():
+    from kwlab._compat import import_torchvision
+
+    tv = import_torchvision()
+    with torch.device("meta"):
+        model = kwlab.convert(tv.models.resnet18(), "dcd", pool=2, classifier=True)
+    layers = dict(kwlab.layers.dynamic_layers(model))
+    assert isinstance(layers.pop("fc"), DCDLinear) and len(layers) == 16
+    assert not any("downsample" in n or n == "conv1" for n in layers)
+    # torchvision's ResNet-18 has the official ResNet_dcd's shapes: the same count (and MACs) as the official
+    assert (count_parameters(model), count_macs(model, (1, 3, 224, 224))) == DCD_OFFICIAL["resnet18"]
+
+
 def test_dcd_bad_input():
     with pytest.raises(ValueError, match="padding must keep the output size"):
         DCDConv2d(32, 32, 3, padding=0)

@@ -1,4 +1,5 @@
-"""Convert a static ConvNet into one of KernelWarehouse's relatives: CondConv, DY-Conv, ODConv, KernelDNA.
+"""Convert a static ConvNet into one of KernelWarehouse's relatives: CondConv, DY-Conv, ODConv, KernelDNA,
+DCD, FDConv.
 
 ``convert(model, method)`` swaps ``nn.Conv2d`` layers in place for the method's layer and returns the
 model. Each converted layer starts from the static conv it replaces (every expert/kernel is a copy of
@@ -21,7 +22,22 @@ kerneldna    ``wiring="pairing"``     stem, downsample,    ``reduction=4``; last
              only (kwlab heuristic): parents (block 0)
              later blocks' spatial
              convs of a stage
+dcd          dense convs but...      stem, downsample,    official widths (``pool=1``; the DCD
+                                     grouped convs        ResNets use 2 for basic blocks);
+                                                          ``classifier=True``: ``DYCls``
+fdconv       convs passing the       stem, downsample,    ``kernel_num=64`` (mmdet config)
+             official gating         min(I, O) <= 16,
+             (min(I, O) > 16,        other kernels,
+             k in {1, 3})            grouped convs
 ============ ======================= ==================== =========================================
+
+DCD and FDConv find nothing to convert in the ViTs (their only conv is the patch embedding, the stem) and
+refuse by name. On ConvNeXt both rules take the pointwise 1x1 convs (a kwlab extension: neither method has
+an official ConvNeXt). The official DCD ResNets and MobileNetV2 are built by
+``create_model(arch, method="dcd")`` (:mod:`kwlab.models.dcd`); FDConv's official wiring is this
+conversion. A converted FDConv layer holds the static kernel exactly and, with its heads at their
+N(0, 1e-6) init, computes the static conv (up to ~1e-5); a DCD layer keeps the static kernel as ``W0`` but
+adds its dynamic path, so it does not.
 
 KernelDNA's default ``wiring="official"`` is not a conversion: the official models rebuild stages (extra
 depth in the ResNets, 1x1 sharing inside each MobileNetV2 group) and are built by
