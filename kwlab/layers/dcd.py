@@ -41,6 +41,11 @@ Parameter names follow the official code (``conv``, ``q``, ``p``, ``bn1``, ``bn2
 child ``attention``; :meth:`DCDConv2d.official_layout` declares that rename for ``kwlab.load_official``.
 Batch size 1 in training mode: the latent BatchNorms of the classifier (and of a conv on a 1x1 map) use
 their running statistics for that forward (the official layers crash there).
+
+Eval mode needs trained BatchNorm statistics: ``BN_b`` normalises ``Phi(x) z``, a product of two
+activations, so with a fresh model's running statistics activations square from layer to layer and
+overflow (the official ``resnet18_dcd`` gives NaN logits in eval mode at init as well). Train first, or
+calibrate the statistics on a few batches in train mode, before probing or evaluating.
 """
 
 from __future__ import annotations
