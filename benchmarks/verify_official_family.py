@@ -9,10 +9,9 @@ every attention is far from its init). It prints one line per case and exits non
     python benchmarks/verify_official_family.py --dcd /path/to/dcd --fdconv /path/to/FDConv
 
 * DCD: ``models/imagenet/resnet_dcd.py`` and ``mobilenetv2_dcd.py`` are plain PyTorch and run as they are.
-  ResNet-18/50: counts, MACs and logits (BatchNorm statistics calibrated on one random batch, see
-  ``_calibrate``; the official ResNet needs 224 px inputs: its pool is ``AvgPool2d(7)``); MobileNetV2 1.0
-  (``fc_squeeze=16``, the README's): counts and MACs
-  (its module layout differs from kwlab's MobileNetV2, so no state_dict mapping).
+  ResNet-18/50 and MobileNetV2 1.0 (``fc_squeeze=16``, the README's): counts, MACs and logits (BatchNorm
+  statistics calibrated on one random batch, see ``_calibrate``; the official ResNet needs 224 px inputs:
+  its pool is ``AvgPool2d(7)``).
 * FDConv: ``FDConv_detection/mmdet_custom/FDConv.py`` imports mmcv (only to register the class) and timm
   (an unused initialiser); both are replaced by stand-ins for this process. The official layer is put in
   place of every conv kwlab converts (the official ResNet wiring: block convs passing the gating) in a kwlab
@@ -129,20 +128,18 @@ def check_dcd(root: Path, tol: float) -> bool:
     mbv2 = _module_from(root / "models/imagenet/mobilenetv2_dcd.py", "mobilenetv2_dcd_official")
     ok = True
     cases = [
-        ("resnet18", resnet.resnet18_dcd, True),
-        ("resnet50", resnet.resnet50_dcd, True),
-        ("mobilenetv2_100", lambda **kw: mbv2.mobilenetv2_dcd(fc_squeeze=16, **kw), False),
+        ("resnet18", resnet.resnet18_dcd),
+        ("resnet50", resnet.resnet50_dcd),
+        ("mobilenetv2_100", lambda **kw: mbv2.mobilenetv2_dcd(fc_squeeze=16, **kw)),
     ]
-    for arch, build, with_logits in cases:
+    for arch, build in cases:
         p_off, p_own, m_off, m_own = _counts(build, lambda a=arch: kwlab.create_model(a, method="dcd"))
         line = f"dcd {arch}: params {p_off} vs {p_own}, MACs {m_off} vs {m_own}"
-        good = p_off == p_own and m_off == m_own
-        if with_logits:
-            torch.manual_seed(0)
-            official = _calibrate(_randomise(build(num_classes=10)), 224)
-            diff = _logits(official, kwlab.create_model(arch, method="dcd", num_classes=10), 224)
-            line += f", max rel logit diff {diff:.2e}"
-            good &= diff < tol
+        torch.manual_seed(0)
+        official = _calibrate(_randomise(build(num_classes=10)), 224)
+        diff = _logits(official, kwlab.create_model(arch, method="dcd", num_classes=10), 224)
+        line += f", max rel logit diff {diff:.2e}"
+        good = p_off == p_own and m_off == m_own and diff < tol
         print(("OK   " if good else "FAIL ") + line)
         ok &= good
     return ok

@@ -16,10 +16,9 @@ Parameter counts equal the official code's (checked by running it, tests/test_dc
 numbers): ResNet-18 14,703,332 (the KW/ODConv table's 14.70M), ResNet-50 29,835,056, MobileNetV2 1.0
 (``fc_squeeze=16``) 5,720,028.
 
-Official checkpoints: the DCD ResNets load with ``kwlab.load_official`` (the official classifier is
-``classifier.0`` -- ``classifier.1`` with dropout -- where kwlab has ``fc``; the attention Linears live in
-each layer's ``attention``). The official MobileNetV2 module layout differs from kwlab's (first block and
-last conv), so its checkpoints are not mapped.
+Official checkpoints load with ``kwlab.load_official``: the ResNets' official classifier is ``classifier.0``
+(``classifier.1`` with dropout) where kwlab has ``fc``, and the attention Linears live in each layer's
+``attention``; MobileNetV2's module names differ more (:class:`DCDMobileNetV2` lists them).
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from .mobilenetv2 import MobileNetV2
 from .registry import register_method_builder
 from .resnet import BasicBlock, Bottleneck, ResNet
 
-__all__ = ["DCDResNet", "dcd_resnet", "dcd_mobilenetv2", "DCD_MOBILENETV2_FC_SQUEEZE"]
+__all__ = ["DCDResNet", "DCDMobileNetV2", "dcd_resnet", "dcd_mobilenetv2", "DCD_MOBILENETV2_FC_SQUEEZE"]
 
 #: the README's ``--fc-squeeze`` for MobileNetV2 (code default 8)
 DCD_MOBILENETV2_FC_SQUEEZE = 16
@@ -59,6 +58,46 @@ class DCDResNet(ResNet):
 
     def official_layout(self) -> OfficialLayout:
         return OfficialLayout({}, _CLASSIFIER_RENAMES)
+
+
+_DYMODULE = (
+    ("conv_q.", "q."),
+    ("conv_p.", "p."),
+    ("fc_phi.", "attention.fc_phi."),
+    ("fc_scale.", "attention.fc_scale."),
+    ("fc.", "attention.fc."),
+    ("conv.", "conv."),
+    ("bn1.", "bn1."),
+    ("bn2.", "bn2."),
+)
+
+
+class DCDMobileNetV2(MobileNetV2):
+    """A :class:`MobileNetV2` that maps the official ``MobileNetV2_dcd`` checkpoint keys.
+
+    Official -> kwlab: an expansion-6 block's ``conv.{0,1,3,4,6,7}`` are ``conv.{0.0, 0.1, 1.0, 1.1, 2, 3}``
+    (``DYModule``'s ``conv_q``/``conv_p`` are ``q``/``p``, its attention Linears sit in ``attention``); the
+    first block's ``conv.{0,1,3,4}`` are ``conv.{0.0, 0.1, 1, 2}``; the last 1x1 conv ``conv.{0,1}`` is
+    ``features.18.{0,1}``; the classifier ``classifier.0`` (``classifier.1`` with dropout) is ``classifier``.
+    """
+
+    def official_layout(self) -> OfficialLayout:
+        last = len(self.features) - 1
+        renames = [("conv.", f"features.{last}.")]
+        for k in range(1, last):
+            p = f"features.{k}.conv."
+            if len(self.features[k].conv) == 4:
+                renames += [
+                    (p + o, p + w) for o, w in (("1.", "0.1."), ("3.", "1.0."), ("4.", "1.1."), ("7.", "3."))
+                ]
+                for o, w in (("0.", "0.0."), ("6.", "2.")):
+                    renames += [(p + o + a, p + w + b) for a, b in _DYMODULE]
+            else:
+                renames += [
+                    (p + o, p + w) for o, w in (("0.", "0.0."), ("1.", "0.1."), ("3.", "1."), ("4.", "2."))
+                ]
+        renames += [(off, "classifier." + own.removeprefix("fc.")) for off, own in _CLASSIFIER_RENAMES]
+        return OfficialLayout({}, tuple(renames))
 
 
 def _check(arch: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -92,7 +131,7 @@ def dcd_mobilenetv2(num_classes: int = 1000, width_mult: float = 1.0, **kwargs: 
     """The official DCD MobileNetV2 (module docstring)."""
     model_kw = {k: kwargs.pop(k) for k in ("dropout", "in_chans") if k in kwargs}
     _check("mobilenetv2", kwargs, ())
-    model = MobileNetV2(num_classes=num_classes, width_mult=width_mult, **model_kw)
+    model = DCDMobileNetV2(num_classes=num_classes, width_mult=width_mult, **model_kw)
     for name, conv in list(model.named_modules()):
         if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (1, 1) or conv.groups != 1:
             continue
