@@ -59,6 +59,7 @@ crashes, FDConv issue #20).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -304,8 +305,14 @@ class FrequencyBandModulation(nn.Module):
         return out + rest
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_bands(rows: int, cols: int, kernel_num: int) -> Tensor:
+    return frequency_bands(rows, cols, kernel_num)
+
+
 def _build_bands(out_channels: int, in_channels: int, k: int, kernel_num: int) -> Tensor:
-    return frequency_bands(out_channels * k, in_channels * k, kernel_num)
+    """The band map of a layer (sorting the frequencies is the slow part; layers of one shape share it)."""
+    return _cached_bands(out_channels * k, in_channels * k, kernel_num).clone()
 
 
 class FDConv2d(DynamicLayer):
