@@ -13,7 +13,9 @@ from .base import (
     set_temperature,
 )
 from .condconv import CondConv2d
+from .dcd import DCDConv2d, DCDLinear
 from .dyconv import DynamicConv2d
+from .fdconv import FDConv2d
 from .kerneldna import KernelDNAConv2d
 from .kernelwarehouse import KW_LAYERS, KWConv1d, KWConv2d, KWConv3d, KWLinear, Warehouse
 from .odconv import ODConv2d
@@ -23,9 +25,12 @@ __all__ = [
     "ATTENTION_FUNCTIONS",
     "ATTENTION_NORMS",
     "CondConv2d",
+    "DCDConv2d",
+    "DCDLinear",
     "DynamicAttention",
     "DynamicConv2d",
     "DynamicLayer",
+    "FDConv2d",
     "KernelDNAConv2d",
     "KWAttention",
     "KWConv1d",

@@ -24,7 +24,9 @@ from torch import nn
 from kwlab.layers.attention import KWAttention
 from kwlab.layers.base import NO_TEMPERATURE, DynamicLayer, TemperatureContract
 from kwlab.layers.condconv import CondConv2d
+from kwlab.layers.dcd import DCDConv2d
 from kwlab.layers.dyconv import DYCONV_TEMPERATURE, DynamicConv2d
+from kwlab.layers.fdconv import FDConv2d
 from kwlab.layers.kerneldna import KernelDNAConv2d
 from kwlab.layers.kernelwarehouse import KWConv2d
 from kwlab.layers.odconv import ODCONV_TEMPERATURE, ODConv2d
@@ -219,6 +221,34 @@ METHODS: dict[str, Method] = {
             description="KernelDNA: child convs share a parent kernel through input-channel gates",
             reference="arXiv 2503.23379; haiduo/KernelDNA",
         ),
+        Method(
+            "dcd",
+            DCDConv2d,
+            _family_converter("dcd"),
+            "none",
+            ("pool", "latent_dim", "squeeze", "classifier", *_PATTERNS),
+            (),
+            NO_TEMPERATURE,
+            description=(
+                "DCD: static kernel, channel scale and a low-rank dynamic channel fusion P Phi(x) Q^T "
+                "computed on activations; no temperature (none in the official code)"
+            ),
+            reference="Li et al., ICLR 2021; liyunsheng13/dcd models/imagenet/resnet_dcd.py",
+        ),
+        Method(
+            "fdconv",
+            FDConv2d,
+            _family_converter("fdconv"),
+            "none",
+            ("kernel_num", "param_ratio", "reduction", "near_identity", *_PATTERNS),
+            (),
+            NO_TEMPERATURE,
+            description=(
+                "FDConv: disjoint Fourier-band kernels with KSM global/local attention and frequency band "
+                "modulation; no temperature schedule (kernel_temp fixed at 1)"
+            ),
+            reference="Chen et al., CVPR 2025; Linwei-Chen/FDConv FDConv_detection/mmdet_custom/FDConv.py",
+        ),
     )
 }
 
@@ -256,7 +286,8 @@ def convert(model: nn.Module, method: str, *, preset: str | None = None, **optio
         method: a name from :func:`list_methods` other than "static".
         preset: KW: "1/4x" .. "4x" (the generic presets of :data:`KW_PRESETS`); CondConv/DY-Conv/ODConv: "Nx".
         **options: the method's options (``METHODS[method].options``), e.g. ``budget=2, sharing="layer"`` for
-            KW or ``num_kernels=4`` for ODConv, and ``include``/``exclude`` patterns.
+            KW, ``num_kernels=4`` for ODConv, ``classifier=True`` for DCD's dynamic classifier or
+            ``kernel_num=4`` for FDConv, and ``include``/``exclude`` patterns.
     """
     spec = get_method(method)
     if spec.converter is None:

@@ -1,4 +1,5 @@
-"""Convert a static ConvNet into one of KernelWarehouse's relatives: CondConv, DY-Conv, ODConv, KernelDNA.
+"""Convert a static ConvNet into one of KernelWarehouse's relatives: CondConv, DY-Conv, ODConv, KernelDNA,
+DCD, FDConv.
 
 ``convert(model, method)`` swaps ``nn.Conv2d`` layers in place for the method's layer and returns the
 model. Each converted layer starts from the static conv it replaces (every expert/kernel is a copy of
@@ -21,7 +22,22 @@ kerneldna    ``wiring="pairing"``     stem, downsample,    ``reduction=4``; last
              only (kwlab heuristic): parents (block 0)
              later blocks' spatial
              convs of a stage
+dcd          dense convs but...      stem, downsample,    official widths (``pool=1``; the DCD
+                                     grouped convs        ResNets use 2 for basic blocks);
+                                                          ``classifier=True``: ``DYCls``
+fdconv       convs passing the       stem, downsample,    ``kernel_num=64`` (mmdet config)
+             official gating         min(I, O) <= 16,
+             (min(I, O) > 16,        other kernels,
+             k in {1, 3})            grouped convs
 ============ ======================= ==================== =========================================
+
+DCD and FDConv find nothing to convert in the ViTs (their only conv is the patch embedding, the stem) and
+refuse by name. On ConvNeXt both rules take the pointwise 1x1 convs (a kwlab extension: neither method has
+an official ConvNeXt). The official DCD ResNets and MobileNetV2 are built by
+``create_model(arch, method="dcd")`` (:mod:`kwlab.models.dcd`); FDConv's official wiring is this
+conversion. A converted FDConv layer holds the static kernel exactly and, with its heads at their
+N(0, 1e-6) init, computes the static conv (up to ~1e-5); a DCD layer keeps the static kernel as ``W0`` but
+adds its dynamic path, so it does not.
 
 KernelDNA's default ``wiring="official"`` is not a conversion: the official models rebuild stages (extra
 depth in the ResNets, 1x1 sharing inside each MobileNetV2 group) and are built by
@@ -69,7 +85,7 @@ Temperatures: DY-Conv and ODConv anneal T from 30 to 1 over 10 epochs (their row
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +93,9 @@ from torch import nn
 
 from kwlab.layers.base import DynamicLayer
 from kwlab.layers.condconv import CondConv2d
+from kwlab.layers.dcd import DCDConv2d, DCDLinear
 from kwlab.layers.dyconv import DynamicConv2d
+from kwlab.layers.fdconv import FDConv2d, fdconv_applies
 from kwlab.layers.kerneldna import KernelDNAConv2d
 from kwlab.layers.odconv import ODConv2d
 
@@ -105,12 +123,27 @@ class Wiring:
         defaults: layer keywords used unless overridden.
         static_stem: keep the first conv static.
         static_downsample: keep downsample/shortcut convs static.
+        accepts: ``accepts(conv) -> None`` if the method's rule takes ``conv``, else the reason it does not
+            (DCD: dense convs only; FDConv: the official gating). Applies to the default wiring only: convs
+            named by ``include`` go to the layer, which refuses what it cannot do by name.
     """
 
     layer: type[DynamicLayer]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     static_stem: bool = True
     static_downsample: bool = True
+    accepts: Callable[[nn.Conv2d], str | None] | None = None
+
+
+def _dcd_accepts(conv: nn.Conv2d) -> str | None:
+    """DCD's rule: dense convs whose padding keeps the size of the strided 1x1 dynamic path (the official
+    models never make a grouped conv dynamic: MobileNetV2's depthwise convs stay static)."""
+    if conv.groups != 1:
+        return f"groups={conv.groups}: DCD makes dense convs dynamic only"
+    pad = conv.padding if isinstance(conv.padding, tuple) else None
+    if pad is None or any(2 * p != d * (k - 1) for p, d, k in zip(pad, conv.dilation, conv.kernel_size)):
+        return f"padding {conv.padding!r} changes the output size of the strided 1x1 dynamic path"
+    return None
 
 
 WIRING: dict[str, Wiring] = {
@@ -118,6 +151,8 @@ WIRING: dict[str, Wiring] = {
     "dyconv": Wiring(DynamicConv2d, {"num_kernels": 4}, static_downsample=False),
     "odconv": Wiring(ODConv2d, {"num_kernels": 4}),
     "kerneldna": Wiring(KernelDNAConv2d, {"reduction": 4}),
+    "dcd": Wiring(DCDConv2d, {}, accepts=_dcd_accepts),
+    "fdconv": Wiring(FDConv2d, {"kernel_num": 64}, accepts=fdconv_applies),
 }
 
 _SHORTCUT_WORDS = ("downsample", "shortcut")
@@ -153,7 +188,9 @@ def conversion_plan(
         wired = [
             (n, m)
             for n, m in convs
-            if not (spec.static_stem and n == stem) and not (spec.static_downsample and _is_shortcut(n))
+            if not (spec.static_stem and n == stem)
+            and not (spec.static_downsample and _is_shortcut(n))
+            and (spec.accepts is None or spec.accepts(m) is None)
         ]
         check_patterns("exclude", exclude, [n for n, _ in convs], "conv")  # may name a conv already static
         return [n for n, _ in wired if not matches(n, exclude, "exclude")]
@@ -265,6 +302,9 @@ def convert(
     Each new layer gets ``_bank`` = its qualified name, the same device/dtype and train/eval mode.
     """
     spec = _method(method)
+    classifier = layer_kwargs.pop("classifier", False) if method == "dcd" else False
+    if not isinstance(classifier, bool):
+        raise ValueError(f"classifier must be True or False (DCD's dynamic classifier), got {classifier!r}")
     kwargs = {**spec.defaults, **layer_kwargs}
     if method != "kerneldna" and (stages != "late" or wiring != "pairing"):
         raise ValueError(
@@ -285,11 +325,52 @@ def convert(
             layer._bank = child
             _replace(model, child, layer)
         return model
+    if not names and spec.accepts is not None and include is None:
+        raise ValueError(_nothing_to_convert(model, method))
     for name in names:
-        layer = spec.layer.from_conv(modules[name], **kwargs)
+        try:
+            layer = spec.layer.from_conv(modules[name], **kwargs)
+        except ValueError as err:
+            raise ValueError(f"method {method!r} cannot convert {name!r}: {err}") from None
         layer._bank = name
         _replace(model, name, layer)
+    if classifier:
+        linears = [n for n, m in model.named_modules() if type(m) is nn.Linear]
+        if not linears:
+            raise ValueError("classifier=True needs an nn.Linear classifier; the model has none")
+        last = linears[-1]
+        head = DCDLinear.from_linear(modules[last])
+        head._bank = last
+        _replace(model, last, head)
     return model
+
+
+def _nothing_to_convert(model: nn.Module, method: str) -> str:
+    """Why ``method``'s default wiring takes no conv of ``model`` (counts per reason)."""
+    spec = WIRING[method]
+    convs = _plain_convs(model)
+    reasons: dict[str, int] = {}
+    for i, (name, conv) in enumerate(convs):
+        if spec.static_stem and i == 0:
+            why = "the stem (kept static)"
+        elif spec.static_downsample and _is_shortcut(name):
+            why = "downsample/shortcut (kept static)"
+        else:
+            why = spec.accepts(conv) or "accepted"
+            why = why.split(":")[0] if why.startswith("groups=") else why
+        reasons[why] = reasons.get(why, 0) + 1
+    found = "; ".join(f"{n} x {r}" for r, n in reasons.items()) or "no nn.Conv2d at all"
+    rule = {
+        "dcd": "DCD's official wiring makes the dense block convs of ResNets and MobileNetV2 dynamic",
+        "fdconv": (
+            "FDConv's official gating takes convs with min(in, out) > 16 and a 1x1 or 3x3 kernel, "
+            "stem and downsample static"
+        ),
+    }[method]
+    return (
+        f"method {method!r} finds no conv to convert in {type(model).__name__}: {rule}; this model's convs: "
+        f"{found}. Name layers with include= to force a choice (the layer refuses what it cannot do)."
+    )
 
 
 def _check_wiring(wiring: str) -> None:
