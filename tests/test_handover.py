@@ -391,3 +391,28 @@ def test_handover_report_of_a_tiny_sweep_is_generated_from_its_numbers(tmp_path)
         assert any(f"{gain:+.3f}" in ln for ln in gain_lines)
     assert "init=official" in finding and "init=pattern" in finding
     assert "- final_acc: kw b=1 init=pattern anneal=6steps 4-8-8 vs kw b=1 init=official" in finding
+
+
+def test_the_probe_records_odconv_layers():
+    """Regression: ODConv's forward bypassed its attention module, so the probe saw no ODConv sample."""
+    torch.manual_seed(7)
+    model = kwlab.create_model("resnet20_cifar", method="odconv", num_classes=10, widths=[8, 8, 8])
+    x = torch.randn(5, 3, 8, 8)
+    reference = model.eval()(x)
+    with kwlab.Probe(model) as probe:
+        out = probe.record(x)
+    assert torch.equal(out, reference)  # recording changes nothing
+    summary = probe.summary()
+    assert (summary["n_samples"] == 5).all()
+    kernel = capture_kernel_attention(model, x)
+    name = summary["layer"].iloc[0]
+    assert torch.allclose(probe.mean_alpha()[name], kernel[name].mean(0))
+
+
+def capture_kernel_attention(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each ODConv layer's kernel attention, computed directly from its input (no probe)."""
+    from kwlab.instruments.probe import capture
+
+    inputs = capture(model, x, "inputs")
+    with torch.no_grad():
+        return {n: layer.attention.all_attentions(inputs[n]).kernel for n, layer in dynamic_layers(model)}

@@ -17,7 +17,9 @@ scalings. A *skipped* attention is a tensor of ones of the documented shape (the
 the float 1.0, which breaks shape-inspecting tools: OSVAI/ODConv issue #13).
 
 Protocol: ``layer.attention(x)`` reports the **kernel attention** ``a_w`` as alpha ``(B, 1, n)``; all four
-come from ``layer.attention.all_attentions(x)`` (an :class:`ODConvAttentions` tuple, no hooks needed).
+come from ``layer.attention.all_attentions(x)`` (an :class:`ODConvAttentions` tuple, no hooks needed); the
+layer calls ``layer.attention(x)`` (the kernel attention, which the probe records) and takes the other heads
+of that call with ``attention.pop_heads()``.
 ``attention.frozen_alpha`` freezes the kernel attention only; the other three stay input-dependent.
 
 Temperature: ``T`` divides the logits of all four attentions; the official recipe anneals it linearly
@@ -162,6 +164,20 @@ class ODConvAttention(DynamicAttention):
             kernel = self.tap(self._kernel(h))
         return ODConvAttentions(channel, filt, spatial, kernel)
 
+    def forward(self, x: Tensor) -> Tensor:
+        """Kernel attention ``alpha (B, 1, n)`` (what the probe and ``freeze_attention`` see); the heads of
+        the same call are kept for the layer, which takes them with :meth:`pop_heads` right after."""
+        heads = self.all_attentions(x)
+        self._heads = heads
+        return heads.kernel
+
+    def pop_heads(self) -> ODConvAttentions:
+        """The :class:`ODConvAttentions` of the last :meth:`forward` call (cleared when taken)."""
+        heads = self.__dict__.pop("_heads", None)
+        if heads is None:
+            raise RuntimeError("pop_heads() without a forward: call attention(x) first")
+        return heads
+
     def extra_repr(self) -> str:
         heads = [n for n in ("filter", "spatial", "kernel") if getattr(self, f"{n}_fc") is None]
         return f"hidden={self.hidden}, num_kernels={self.num_cells}, skipped={heads}"
@@ -245,7 +261,8 @@ class ODConv2d(KernelBankConv2d):
         self.attention.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        att = self.attention.all_attentions(x)
+        self.attention(x)  # through the module, so that the probe's hooks see the kernel attention
+        att = self.attention.pop_heads()
         x = x * att.channel[:, :, None, None]
         if self._static_kernel:
             y = F.conv2d(x, self.weight[0], None, self.stride, self.padding, self.dilation, self.groups)
