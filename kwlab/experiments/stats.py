@@ -42,6 +42,7 @@ METRICS = (
     "final_acc",
     "final_acc_tau0",
     "min_acc_tau0",
+    "min_acc_tau0_recal",
     "final_acc_frozen",
     "best_acc",
     "final_loss",

@@ -503,6 +503,7 @@ _CURVE_LABELS = {
     "temperature": "temperature tau (end of epoch)",
     "lr": "learning rate",
     "test_acc_tau0": "test accuracy at tau = 0",
+    "test_acc_tau0_recal": "test accuracy at tau = 0, BatchNorm recalibrated",
     "learned_own_share": "learned attention's weight on the pattern's cell",
     "learned_to_pattern_norm": "||learned term|| / ||pattern term||",
     "sample_variation": "sample variation of the attention",
