@@ -169,10 +169,15 @@ def conv_geometry(
     dilation=1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    *,
+    asymmetric_same: bool = False,
 ) -> dict[str, Any]:
     """Validate ``nn.ConvNd``-style arguments and normalise them to ``dim``-tuples (every dynamic conv layer).
 
     Returns ``kernel_size``, ``stride``, ``padding`` (a tuple, or "same"/"valid") and ``dilation``.
+    ``padding="same"`` with an even effective kernel (``dilation * (k - 1)`` odd) pads one side more than the
+    other; only layers that run ``F.conv2d`` on their whole kernel handle it (``asymmetric_same=True``), the
+    others refuse it here, at construction, rather than at the first forward.
     """
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
         check_positive_int(name, value)
@@ -205,6 +210,12 @@ def conv_geometry(
     for name, t in (("stride", stride_t), ("dilation", dilation_t)):
         for v in t:
             check_positive_int(name, v)
+    if pad == "same" and not asymmetric_same and any(d * (k - 1) % 2 for k, d in zip(kernel, dilation_t)):
+        raise ValueError(
+            f"padding='same' with kernel_size={kernel} and dilation={dilation_t} needs more padding on one "
+            f"side than the other, which this layer does not support; allowed: padding='same' with an odd "
+            f"effective kernel (dilation * (kernel_size - 1) even), or explicit padding"
+        )
     return dict(kernel_size=kernel, stride=stride_t, padding=pad, dilation=dilation_t)
 
 
