@@ -42,6 +42,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -76,6 +77,7 @@ __all__ = [
     "SHARING",
     "KW_PRESETS",
     "KW_OPTIONS",
+    "ATTENTION_SHARE_WARNING",
 ]
 
 SharingRule = Callable[[str, nn.Module], str | None]
@@ -120,6 +122,11 @@ KW_OPTIONS = (
     "max_memory_bytes",
 )
 _CONVERTIBLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+#: :func:`kernelwarehouse` warns when the attention holds more than this share of the converted layers'
+#: parameters (attention / (warehouse cells + attention), ``plan.totals()["attention_share"]``): the
+#: attention then outweighs the kernels it mixes (narrow or depthwise layers; a small CNN).
+ATTENTION_SHARE_WARNING = 0.5
 
 
 def layer_kind(module: nn.Module) -> str:
@@ -229,6 +236,13 @@ def _why_not_convertible(module: nn.Module) -> str | None:
         )
     if getattr(module, "padding_mode", "zeros") != "zeros":
         return f"padding_mode={module.padding_mode!r}: KW layers support 'zeros' only"
+    if getattr(module, "padding", None) == "same" and any(
+        d * (k - 1) % 2 for k, d in zip(module.kernel_size, module.dilation)
+    ):
+        return (
+            f"padding='same' with kernel_size={module.kernel_size}, dilation={module.dilation} pads one side "
+            "more than the other, which KW layers do not support"
+        )
     return None
 
 
@@ -295,13 +309,7 @@ def _traced_stages(
                     if b < 1
                     else "its cells cannot be planned with these cell ratios"
                 )
-            elif cost[1] > attention_ratio * cost[0]:
-                left_static[name] = (
-                    f"its attention ({cost[1]:,} parameters) would outweigh "
-                    f"attention_ratio={attention_ratio} "
-                    f"x its {cost[0]:,} cell parameters (a narrow or depthwise layer)"
-                )
-            else:
+            else:  # a narrow or depthwise layer too: its own warehouse, as the official code converts it
                 parts.append([spec])
         for i, part in enumerate(parts):
             for spec in part:
@@ -397,9 +405,10 @@ def plan_kernelwarehouse(
                     and all(r == 1 for r in resolution(module, t.in_shape))
                 )
                 and name != last
+                and name != ""
             ):
                 left_static[name] = "squeeze-excitation conv (1x1 on a pooled input); squeeze_excitation=True"
-            elif not classifier and name == last:
+            elif not classifier and name == last and name != "":  # a lone layer is no head
                 left_static[name] = "classifier head (the last layer run); classifier=True converts it"
             else:
                 kept.append((name, module))
@@ -624,6 +633,19 @@ def kernelwarehouse(
     )
     ref = next(iter(model.parameters()), None)
     check_plan(plan, max_param_ratio, max_memory_bytes, device=ref.device if ref is not None else None)
+    totals = plan.totals()
+    if totals["attention_share"] > ATTENTION_SHARE_WARNING:
+        worst = max(plan.warehouse_table(), key=lambda r: r["attention_share"])
+        warnings.warn(
+            f"the KW attention holds {totals['attention_share']:.0%} of the converted layers' parameters "
+            f"({totals['attention']:,} attention vs {totals['warehouse']:,} warehouse cells), more than "
+            f"ATTENTION_SHARE_WARNING={ATTENTION_SHARE_WARNING:.0%}: narrow or depthwise layers (worst: "
+            f"warehouse {worst['warehouse']!r}, {worst['attention_share']:.0%}). The official code converts "
+            "them all the same; plan_kernelwarehouse(...).frame() shows the share per warehouse, and "
+            "exclude=[...] keeps layers static.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     factory = dict(device=ref.device, dtype=ref.dtype) if ref is not None else {}
     by_key = {
@@ -631,8 +653,8 @@ def kernelwarehouse(
         for key, wp in plan.warehouses.items()
     }
     owned: set[str] = set()
-
-    for name, lp in plan.layers.items():
+    built: dict[str, nn.Module] = {}
+    for name, lp in plan.layers.items():  # build every layer first: a failure leaves the model untouched
         module = model.get_submodule(name)
         wh = by_key[lp.warehouse]
         layer_cls = KW_LAYERS[lp.spec.kind]
@@ -655,7 +677,12 @@ def kernelwarehouse(
         init_cells(wh.cells, lp.start_cell, lp.end_cell)
         if init == "static":
             _fill_from_static(new, module)
-        _set_module(model, name, new)
+        built[name] = new
+    for name, new in built.items():  # then swap them in, which cannot fail
+        if name == "":  # a lone conv/linear layer: the KW layer takes its place (returned)
+            model = new
+        else:
+            _set_module(model, name, new)
     model.kw_warehouse_order = list(
         plan.warehouses
     )  # official `weights` index order (see kwlab.methods.official)
