@@ -14,14 +14,22 @@ Sharing rules (``sharing=``):
   (``conv2d``, ``dwconv2d``, ``gconv2d`` for grouped, ``linear``) that read one resolution, key e.g.
   ``"conv2d@56x56"``; a stride-2 transition conv joins the stage of the resolution it reads. Within a
   stage, layers join the first warehouse (in execution order) whose attention stays at most
-  ``attention_ratio`` (0.5) x its cells; otherwise a new one (``"conv2d@56x56/1"``). A layer that fails the
-  rule alone (depthwise and narrow layers) stays static, as do squeeze-excitation convs (1x1 on a pooled
-  input; ``squeeze_excitation=True``), the classifier head (the last layer run; ``classifier=True``) and
-  layers the cell ratios cannot cut; ``plan.left_static`` says why for each;
+  ``attention_ratio`` (0.5) x its cells; otherwise a new one (``"conv2d@56x56/1"``). A layer whose attention
+  outweighs its cells even alone (depthwise and narrow layers, a small CNN's) gets a warehouse of its own, as
+  the official code converts every such layer (its MobileNetV2 converts the stem and each depthwise conv);
+  the plan table shows each warehouse's ``attention_share`` and the conversion warns above
+  ``attention_share_warning`` (:data:`ATTENTION_SHARE_WARNING`, 0.5). Squeeze-excitation convs (1x1 on a
+  pooled input; ``squeeze_excitation=True``), the classifier head (the last layer run, unless the model is
+  that one layer; ``classifier=True``), layers the cell ratios cannot cut, padding modes other than zeros
+  and ``padding="same"`` with an even kernel stay static; ``plan.left_static`` says why for each;
 * ``"names"``: the earlier name rule: the stage of ``layer2.0.conv1`` is the part of its name before the
   first numeric component (``layer2``), a layer without one is its own stage, one warehouse per kind;
 * ``"network"``: one warehouse per kind for the whole network;
 * a callable ``rule(qualified_name, module) -> key | None``; None keeps that layer static.
+
+The conversion is all or nothing: the plan is checked and every KW layer built before the first one is
+swapped in, so a refusal leaves the model as it was. A lone ``nn.Conv2d``/``nn.Linear`` converts too (the
+KW layer is returned).
 
 ``init="static"`` fills the owned cells from the existing weights (and copies biases), so that at
 temperature 1 with a whole budget the converted model computes the original function: fine-tuning a
@@ -120,6 +128,7 @@ KW_OPTIONS = (
     "attention_ratio",
     "max_param_ratio",
     "max_memory_bytes",
+    "attention_share_warning",
 )
 _CONVERTIBLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -570,6 +579,7 @@ def kernelwarehouse(
     attention_ratio: float = 0.5,
     max_param_ratio: float | None = 4.0,
     max_memory_bytes: float | str | None = "auto",
+    attention_share_warning: float | None = ATTENTION_SHARE_WARNING,
 ) -> nn.Module:
     """Replace the convolutions and linear layers of ``model`` by KernelWarehouse layers, in place.
 
@@ -596,6 +606,8 @@ def kernelwarehouse(
             or a b < 1 plan that is not smaller than static; None builds any plan.
         max_memory_bytes: refuse a plan whose parameters (at the model's dtype) exceed this many bytes;
             "auto": a quarter of the device's memory (:func:`default_memory_budget`); None: no limit.
+        attention_share_warning: warn (UserWarning) when the attention holds more than this share of the
+            converted layers' parameters (``plan.totals()["attention_share"]``); None: never.
     Returns:
         The same ``model``, converted (the plan it followed: :func:`plan_kernelwarehouse`).
     """
@@ -608,6 +620,14 @@ def kernelwarehouse(
     ):
         raise ValueError(f"max_param_ratio must be a finite number > 0 or None, got {max_param_ratio!r}")
     _check_memory_budget(max_memory_bytes)
+    if attention_share_warning is not None and not (
+        isinstance(attention_share_warning, (int, float))
+        and not isinstance(attention_share_warning, bool)
+        and 0 <= attention_share_warning <= 1
+    ):
+        raise ValueError(
+            f"attention_share_warning must be a share in [0, 1] or None, got {attention_share_warning!r}"
+        )
     check_tau(temperature, "temperature")
     if any(isinstance(m, _KWConvNd) for m in model.modules()):
         raise ValueError("model already contains KernelWarehouse layers; convert a static model")
@@ -634,12 +654,12 @@ def kernelwarehouse(
     ref = next(iter(model.parameters()), None)
     check_plan(plan, max_param_ratio, max_memory_bytes, device=ref.device if ref is not None else None)
     totals = plan.totals()
-    if totals["attention_share"] > ATTENTION_SHARE_WARNING:
+    if attention_share_warning is not None and totals["attention_share"] > attention_share_warning:
         worst = max(plan.warehouse_table(), key=lambda r: r["attention_share"])
         warnings.warn(
             f"the KW attention holds {totals['attention_share']:.0%} of the converted layers' parameters "
             f"({totals['attention']:,} attention vs {totals['warehouse']:,} warehouse cells), more than "
-            f"ATTENTION_SHARE_WARNING={ATTENTION_SHARE_WARNING:.0%}: narrow or depthwise layers (worst: "
+            f"attention_share_warning={attention_share_warning:.0%}: narrow or depthwise layers (worst: "
             f"warehouse {worst['warehouse']!r}, {worst['attention_share']:.0%}). The official code converts "
             "them all the same; plan_kernelwarehouse(...).frame() shows the share per warehouse, and "
             "exclude=[...] keeps layers static.",
@@ -686,6 +706,7 @@ def kernelwarehouse(
     model.kw_warehouse_order = list(
         plan.warehouses
     )  # official `weights` index order (see kwlab.methods.official)
+    model.kw_warehouse_order_given = warehouse_order is not None  # load_official trusts a given order
     return model
 
 

@@ -137,8 +137,15 @@ def create_model(
     if spec.name == "kw":
         # trained from scratch: the official init. A registered arch follows its official wiring, which is
         # never refused for its size (a narrow net's attention can outweigh its cells: parameter_breakdown
-        # and the results tables report it); pass max_param_ratio to have the guard check it too.
-        settings = {"init": "kaiming", "max_param_ratio": None, **settings, **options}
+        # and the results tables report it, and it is not warned about); pass max_param_ratio to have the
+        # guard check it too.
+        settings = {
+            "init": "kaiming",
+            "max_param_ratio": None,
+            "attention_share_warning": None,
+            **settings,
+            **options,
+        }
         if entry.kw_prepare is not None:
             settings = entry.kw_prepare(model, "1x" if preset is None else preset, settings)
         model = spec.converter(model, **settings)
