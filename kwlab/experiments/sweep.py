@@ -712,9 +712,11 @@ def run_sweep(
     kind = executor or spec.executor.get("kind", "sequential")
     if kind not in EXECUTORS:
         raise ConfigError(f"executor={kind!r} is not allowed; allowed: {list(EXECUTORS)}")
-    workers = int(workers or spec.executor.get("workers", 2))
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+    workers = spec.executor.get("workers", 2) if workers is None else workers  # 0 is refused, not a default
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(
+            f"workers (--workers, executor.workers) must be an integer >= 1 (parallel runs), got {workers!r}"
+        )
     configs = resolve_data(spec, expand(spec), log)
     check_configs(configs)
     log_budgets(configs, log)

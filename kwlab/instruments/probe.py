@@ -219,7 +219,9 @@ class _LayerStats:
             acc[stat.column], acc[stat.column + ":w"] = z(()), z(())
         return acc
 
-    def update(self, alpha: Tensor, full: Tensor | None, labels: Tensor | None, temperature: Tensor) -> None:
+    def update(
+        self, alpha: Tensor, full: Tensor | None, labels: Tensor | None, temperature: Tensor | None
+    ) -> None:
         a = alpha.detach().float()
         b = a.shape[0]
         if self.acc is None:
@@ -238,7 +240,7 @@ class _LayerStats:
         acc["top"] += metrics.top_cell_counts(a)
         acc["alpha_sum"] += a.sum(0)
         self.n_samples += b
-        self._temperature = temperature.detach().clone()
+        self._temperature = None if temperature is None else temperature.detach().clone()
         if labels is not None:
             self._add_classes(a, labels)
         if self.n_kept < self.keep:
@@ -403,7 +405,8 @@ class Probe:
                     f"saw a batch of {alpha.shape[0]}; call probe.set_labels(y) for this batch"
                 )
             with torch.no_grad():
-                stats.update(alpha, full, labels, layer.attention.temperature)
+                active = layer.attention.temperature_contract.active  # CondConv/KernelDNA: none -> NaN
+                stats.update(alpha, full, labels, layer.attention.temperature if active else None)
 
         return hook
 
@@ -488,7 +491,13 @@ class Probe:
 
     def summary(self) -> pd.DataFrame:
         """One row per layer: layer, bank, num_mixtures, num_cells, n_samples, neg_frac, neg_mass, zero_mass,
-        entropy, effective_cells, diversity, class_distance, mean_abs, temperature."""
+        entropy, effective_cells, diversity, class_distance, mean_abs, temperature (NaN for a method without
+        one: CondConv, KernelDNA). A RuntimeError before any layer has recorded a sample."""
+        if self._stats and all(s.n_samples == 0 for s in self._stats.values()):
+            raise RuntimeError(
+                "Probe.summary(): nothing recorded yet; run forward passes while the probe is on "
+                "(inside `with probe:`, after probe.start(), or probe.record_loader(...)) first"
+            )
         return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=_SUMMARY_COLUMNS)
 
     def cell_usage(self) -> pd.DataFrame:

@@ -237,9 +237,14 @@ def check_divisor(value: float, name: str = "temperature") -> float:
 
 def check_tau(tau: float, name: str = "tau") -> float:
     """``tau`` as a float, or a ValueError if it is not a finite anneal position in [0, 1]."""
+    if isinstance(tau, (bool, str, bytes)):  # float("0.5") and float(True) would pass silently
+        raise ValueError(
+            f"{name} must be a number in [0, 1] (the anneal position: 1 = start, 0 = end), got "
+            f"{type(tau).__name__} {tau!r}"
+        )
     try:
         value = float(tau)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         raise ValueError(
             f"{name} must be a number in [0, 1] (the anneal position: 1 = start, 0 = end), got {tau!r}"
         ) from None
@@ -267,9 +272,16 @@ def set_temperature(model: nn.Module, tau: float) -> nn.Module:
 
 
 def get_temperature(model: nn.Module) -> float | None:
-    """The anneal position ``tau`` of the first dynamic layer with a temperature (None: none)."""
+    """The anneal position ``tau`` of the first dynamic layer with a temperature (None: none).
+
+    A model on the meta device has no values: a ValueError says so (move it with ``to_empty`` first)."""
     for module in model.modules():
         if isinstance(module, DynamicAttention) and module.temperature_contract.active:
+            if module.temperature.is_meta:
+                raise ValueError(
+                    "model is on the meta device, so its temperature has no value; allowed: a model with "
+                    "real tensors (model.to_empty(device='cpu') and a load, or build it off the meta device)"
+                )
             return module.temperature_contract.position(float(module.temperature))
     return None
 
