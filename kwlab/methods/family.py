@@ -407,6 +407,8 @@ def plan_family(
         )
     if method == "kerneldna":
         _check_wiring(wiring)
+    # the layer keywords first, on a plain 3x3 conv: a bad keyword is the keyword's error, not every layer's
+    spec.layer.from_conv(nn.Conv2d(16, 16, 3, padding=1, device="meta"), **kwargs)
     inc, exc = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
     plain = _plain_convs(model)
     for param, pats in (("include", inc), ("exclude", exc)):
