@@ -405,8 +405,8 @@ class Probe:
                     f"saw a batch of {alpha.shape[0]}; call probe.set_labels(y) for this batch"
                 )
             with torch.no_grad():
-                active = layer.attention.temperature_contract.active  # CondConv/KernelDNA: none -> NaN
-                stats.update(alpha, full, labels, layer.attention.temperature if active else None)
+                used = getattr(layer.attention, "uses_temperature", True)  # CondConv/KernelDNA: NaN
+                stats.update(alpha, full, labels, layer.attention.temperature if used else None)
 
         return hook
 

@@ -99,10 +99,12 @@ class DynamicAttention(nn.Module):
         zero_cell: whether :meth:`coefficients` returns one extra, dropped slot per mixture.
         temperature: initial value of the ``temperature`` buffer, in the layer's units.
 
-    Subclasses declare ``temperature_contract``.
+    Subclasses declare ``temperature_contract``; ``uses_temperature = False`` says that the buffer exists for
+    the protocol only and changes nothing (CondConv, KernelDNA): the probe then reports NaN for it.
     """
 
     temperature_contract: TemperatureContract = NO_TEMPERATURE
+    uses_temperature: bool = True
 
     def __init__(
         self, num_mixtures: int, num_cells: int, *, zero_cell: bool = False, temperature: float = 0.0

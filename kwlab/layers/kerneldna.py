@@ -86,6 +86,8 @@ class KernelDNAGate(DynamicAttention):
         reduction: rd; hidden width ``max(I // rd, 1)`` (official 4; 24 on MobileNetV2's 6x-expanded width).
     """
 
+    uses_temperature = False  # KernelDNA has no temperature
+
     def __init__(self, in_channels: int, *, reduction: int = 4, device=None, dtype=None) -> None:
         check_positive_int("reduction", reduction)
         super().__init__(1, in_channels, temperature=1.0)
