@@ -30,7 +30,12 @@ KernelWarehouse mapping from official ``state_dict`` keys to kwlab keys:
   construction); kwlab rebuilds ``init_pattern`` identically and sets the temperature (see above).
 
 A checkpoint of another arch or preset (or of another method) is rejected with the keys and shapes that
-differ.
+differ, one with NaN or infinite weights is refused, and a refused load leaves the model as it was.
+
+A network the official repository does not ship: ``warehouse_manager.weights.{i}`` is mapped to the i-th key
+of ``warehouse_order`` (``load_official(..., warehouse_order=[...])``, or the order given at conversion);
+without one, a model kwlab did not build with ``create_model`` is refused when two of its warehouses have
+cells of the same shape (a positional load could swap them without any shape error).
 """
 
 from __future__ import annotations
