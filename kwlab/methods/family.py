@@ -351,8 +351,10 @@ class FamilyPlan:
                 "(or change them)."
             )
         if not self.layers:
-            listed = "; ".join(f"{n}: {why}" for n, why in self.left_static.items())
-            listed = listed or "the model has no conv"
+            reasons = list(self.left_static.items())
+            listed = "; ".join(f"{n}: {why}" for n, why in reasons[:8]) or "the model has no conv"
+            if len(reasons) > 8:
+                listed += f"; and {len(reasons) - 8} more (plan_family(...).frame() lists every layer)"
             raise ValueError(
                 f"method {self.method!r} would convert no layer of this model, so nothing was converted "
                 f"({listed}). It converts nn.Conv2d layers (include=[...] selects them by name)."
@@ -449,11 +451,13 @@ def plan_family(
     modules = dict(plain)
     if method == "kerneldna":
         pairs = kerneldna_pairs(model, stages=stages, candidates=names)
+        parents = set(pairs.values())
         for name in names:
-            if name not in pairs:
+            if name in parents:
+                plan.left_static[name] = "a KernelDNA parent: stays static, its kernel is shared"
+            elif name not in pairs:
                 plan.left_static[name] = (
-                    "a KernelDNA parent, or no same-shape conv in an earlier block of a chosen stage "
-                    f"(stages={stages!r})"
+                    f"no same-shape conv in an earlier block of a chosen stage (stages={stages!r})"
                 )
         targets = [(child, pairs[child]) for child in names if child in pairs]
     else:
