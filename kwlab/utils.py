@@ -6,7 +6,7 @@ import difflib
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,11 @@ __all__ = [
     "count_macs",
     "git_revision",
     "suggest",
+    "atomic_write",
     "atomic_write_text",
+    "table_format",
+    "write_table",
+    "read_table",
     "atomic_torch_save",
     "load_torch_file",
     "CheckpointError",
@@ -81,26 +85,76 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     return int(counter.get_total_flops()) // 2
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never a partial one."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Write ``path`` so that readers see the old or the new file, never a partial one: ``write(tmp)`` fills
+    a temporary file beside ``path``, which is fsync'ed and then moved over ``path`` (``os.replace``). The
+    temporary file is removed when ``write`` fails. The one temp-file-and-rename of kwlab; returns
+    ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a tmp file, fsync'ed, then ``os.replace``: a crash leaves the old or the new file."""
+    """``torch.save`` to ``path`` atomically (:func:`atomic_write`): a crash leaves the old or the new
+    file."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def table_format() -> str:
+    """``"parquet"`` when pyarrow is installed, else ``"csv"``: the format kwlab writes its tables in."""
+    try:
+        import pyarrow  # noqa: F401, PLC0415 - optional dependency
+    except ImportError:
+        return "csv"
+    return "parquet"
+
+
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+def write_table(df: Any, path: str | os.PathLike) -> Path:
+    """Write the DataFrame ``df`` atomically to ``path``, as Parquet or CSV by its suffix (no index); the
+    one table writer of kwlab. A path without a suffix gets :func:`table_format`'s."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if path.suffix not in TABLE_SUFFIXES:
+        path = path.with_name(f"{path.name}.{table_format()}")
+    if path.suffix == ".parquet":
+        return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def read_table(path: str | os.PathLike) -> Any:
+    """Read a table written by :func:`write_table`; a path without a suffix reads ``path.parquet`` or else
+    ``path.csv``.
+
+    Raises:
+        FileNotFoundError: neither file exists (the message names both).
+    """
+    import pandas as pd  # noqa: PLC0415 - kwlab.utils stays light to import
+
+    path = Path(path)
+    if path.suffix in TABLE_SUFFIXES:
+        candidates = [path]
+    else:
+        candidates = [path.with_name(path.name + suffix) for suffix in TABLE_SUFFIXES]
+    for candidate in candidates:
+        if candidate.exists():
+            return pd.read_parquet(candidate) if candidate.suffix == ".parquet" else pd.read_csv(candidate)
+    raise FileNotFoundError(f"no table {' or '.join(str(c) for c in candidates)}")
 
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")

@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 from torch import Tensor
 
-from kwlab.instruments.probe import _SUMMARY_COLUMNS, Probe, _native, _table_format
+from kwlab.instruments.probe import Probe, _native, summary_columns
+from kwlab.utils import read_table, write_table
 
 __all__ = ["Callback", "ProbeCallback", "load_history"]
 
@@ -112,7 +113,7 @@ class ProbeCallback(Callback):
 
     def history(self) -> pd.DataFrame:
         """Columns step, epoch, then the summary columns; one row per (recorded step, layer)."""
-        return pd.DataFrame(self._rows, columns=["step", "epoch", *_SUMMARY_COLUMNS])
+        return pd.DataFrame(self._rows, columns=["step", "epoch", *summary_columns()])
 
     def state_dict(self) -> dict[str, Any]:
         """Plain Python containers only (loads with ``torch.load(..., weights_only=True)``)."""
@@ -127,20 +128,9 @@ class ProbeCallback(Callback):
         :func:`load_history`."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        df = self.history()
-        if _table_format() == "parquet":
-            path = run_dir / "probe_history.parquet"
-            df.to_parquet(path, index=False)
-        else:
-            path = run_dir / "probe_history.csv"
-            df.to_csv(path, index=False)
-        return path
+        return write_table(self.history(), run_dir / "probe_history")
 
 
 def load_history(run_dir: str | Path) -> pd.DataFrame:
     """Read the history that :meth:`ProbeCallback.save` wrote into ``run_dir``."""
-    run_dir = Path(run_dir)
-    for name, reader in (("probe_history.parquet", pd.read_parquet), ("probe_history.csv", pd.read_csv)):
-        if (run_dir / name).exists():
-            return reader(run_dir / name)
-    raise FileNotFoundError(f"no probe_history.parquet or probe_history.csv in {run_dir}")
+    return read_table(Path(run_dir) / "probe_history")

@@ -17,12 +17,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS
-from kwlab.methods import METHOD_FIELDS, METHODS, get_method
+from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_INITS, ATTENTION_NORMS
+from kwlab.methods import METHODS, get_method, method_fields
 from kwlab.methods.kernelwarehouse import SHARING
 from kwlab.utils import suggest
 
-__all__ = ["RunConfig", "ConfigError", "OPTIMIZERS", "DEVICES", "RUNTIME_FIELDS", "BLOCKED_ARCH_MODULES"]
+__all__ = [
+    "RunConfig",
+    "ConfigError",
+    "OPTIMIZERS",
+    "DEVICES",
+    "RUNTIME_FIELDS",
+    "LATER_FIELDS",
+    "BLOCKED_ARCH_MODULES",
+]
 
 OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
@@ -34,6 +42,11 @@ DEVICES = ("auto", "cpu", "cuda")
 #: ``recipe`` (informational: the fields it filled are hashed themselves). Every other field -- including
 #: ``probe_samples``, which changes the reported probe numbers -- is hashed.
 RUNTIME_FIELDS = ("checkpoint", "device", "probe_every", "recipe")
+
+#: Fields added after results were first committed, with their defaults: a field at its default is left out
+#: of :meth:`RunConfig.training_hash` (and of :meth:`RunConfig.training_dict`), so every config written
+#: before the field existed keeps its hash (its run directories resume, ``kwlab reproduce`` matches).
+LATER_FIELDS: dict[str, Any] = {"temperature_steps": None, "attention_init": None}
 
 #: ``arch="module:function"`` may not name these modules (or their submodules): they run programs, load
 #: code or pickles, or reach the interpreter. Sweep files stay trusted input all the same (see build_model).
@@ -60,8 +73,10 @@ class RunConfig:
     Data: ``data`` ("auto", "synthetic", "cifar10", "cifar100" or an ImageFolder path), ``data_root``,
     ``image_size``, ``classes``, ``train_samples``/``test_samples`` (caps), ``augment``.
     Optimisation: ``epochs``, ``batch_size`` (global), ``optimizer`` ("sgd"|"adamw"), ``lr``, ``momentum``,
-    ``weight_decay``, ``label_smoothing``, ``warmup_epochs``, ``min_lr``, ``temperature_epochs`` (None:
-    ``min(official, 0.25 * epochs)``), ``temperature_start``/``temperature_end`` (anneal positions in
+    ``weight_decay``, ``label_smoothing``, ``warmup_epochs``, ``min_lr`` (0; the official recipes' 1e-6 is set
+    by :mod:`kwlab.experiments.recipes`), ``temperature_epochs`` (None: ``min(official, 0.25 * epochs)``) or
+    ``temperature_steps`` (the anneal span in optimizer steps; give one of the two),
+    ``temperature_start``/``temperature_end`` (anneal positions in
     [0, 1], None: 1 -> 0; each method maps them to its own temperature, see
     :class:`kwlab.layers.TemperatureContract`).
     Which model fields apply to which method: ``kwlab.methods.METHODS[method].config_fields``.
@@ -82,6 +97,7 @@ class RunConfig:
     attention_norm: str | None = None  # KW: "batch" (official), "layer" or "none"
     spatial_partition: bool | None = None  # KW: cut kernels into 1x1 spatial cells (official: True)
     zero_cell: bool | None = None  # KW: the extra zero-cell slot (official: True)
+    attention_init: str | None = None  # KW: "official" (default) or kwlab's "pattern" (see KWAttention)
     attention: str | None = None
     reduction: float | None = None
     drop_path_rate: float = 0.0
@@ -103,6 +119,7 @@ class RunConfig:
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     temperature_epochs: float | None = None
+    temperature_steps: int | None = None
     temperature_start: float | None = None
     temperature_end: float | None = None
     seed: int = 0
@@ -118,6 +135,23 @@ class RunConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def model_fields(cls) -> tuple[str, ...]:
+        """The fields that decide which model is built (the one list; sweeps key models by it): ``arch``,
+        ``method``, every method's fields (:func:`kwlab.methods.method_fields`, derived from the method
+        table), ``drop_path_rate`` and ``model_kwargs``. The number of classes comes from the data."""
+        return ("arch", "method", *method_fields(), "drop_path_rate", "model_kwargs")
+
+    def method_options(self) -> tuple[str | None, dict[str, Any]]:
+        """``(preset, options)``: the preset and the other set method fields, as the converter takes them."""
+        spec = get_method(self.method)
+        options = {k: getattr(self, k) for k in spec.config_fields if getattr(self, k) is not None}
+        return options.pop("preset", None), options
+
+    def model_key(self) -> str:
+        """A canonical string of :meth:`model_fields`: equal keys build the same model."""
+        return _canonical({k: getattr(self, k) for k in self.model_fields()})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, base: RunConfig | None = None) -> RunConfig:
@@ -165,7 +199,7 @@ class RunConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
         spec = get_method(self.method)
-        given = [f for f in METHOD_FIELDS if getattr(self, f) is not None and f not in spec.config_fields]
+        given = [f for f in method_fields() if getattr(self, f) is not None and f not in spec.config_fields]
         if given:
             users = sorted(m.name for m in METHODS.values() if given[0] in m.config_fields)
             raise ConfigError(
@@ -191,6 +225,14 @@ class RunConfig:
             _choice("attention", self.attention, ATTENTION_FUNCTIONS)
         if self.attention_norm is not None:
             _choice("attention_norm", self.attention_norm, ATTENTION_NORMS)
+        if self.attention_init is not None:
+            _choice("attention_init", self.attention_init, ATTENTION_INITS)
+            if self.attention_init == "pattern" and self.attention not in (None, "caf"):
+                raise ConfigError(
+                    "attention_init='pattern' needs attention='caf' (the only function with an init "
+                    f"pattern), "
+                    f"got attention={self.attention!r}"
+                )
         for name in ("temperature_start", "temperature_end"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
@@ -218,6 +260,14 @@ class RunConfig:
             raise ConfigError(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
         if self.temperature_epochs is not None and self.temperature_epochs < 0:
             raise ConfigError(f"temperature_epochs must be >= 0, got {self.temperature_epochs}")
+        if self.temperature_steps is not None:
+            if self.temperature_steps < 0:
+                raise ConfigError(f"temperature_steps must be >= 0, got {self.temperature_steps}")
+            if self.temperature_epochs is not None:
+                raise ConfigError(
+                    f"temperature_epochs={self.temperature_epochs} and "
+                    f"temperature_steps={self.temperature_steps} both set the anneal span; give one of them"
+                )
         for name in ("train_samples", "test_samples", "image_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -226,14 +276,14 @@ class RunConfig:
             raise ConfigError(f"budget must be > 0, got {self.budget}")
 
     # ------------------------------------------------------------------ derived values
-    def resolved_temperature(self) -> tuple[float, float, float] | None:
-        """``(start, end, epochs)`` of the anneal position tau, or None when the method has no temperature."""
+    def resolved_temperature(self) -> tuple[float, float, float | None] | None:
+        """``(start, end, epochs)`` of the anneal position tau, or None when the method has no temperature.
+
+        ``epochs`` is None when ``temperature_steps`` gives the span in optimizer steps instead."""
         contract = get_method(self.method).temperature
         if not contract.active:
             return None
-        official = contract.epochs
-        if self.method == "kw":
-            official = _official_temperature_epochs(self.arch, official)
+        official = _official_anneal_span(self.arch, self.method)
         span = (
             self.temperature_epochs
             if self.temperature_epochs is not None
@@ -241,14 +291,28 @@ class RunConfig:
         )
         start = self.temperature_start if self.temperature_start is not None else 1.0
         end = self.temperature_end if self.temperature_end is not None else 0.0
-        return start, end, float(span)
+        return start, end, None if self.temperature_steps is not None else float(span)
+
+    def anneal_steps(self, iters_per_epoch: int) -> int | None:
+        """The anneal span in optimizer steps for ``iters_per_epoch`` steps an epoch (None: none)."""
+        temp = self.resolved_temperature()
+        if temp is None:
+            return None
+        if self.temperature_steps is not None:
+            return int(self.temperature_steps)
+        return int(round(iters_per_epoch * temp[2]))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def training_dict(self) -> dict[str, Any]:
-        """The fields that change what is trained or reported: every field but :data:`RUNTIME_FIELDS`."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        """The fields that change what is trained or reported: every field but :data:`RUNTIME_FIELDS` (and
+        the :data:`LATER_FIELDS` at their defaults)."""
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
+        }
 
     def training_hash(self) -> str:
         """SHA-1 (16 hex digits) of :meth:`training_dict`; stored in checkpoint.pt and results.json so a run
@@ -260,24 +324,27 @@ class RunConfig:
         """``["lr: 0.1 (stored) -> 0.2 (now)", ...]`` for the hashed fields where ``other`` (a stored
         config dict) differs from this config."""
         mine = self.training_dict()
+        for key, default in LATER_FIELDS.items():
+            mine.setdefault(key, default)
         out = []
         for key in mine:
-            theirs = other.get(key, "<absent>")
+            theirs = other.get(key, LATER_FIELDS.get(key, "<absent>"))
             if _canonical(theirs) != _canonical(mine[key]):
                 out.append(f"{key}: {theirs!r} (stored) -> {mine[key]!r} (now)")
         return out
 
 
-def _official_temperature_epochs(arch: str, default: float) -> float:
-    """The registry's official KW anneal span for ``arch`` (ResNet/ConvNeXt 20, MobileNetV2 15)."""
+def _official_anneal_span(arch: str, method: str) -> float:
+    """The official anneal span of ``method`` on ``arch`` (:meth:`kwlab.models.ModelEntry.anneal_span`; a
+    custom ``"module:function"`` arch: the method's temperature contract)."""
     if ":" not in arch:
-        try:
-            from kwlab.models import model_entry  # noqa: PLC0415
+        from kwlab.models import model_entry  # noqa: PLC0415
 
-            return float(model_entry(arch).temperature_epochs)
-        except (ImportError, ValueError, KeyError):
-            pass
-    return 15.0 if arch.startswith("mobilenetv2") else default
+        try:
+            return float(model_entry(arch).anneal_span(method))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    return float(get_method(method).temperature.epochs)
 
 
 def _canonical(value: Any) -> str:
@@ -306,7 +373,7 @@ def _arch_presets(arch: str):
     """The KW presets of a registered arch (None for a custom builder: the generic presets)."""
     if ":" in arch:
         return None
-    from kwlab.models import model_entry  # noqa: PLC0415 - the registry sits above the config
+    from kwlab.models import model_entry  # noqa: PLC0415 - the model zoo is imported when first needed
 
     try:
         return model_entry(arch).presets

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kwlab.utils import atomic_write
+
 __all__ = [
     "ImageData",
     "DeviceLoader",
@@ -482,10 +484,11 @@ def _build_folder_split(path: Path, names: list[str], size: int, desc: str) -> n
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a path
+            np.save(f, array)
+
+    atomic_write(path, write)
 
 
 def _read_imagefolder(

@@ -30,6 +30,10 @@ from typing import Any
 
 import pandas as pd
 
+from kwlab.experiments.handover import epoch_table, handover_figures, handover_findings, is_handover_study
+from kwlab.instruments.probe import headline_metrics
+from kwlab.utils import write_table
+
 __all__ = [
     "make_report",
     "load_results",
@@ -62,7 +66,11 @@ def load_results(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(sweep_dir) / "results.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `kwlab sweep CONFIG --out {sweep_dir}` first")
-    df = pd.read_csv(path)
+    return derive_columns(pd.read_csv(path))
+
+
+def derive_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Add :func:`load_results`'s derived columns (``b``, ``m``, ``sharing_range``, ``accuracy``)."""
     if df.empty:
         return df
     b, m = [], []
@@ -259,9 +267,78 @@ def findings(df: pd.DataFrame, metric: str = "final_acc") -> list[str]:
     return lines
 
 
+#: Probe statistics drawn against each knob (final probe of each run, mean over layers).
+KNOB_STATISTICS = {
+    "probe_diversity": "diversity",
+    "probe_effective_cells": "effective cells",
+    "probe_neg_frac": "negative fraction",
+    "probe_sample_variation": "sample variation",
+}
+_KNOB_NAMES = {"b": "the budget b", "m": "m = 1 / (cell_in * cell_out)", "sharing_range": "the sharing range"}
+
+
+def _statistics_vs_knob(dyn: pd.DataFrame, knob: str, logx: bool):
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    from kwlab.instruments import plot  # noqa: PLC0415
+
+    columns = [c for c in KNOB_STATISTICS if c in dyn and dyn[c].notna().any()]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        plot.metric_vs_knob(dyn, knob, column, ax=ax, logx=logx, error="ci95", title=KNOB_STATISTICS[column])
+        ax.set_ylabel(KNOB_STATISTICS[column])
+    fig.tight_layout()
+    return fig
+
+
+def knob_table(df: pd.DataFrame) -> list[str]:
+    """A markdown table, one row per configuration: the knobs, parameters (attention), MACs, final accuracy
+    and the attention statistics (mean ± 95% t-interval over seeds), generated from ``df``."""
+    from kwlab.experiments.stats import summarize  # noqa: PLC0415
+
+    metrics = ["final_acc", *[c for c in KNOB_STATISTICS if c in df]]
+    summary = summarize(df, metrics=metrics)
+    heads = ["configuration", "b", "m", "sharing", "params (attention)", "MACs", "final acc"]
+    heads += [KNOB_STATISTICS[c] for c in KNOB_STATISTICS if f"{c}_mean" in summary]
+    lines = [
+        "Knobs, budgets and attention statistics (mean ± 95% t-interval over seeds; statistics from the "
+        "final probe on test images, mean over layers):",
+        "",
+        "| " + " | ".join(heads) + " |",
+        "|" + "---|" * len(heads),
+    ]
+    derived = derive_columns(df.copy()).set_index("run_id")
+    for _, row in summary.iterrows():
+        first = derived.loc[str(row["run_ids"]).split()[0]]
+        cells = [
+            str(row["label"]),
+            f"{first['b']:g}" if first["method"] != "static" else "-",
+            f"{first['m']:g}" if first["method"] != "static" else "-",
+            str(first["sharing_range"]),
+            f"{_si(row.get('params'))} ({_si(row.get('params_attention') or 0)})",
+            _si(row.get("macs")),
+            _fmt_ci(row, "final_acc"),
+        ]
+        cells += [_fmt_ci(row, c) for c in KNOB_STATISTICS if f"{c}_mean" in summary]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _fmt_ci(row: pd.Series, metric: str) -> str:
+    mean, half = row.get(f"{metric}_mean"), row.get(f"{metric}_ci95")
+    if mean is None or pd.isna(mean):
+        return "-"
+    return f"{mean:.3f}" + ("" if half is None or pd.isna(half) else f" ± {half:.3f}")
+
+
 def finding_text(sweep_dir: str | os.PathLike, metric: str = "final_acc") -> str:
-    """:func:`findings` of a sweep directory as text (what ``kwlab sweep`` prints at the end)."""
-    return "\n".join(findings(load_results(sweep_dir), metric))
+    """:func:`findings` of a sweep directory as text (what ``kwlab sweep`` prints at the end), with the
+    handover's sentences (:func:`kwlab.experiments.handover.handover_findings`) when its runs measured it."""
+    df = load_results(sweep_dir)
+    lines = findings(df, metric)
+    if not df.empty and is_handover_study(df):
+        lines += ["", *handover_findings(df, epoch_table(sweep_dir, df))]
+    return "\n".join(lines)
 
 
 def _short_label(row: pd.Series) -> str:
@@ -310,7 +387,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         notes.append("No finished runs yet.")
     else:
         summary = summary_table(df)
-        summary.to_csv(out / "summary.csv", index=False)
+        write_table(summary, out / "summary.csv")
         save(
             _accuracy_by_config(df, summary, "final_acc"),
             "accuracy_by_config.png",
@@ -329,9 +406,10 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         ci = dict(error="ci95", chance=_chance(df))  # knob plots: mean ± 95% CI over seeds, y from 0, chance
         if dyn["b"].nunique() > 1:
             save(
-                plot.metric_vs_knob(dyn, "b", "accuracy", hue="sharing_range", logx=True, **ci),
+                plot.metric_vs_knob(dyn, "b", "final_acc", hue="sharing_range", logx=True, **ci),
                 "accuracy_vs_budget.png",
-                "Accuracy against budget b (mean ± 95% CI over seeds), one line per sharing range.",
+                "Final test accuracy against budget b (mean ± 95% CI over seeds), one line per sharing "
+                "range.",
             )
             if "probe_diversity" in dyn and dyn["probe_diversity"].notna().any():
                 save(
@@ -344,9 +422,9 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
                 )
         if dyn["m"].nunique() > 1:
             save(
-                plot.metric_vs_knob(dyn, "m", "accuracy", hue="sharing_range", **ci),
+                plot.metric_vs_knob(dyn, "m", "final_acc", hue="sharing_range", **ci),
                 "accuracy_vs_m.png",
-                "Accuracy against m, the number of cells per kernel (1 / (cell_in * cell_out)); "
+                "Final test accuracy against m, the number of cells per kernel (1 / (cell_in * cell_out)); "
                 "mean ± 95% CI.",
             )
         if dyn["sharing_range"].nunique() > 1:
@@ -354,14 +432,29 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
                 plot.metric_vs_knob(
                     dyn.assign(b=dyn["b"].map(lambda v: f"b={v:g}")),
                     "sharing_range",
-                    "accuracy",
+                    "final_acc",
                     hue="b",
                     **ci,
                 ),
                 "accuracy_vs_sharing.png",
-                "Accuracy against the warehouse sharing range (mean ± 95% CI over seeds), one line "
-                "per budget.",
+                "Final test accuracy against the warehouse sharing range (mean ± 95% CI over seeds), one "
+                "line per budget.",
             )
+        for knob, logx in (("b", True), ("m", False), ("sharing_range", False)):
+            if dyn[knob].nunique() > 1 and any(c in dyn and dyn[c].notna().any() for c in KNOB_STATISTICS):
+                save(
+                    _statistics_vs_knob(dyn, knob, logx),
+                    f"statistics_vs_{knob}.png",
+                    f"Attention statistics of the trained nets against {_KNOB_NAMES[knob]} (mean over layers "
+                    "of the final probe on test images; mean ± 95% CI over seeds).",
+                )
+        if is_handover_study(df):
+            handover_figures(sweep_dir, df, save)
+            finding += [""] + handover_findings(df, epoch_table(sweep_dir, df))
+            (out / "finding.md").write_text("\n".join(finding) + "\n")
+        if len(dyn) and any(dyn[k].nunique() > 1 for k in ("b", "m", "sharing_range")):
+            finding += ["", *knob_table(df)]
+            (out / "finding.md").write_text("\n".join(finding) + "\n")
         histories = {}
         for _, row in df.iterrows():
             mfile = sweep_dir / "runs" / row["run_id"] / "metrics.jsonl"
@@ -444,9 +537,7 @@ def _html(
             "best_acc",
             "final_acc",
             "throughput",
-            "probe_neg_frac",
-            "probe_effective_cells",
-            "probe_diversity",
+            *headline_metrics(),
         )
         if c in df.columns
     ]
@@ -526,8 +617,8 @@ def publish(sweep_dir: str | os.PathLike, dest: str | os.PathLike, *, title: str
     df = collect_results(sweep_dir, ids, write=False)
     if df.empty:
         raise FileNotFoundError(f"{sweep_dir} holds no finished run (runs/*/results.json)")
-    df.to_csv(dest / "results.csv", index=False)
-    summarize(df).to_csv(dest / "summary.csv", index=False)
+    write_table(df, dest / "results.csv")
+    write_table(summarize(df), dest / "summary.csv")
     meta = json.loads((sweep_dir / "sweep.json").read_text()) if (sweep_dir / "sweep.json").exists() else {}
     if not (dest / "sweep.yaml").exists() and meta.get("spec"):
         spec = {k: v for k, v in meta["spec"].items() if v not in ({}, [], "", None) and k != "data_notice"}

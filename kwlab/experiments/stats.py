@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
+from kwlab.instruments.probe import headline_metrics
+
 __all__ = [
     "METRICS",
     "BUDGET_COLUMNS",
@@ -38,17 +40,16 @@ __all__ = [
 #: Per-run numbers summarised over seeds (those present in the table are used).
 METRICS = (
     "final_acc",
+    "final_acc_tau0",
+    "min_acc_tau0",
+    "final_acc_frozen",
     "best_acc",
     "final_loss",
     "final_train_loss",
     "final_train_acc",
     "throughput",
     "train_time",
-    "probe_neg_frac",
-    "probe_effective_cells",
-    "probe_diversity",
-    "probe_class_distance",
-    "probe_entropy",
+    *headline_metrics(),
 )
 #: Per-configuration constants carried into the summary as they are (the budget and the provenance).
 BUDGET_COLUMNS = (
@@ -59,8 +60,10 @@ BUDGET_COLUMNS = (
     "params_other",
     "macs",
     "num_classes",
+    "anneal_steps",
+    "total_steps",
 )
-PROVENANCE_COLUMNS = ("git_revision", "machine", "torch_version", "threads", "data_notice")
+PROVENANCE_COLUMNS = ("git_revision", "machine", "torch_version", "threads", "data_notice", "anneal_note")
 _NOT_CONFIG = {"run_id", "seed", "epochs_done", *METRICS, *BUDGET_COLUMNS, *PROVENANCE_COLUMNS}
 
 
@@ -100,9 +103,20 @@ def config_label(row: Mapping[str, Any] | pd.Series) -> str:
     """A short human label: ``static 8-16-32`` or ``kw b=1 stage 8-16-32``."""
     parts = [str(row.get("method", "?"))]
     if row.get("method") not in (None, "static"):
-        for key, fmt in (("preset", "{}"), ("budget", "b={:g}"), ("sharing", "{}"), ("reduction", "r={:g}")):
+        for key, fmt in (
+            ("preset", "{}"),
+            ("budget", "b={:g}"),
+            ("cell_in", "cell={:g}" if row.get("cell_in") == row.get("cell_out") else "cell_in={:g}"),
+            ("cell_out", None if row.get("cell_in") == row.get("cell_out") else "cell_out={:g}"),
+            ("sharing", "{}"),
+            ("reduction", "r={:g}"),
+            ("attention", "{}"),
+            ("attention_init", "init={}"),
+            ("temperature_epochs", "anneal={:g}ep"),
+            ("temperature_steps", "anneal={:g}steps"),
+        ):
             value = row.get(key)
-            if value is not None and not _isnan(value) and value != "":
+            if fmt is not None and value is not None and not _isnan(value) and value != "":
                 parts.append(fmt.format(value))
     kwargs = row.get("model_kwargs")
     if isinstance(kwargs, str) and kwargs not in ("", "{}"):

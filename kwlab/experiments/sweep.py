@@ -1,17 +1,10 @@
 """Resumable ablation sweeps: a YAML grid of :class:`~kwlab.experiments.config.RunConfig` overrides, one run
 directory each.
 
-A sweep file::
-
-    name: demo                      # identifies the sweep; an output dir holding another name is refused
-    base: {arch: resnet20_cifar, data: synthetic, epochs: 4}      # RunConfig fields shared by every run
-    grid: {seed: [0, 1]}            # field -> list of values, cartesian product
-    runs:                           # optional: override sets combined with the grid; a list value in an
-      - {method: static}            # entry is a sub-grid of that entry only
-      - {method: kw, preset: ["1/2x", "1x", "2x"], sharing: [layer, stage]}
-    seeds: 3                        # runs per configuration (default 3): seeds 0, 1, 2 unless seed is set
-    executor: {kind: sequential}    # or processes (workers: N), submitit (slurm_* options), submitit-local;
-                                    # threads: torch threads per run (processes: 1 per worker process)
+The sweep file grammar and the run names live in :mod:`kwlab.experiments.spec`, the executors in
+:mod:`kwlab.experiments.executors`, the results table in :mod:`kwlab.experiments.results`; this module wires
+them together (pre-checks, the directory lock and history, signals) and keeps every public name importable
+from here.
 
 Budgets are stated, not implied: every row of results.csv and summary.csv carries ``params``,
 ``params_attention``, ``params_warehouse`` (:func:`kwlab.parameter_breakdown`) and ``macs``, and the sweep
@@ -20,12 +13,18 @@ width whose parameter count matches the dynamic one explicitly (``model_kwargs: 
 configs/demo.yaml and data/results/*/sweep.yaml).
 
 Each run goes to ``OUT/runs/<id>/`` (see :mod:`kwlab.experiments.train` for its files), where ``<id>``
-names the fields that vary across the sweep plus a hash of the whole config, so a run is found again when the
-sweep is re-run: finished runs (results.json present) are skipped, interrupted ones resume from their
-last checkpoint. ``OUT/results.csv`` (and ``results.parquet`` with pyarrow) and ``OUT/summary.csv`` (one
-row per configuration, mean/std/95% interval over seeds) are rewritten atomically after every finished
-run: one row per finished run of the current sweep, every config field as a column
-plus params, MACs, best/final accuracy, throughput and the probe's headline numbers.
+names the hashed fields that vary across the sweep plus the run's :meth:`RunConfig.training_hash`, so a run
+is found again when the sweep is re-run: finished runs (results.json present) are skipped, interrupted ones
+resume from their last checkpoint. Runtime fields (``probe_every``, ``checkpoint``, ``device``; see
+:data:`kwlab.experiments.config.RUNTIME_FIELDS`) are not part of the identity: changing them never retrains
+a run, and a run directory of the same training config under another name is renamed and reused.
+Instruments that do not apply to a run (``probe_every`` on a static net) are skipped with a note in the
+run log and in config.json; the run trains as usual.
+
+``OUT/results.csv`` (and ``results.parquet`` with pyarrow) and ``OUT/summary.csv`` (one row per
+configuration, mean/std/95% interval over seeds) are rewritten atomically after every finished run: one row
+per finished run of the current sweep, every config field as a column plus params, MACs, best/final
+accuracy, throughput and the probe's headline numbers (:data:`kwlab.instruments.probe.HEADLINE`).
 
 Every config is expanded and checked before any training starts: unknown fields (with the closest
 name), wrong types, impossible combinations, unknown archs and presets, missing datasets, and an
@@ -49,215 +48,54 @@ Explained in notebooks/04_ablation_n_m_sharing.ipynb.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import os
-import sys
 import traceback
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
-from kwlab.experiments.train import fit
-from kwlab.utils import atomic_write_text, git_revision, suggest
+from kwlab.experiments.executors import EXECUTORS, Executor, make_executor, run_one, stop_workers
+from kwlab.experiments.results import budget_of, collect_results, distinct_models, log_budgets, meta_model
+from kwlab.experiments.spec import (
+    DEFAULT_SEEDS,
+    SweepSpec,
+    apply_overrides,
+    config_hash,
+    expand,
+    load_sweep,
+    parse_overrides,
+    run_ids,
+    spec_hash,
+)
+from kwlab.utils import atomic_write_text, git_revision
 
 __all__ = [
     "SweepSpec",
     "load_sweep",
     "parse_overrides",
+    "apply_overrides",
     "expand",
     "run_sweep",
     "collect_results",
     "run_ids",
+    "config_hash",
+    "spec_hash",
+    "check_configs",
+    "resolve_data",
+    "budget_of",
+    "log_budgets",
+    "SweepInterrupted",
     "EXECUTORS",
+    "Executor",
+    "make_executor",
+    "DEFAULT_SEEDS",
 ]
 
-EXECUTORS = ("sequential", "processes", "submitit", "submitit-local")
-_SPEC_KEYS = ("name", "base", "grid", "runs", "seeds", "executor", "description")
-DEFAULT_SEEDS = 3
-
-
-@dataclass
-class SweepSpec:
-    """A parsed sweep file (see the module docstring)."""
-
-    name: str
-    base: dict[str, Any] = field(default_factory=dict)
-    grid: dict[str, list[Any]] = field(default_factory=dict)
-    runs: list[dict[str, Any]] = field(default_factory=lambda: [{}])
-    executor: dict[str, Any] = field(default_factory=dict)
-    forced: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-    seeds: int = DEFAULT_SEEDS
-    data_notice: str = ""
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str = "sweep") -> SweepSpec:
-        if not isinstance(d, dict):
-            raise ConfigError(f"{source}: a sweep file must be a mapping with keys {list(_SPEC_KEYS)}")
-        for key in d:
-            if key not in _SPEC_KEYS:
-                raise ConfigError(
-                    f"{source}: unknown sweep key {key!r}.{suggest(key, _SPEC_KEYS)} (allowed: "
-                    f"{list(_SPEC_KEYS)}; run fields go under 'base', 'grid' or 'runs')"
-                )
-        name = d.get("name")
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"{source}: 'name' (a non-empty string) is required")
-        base = d.get("base") or {}
-        grid = d.get("grid") or {}
-        runs = d.get("runs") or [{}]
-        executor = d.get("executor") or {}
-        if not isinstance(base, dict):
-            raise ConfigError(f"{source}: 'base' must be a mapping of RunConfig fields")
-        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-            raise ConfigError(
-                f"{source}: 'grid' must map fields to non-empty lists, e.g. grid: {{seed: [0, 1]}}"
-            )
-        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-            raise ConfigError(f"{source}: 'runs' must be a list of mappings (override sets)")
-        if not isinstance(executor, dict):
-            raise ConfigError(f"{source}: 'executor' must be a mapping, e.g. {{kind: processes, workers: 2}}")
-        seeds = d.get("seeds", DEFAULT_SEEDS)
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ConfigError(
-                f"{source}: 'seeds' must be an integer >= 1 (runs per configuration), got {seeds!r}"
-            )
-        return cls(
-            seeds=seeds,
-            name=name,
-            base=dict(base),
-            grid=dict(grid),
-            runs=[dict(r) for r in runs],
-            executor=dict(executor),
-            description=str(d.get("description", "")),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "base": self.base,
-            "grid": self.grid,
-            "runs": self.runs,
-            "forced": self.forced,
-            "seeds": self.seeds,
-            "executor": self.executor,
-            "description": self.description,
-            "data_notice": self.data_notice,
-        }
-
-
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``["lr=0.1", "preset=1/2x", "seed=[0,1]"]`` -> ``{"lr": 0.1, "preset": "1/2x", "seed": [0, 1]}``
-    (values parsed as YAML)."""
-    import yaml  # noqa: PLC0415
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: cannot parse the value ({err})") from None
-    return out
-
-
-def load_sweep(path: str | os.PathLike, overrides: dict[str, Any] | Sequence[str] | None = None) -> SweepSpec:
-    """Read a sweep YAML file and apply ``--set`` overrides.
-
-    A scalar override is forced on every run (it wins over base, grid and runs); a list override
-    becomes (or replaces) a grid axis.
-    """
-    import yaml  # noqa: PLC0415
-
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"sweep file {path} does not exist")
-    with open(path) as f:
-        spec = SweepSpec.from_dict(yaml.safe_load(f), source=str(path))
-    if overrides:
-        apply_overrides(spec, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
-    return spec
-
-
-def apply_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
-    for key, value in overrides.items():
-        if isinstance(value, list):
-            spec.grid[key] = value
-            spec.base.pop(key, None)
-            for r in spec.runs:
-                r.pop(key, None)
-        else:
-            spec.forced[key] = value
-    return spec
-
-
-def _sub_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    keys = list(entry)
-    axes = [v if isinstance(v, list) and k != "model_kwargs" else [v] for k, v in entry.items()]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
-
-
-def expand(spec: SweepSpec) -> list[RunConfig]:
-    """Every run of the sweep as a validated RunConfig, in a stable order (raises ConfigError).
-
-    Each configuration runs ``spec.seeds`` times, with seeds ``s0 .. s0 + seeds - 1`` (``s0`` = the base's
-    ``seed``, default 0), unless the grid, the run entry or a ``--set`` gives ``seed`` itself.
-    """
-    start = int(spec.base.get("seed", 0) or 0)
-    seed_axis = list(range(start, start + spec.seeds))
-    grid_keys = list(spec.grid)
-    grid_points = [dict(zip(grid_keys, combo)) for combo in itertools.product(*spec.grid.values())]
-    configs: list[RunConfig] = []
-    seen: set[str] = set()
-    for i, entry in enumerate(spec.runs):
-        for sub in _sub_grid(entry):
-            for point in grid_points:
-                values = {**spec.base, **point, **sub, **spec.forced}
-                seeded = any("seed" in d for d in (point, sub, spec.forced))
-                for seed in [values.get("seed")] if seeded else seed_axis:
-                    try:
-                        config = RunConfig.from_dict({**values, "seed": seed} if not seeded else values)
-                    except ConfigError as err:
-                        where = f"runs[{i}] {sub}" if sub else "base"
-                        raise ConfigError(
-                            f"sweep {spec.name!r}, {where}{' x ' + str(point) if point else ''}: {err}"
-                        ) from None
-                    key = config_hash(config)
-                    if key not in seen:
-                        seen.add(key)
-                        configs.append(config)
-    return configs
-
-
-def config_hash(config: RunConfig) -> str:
-    return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-def _slug(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-    return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)[:40]
-
-
-def run_ids(configs: Sequence[RunConfig]) -> list[str]:
-    """Directory names: the fields that vary across ``configs`` plus the config hash."""
-    dicts = [c.to_dict() for c in configs]
-    varying = [
-        k
-        for k in RunConfig.field_names()
-        if len({json.dumps(d[k], sort_keys=True, default=str) for d in dicts}) > 1
-    ]
-    ids = []
-    for c, d in zip(configs, dicts):
-        parts = [f"{k}={_slug(d[k])}" for k in varying if d[k] is not None]
-        ids.append(",".join(parts + [config_hash(c)]))
-    return ids
+#: Old private names (kept for pickled submitit jobs and old callers).
+_run_one = run_one
+_stop_workers = stop_workers
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -266,41 +104,19 @@ def run_ids(configs: Sequence[RunConfig]) -> list[str]:
 
 
 def check_configs(configs: Sequence[RunConfig]) -> None:
-    """Build-level checks: arch, preset and overrides build a model; every dataset can be found."""
-    import torch  # noqa: PLC0415
-
+    """Build-level checks: every dataset can be found, and arch, preset and overrides build a model. Each
+    distinct model is built once, on the meta device (:func:`kwlab.experiments.results.meta_model`, whose
+    parameter counts :func:`budget_of` then reuses for :func:`log_budgets` and the results table)."""
     from kwlab.experiments.data import resolve_source  # noqa: PLC0415
-    from kwlab.experiments.train import build_model  # noqa: PLC0415
 
     for data, root in sorted({(c.data, c.data_root) for c in configs}, key=str):
         try:
             resolve_source(data, root)
         except FileNotFoundError as err:
             raise ConfigError(f"data={data!r}: {err}") from None
-    checked: set[str] = set()
-    for c in configs:
-        key = json.dumps(
-            [
-                c.arch,
-                c.method,
-                c.preset,
-                c.budget,
-                c.cell_in,
-                c.cell_out,
-                c.sharing,
-                c.attention,
-                c.reduction,
-                c.drop_path_rate,
-                c.model_kwargs,
-            ],
-            default=str,
-        )
-        if key in checked:
-            continue
-        checked.add(key)
+    for c in distinct_models(configs):
         try:
-            with torch.device("meta"):
-                build_model(c, 10)
+            meta_model(c)
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - surfaced as a config error before training
@@ -329,74 +145,6 @@ def resolve_data(spec: SweepSpec, configs: Sequence[RunConfig], log=print) -> li
                 spec.data_notice = notice
         out.append(c.replace(data=resolved[c.data_root][0]))
     return out
-
-
-def _model_key(c: RunConfig | dict[str, Any]) -> str:
-    d = c if isinstance(c, dict) else c.to_dict()
-    fields = ("arch", "method", "preset", "budget", "cell_in", "cell_out", "sharing", "attention_norm",
-              "spatial_partition", "zero_cell", "attention", "reduction", "drop_path_rate", "model_kwargs")
-    return json.dumps([d.get(k) for k in fields], sort_keys=True, default=str)
-
-
-_BREAKDOWNS: dict[str, dict[str, int]] = {}
-
-
-def budget_of(config: RunConfig, num_classes: int = 10) -> dict[str, int]:
-    """``params``, ``params_static``, ``params_warehouse``, ``params_attention``, ``params_other`` of the
-    config's model (built on the meta device, so nothing is allocated; :func:`kwlab.parameter_breakdown`)."""
-    import torch  # noqa: PLC0415
-
-    from kwlab.experiments.train import build_model  # noqa: PLC0415
-    from kwlab.layers.base import parameter_breakdown  # noqa: PLC0415
-
-    key = _model_key(config) + f"|{num_classes}"
-    if key not in _BREAKDOWNS:
-        with torch.device("meta"):
-            try:
-                model = build_model(config, num_classes)
-            except ValueError as err:
-                # a run recorded before KW's max_param_ratio check existed: count it all the same
-                if "max_param_ratio" not in str(err) or ":" in config.arch:
-                    raise
-                model = _build_unchecked(config, num_classes)
-        parts = parameter_breakdown(model)
-        _BREAKDOWNS[key] = {
-            "params" if k == "total" else f"params_{k}": int(v) for k, v in parts.items()
-        }
-    return dict(_BREAKDOWNS[key])
-
-
-def _build_unchecked(config: RunConfig, num_classes: int):
-    from kwlab.methods import get_method  # noqa: PLC0415
-    from kwlab.models import create_model  # noqa: PLC0415
-
-    spec = get_method(config.method)
-    options = {k: getattr(config, k) for k in spec.config_fields if getattr(config, k) is not None}
-    preset = options.pop("preset", None)
-    return create_model(
-        config.arch, method=config.method, preset=preset, num_classes=num_classes, max_param_ratio=None,
-        **options, **config.model_kwargs,
-    )
-
-
-def log_budgets(configs: Sequence[RunConfig], log=print) -> None:
-    """One line per model of the sweep: its parameters by part (so budgets are stated before training)."""
-    from kwlab.experiments.stats import config_label  # noqa: PLC0415
-
-    seen: set[str] = set()
-    for c in configs:
-        key = _model_key(c)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            b = budget_of(c)
-        except Exception:  # noqa: BLE001 - a budget line is informational
-            continue
-        log(
-            f"  budget {config_label(c.to_dict()):28s} params {b['params']:>9,d}  (attention "
-            f"{b.get('params_attention', 0):,d}, warehouse {b.get('params_warehouse', 0):,d})"
-        )
 
 
 _LOCK_NAME = ".sweep.lock"
@@ -438,12 +186,6 @@ def _unlock_out_dir(out: Path) -> None:
     handle = _HELD_LOCKS.pop(str(Path(out).resolve()), None)
     if handle is not None:
         handle.close()  # closing the file releases the flock
-
-
-def spec_hash(spec: SweepSpec) -> str:
-    """Hash of what a sweep spec trains (everything but ``executor``, ``description`` and notices)."""
-    d = {k: v for k, v in spec.to_dict().items() if k not in ("executor", "description", "data_notice")}
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _prepare_out_dir(spec: SweepSpec, out: Path, log=print) -> None:
@@ -496,35 +238,6 @@ class SweepInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def _stop_workers() -> None:
-    """Terminate this process's multiprocessing children (the processes executor's workers)."""
-    import multiprocessing  # noqa: PLC0415
-
-    children = multiprocessing.active_children()
-    for child in children:
-        child.terminate()
-    for child in children:
-        child.join(timeout=10)
-        if child.is_alive():
-            child.kill()
-            child.join(timeout=5)
-
-
-def _die_with_parent() -> None:
-    """In a worker process: receive SIGTERM when the sweep process dies, even by SIGKILL (Linux)."""
-    import multiprocessing  # noqa: PLC0415
-
-    if multiprocessing.parent_process() is None or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes  # noqa: PLC0415
-        import signal  # noqa: PLC0415
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - no prctl
-        pass
-
-
 def _guarded(run):
     """Wrap :func:`run_sweep`: on SIGINT/SIGTERM stop the workers, keep every finished result, write the
     table, release the directory lock and raise :class:`SweepInterrupted` (re-running resumes)."""
@@ -540,7 +253,7 @@ def _guarded(run):
         def handler(signum, frame):
             first = not caught
             caught.append(signum)
-            _stop_workers()
+            stop_workers()
             if first:
                 raise SweepInterrupted(signal.Signals(signum).name, signum)
 
@@ -552,7 +265,7 @@ def _guarded(run):
             return run(spec, out, *args, log=log, **kwargs)
         except KeyboardInterrupt as err:
             signum = caught[0] if caught else int(signal.SIGINT)
-            _stop_workers()
+            stop_workers()
             done = 0
             if (out / "sweep.json").exists():
                 try:
@@ -577,102 +290,27 @@ def _guarded(run):
 # ----------------------------------------------------------------------------------------------------
 
 
-def _run_one(
-    config_dict: dict[str, Any], run_dir: str, threads: int | None = None, progress: bool = False
-) -> dict[str, Any]:
-    """Worker entry point (also used by submitit): train one run, or return its stored results."""
-    _die_with_parent()
-    if threads:
-        import torch  # noqa: PLC0415
-
-        torch.set_num_threads(threads)
-    config = RunConfig.from_dict(config_dict)
-    return fit(config, run_dir, progress=progress)
-
-
-def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *, write: bool = True):
-    """One row per finished run (results.json present) as a DataFrame; writes results.csv/.parquet and
-    summary.csv (one row per configuration: ``n_seeds`` and ``M_mean``/``M_std``/``M_ci95`` for every
-    metric, see :func:`kwlab.experiments.stats.summarize`).
-
-    Every row carries the budget (``params``, ``params_static``, ``params_warehouse``,
-    ``params_attention``, ``params_other``, ``macs``), the dataset actually used (``data``; a
-    ``data_notice`` when data=auto fell back to synthetic images), ``num_classes``, and provenance:
-    ``git_revision``, ``machine``, ``torch_version``, ``threads``.
-
-    Args:
-        out: the sweep directory.
-        ids: the run ids of the current spec, listed first (default: every run directory). Finished run
-            directories not in ``ids`` (runs of an earlier spec of this sweep) follow, with
-            ``in_current_spec=False``: no finished run is dropped from the table.
-        write: also write ``out/results.csv`` (and ``results.parquet`` when pyarrow is installed).
-    """
-    import pandas as pd  # noqa: PLC0415
-
-    out = Path(out)
-    runs_dir = out / "runs"
-    every = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.exists() else []
-    current = set(ids) if ids is not None else set(every)
-    # every finished run directory is accounted for: ids first, then runs of earlier specs of this sweep
-    names = [*(ids if ids is not None else []), *(n for n in every if ids is None or n not in current)]
-    sweep_meta = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").exists() else {}
-    spec_meta = sweep_meta.get("spec", {})
-    rows = []
-    for name in names:
-        rdir = runs_dir / name
-        if not (rdir / "results.json").exists():
-            continue
-        config = json.loads((rdir / "config.json").read_text())
-        rows.append(_result_row(name, config, json.loads((rdir / "results.json").read_text()), spec_meta))
-        rows[-1]["in_current_spec"] = name in current
-    df = pd.DataFrame(rows)
-    if write:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f".results.csv.tmp{os.getpid()}"
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, out / "results.csv")
+def _adopt_run_dirs(out: Path, configs: Sequence[RunConfig], ids: Sequence[str], log=print) -> None:
+    """Rename run directories that hold the training config of a run under another name (named by an
+    earlier rule, or by other varying fields) to the run's id, so that they are resumed or reused, not
+    trained again. A finished directory is preferred over an unfinished one."""
+    runs = out / "runs"
+    wanted = {c.training_hash(): i for c, i in zip(configs, ids) if not (runs / i).exists()}
+    if not wanted or not runs.exists():
+        return
+    taken = set(ids)
+    found: dict[str, Path] = {}
+    for rdir in sorted(p for p in runs.iterdir() if p.is_dir() and p.name not in taken):
         try:
-            import pyarrow  # noqa: F401, PLC0415
-        except ImportError:
-            pass
-        else:
-            tmp = out / f".results.parquet.tmp{os.getpid()}"
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, out / "results.parquet")
-        from kwlab.experiments.stats import summarize  # noqa: PLC0415
-
-        tmp = out / f".summary.csv.tmp{os.getpid()}"
-        summarize(df).to_csv(tmp, index=False)
-        os.replace(tmp, out / "summary.csv")
-    return df
-
-
-def _result_row(
-    name: str, config: dict[str, Any], results: dict[str, Any], spec_meta: dict[str, Any]
-) -> dict[str, Any]:
-    """One results.csv row: config fields, provenance, the parameter breakdown, then the run's results."""
-    cfg = config["config"]
-    resolved = config.get("resolved", {})
-    env = config.get("environment", {})
-    row: dict[str, Any] = {"run_id": name}
-    for k, v in cfg.items():
-        row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-    if resolved.get("data") and str(cfg.get("data", "")).lower() == "auto":
-        row["data"] = resolved["data"]
-    notice = spec_meta.get("data_notice", "")
-    row["data_notice"] = notice if notice and row.get("data") == "synthetic" else ""
-    row["num_classes"] = resolved.get("num_classes", 10)
-    row["git_revision"] = config.get("git_revision", "unknown")
-    row["machine"] = env.get("machine") or env.get("host", "unknown")
-    row["torch_version"] = env.get("torch", "unknown")
-    threads = env.get("threads") or spec_meta.get("executor", {}).get("threads")
-    row["threads"] = int(threads) if threads else "unknown"
-    try:
-        row.update(budget_of(RunConfig.from_dict(cfg), int(row["num_classes"])))
-    except Exception:  # noqa: BLE001 - a model that cannot be rebuilt here keeps the recorded total only
-        pass
-    row.update(results)
-    return row
+            stored = json.loads((rdir / "config.json").read_text()).get("config_hash")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if stored in wanted and (stored not in found or (rdir / "results.json").exists()):
+            found[stored] = rdir
+    for key, rdir in found.items():
+        target = runs / wanted[key]
+        os.replace(rdir, target)
+        log(f"run directory {rdir.name} holds run {wanted[key]} (same training config): renamed")
 
 
 @_guarded
@@ -691,10 +329,10 @@ def run_sweep(
     Args:
         spec: a SweepSpec or the path of a sweep YAML file.
         out: the sweep directory.
-        executor: "sequential" (default), "processes" (``workers`` local processes), "submitit" (SLURM via
-            submitit's AutoExecutor; options from the spec's ``executor`` section: ``slurm_partition``,
-            ``timeout_min``, ``gpus_per_node``, ``cpus_per_task``, ...) or "submitit-local" (submitit's
-            local executor, for testing).
+        executor: a kind of :data:`EXECUTORS` overriding the spec's ``executor`` section: "sequential"
+            (default), "processes" (``workers`` local processes), "submitit" (SLURM via submitit's
+            AutoExecutor; options from the spec's section: ``slurm_partition``, ``timeout_min``, ...) or
+            "submitit-local" (see :mod:`kwlab.experiments.executors`).
         workers: parallel runs for "processes" (default 2).
         progress: tqdm bars.
         overrides: ``--set`` overrides (see :func:`load_sweep`).
@@ -709,100 +347,41 @@ def run_sweep(
         spec = load_sweep(spec)
     if overrides:
         apply_overrides(spec, overrides)
-    kind = executor or spec.executor.get("kind", "sequential")
-    if kind not in EXECUTORS:
-        raise ConfigError(f"executor={kind!r} is not allowed; allowed: {list(EXECUTORS)}")
-    workers = spec.executor.get("workers", 2) if workers is None else workers  # 0 is refused, not a default
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(
-            f"workers (--workers, executor.workers) must be an integer >= 1 (parallel runs), got {workers!r}"
-        )
+    runner = make_executor(spec.executor, executor, workers)
     configs = resolve_data(spec, expand(spec), log)
     check_configs(configs)
     log_budgets(configs, log)
     out = Path(out)
     _prepare_out_dir(spec, out, log=log)
     ids = run_ids(configs)
+    _adopt_run_dirs(out, configs, ids, log)
     todo = [(c, i) for c, i in zip(configs, ids) if not (out / "runs" / i / "results.json").exists()]
     log(
         f"sweep {spec.name!r}: {len(configs)} runs, {len(configs) - len(todo)} already finished, "
-        f"{len(todo)} to run ({kind}) -> {out}"
+        f"{len(todo)} to run ({runner.name}) -> {out}"
     )
     failures: list[str] = []
+    bar = tqdm(
+        total=len(configs), initial=len(configs) - len(todo), desc=f"sweep {spec.name}", disable=not progress
+    )
 
-    def finished(run_id: str, error: BaseException | None = None) -> None:
+    def done(run_dir: Path, error: BaseException | None = None) -> None:
+        run_id = Path(run_dir).name
         if error is not None:
             failures.append(run_id)
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            atomic_write_text(out / "runs" / run_id / "error.txt", text)
+            atomic_write_text(Path(run_dir) / "error.txt", text)
             log(f"run {run_id} failed: {type(error).__name__}: {error}")
         collect_results(out, ids)
+        bar.set_postfix_str(run_id[:40])
+        bar.update()
 
     for _, run_id in todo:
         (out / "runs" / run_id).mkdir(parents=True, exist_ok=True)
         err_file = out / "runs" / run_id / "error.txt"
         if err_file.exists():
             err_file.unlink()
-    bar = tqdm(
-        total=len(configs), initial=len(configs) - len(todo), desc=f"sweep {spec.name}", disable=not progress
-    )
-    if kind == "sequential":
-        import torch  # noqa: PLC0415
-
-        # executor.threads sets the torch threads of the runs (default: this process's setting, recorded)
-        previous_threads = torch.get_num_threads()
-        if spec.executor.get("threads"):
-            torch.set_num_threads(int(spec.executor["threads"]))
-        try:
-            for config, run_id in todo:
-                bar.set_postfix_str(run_id[:40])
-                try:
-                    fit(config, out / "runs" / run_id, progress=progress)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as err:  # noqa: BLE001 - recorded, the sweep goes on
-                    finished(run_id, err)
-                else:
-                    finished(run_id)
-                bar.update()
-        finally:
-            torch.set_num_threads(previous_threads)
-    elif kind == "processes":
-        import multiprocessing  # noqa: PLC0415
-        from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
-
-        # one torch thread per worker process unless the sweep says otherwise: parallel runs on a shared
-        # CPU are fastest and most reproducible single-threaded (the count is recorded in config.json)
-        threads = int(spec.executor.get("threads") or 1)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_run_one, c.to_dict(), str(out / "runs" / i), threads): i for c, i in todo}
-            for fut in as_completed(futures):
-                finished(futures[fut], fut.exception())
-                bar.update()
-    else:
-        import submitit  # noqa: PLC0415
-
-        folder = out / "submitit"
-        params = {k: v for k, v in spec.executor.items() if k not in ("kind", "workers", "threads")}
-        if kind == "submitit-local":
-            ex = submitit.LocalExecutor(folder=folder)
-            params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
-        else:
-            ex = submitit.AutoExecutor(folder=folder)
-        params.setdefault("timeout_min", 60 * 24)
-        ex.update_parameters(**params)
-        threads = spec.executor.get("threads")
-        jobs = [(ex.submit(_run_one, c.to_dict(), str(out / "runs" / i), threads), i) for c, i in todo]
-        log(f"submitted {len(jobs)} jobs (logs in {folder})")
-        for job, run_id in jobs:
-            try:
-                job.result()
-            except Exception as err:  # noqa: BLE001
-                finished(run_id, err)
-            else:
-                finished(run_id)
-            bar.update()
+    runner.run([(c, out / "runs" / i) for c, i in todo], done, progress=progress, log=log)
     bar.close()
     df = collect_results(out, ids)
     if failures:

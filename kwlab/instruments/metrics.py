@@ -27,7 +27,10 @@ __all__ = [
     "effective_cells",
     "negative_fraction",
     "negative_mass",
+    "learned_to_pattern_norm",
+    "own_cell_share",
     "pairwise_cosine_distance",
+    "sample_variation",
     "signed_histogram",
     "top_cell_counts",
     "zero_cell_mass",
@@ -228,3 +231,61 @@ def between_class_distance(means: Tensor) -> Tensor:
     if flat.shape[0] < 2:
         return torch.tensor(float("nan"))
     return pairwise_cosine_distance(flat)
+
+
+def sample_variation(alpha: Tensor) -> Tensor:
+    """How much the attention differs between the samples of a batch: ``1 - mean_b cos(alpha_b, mean)``.
+
+    Each sample's ``alpha_b`` (flattened over mixtures and cells) is compared with the batch mean; 0 means
+    every sample gets the same attention (the layer is effectively static), larger values mean more
+    input-dependence. Computed in float64 (``1 - cos`` cancels in float32).
+
+    Args:
+        alpha: ``(B, ...)`` with ``B >= 2``.
+    Returns:
+        0-d tensor in [0, 2].
+    """
+    if alpha.dim() < 2 or alpha.shape[0] < 2:
+        raise ValueError(f"sample_variation needs a batch of >= 2 samples, got shape {tuple(alpha.shape)}")
+    flat = alpha.reshape(alpha.shape[0], -1).double()
+    mean = flat.mean(0, keepdim=True)
+    cos = torch.nn.functional.cosine_similarity(flat, mean.expand_as(flat), dim=1, eps=_EPS)
+    return (1.0 - cos).mean()
+
+
+def own_cell_share(learned: Tensor, pattern: Tensor) -> Tensor:
+    """The learned attention's weight on the slot its one-hot init pattern points at, averaged over samples
+    and mixtures: ``mean_{b,j} sum_t learned[b, j, t] * pattern[j, t]``.
+
+    KernelWarehouse blends ``(1 - tau) * learned + tau * pattern``; 1.0 means the learned term alone
+    reproduces the pattern (it has taken the pattern's function over), 0 means it ignores it.
+
+    Args:
+        learned: ``(B, m, slots)``, the signed L1-normalised learned term.
+        pattern: ``(m, slots)``, one-hot rows.
+    Returns:
+        0-d tensor in [-1, 1].
+    """
+    if learned.shape[-2:] != pattern.shape:
+        raise ValueError(f"learned {tuple(learned.shape)} and pattern {tuple(pattern.shape)} do not match")
+    return (learned * pattern).sum(-1).mean()
+
+
+def learned_to_pattern_norm(learned: Tensor, pattern: Tensor, tau: float | Tensor) -> Tensor:
+    """Norm of the learned term over the norm of the pattern term in the blend, averaged over samples:
+    ``mean_b ||(1 - tau) * learned_b|| / ||tau * pattern||`` (Frobenius norms over mixtures and slots).
+
+    Below 1 the pattern dominates the coefficients the layer uses; at ``tau = 0`` the pattern term is gone
+    and the ratio is ``inf``.
+
+    Args:
+        learned: ``(B, m, slots)``.
+        pattern: ``(m, slots)``.
+        tau: the blend weight of the pattern.
+    """
+    tau = torch.as_tensor(tau, dtype=torch.float64)
+    denom = float(tau) * pattern.double().norm()
+    num = (1.0 - tau) * learned.double().reshape(learned.shape[0], -1).norm(dim=1).mean()
+    if denom == 0:
+        return torch.tensor(float("inf"), dtype=torch.float64)
+    return num / denom

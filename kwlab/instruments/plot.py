@@ -33,6 +33,7 @@ __all__ = [
     "accuracy_vs_params",
     "metric_vs_knob",
     "learning_curves",
+    "over_training",
     "params_vs_budget",
     "warehouse_plan",
     "kernel_cells",
@@ -501,6 +502,11 @@ _CURVE_LABELS = {
     "test_acc": "test accuracy",
     "temperature": "temperature tau (end of epoch)",
     "lr": "learning rate",
+    "test_acc_tau0": "test accuracy at tau = 0",
+    "learned_own_share": "learned attention's weight on the pattern's cell",
+    "learned_to_pattern_norm": "||learned term|| / ||pattern term||",
+    "sample_variation": "sample variation of the attention",
+    "learned_sample_variation": "sample variation of the learned attention",
 }
 
 
@@ -764,3 +770,82 @@ def attribution_grid(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def over_training(
+    frame: pd.DataFrame,
+    column: str,
+    *,
+    x: str = "step",
+    hue: str | None = "label",
+    ax: Axes | None = None,
+    chance: float | None = None,
+    tau: bool = True,
+    logy: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """One statistic over training, one line per ``hue`` value: the mean over seeds with its 95% t-interval.
+
+    Args:
+        frame: tidy rows with columns ``x``, ``column`` and optionally ``hue``, ``seed`` and ``layer`` (a
+            :meth:`kwlab.ProbeCallback.history` or a run's metrics.jsonl, several runs concatenated): the
+            layers of one run at one ``x`` are averaged first, then the seeds.
+        column: the statistic (e.g. ``learned_own_share``, ``sample_variation``, ``test_acc_tau0``).
+        x: the x axis column (``step`` for probe histories, ``epoch`` for metrics).
+        hue: the column that names a configuration (None: one line).
+        chance: draw the chance level as a dotted line (in the legend).
+        tau: with a ``temperature`` column, draw the anneal position tau (mean over runs) on a right axis.
+        logy: logarithmic y axis (ratios); non-finite values are left out.
+    """
+    _require(frame, [x, column], "over_training")
+    df = frame.copy()
+    df[column] = pd.to_numeric(df[column], errors="coerce")
+    df = df[np.isfinite(df[column])]
+    if df.empty:
+        raise ValueError(f"{column!r} has no finite values to plot")
+    groups = [g for g in (hue, "seed") if g is not None and g in df.columns]
+    per_run = df.groupby([*groups, x], sort=True)[column].mean().reset_index()
+    fig, ax = _fig_ax(ax, (6.4, 3.8))
+    keys = list(dict.fromkeys(per_run[hue])) if hue is not None and hue in per_run else [None]
+    for i, key in enumerate(keys):
+        rows = per_run if key is None else per_run[per_run[hue] == key]
+        stats = rows.groupby(x)[column].agg(["mean", "std", "count"]).reset_index()
+        half = _t_half_width(stats["std"].to_numpy(), stats["count"].to_numpy())
+        color = f"C{i % 10}"
+        n = int(stats["count"].max())
+        ax.plot(stats[x], stats["mean"], color=color, label=f"{key if key is not None else column} (n={n})")
+        ok = np.isfinite(half)
+        if ok.any():
+            ax.fill_between(
+                stats[x][ok], (stats["mean"] - half)[ok], (stats["mean"] + half)[ok], color=color, alpha=0.2
+            )
+    if chance is not None:
+        ax.axhline(chance, color="0.4", linestyle=":", linewidth=1, label=f"chance ({chance:g})")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step" if x == "step" else x)
+    ax.set_ylabel(_CURVE_LABELS.get(column, column))
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if tau and "temperature" in df.columns:
+        t = df.groupby(x)["temperature"].mean()
+        right = ax.twinx()
+        right.plot(t.index, t.to_numpy(), color="0.3", linestyle="--", linewidth=1)
+        right.set_ylim(-0.05, 1.05)
+        right.set_ylabel("anneal position tau (dashed)")
+        handles.append(right.lines[0])
+        labels.append("tau")
+    ax.legend(handles, labels, fontsize=7, loc="best")
+    ax.set_title(title or _CURVE_LABELS.get(column, column) + " (mean, 95% CI over seeds)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _t_half_width(std: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Half-widths of 95% t-intervals of means (NaN for fewer than 2 values)."""
+    from scipy import stats as st
+
+    out = np.full(len(std), np.nan)
+    ok = count >= 2
+    out[ok] = st.t.ppf(0.975, count[ok] - 1) * std[ok] / np.sqrt(count[ok])
+    return out

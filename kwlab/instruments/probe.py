@@ -33,7 +33,6 @@ Training: :class:`kwlab.experiments.ProbeCallback` records the summary every ``k
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import numbers
 from collections.abc import Callable, Iterable, Sequence
@@ -47,37 +46,74 @@ from torch import Tensor, nn
 
 from kwlab.instruments import metrics
 from kwlab.layers.base import DynamicLayer, dynamic_layers
+from kwlab.methods.surgery import select
+from kwlab.utils import atomic_write_text, read_table, table_format, write_table
 
-__all__ = ["Probe", "ProbeResult", "capture", "load", "select_layers"]
+__all__ = [
+    "Probe",
+    "ProbeResult",
+    "capture",
+    "load",
+    "select_layers",
+    "STATISTICS",
+    "Statistic",
+    "HEADLINE",
+    "summary_columns",
+    "headline",
+    "headline_metrics",
+]
 
 _TABLES = ("summary", "cell_usage", "histogram", "per_class", "samples")
-_SUMMARY_COLUMNS = [
-    "layer",
-    "bank",
-    "num_mixtures",
-    "num_cells",
-    "n_samples",
+#: The columns of :meth:`Probe.summary` that name a layer; the statistics follow (:func:`summary_columns`).
+LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples")
+#: Summary columns computed beside :data:`STATISTICS`: from the per-class means and the layer's temperature.
+EXTRA_COLUMNS = ("class_distance", "temperature")
+#: The probe's headline columns: their means over layers are a run's ``probe_<column>`` results (the final
+#: probe of :mod:`kwlab.experiments.train`, the sweep's results table, its summary and the report).
+HEADLINE = (
     "neg_frac",
-    "neg_mass",
-    "zero_mass",
-    "entropy",
     "effective_cells",
     "diversity",
     "class_distance",
-    "mean_abs",
-    "temperature",
-]
+    "entropy",
+    "sample_variation",
+    "learned_own_share",
+    "learned_sample_variation",
+)
+
+
+def summary_columns() -> list[str]:
+    """The columns of :meth:`Probe.summary`, derived from :data:`STATISTICS` (read when called, so a
+    statistic added to the table is a column at once): :data:`LAYER_COLUMNS`, one per statistic, then
+    :data:`EXTRA_COLUMNS`."""
+    return [*LAYER_COLUMNS, *(s.column for s in STATISTICS), *EXTRA_COLUMNS]
+
+
+def headline_metrics() -> tuple[str, ...]:
+    """The result names of :func:`headline`: ``probe_neg_frac``, ... (results tables and summaries)."""
+    return tuple(f"probe_{c}" for c in HEADLINE)
+
+
+def headline(summary: pd.DataFrame) -> dict[str, float]:
+    """``{"probe_<column>": mean over layers}`` for every :data:`HEADLINE` column of a :meth:`Probe.summary`
+    (NaN where no layer has a value)."""
+    out = {}
+    for name, column in zip(headline_metrics(), HEADLINE):
+        values = summary[column].dropna() if column in summary else ()
+        out[name] = float(values.mean()) if len(values) else float("nan")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- selection
 def select_layers(
     model: nn.Module, layers: str | Sequence[str] | None = None
 ) -> list[tuple[str, DynamicLayer]]:
-    """The dynamic layers of ``model`` whose qualified name matches any glob pattern of ``layers``.
+    """The dynamic layers of ``model`` whose qualified name matches any pattern of ``layers``.
 
     Args:
         model: any module.
-        layers: None (all dynamic layers), one pattern (``"layer1.*"``) or a list of patterns.
+        layers: None (all dynamic layers), one pattern (``"layer1.*"``) or a list of patterns; globs, names
+            or module prefixes, as ``include`` of every method (:func:`kwlab.methods.surgery.select`).
     Raises:
         ValueError: the model has no dynamic layers, or a pattern matches none of them (the message lists
             the dynamic layers that exist).
@@ -88,19 +124,12 @@ def select_layers(
             f"{type(model).__name__} has no dynamic layers (subclasses of "
             "kwlab.layers.base.DynamicLayer); convert it first, e.g. with kwlab.kernelwarehouse(model)"
         )
-    if layers is None:
-        return found
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    if not patterns or not all(isinstance(p, str) for p in patterns):
+    if layers is not None and (callable(layers) or (not isinstance(layers, str) and not layers)):
         raise ValueError(f"layers must be None, a glob pattern or a list of glob patterns, got {layers!r}")
-    names = [n for n, _ in found]
-    for p in patterns:
-        if not fnmatch.filter(names, p):
-            shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
-            raise ValueError(
-                f"layers pattern {p!r} matches no dynamic layer; the dynamic layers are: {shown}"
-            )
-    return [(n, m) for n, m in found if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    try:
+        return select(found, layers, what="dynamic layer")
+    except ValueError as err:
+        raise ValueError(str(err).replace("include", "layers", 1)) from None
 
 
 def capture(
@@ -145,13 +174,16 @@ class Statistic:
 
     Attributes:
         column: the summary column.
-        metric: ``metric(alpha) -> 0-d tensor`` for one batch (``full`` coefficients when ``source="full"``).
+        metric: ``metric(alpha) -> 0-d tensor`` for one batch (``full`` coefficients when ``source="full"``);
+            ``metric(learned, pattern, tau)`` when ``source="learned"``.
         weight: ``weight(alpha) -> 0-d tensor``, the batch's weight in the mean (e.g. its element count).
-        source: "alpha" (``(B, m, n)``) or "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only).
+        source: "alpha" (``(B, m, n)``), "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only) or
+            "learned" (KW's learned term before the blend with the init pattern, ``(B, m, slots)``, seen
+            through ``attention.learned_tap``; KW with ``attention="caf"`` only, NaN elsewhere).
     """
 
     column: str
-    metric: Callable[[Tensor], Tensor]
+    metric: Callable[..., Tensor]
     weight: Callable[[Tensor], Tensor]
     source: str = "alpha"
 
@@ -162,6 +194,18 @@ def _elements(a: Tensor) -> Tensor:
 
 def _mixtures(a: Tensor) -> Tensor:
     return a.new_tensor(float(a[..., 0].numel()))
+
+
+def _samples(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a.shape[0]))
+
+
+def _has_pairs(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a.shape[0] >= 2))
+
+
+def _sample_variation(a: Tensor) -> Tensor:
+    return metrics.sample_variation(a).float() if a.shape[0] >= 2 else a.new_zeros(())
 
 
 def _diversity(a: Tensor) -> Tensor:
@@ -178,6 +222,11 @@ STATISTICS: tuple[Statistic, ...] = (
     # 1 - cos cancels in fp32: computed in float64; a batch of one sample has no pairs (weight 0)
     Statistic("diversity", _diversity, lambda a: a.new_tensor(float(a.shape[0] >= 2))),
     Statistic("mean_abs", lambda a: metrics.cell_mean_abs(a).mean(), _elements),
+    Statistic("sample_variation", _sample_variation, _has_pairs),
+    # KW's learned attention alone, before the blend with the one-hot init pattern (the handover)
+    Statistic("learned_own_share", lambda z, p, t: metrics.own_cell_share(z, p), _mixtures, "learned"),
+    Statistic("learned_to_pattern_norm", metrics.learned_to_pattern_norm, _samples, "learned"),
+    Statistic("learned_sample_variation", lambda z, p, t: _sample_variation(z), _has_pairs, "learned"),
 )
 
 
@@ -191,6 +240,8 @@ class _LayerStats:
         self.bank = layer.bank or name
         self.m, self.n = att.num_mixtures, att.num_cells
         self.zero_cell = bool(att.zero_cell)
+        self.learned = hasattr(att, "learned_tap") and getattr(att, "function", None) == "caf"
+        self.pattern = att.init_pattern if self.learned else None
         self.bins = bins
         self.keep = keep
         self.reset()
@@ -206,6 +257,7 @@ class _LayerStats:
         self.kept_labels: list[Tensor] = []
         self.n_kept = 0
         self.pending_full: Tensor | None = None
+        self.pending_learned: Tensor | None = None
 
     def _zeros(self, device: torch.device) -> dict[str, Tensor]:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
@@ -220,20 +272,33 @@ class _LayerStats:
         return acc
 
     def update(
-        self, alpha: Tensor, full: Tensor | None, labels: Tensor | None, temperature: Tensor | None
+        self,
+        alpha: Tensor,
+        full: Tensor | None,
+        labels: Tensor | None,
+        temperature: Tensor | None,
+        learned: Tensor | None = None,
     ) -> None:
         a = alpha.detach().float()
         b = a.shape[0]
         if self.acc is None:
             self.acc = self._zeros(a.device)
         acc = self.acc
-        sources = {"alpha": a, "full": full.detach().float() if full is not None and self.zero_cell else None}
+        sources = {
+            "alpha": a,
+            "full": full.detach().float() if full is not None and self.zero_cell else None,
+            "learned": learned.detach().float() if learned is not None and self.learned else None,
+        }
         for stat in STATISTICS:
             x = sources[stat.source]
             if x is None:
                 continue
             w = stat.weight(x).double()
-            acc[stat.column] += stat.metric(x).double() * w
+            if stat.source == "learned":
+                value = stat.metric(x, self.pattern.to(x), temperature.detach())
+            else:
+                value = stat.metric(x)
+            acc[stat.column] += value.double() * w
             acc[stat.column + ":w"] += w
         acc["hist"] += metrics.signed_histogram(a, self.bins)
         acc["cell_abs"] += metrics.cell_mean_abs(a).double() * (b * self.m)
@@ -295,7 +360,7 @@ class _LayerStats:
             "n_samples": self.n_samples,
         }
         if self.acc is None:
-            row.update({k: nan for k in _SUMMARY_COLUMNS if k not in row})
+            row.update({k: nan for k in summary_columns() if k not in row})
             return row
         for stat in STATISTICS:
             w = float(self._get(stat.column + ":w"))
@@ -364,6 +429,10 @@ class Probe:
             for name, layer in self._layers:
                 stats = self._stats[name]
                 self._handles.append(layer.attention.tap.register_forward_hook(self._tap_hook(stats)))
+                if stats.learned:
+                    self._handles.append(
+                        layer.attention.learned_tap.register_forward_hook(self._learned_hook(stats))
+                    )
                 self._handles.append(layer.attention.register_forward_hook(self._alpha_hook(stats, layer)))
         except BaseException:
             self.stop()
@@ -376,6 +445,7 @@ class Probe:
             self._handles.pop().remove()
         for s in self._stats.values():
             s.pending_full = None
+            s.pending_learned = None
         return self
 
     def __enter__(self) -> Probe:
@@ -391,9 +461,17 @@ class Probe:
 
         return hook
 
+    @staticmethod
+    def _learned_hook(stats: _LayerStats):
+        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            stats.pending_learned = output  # consumed by the attention hook right after
+
+        return hook
+
     def _alpha_hook(self, stats: _LayerStats, layer: DynamicLayer):
         def hook(module: nn.Module, inputs: Any, alpha: Tensor) -> None:
             full, stats.pending_full = stats.pending_full, None
+            learned, stats.pending_learned = stats.pending_learned, None
             record = stats.calls % self.every == 0
             stats.calls += 1
             if not record:
@@ -406,7 +484,7 @@ class Probe:
                 )
             with torch.no_grad():
                 used = getattr(layer.attention, "uses_temperature", True)  # CondConv/KernelDNA: NaN
-                stats.update(alpha, full, labels, layer.attention.temperature if used else None)
+                stats.update(alpha, full, labels, layer.attention.temperature if used else None, learned)
 
         return hook
 
@@ -490,15 +568,16 @@ class Probe:
         return {name: s.mean_alpha() for name, s in self._stats.items()}
 
     def summary(self) -> pd.DataFrame:
-        """One row per layer: layer, bank, num_mixtures, num_cells, n_samples, neg_frac, neg_mass, zero_mass,
-        entropy, effective_cells, diversity, class_distance, mean_abs, temperature (NaN for a method without
+        """One row per layer, columns :func:`summary_columns`: layer, bank, num_mixtures, num_cells,
+        n_samples, one per statistic of :data:`STATISTICS` (neg_frac, neg_mass, zero_mass, entropy,
+        effective_cells, diversity, mean_abs, ...), class_distance, temperature (NaN for a method without
         one: CondConv, KernelDNA). A RuntimeError before any layer has recorded a sample."""
         if self._stats and all(s.n_samples == 0 for s in self._stats.values()):
             raise RuntimeError(
                 "Probe.summary(): nothing recorded yet; run forward passes while the probe is on "
                 "(inside `with probe:`, after probe.start(), or probe.record_loader(...)) first"
             )
-        return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=_SUMMARY_COLUMNS)
+        return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=summary_columns())
 
     def cell_usage(self) -> pd.DataFrame:
         """One row per (layer, warehouse cell): mean_abs (mean ``|alpha|`` over samples and mixtures),
@@ -639,11 +718,8 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
 
 
 def _table_format() -> str:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        return "csv"
-    return "parquet"
+    """The format :meth:`Probe.save` writes (:func:`kwlab.utils.table_format`; a seam for tests)."""
+    return table_format()
 
 
 def _config_to_dict(config: Any) -> Any:
@@ -660,12 +736,9 @@ def _save_tables(directory: Path, tables: dict[str, pd.DataFrame], config: Any) 
     directory.mkdir(parents=True, exist_ok=True)
     fmt = _table_format()
     for name, df in tables.items():
-        if fmt == "parquet":
-            df.to_parquet(directory / f"{name}.parquet", index=False)
-        else:
-            df.to_csv(directory / f"{name}.csv", index=False)
+        write_table(df, directory / f"{name}.{fmt}")
     meta = {"format": fmt, "tables": sorted(tables), "config": _config_to_dict(config)}
-    (directory / "probe.json").write_text(json.dumps(meta, indent=2, default=str))
+    atomic_write_text(directory / "probe.json", json.dumps(meta, indent=2, default=str))
     return directory
 
 
@@ -713,10 +786,7 @@ def load(directory: str | Path) -> ProbeResult:
     meta = json.loads(meta_path.read_text())
     tables = {}
     for name in meta["tables"]:
-        if meta["format"] == "parquet":
-            tables[name] = pd.read_parquet(directory / f"{name}.parquet")
-        else:
-            tables[name] = pd.read_csv(directory / f"{name}.csv")
+        tables[name] = read_table(directory / f"{name}.{meta['format']}")
     return ProbeResult(tables, meta.get("config"))
 
 

@@ -9,6 +9,19 @@ Per sample and per mixture ``j`` of a layer (official ``Attention`` class)::
     a   = (1 - tau) * z^ + tau * beta             beta: one-hot init pattern (buffer ``init_pattern``)
     alpha = a[..., :n]                            the zero cell is dropped
 
+The learned term ``z^`` passes through ``attention.learned_tap`` (an identity the probe hooks) before the
+blend, so the learned attention can be measured apart from the pattern (see :mod:`kwlab.instruments.probe`).
+
+Attention init (``attention_init``): ``"official"`` (default) is the official code's, bit for bit: fc2's bias
+is zero, so at init ``z^`` is noise around zero and the function the net computes during the anneal is
+carried by ``tau * beta``; when tau reaches 0 that function is gone unless the learned term has taken it
+over (the *handover*). ``"pattern"`` is **kwlab's, not the official code's**: fc2's bias (``basis_bias`` with
+the non-local basis) is set to ``s * beta`` with ``s = pattern_scale * E||z_j||_1``, the expected L1 norm of
+one mixture's learned logits at init (estimated from the head's own weights with unit-variance hidden units,
+a fixed-seed draw that leaves the global RNG untouched). The learned attention alone then reproduces the
+pattern to within ``1 / (1 + pattern_scale)`` of its L1 mass, so ``tau = 0`` and ``tau = 1`` start close and
+the anneal hands over nothing. The state_dict layout and the tau = 1 identity are unchanged.
+
 ``attention="caf_noinit"`` drops the ``tau * beta`` term (alpha = z^). ``"softmax"`` and ``"sigmoid"``
 replace the L1 normalisation by ``softmax(z / T)`` / ``sigmoid(z / T)`` with ``T = 1 + 29 * tau``, so
 the usual KW schedule (tau 1 -> 0) becomes DY-Conv's 30 -> 1 softmax temperature; these two have no init
@@ -32,7 +45,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import DynamicAttention, TemperatureContract, check_tau, init_attention_head
+from .base import DynamicAttention, Tap, TemperatureContract, check_tau, init_attention_head
 from .norm import BatchNorm1dSafe
 from .warehouse import check_budget, owned_cells
 
@@ -40,12 +53,17 @@ __all__ = [
     "KWAttention",
     "ATTENTION_FUNCTIONS",
     "ATTENTION_NORMS",
+    "ATTENTION_INITS",
+    "PATTERN_SCALE",
     "init_pattern",
     "attention_parameter_count",
 ]
 
 ATTENTION_FUNCTIONS = ("caf", "caf_noinit", "softmax", "sigmoid")
 ATTENTION_NORMS = ("batch", "layer", "none")
+ATTENTION_INITS = ("official", "pattern")
+#: Default ``pattern_scale`` of ``attention_init="pattern"`` (chosen by measurement; README, "the handover").
+PATTERN_SCALE = 2.0
 
 
 def init_pattern(
@@ -102,6 +120,9 @@ class KWAttention(DynamicAttention):
         norm: one of :data:`ATTENTION_NORMS`.
         zero_cell: keep the extra zero-cell slot (official: yes).
         nonlocal_basis_ratio: < 1 enables the non-local basis mapping.
+        attention_init: one of :data:`ATTENTION_INITS` ("official" or kwlab's "pattern", see the module doc).
+        pattern_scale: with ``attention_init="pattern"``, the bias over the expected L1 norm of the learned
+            logits at init (> 0).
     """
 
     temperature_contract = TemperatureContract(
@@ -122,9 +143,22 @@ class KWAttention(DynamicAttention):
         zero_cell: bool = True,
         nonlocal_basis_ratio: float = 1.0,
         temperature: float = 1.0,
+        attention_init: str = "official",
+        pattern_scale: float = PATTERN_SCALE,
         device=None,
         dtype=None,
     ) -> None:
+        if attention_init not in ATTENTION_INITS:
+            raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
+        if attention_init == "pattern" and function != "caf":
+            raise ValueError(
+                f"attention_init='pattern' needs attention='caf' (the only function with an init pattern), "
+                f"got attention={function!r}"
+            )
+        if isinstance(pattern_scale, bool) or not isinstance(pattern_scale, (int, float)) or not (
+            0 < pattern_scale < float("inf")
+        ):
+            raise ValueError(f"pattern_scale must be a finite number > 0, got {pattern_scale!r}")
         if function not in ATTENTION_FUNCTIONS:
             raise ValueError(f"attention must be one of {ATTENTION_FUNCTIONS}, got {function!r}")
         if norm not in ATTENTION_NORMS:
@@ -142,6 +176,9 @@ class KWAttention(DynamicAttention):
         if device is not None:
             self.temperature = self.temperature.to(device)
         self.function = function
+        self.attention_init = attention_init
+        self.pattern_scale = float(pattern_scale)
+        self.learned_tap = Tap()
         self.slots = num_cells + (1 if zero_cell else 0)
         hidden = max(int(in_channels * reduction), 16)
         self.fc1 = nn.Linear(in_channels, hidden, bias=norm != "batch", **f)
@@ -173,16 +210,37 @@ class KWAttention(DynamicAttention):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Official init: Linear kaiming-normal (fan_out, relu) with zero bias; norm weight 1, bias 0."""
+        """Official init: Linear kaiming-normal (fan_out, relu) with zero bias; norm weight 1, bias 0.
+        With ``attention_init="pattern"`` the last bias is then set to ``s * beta`` (see the module doc)."""
         init_attention_head(self)
         if self.nonlocal_basis:
             nn.init.zeros_(self.basis_bias)
+        if self.attention_init == "pattern" and self.init_pattern.device.type != "meta":
+            with torch.no_grad():
+                scale = self.pattern_scale * self.expected_logit_l1()
+                bias = self.basis_bias if self.nonlocal_basis else self.fc2.bias
+                bias.copy_((scale * self.init_pattern).reshape(-1).to(bias.dtype))
+
+    @torch.no_grad()
+    def expected_logit_l1(self, draws: int = 512) -> float:
+        """Expected L1 norm of one mixture's learned logits (biases excluded) when the hidden units are
+        ``ReLU(N(0, 1))`` (the normalised hidden layer at init), estimated from ``draws`` samples of a fixed
+        generator (the global RNG is not touched)."""
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        weight = self.fc2.weight
+        h = torch.randn(draws, weight.shape[1], generator=gen).clamp_min_(0).to(weight)
+        z = self._head(h, with_bias=False)
+        return float(z.abs().sum(-1).mean())
 
     def logits(self, x: Tensor) -> Tensor:
         """Raw logits z, shape ``(B, m, slots)``. ``x``: the layer input ``(B, I, *spatial)``."""
         pooled = x.flatten(2).mean(-1)
         hidden = self.act1(self.norm1(self.fc1(pooled)))
-        z = self.fc2(hidden)
+        return self._head(hidden)
+
+    def _head(self, hidden: Tensor, with_bias: bool = True) -> Tensor:
+        """Logits ``(B, m, slots)`` from the hidden units ``(B, H)``."""
+        z = nn.functional.linear(hidden, self.fc2.weight, self.fc2.bias if with_bias else None)
         if self.nonlocal_basis:
             z = z.reshape(-1, self.num_local + self.num_basis + 1)
             local = z[:, : self.num_local]
@@ -190,7 +248,9 @@ class KWAttention(DynamicAttention):
             zero = z[:, self.num_local + self.num_basis :]
             s = self.start_cell
             z = torch.cat([nonlocal_[:, :s], local, nonlocal_[:, s:], zero], dim=1)
-            z = z.reshape(-1, self.num_mixtures * self.slots) + self.basis_bias
+            z = z.reshape(-1, self.num_mixtures * self.slots)
+            if with_bias:
+                z = z + self.basis_bias
         return z.reshape(-1, self.num_mixtures, self.slots)
 
     def coefficients(self, x: Tensor) -> Tensor:
@@ -199,6 +259,7 @@ class KWAttention(DynamicAttention):
         if self.function in ("caf", "caf_noinit"):
             z = z / (z.abs().sum(dim=-1, keepdim=True) + 1e-3)
             if self.function == "caf":
+                z = self.learned_tap(z)
                 z = (1.0 - tau) * z + tau * self.init_pattern
             return z
         t = 1.0 + 29.0 * tau
@@ -210,4 +271,9 @@ class KWAttention(DynamicAttention):
         return (
             f"function={self.function!r}, num_mixtures={self.num_mixtures}, num_cells={self.num_cells}, "
             f"zero_cell={self.zero_cell}"
+            + (
+                f", attention_init='pattern', pattern_scale={self.pattern_scale:g}"
+                if self.attention_init == "pattern"
+                else ""
+            )
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -38,6 +38,8 @@ from .temperature import TemperatureSchedule
 __all__ = [
     "Method",
     "METHODS",
+    "METHOD_FIELDS",
+    "method_fields",
     "list_methods",
     "get_method",
     "convert",
@@ -47,21 +49,6 @@ __all__ = [
     "KW_PRESETS",
     "TemperatureSchedule",
 ]
-
-#: RunConfig fields that configure the method (the rest configure data, optimisation and runtime).
-METHOD_FIELDS = (
-    "preset",
-    "budget",
-    "cell_in",
-    "cell_out",
-    "sharing",
-    "attention",
-    "attention_norm",
-    "spatial_partition",
-    "zero_cell",
-    "reduction",
-)
-
 
 @dataclass(frozen=True)
 class Method:
@@ -74,10 +61,14 @@ class Method:
         presets: "arch" (KW: each arch's official presets, ``"1x"`` by default), "count" (``"Nx"`` sets the
             kernel count), or "none".
         options: keyword options the converter accepts (``create_model`` overrides, ``kwlab.convert``).
-        config_fields: the :data:`METHOD_FIELDS` of ``RunConfig`` that apply.
+        config_fields: the ``RunConfig`` fields that configure this method (:data:`METHOD_FIELDS`, the
+            union over the rows, is derived from them).
         temperature: the temperature contract (meaning, start -> end, official anneal epochs).
         count_option: the option a "Nx" preset sets (presets == "count").
         description, reference: one line each, for ``list_methods`` and the docs.
+        train_options: options added when a model is built to be trained from scratch (``create_model``,
+            the trainer's ``build_model``), before the preset's and the caller's (KW: its official init,
+            ``init="kaiming"``, instead of cells copied from the static weights).
     """
 
     name: str
@@ -90,6 +81,7 @@ class Method:
     count_option: str | None = None
     description: str = ""
     reference: str = ""
+    train_options: Mapping[str, Any] = field(default_factory=dict)
 
     def schedule(self, iters_per_epoch: int, epochs: float | None = None) -> TemperatureSchedule | None:
         """The anneal (tau 1 -> 0) over ``epochs`` (default: the official span); None without temperature."""
@@ -174,11 +166,13 @@ METHODS: dict[str, Method] = {
                 "attention_norm",
                 "spatial_partition",
                 "zero_cell",
+                "attention_init",
                 "reduction",
             ),
             KWAttention.temperature_contract,
             description="KernelWarehouse: kernels cut into cells mixed from warehouses shared across layers",
             reference="Li & Yao, ICML 2024; OSVAI/KernelWarehouse",
+            train_options={"init": "kaiming"},
         ),
         Method(
             "condconv",
@@ -229,6 +223,16 @@ METHODS: dict[str, Method] = {
         ),
     )
 }
+
+
+def method_fields() -> tuple[str, ...]:
+    """RunConfig fields that configure a method: the union of every row's ``config_fields``, in table order
+    (derived, never written out: a new row's field is a method field everywhere at once)."""
+    return tuple(dict.fromkeys(f for m in METHODS.values() for f in m.config_fields))
+
+
+#: :func:`method_fields` of the built-in table (read the function where rows may be added at run time).
+METHOD_FIELDS: tuple[str, ...] = method_fields()
 
 
 def list_methods() -> list[str]:

@@ -38,7 +38,8 @@ Rules (in this order):
    is given it replaces that wiring: exactly the convs matching it are candidates;
 3. convs matching ``exclude`` are dropped;
 4. patterns (str or sequence of str) match a qualified name by ``fnmatch`` or as a module prefix
-   (``"layer4"`` matches ``layer4.1.conv2``);
+   (``"layer4"`` matches ``layer4.1.conv2``), and a pattern that matches no conv is an error
+   (:func:`kwlab.methods.surgery.select`, the rule of every method and the probe);
 5. explicit layer keywords win over the defaults (``kwlab.convert(model, m, preset="Nx")`` sets the kernel
    count of condconv/dyconv/odconv).
 
@@ -77,7 +78,6 @@ Temperatures: DY-Conv and ODConv anneal T from 30 to 1 over 10 epochs (their row
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +91,8 @@ from kwlab.layers.dyconv import DynamicConv2d
 from kwlab.layers.kerneldna import KernelDNAConv2d
 from kwlab.layers.odconv import ODConv2d
 
+from .surgery import Patterns, check_patterns, matches, select, set_module
+
 __all__ = [
     "Wiring",
     "WIRING",
@@ -103,8 +105,6 @@ __all__ = [
     "find_stages",
     "kerneldna_pairs",
 ]
-
-Patterns = str | Sequence[str] | None
 
 
 @dataclass(frozen=True)
@@ -140,20 +140,6 @@ KERNELDNA_WIRINGS = ("official", "pairing")
 KERNELDNA_OFFICIAL_ARCHS = ("resnet18", "resnet50", "mobilenetv2_100", "mobilenetv2_050")
 
 
-def _as_patterns(patterns: Patterns, name: str) -> tuple[str, ...] | None:
-    if patterns is None:
-        return None
-    if isinstance(patterns, str):
-        return (patterns,)
-    if isinstance(patterns, Sequence) and all(isinstance(p, str) for p in patterns):
-        return tuple(patterns)
-    raise ValueError(f"{name} must be None, a str or a sequence of str (glob patterns), got {patterns!r}")
-
-
-def _matches(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) or name == p or name.startswith(p + ".") for p in patterns)
-
-
 def _is_shortcut(name: str) -> bool:
     return any(word in part for part in name.split(".") for word in _SHORTCUT_WORDS)
 
@@ -173,20 +159,17 @@ def conversion_plan(
 ) -> list[str]:
     """Qualified names of the convs :func:`convert` would replace (KernelDNA: candidates before pairing)."""
     spec = _method(method)
-    inc, exc = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
     convs = _plain_convs(model)
-    if inc is not None:
-        names = [n for n, _ in convs if _matches(n, inc)]
-    else:
+    if include is None:  # the method's wiring; an include replaces it
         stem = convs[0][0] if convs else None
-        names = [
-            n
-            for n, _ in convs
+        wired = [
+            (n, m)
+            for n, m in convs
             if not (spec.static_stem and n == stem) and not (spec.static_downsample and _is_shortcut(n))
         ]
-    if exc is not None:
-        names = [n for n in names if not _matches(n, exc)]
-    return names
+        check_patterns("exclude", exclude, [n for n, _ in convs], "conv")  # may name a conv already static
+        return [n for n, _ in wired if not matches(n, exclude, "exclude")]
+    return [n for n, _ in select(convs, include, exclude, what="conv")]
 
 
 def _method(method: str) -> Wiring:
@@ -195,10 +178,7 @@ def _method(method: str) -> Wiring:
     return WIRING[method]
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
+_replace = set_module  # the one set_module (kwlab.methods.surgery)
 
 
 def find_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -411,15 +391,7 @@ def plan_family(
         _check_wiring(wiring)
     # the layer keywords first, on a plain 3x3 conv: a bad keyword is the keyword's error, not every layer's
     spec.layer.from_conv(nn.Conv2d(16, 16, 3, padding=1, device="meta"), **kwargs)
-    inc, exc = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
     plain = _plain_convs(model)
-    for param, pats in (("include", inc), ("exclude", exc)):
-        for pat in pats or ():
-            if not any(_matches(n, (pat,)) for n, _ in plain):
-                shown = ", ".join(n for n, _ in plain[:8]) + (", ..." if len(plain) > 8 else "")
-                raise ValueError(
-                    f"{param} pattern {pat!r} matches no nn.Conv2d of the model (convs: {shown or 'none'})"
-                )
     plan = FamilyPlan(method, static_parameters=sum(p.numel() for p in model.parameters()))
     plain_names = {n for n, _ in plain}
     inside = [n for n, m in model.named_modules() if isinstance(m, DynamicLayer)]
@@ -438,9 +410,9 @@ def plan_family(
     for name, _ in plain:
         if name in chosen:
             continue
-        if inc is not None:
+        if include is not None:
             plan.left_static[name] = "not matched by include"
-        elif exc is not None and _matches(name, exc) and not (
+        elif exclude is not None and matches(name, exclude, "exclude") and not (
             (spec.static_stem and name == stem) or (spec.static_downsample and _is_shortcut(name))
         ):
             plan.left_static[name] = "matched by exclude"

@@ -47,7 +47,6 @@ schedule.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 import warnings
@@ -56,7 +55,12 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_NORMS, attention_parameter_count
+from kwlab.layers.attention import (
+    ATTENTION_FUNCTIONS,
+    ATTENTION_INITS,
+    ATTENTION_NORMS,
+    attention_parameter_count,
+)
 from kwlab.layers.base import check_tau
 from kwlab.layers.kernelwarehouse import KW_LAYERS, Warehouse, _KWConvNd, init_cells
 from kwlab.layers.warehouse import (
@@ -72,7 +76,7 @@ from kwlab.layers.warehouse import (
 )
 from kwlab.ops import split_kernel
 
-from .surgery import _CONV_LIKE, resolution, trace_layers
+from .surgery import _CONV_LIKE, check_patterns, matches, resolution, set_module, trace_layers
 
 __all__ = [
     "kernelwarehouse",
@@ -115,6 +119,7 @@ KW_OPTIONS = (
     "spatial_partition",
     "zero_cell",
     "nonlocal_basis_ratio",
+    "attention_init",
     "init",
     "warehouse_options",
     "warehouse_order",
@@ -161,24 +166,12 @@ def generic_stage_rule(name: str, module: nn.Module) -> str:
 
 
 def _match(name: str, patterns) -> bool:
-    if callable(patterns):
-        return bool(patterns(name))
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    return matches(name, patterns)  # one semantics for every method: kwlab.methods.surgery
 
 
 def _check_patterns(param: str, patterns, names: list[str]) -> None:
-    """Every glob in ``include``/``exclude`` must match at least one conv/linear layer."""
-    if patterns is None or callable(patterns):
-        return
-    pats = [patterns] if isinstance(patterns, str) else list(patterns)
-    for pat in pats:
-        if not isinstance(pat, str):
-            raise ValueError(f"{param} must be glob strings or a predicate, got {pat!r}")
-        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise ValueError(f"{param} pattern {pat!r} matches no conv/linear layer of the model ({shown})")
+    """Every pattern in ``include``/``exclude`` must match at least one conv/linear layer."""
+    check_patterns(param, patterns, names, "conv/linear layer")
 
 
 def _builtin_rule(model: nn.Module, sharing) -> SharingRule | None:
@@ -227,10 +220,7 @@ def _layer_args(name: str, module: nn.Module) -> dict:
     )
 
 
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
+_set_module = set_module  # the one set_module (kwlab.methods.surgery)
 
 
 def _why_not_convertible(module: nn.Module) -> str | None:
@@ -569,6 +559,7 @@ def kernelwarehouse(
     spatial_partition: bool = True,
     zero_cell: bool = True,
     nonlocal_basis_ratio: float = 1.0,
+    attention_init: str = "official",
     warehouse_options: Mapping[str, Mapping] | None = None,
     warehouse_order: Iterable[str] | None = None,
     temperature: float = 1.0,
@@ -591,11 +582,14 @@ def kernelwarehouse(
         sharing: "stage" (traced resolution stages; a kwlab model's official stages), "names" (stage = name
             before the first numeric part), "layer", "network" or a rule
             ``(qualified_name, module) -> key | None``.
-        include, exclude: glob patterns (or a predicate) on qualified names selecting layers to convert; a
-            pattern that matches no conv/linear layer is an error.
+        include, exclude: glob patterns or module prefixes (or a predicate) on qualified names selecting
+            layers to convert (:func:`kwlab.methods.surgery.select`); a pattern that matches no conv/linear
+            layer is an error.
         init: "static" (fill cells from the current weights) or "kaiming" (official init).
         attention, attention_norm, reduction, spatial_partition, zero_cell, nonlocal_basis_ratio: see
             :class:`kwlab.layers.KWAttention` and :class:`kwlab.layers.WarehouseOptions`.
+        attention_init: "official" (the official attention init) or "pattern" (kwlab's: the attention alone
+            reproduces the init pattern at init, so tau = 0 and tau = 1 start close; see KWAttention).
         warehouse_options: per-warehouse overrides of budget/cell_in/cell_out/spatial_partition/reduction.
         warehouse_order: creation order of the warehouses (official ``weights`` index order).
         temperature: initial temperature of every layer.
@@ -615,6 +609,13 @@ def kernelwarehouse(
         raise ValueError(f"init must be 'static' or 'kaiming', got {init!r}")
     if attention not in ATTENTION_FUNCTIONS:
         raise ValueError(f"attention must be one of {ATTENTION_FUNCTIONS}, got {attention!r}")
+    if attention_init not in ATTENTION_INITS:
+        raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
+    if attention_init == "pattern" and attention != "caf":
+        raise ValueError(
+            f"attention_init='pattern' needs attention='caf' (the only function with an init pattern), "
+            f"got attention={attention!r}"
+        )
     if max_param_ratio is not None and not (
         isinstance(max_param_ratio, (int, float)) and max_param_ratio > 0 and math.isfinite(max_param_ratio)
     ):
@@ -687,6 +688,7 @@ def kernelwarehouse(
             attention_norm=attention_norm,
             zero_cell=zero_cell,
             nonlocal_basis_ratio=nonlocal_basis_ratio,
+            attention_init=attention_init,
             temperature=temperature,
             algorithm=algorithm,
             device=module.weight.device,

@@ -24,7 +24,8 @@ KernelWarehouse mapping from official ``state_dict`` keys to kwlab keys:
   and the official mixture/slot order, so no tensor is permuted).
 * ``{linear}.conv.{attention...,bias}`` (the official KWLinear wraps a KWConv1d) -> ``{linear}.{...}``.
 * everything else (stem, BatchNorms, classifier, static convs) keeps its name; archs whose module names
-  differ from the official ones provide ``official_key_map`` in their model module.
+  differ from the official ones declare ``official_key_map`` (and its inverse) in their registry entry
+  (:class:`kwlab.models.ModelEntry`), which ``create_model`` hands to the model.
 * kwlab's buffers ``attention.temperature`` and ``attention.init_pattern`` are not in official checkpoints
   (the official temperature is a Python attribute, its init pattern a plain tensor rebuilt at
   construction); kwlab rebuilds ``init_pattern`` identically and sets the temperature (see above).
@@ -41,7 +42,6 @@ cells of the same shape (a positional load could swap them without any shape err
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -145,18 +145,15 @@ def _order_is_known(model: nn.Module) -> bool:
     return given or bool(getattr(model, "kwlab_config", None))
 
 
-def _arch_module_attr(model: nn.Module, name: str):
-    """Attribute ``name`` of the model module of ``model``'s arch (MobileNetV2, ConvNeXt), or None."""
-    arch = (getattr(model, "kwlab_config", None) or {}).get("arch", "")
-    for mod_name in ("mobilenetv2", "convnext"):
-        if arch.startswith(mod_name):
-            return getattr(importlib.import_module(f"kwlab.models.{mod_name}"), name, None)
-    return None
+def _arch_map(model: nn.Module, name: str):
+    """The official map ``name`` ("key_map", "key_unmap", "tensor_map") that ``model``'s arch declares in its
+    registry entry (``create_model`` attaches them as ``model.kwlab_official_maps``), or None."""
+    return (getattr(model, "kwlab_official_maps", None) or {}).get(name)
 
 
 def _arch_maps(model: nn.Module):
-    """The arch module's ``official_key_map`` and ``official_tensor_map`` (None where it has none)."""
-    return _arch_module_attr(model, "official_key_map"), _arch_module_attr(model, "official_tensor_map")
+    """The arch's ``official_key_map`` and ``official_tensor_map`` (None where it has none)."""
+    return _arch_map(model, "key_map"), _arch_map(model, "tensor_map")
 
 
 def _map_keys(model: nn.Module, official: Mapping[str, Tensor], warehouse_order=None) -> dict[str, Tensor]:
@@ -353,7 +350,7 @@ def to_official(model: nn.Module) -> dict[str, Tensor]:
     order, owners = _owners(model)
     owner_key = {f"{owners[k]}.warehouse.cells": i for i, k in enumerate(order)}
     linears = {n for n, m in model.named_modules() if isinstance(m, KWLinear)}
-    unmap = _arch_module_attr(model, "official_key_unmap")
+    unmap = _arch_map(model, "key_unmap")
     out: dict[str, Tensor] = {}
     for key, value in model.state_dict().items():
         if key.endswith(_KWLAB_ONLY):

@@ -1,4 +1,14 @@
-"""Look at a model before converting it: one shape-only pass records what each conv/linear layer reads.
+"""Model surgery shared by every method and the probe: which layers a pattern selects, how a module is
+replaced, and a shape-only look at a model before converting it.
+
+**Selection** (:func:`select`, one semantics everywhere: KW, the family, the probe). A pattern matches a
+qualified layer name by ``fnmatch`` glob, exactly, or as a module prefix (``"layer4"`` matches
+``layer4.1.conv2``); ``include`` (when given) keeps the candidates it matches, ``exclude`` then drops those
+it matches, and a pattern that matches no candidate is an error naming the candidates. Patterns are a str, a
+sequence of str, or a predicate ``name -> bool`` (never checked for matches). :func:`set_module` replaces a
+submodule by its qualified name.
+
+**Tracing.** One shape-only pass records what each conv/linear layer reads.
 
 :func:`trace_layers` runs the model once on an example input under ``FakeTensorMode`` (no arithmetic, no
 memory for activations; works for models on the meta device too) and records, per conv/linear layer, the
@@ -8,12 +18,97 @@ shape of its input and its place in execution order. The traced stage rule of
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerTrace", "trace_layers", "default_example_input", "resolution"]
+__all__ = [
+    "Patterns",
+    "matches",
+    "check_patterns",
+    "select",
+    "set_module",
+    "LayerTrace",
+    "trace_layers",
+    "default_example_input",
+    "resolution",
+]
+
+#: include/exclude patterns: None, a glob/prefix, a sequence of them, or a predicate ``name -> bool``.
+Patterns = str | Sequence[str] | Callable[[str], bool] | None
+T = TypeVar("T")
+
+
+def _as_patterns(patterns: Patterns, param: str) -> tuple[str, ...] | Callable[[str], bool] | None:
+    if patterns is None or callable(patterns):
+        return patterns
+    if isinstance(patterns, str):
+        return (patterns,)
+    if isinstance(patterns, Sequence) and all(isinstance(p, str) for p in patterns):
+        return tuple(patterns)
+    raise ValueError(
+        f"{param} must be None, a glob pattern / module prefix (str), a sequence of them or a predicate "
+        f"name -> bool, got {patterns!r}"
+    )
+
+
+def matches(name: str, patterns: Patterns, param: str = "patterns") -> bool:
+    """Whether qualified name ``name`` matches ``patterns`` (glob, exact name or module prefix; or the
+    predicate). None matches nothing."""
+    pats = _as_patterns(patterns, param)
+    if pats is None:
+        return False
+    if callable(pats):
+        return bool(pats(name))
+    return any(fnmatch.fnmatchcase(name, p) or name == p or name.startswith(p + ".") for p in pats)
+
+
+def check_patterns(param: str, patterns: Patterns, names: Sequence[str], what: str = "layer") -> None:
+    """Raise a ValueError naming ``param`` when one of its patterns matches none of ``names``."""
+    pats = _as_patterns(patterns, param)
+    if pats is None or callable(pats):
+        return
+    for p in pats:
+        if not any(matches(n, p) for n in names):
+            shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+            raise ValueError(
+                f"{param} pattern {p!r} matches no {what} of the model (glob, name or module prefix); "
+                f"the candidates are: {shown or 'none'}"
+            )
+
+
+def select(
+    candidates: Sequence[tuple[str, T]],
+    include: Patterns = None,
+    exclude: Patterns = None,
+    *,
+    what: str = "layer",
+) -> list[tuple[str, T]]:
+    """The ``(name, module)`` candidates that ``include`` keeps (all when None) and ``exclude`` does not drop.
+
+    Raises:
+        ValueError: a pattern that matches no candidate (the message lists them), or patterns of a wrong type.
+    """
+    names = [n for n, _ in candidates]
+    check_patterns("include", include, names, what)
+    check_patterns("exclude", exclude, names, what)
+    return [
+        (n, m)
+        for n, m in candidates
+        if (include is None or matches(n, include, "include")) and not matches(n, exclude, "exclude")
+    ]
+
+
+def set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule ``name`` (a qualified name) of ``root`` by ``new``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
 
 _CONV_LIKE = (
     nn.Conv1d,

@@ -16,7 +16,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TemperatureSchedule"]
+from kwlab.layers.attention import KWAttention
+
+__all__ = ["TemperatureSchedule", "OFFICIAL_ANNEAL_STEPS", "SHORT_ANNEAL_STEPS", "anneal_note"]
+
+#: The official KW ResNet/ConvNeXt ImageNet recipe anneals over 20 epochs of ceil(1,281,167 / 4096) = 313
+#: optimizer steps (total batch 4096): 6,260 steps, of 93,900 in its 300 epochs. (Its MobileNetV2 recipe:
+#: 15 epochs at batch 256, ~75,000 steps.)
+OFFICIAL_ANNEAL_STEPS = 20 * 313
+
+#: An anneal shorter than this many steps (a quarter of the official one) gets a warning in the log, the
+#: results and the report.
+SHORT_ANNEAL_STEPS = OFFICIAL_ANNEAL_STEPS // 4
+
+
+def anneal_note(anneal_steps: int | None, total_steps: int) -> str | None:
+    """A warning for a KW anneal far shorter than the official one (None when it is not)."""
+    if anneal_steps is None or anneal_steps >= SHORT_ANNEAL_STEPS:
+        return None
+    return (
+        f"the temperature anneal spans {anneal_steps} optimizer steps of {total_steps}, far fewer than the "
+        f"official {OFFICIAL_ANNEAL_STEPS:,} (ResNet recipe): the learned attention has few steps to take "
+        "over the function of the one-hot init pattern before tau reaches 0, so accuracy can drop at the end "
+        "of the anneal (watch test_acc_tau0); use temperature_steps or temperature_epochs for a longer "
+        "anneal, or attention_init='pattern'"
+    )
 
 
 @dataclass(frozen=True)
@@ -25,24 +49,36 @@ class TemperatureSchedule:
 
     Args:
         iters_per_epoch: training iterations per epoch (len of the train loader).
-        epochs: anneal span in epochs (may be fractional for short runs).
-        start: temperature at step 0 (KW: 1.0; DY-Conv/ODConv: 30.0).
-        end: temperature after the span (KW: 0.0; DY-Conv/ODConv: 1.0).
+        epochs: anneal span in epochs (may be fractional for short runs); None: KW's official span, from
+            its temperature contract (``KWAttention.temperature_contract.epochs``).
+        start: value at step 0; kwlab schedules the anneal position tau, which starts at 1.0 for every
+            method (``kwlab.set_temperature`` maps it to each method's own temperature: KW's blend weight
+            tau, DY-Conv's and ODConv's divisor T = 1 + 29 tau, i.e. 30 at tau = 1).
+        end: value after the span (tau = 0.0: KW's blend 0, DY-Conv's and ODConv's T = 1).
+        steps: the span in optimizer steps; given, it replaces ``epochs`` (``RunConfig.temperature_steps``).
     """
 
     iters_per_epoch: int
-    epochs: float = 20.0
+    epochs: float | None = None
     start: float = 1.0
     end: float = 0.0
+    steps: int | None = None
 
     def __post_init__(self) -> None:
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", float(KWAttention.temperature_contract.epochs))
         if self.iters_per_epoch < 1:
             raise ValueError(f"iters_per_epoch must be >= 1, got {self.iters_per_epoch}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.steps is not None and self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
 
     @property
     def total_steps(self) -> int:
+        """The anneal span in optimizer steps."""
+        if self.steps is not None:
+            return int(self.steps)
         return int(round(self.iters_per_epoch * self.epochs))
 
     def at_step(self, step: int) -> float:

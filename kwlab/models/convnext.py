@@ -229,8 +229,9 @@ register_model(
         ("drop_path_rate", "layer_scale_init_value", "head_init_scale", "dropout", "in_chans"),
         CONVNEXT_PRESETS,
         input_size=(3, 224, 224),
-        temperature_epochs=20.0,
         kw_prepare=_kw_prepare,
+        official_key_map=official_key_map,
+        official_tensor_map=official_tensor_map,
         description="ConvNeXt-T (ImageNet 224). KW: every conv incl. stem and downsample, head static; "
         "official recipe 300 epochs AdamW, drop_path 0.1 (static) / 0.3 (KW 1x), EMA, temperature over 20 "
         "epochs.",

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from kwlab.methods import get_method
+from kwlab.methods import KW_PRESETS, get_method
 from kwlab.utils import suggest
 
 __all__ = [
@@ -35,25 +35,62 @@ class ModelEntry:
         name: registry name (``"resnet18"``).
         builder: ``builder(num_classes=..., **model_kwargs) -> nn.Module`` building the static network.
         model_kwargs: builder arguments that ``create_model`` accepts as overrides.
-        presets: KW preset name -> :func:`kwlab.kernelwarehouse` keyword arguments (official configs).
+        presets: KW preset name -> :func:`kwlab.kernelwarehouse` keyword arguments (official configs);
+            default: the generic presets :data:`kwlab.methods.KW_PRESETS`.
         input_size: ``(C, H, W)`` the arch is meant for.
-        temperature_epochs: official KW anneal span in epochs (ResNet/ConvNeXt 20, MobileNetV2 15).
+        anneal_epochs: method -> this arch's official anneal span in epochs, where it differs from the
+            span of the method's temperature contract (``METHODS[m].temperature.epochs``; KW: 20). Only
+            MobileNetV2 has one (KW 15). Read it with :meth:`anneal_span`.
         kw_prepare: optional ``fn(model, preset, settings) -> settings`` run before KW conversion, for
             archs whose official KW variant needs per-warehouse options.
         method_builders: method -> ``builder(num_classes=..., **options)`` building that method's official
             model directly (KernelDNA rebuilds stages instead of converting convs); used unless the options
             ask for another wiring (``wiring`` other than "official").
+        official_key_map: ``fn(official_key) -> kwlab key`` for archs whose module names differ from the
+            official code's (:func:`kwlab.load_official`); None: the same names.
+        official_key_unmap: ``fn(kwlab_key, model) -> official key``, the inverse (:func:`kwlab.to_official`).
+        official_tensor_map: ``fn(kwlab_key, tensor) -> tensor`` for tensors the official code stores in
+            another shape.
+
+    ``create_model`` hands the three official maps to the model it builds (``model.kwlab_official_maps``),
+    so :mod:`kwlab.methods.official` reads them without importing the models.
     """
 
     name: str
     builder: Callable[..., nn.Module]
     model_kwargs: tuple[str, ...] = ()
-    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: dict(KW_PRESETS))
     input_size: tuple[int, int, int] = (3, 224, 224)
-    temperature_epochs: float = 20.0
+    anneal_epochs: Mapping[str, float] = field(default_factory=dict)
     kw_prepare: Callable[..., dict] | None = None
     description: str = ""
     method_builders: Mapping[str, Callable[..., nn.Module]] = field(default_factory=dict)
+    official_key_map: Callable[[str], str] | None = None
+    official_key_unmap: Callable[[str, nn.Module], str] | None = None
+    official_tensor_map: Callable[..., Any] | None = None
+
+    def anneal_span(self, method: str) -> float | None:
+        """The official anneal span of ``method`` on this arch, in epochs (None: the method has no
+        temperature): :attr:`anneal_epochs` where given, else the method's temperature contract."""
+        contract = get_method(method).temperature
+        if not contract.active:
+            return None
+        return float(self.anneal_epochs.get(method, contract.epochs))
+
+    def official_maps(self) -> dict[str, Callable[..., Any]]:
+        """The official maps this entry declares: ``{"key_map": ..., "key_unmap": ..., "tensor_map": ...}``
+        (only those given)."""
+        maps = {
+            "key_map": self.official_key_map,
+            "key_unmap": self.official_key_unmap,
+            "tensor_map": self.official_tensor_map,
+        }
+        return {k: v for k, v in maps.items() if v is not None}
+
+    @property
+    def temperature_epochs(self) -> float:
+        """The official KW anneal span of this arch (alias of ``anneal_span("kw")``, kept for old callers)."""
+        return self.anneal_span("kw")
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -131,25 +168,28 @@ def create_model(
     if official is not None and options.get("wiring", "official") == "official":
         rest = {k: v for k, v in options.items() if k != "wiring"}
         model = official(num_classes=num_classes, **model_kw, **rest)
-        model.kwlab_config = config
-        return model
+        return _record(model, entry, config)
     model = entry.builder(num_classes=num_classes, **model_kw)
-    if spec.name == "kw":
-        # trained from scratch: the official init. A registered arch follows its official wiring, which is
-        # never refused for its size (a narrow net's attention can outweigh its cells: parameter_breakdown
-        # and the results tables report it, and it is not warned about); pass max_param_ratio to have the
-        # guard check it too.
-        settings = {
-            "init": "kaiming",
-            "max_param_ratio": None,
-            "attention_share_warning": None,
-            **settings,
-            **options,
+    if spec.converter is not None:
+        # trained from scratch (the row's train_options: KW's official init). A registered arch follows its
+        # official wiring, which is never refused for its size (a narrow net's attention can outweigh its
+        # cells: parameter_breakdown and the results tables report it) nor warned about: a method's size
+        # guard is off unless max_param_ratio is passed, KW's attention-share warning unless
+        # attention_share_warning is.
+        unguarded = {
+            k: None for k in ("max_param_ratio", "attention_share_warning") if k in spec.options
         }
-        if entry.kw_prepare is not None:
+        settings = {**spec.train_options, **unguarded, **settings, **options}
+        if entry.kw_prepare is not None and spec.presets == "arch":  # the arch's own presets need it
             settings = entry.kw_prepare(model, "1x" if preset is None else preset, settings)
         model = spec.converter(model, **settings)
-    elif spec.converter is not None:
-        model = spec.converter(model, **settings, **options)
+    return _record(model, entry, config)
+
+
+def _record(model: nn.Module, entry: ModelEntry, config: dict[str, Any]) -> nn.Module:
+    """Attach how ``model`` was built (``kwlab_config``) and its arch's official maps."""
     model.kwlab_config = config
+    maps = entry.official_maps()
+    if maps:
+        model.kwlab_official_maps = maps
     return model

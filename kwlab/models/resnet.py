@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 
 from torch import Tensor, nn
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet_kw_stage_rule", "DropPath"]
+from kwlab.methods.kernelwarehouse import KW_PRESETS as RESNET_PRESETS
+
+from .registry import ModelEntry, register_model
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet_kw_stage_rule", "DropPath", "RESNET_PRESETS"]
 
 
 class DropPath(nn.Module):
@@ -199,3 +204,29 @@ def resnet_kw_stage_rule(name: str, module: nn.Module, *, bottleneck: bool = Fal
 
 
 Builder = Callable[..., nn.Module]
+
+
+# ------------------------------------------------------------------------------------------ registry
+_R50_PRESETS = {**RESNET_PRESETS, "1/2x": dict(RESNET_PRESETS["1/2x"], nonlocal_basis_ratio=0.0625)}
+_RESNET_KW = ("dropout", "drop_path_rate", "in_chans", "widths")
+
+
+def _resnet20(num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64), **kw) -> ResNet:
+    return ResNet(BasicBlock, [3, 3, 3], widths=widths, num_classes=num_classes, stem="cifar", **kw)
+
+
+for _name, _builder, _presets, _size, _description in (
+    ("resnet18", partial(ResNet, BasicBlock, [2, 2, 2, 2]), RESNET_PRESETS, 224, "ResNet-18 (ImageNet)"),
+    ("resnet50", partial(ResNet, Bottleneck, [3, 4, 6, 3]), _R50_PRESETS, 224, "ResNet-50 (ImageNet)"),
+    (
+        "resnet18_cifar",
+        partial(ResNet, BasicBlock, [2, 2, 2, 2], stem="cifar"),
+        RESNET_PRESETS,
+        32,
+        "ResNet-18 with a 3x3 stem and no max-pool (CIFAR)",
+    ),
+    ("resnet20_cifar", _resnet20, RESNET_PRESETS, 32, "ResNet-20 (16-32-64, CIFAR) with 1x1-conv shortcuts"),
+):
+    register_model(
+        ModelEntry(_name, _builder, _RESNET_KW, _presets, (3, _size, _size), description=_description)
+    )

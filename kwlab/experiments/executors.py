@@ -1,0 +1,233 @@
+"""How a sweep runs its runs: the :class:`Executor` protocol and its kinds (one table, :data:`EXECUTORS`).
+
+An executor receives the runs still to do as ``(config, run_dir)`` pairs and calls ``done(run_dir, error)``
+once per run as it finishes (``error`` is None on success); a sweep writes its results table there. Kinds:
+
+* ``sequential``: one run after another in this process (``threads``: torch threads of the runs; default:
+  this process's setting);
+* ``processes``: ``workers`` local spawned processes, one torch thread each unless ``threads`` says otherwise
+  (parallel runs on a shared CPU are fastest and most reproducible single-threaded);
+* ``submitit`` (SLURM through submitit's AutoExecutor; ``slurm_partition``, ``timeout_min``,
+  ``gpus_per_node``, ``cpus_per_task``, ... are passed on) and ``submitit-local`` (submitit's local
+  executor, for testing).
+
+:func:`make_executor` validates a sweep file's ``executor`` section (its kind, ``workers`` and ``threads``)
+when the spec loads, before anything runs. A new kind is a class with ``name``, ``from_options`` and
+``run`` plus an entry in :data:`EXECUTORS`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.experiments.train import fit
+from kwlab.utils import suggest
+
+__all__ = [
+    "Executor",
+    "Sequential",
+    "Processes",
+    "Submitit",
+    "EXECUTORS",
+    "make_executor",
+    "run_one",
+    "stop_workers",
+]
+
+#: ``done(run_dir, error)``: called once per finished run (error None on success).
+Done = Callable[[Path, "BaseException | None"], None]
+Todo = Sequence[tuple[RunConfig, Path]]
+Log = Callable[[str], Any]
+
+
+class Executor(Protocol):
+    """Runs a sweep's remaining runs (see the module docstring)."""
+
+    name: str
+
+    def run(self, todo: Todo, done: Done, *, progress: bool = True, log: Log = print) -> None:
+        """Train every ``(config, run_dir)`` of ``todo``; call ``done(run_dir, error)`` as each finishes."""
+        ...
+
+
+def _threads(options: Mapping[str, Any]) -> int | None:
+    threads = options.get("threads")
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(
+            f"executor threads must be an integer >= 1 (torch threads per run), got {threads!r}"
+        )
+    return threads
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """One run after another in this process."""
+
+    threads: int | None = None
+    name = "sequential"
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], workers: int | None = None) -> Sequential:
+        return cls(threads=_threads(options))
+
+    def run(self, todo: Todo, done: Done, *, progress: bool = True, log: Log = print) -> None:
+        import torch  # noqa: PLC0415
+
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            for config, run_dir in todo:
+                try:
+                    fit(config, run_dir, progress=progress)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as err:  # noqa: BLE001 - recorded, the sweep goes on
+                    done(run_dir, err)
+                else:
+                    done(run_dir, None)
+        finally:
+            torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """``workers`` spawned local processes (one torch thread each unless ``threads`` is given)."""
+
+    workers: int = 2
+    threads: int = 1
+    name = "processes"
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], workers: int | None = None) -> Processes:
+        count = workers if workers is not None else options.get("workers", 2)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"workers must be an integer >= 1, got {count!r}")
+        return cls(workers=count, threads=_threads(options) or 1)
+
+    def run(self, todo: Todo, done: Done, *, progress: bool = True, log: Log = print) -> None:
+        import multiprocessing  # noqa: PLC0415
+        from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+            futures = {pool.submit(run_one, c.to_dict(), str(d), self.threads): d for c, d in todo}
+            for fut in as_completed(futures):
+                done(futures[fut], fut.exception())
+
+
+@dataclass(frozen=True)
+class Submitit:
+    """SLURM jobs through submitit's AutoExecutor (``"submitit-local"``: its LocalExecutor, for tests)."""
+
+    name: str = "submitit"
+    threads: int | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, Any], workers: int | None = None, name: str = "submitit"
+    ) -> Submitit:
+        params = {k: v for k, v in options.items() if k not in ("kind", "workers", "threads")}
+        if name == "submitit-local":
+            params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+        params.setdefault("timeout_min", 60 * 24)
+        return cls(name=name, threads=_threads(options), parameters=params)
+
+    def run(self, todo: Todo, done: Done, *, progress: bool = True, log: Log = print) -> None:
+        import submitit  # noqa: PLC0415 - optional dependency
+
+        if not todo:
+            return
+        folder = Path(todo[0][1]).parent.parent / "submitit"
+        local = self.name == "submitit-local"
+        ex = submitit.LocalExecutor(folder=folder) if local else submitit.AutoExecutor(folder=folder)
+        ex.update_parameters(**self.parameters)
+        jobs = [(ex.submit(run_one, c.to_dict(), str(d), self.threads), d) for c, d in todo]
+        log(f"submitted {len(jobs)} jobs (logs in {folder})")
+        for job, run_dir in jobs:
+            try:
+                job.result()
+            except Exception as err:  # noqa: BLE001
+                done(run_dir, err)
+            else:
+                done(run_dir, None)
+
+
+#: Every executor kind, by the name a sweep file's ``executor: {kind: ...}`` uses.
+EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "sequential": Sequential.from_options,
+    "processes": Processes.from_options,
+    "submitit": Submitit.from_options,
+    "submitit-local": lambda options, workers=None: Submitit.from_options(options, workers, "submitit-local"),
+}
+
+
+def make_executor(
+    options: Mapping[str, Any] | None = None, kind: str | None = None, workers: int | None = None
+) -> Executor:
+    """The executor of a sweep file's ``executor`` section (``kind`` and ``workers`` override it).
+
+    Raises:
+        ConfigError: an unknown kind (with the allowed ones), or ``workers``/``threads`` that are not integers
+            >= 1.
+    """
+    options = dict(options or {})
+    kind = kind or options.get("kind", "sequential")
+    if kind not in EXECUTORS:
+        raise ConfigError(
+            f"executor={kind!r} is not allowed; allowed: {list(EXECUTORS)}.{suggest(str(kind), EXECUTORS)}"
+        )
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    return EXECUTORS[kind](options, workers)
+
+
+# ------------------------------------------------------------------------------------------ worker side
+def run_one(
+    config_dict: dict[str, Any], run_dir: str, threads: int | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """Worker entry point (processes and submitit): train one run, or return its stored results."""
+    _die_with_parent()
+    if threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(threads)
+    config = RunConfig.from_dict(config_dict)
+    return fit(config, run_dir, progress=progress)
+
+
+def stop_workers() -> None:
+    """Terminate this process's multiprocessing children (the processes executor's workers)."""
+    import multiprocessing  # noqa: PLC0415
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=5)
+
+
+def _die_with_parent() -> None:
+    """In a worker process: receive SIGTERM when the sweep process dies, even by SIGKILL (Linux)."""
+    import multiprocessing  # noqa: PLC0415
+
+    if multiprocessing.parent_process() is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        pass

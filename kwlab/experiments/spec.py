@@ -1,0 +1,240 @@
+"""The sweep file grammar: :class:`SweepSpec`, its expansion into validated :class:`RunConfig` objects and the
+names of their run directories.
+
+A sweep file::
+
+    name: demo                      # identifies the sweep; an output dir holding another name is refused
+    base: {arch: resnet20_cifar, data: synthetic, epochs: 4}      # RunConfig fields shared by every run
+    grid: {seed: [0, 1]}            # field -> list of values, cartesian product
+    runs:                           # optional: override sets combined with the grid; a list value in an
+      - {method: static}            # entry is a sub-grid of that entry only
+      - {method: kw, preset: ["1/2x", "1x", "2x"], sharing: [layer, stage]}
+    seeds: 3                        # runs per configuration (default 3): seeds 0, 1, 2 unless seed is set
+    executor: {kind: sequential}    # or processes (workers: N), submitit (slurm_* options), submitit-local;
+                                    # threads: torch threads per run (processes: 1 per worker process)
+
+Every config is expanded and checked (:func:`expand`) before any training starts; the ``executor`` section
+is checked when the spec loads (:func:`kwlab.experiments.executors.make_executor`). A run directory is named
+by the hashed fields that vary across the sweep plus the run's :meth:`RunConfig.training_hash`
+(:func:`run_ids`); :func:`spec_hash` identifies what a spec trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.experiments.executors import make_executor
+from kwlab.utils import suggest
+
+__all__ = [
+    "SweepSpec",
+    "DEFAULT_SEEDS",
+    "load_sweep",
+    "parse_overrides",
+    "apply_overrides",
+    "expand",
+    "config_hash",
+    "run_ids",
+    "spec_hash",
+]
+
+_SPEC_KEYS = ("name", "base", "grid", "runs", "seeds", "executor", "description")
+DEFAULT_SEEDS = 3
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep file (see the module docstring)."""
+
+    name: str
+    base: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    executor: dict[str, Any] = field(default_factory=dict)
+    forced: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    seeds: int = DEFAULT_SEEDS
+    data_notice: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "sweep") -> SweepSpec:
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: a sweep file must be a mapping with keys {list(_SPEC_KEYS)}")
+        for key in d:
+            if key not in _SPEC_KEYS:
+                raise ConfigError(
+                    f"{source}: unknown sweep key {key!r}.{suggest(key, _SPEC_KEYS)} (allowed: "
+                    f"{list(_SPEC_KEYS)}; run fields go under 'base', 'grid' or 'runs')"
+                )
+        name = d.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}: 'name' (a non-empty string) is required")
+        base = d.get("base") or {}
+        grid = d.get("grid") or {}
+        runs = d.get("runs") or [{}]
+        executor = d.get("executor") or {}
+        if not isinstance(base, dict):
+            raise ConfigError(f"{source}: 'base' must be a mapping of RunConfig fields")
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ConfigError(
+                f"{source}: 'grid' must map fields to non-empty lists, e.g. grid: {{seed: [0, 1]}}"
+            )
+        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+            raise ConfigError(f"{source}: 'runs' must be a list of mappings (override sets)")
+        if not isinstance(executor, dict):
+            raise ConfigError(f"{source}: 'executor' must be a mapping, e.g. {{kind: processes, workers: 2}}")
+        try:
+            make_executor(executor)  # an unknown kind or bad workers/threads: refused when the spec loads
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        seeds = d.get("seeds", DEFAULT_SEEDS)
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ConfigError(
+                f"{source}: 'seeds' must be an integer >= 1 (runs per configuration), got {seeds!r}"
+            )
+        return cls(
+            seeds=seeds,
+            name=name,
+            base=dict(base),
+            grid=dict(grid),
+            runs=[dict(r) for r in runs],
+            executor=dict(executor),
+            description=str(d.get("description", "")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "base": self.base,
+            "grid": self.grid,
+            "runs": self.runs,
+            "forced": self.forced,
+            "seeds": self.seeds,
+            "executor": self.executor,
+            "description": self.description,
+            "data_notice": self.data_notice,
+        }
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["lr=0.1", "preset=1/2x", "seed=[0,1]"]`` -> ``{"lr": 0.1, "preset": "1/2x", "seed": [0, 1]}``
+    (values parsed as YAML)."""
+    import yaml  # noqa: PLC0415
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: cannot parse the value ({err})") from None
+    return out
+
+
+def load_sweep(path: str | os.PathLike, overrides: dict[str, Any] | Sequence[str] | None = None) -> SweepSpec:
+    """Read a sweep YAML file and apply ``--set`` overrides.
+
+    A scalar override is forced on every run (it wins over base, grid and runs); a list override
+    becomes (or replaces) a grid axis.
+    """
+    import yaml  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"sweep file {path} does not exist")
+    with open(path) as f:
+        spec = SweepSpec.from_dict(yaml.safe_load(f), source=str(path))
+    if overrides:
+        apply_overrides(spec, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
+    return spec
+
+
+def apply_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
+    for key, value in overrides.items():
+        if isinstance(value, list):
+            spec.grid[key] = value
+            spec.base.pop(key, None)
+            for r in spec.runs:
+                r.pop(key, None)
+        else:
+            spec.forced[key] = value
+    return spec
+
+
+def _sub_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = list(entry)
+    axes = [v if isinstance(v, list) and k != "model_kwargs" else [v] for k, v in entry.items()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
+
+
+def expand(spec: SweepSpec) -> list[RunConfig]:
+    """Every run of the sweep as a validated RunConfig, in a stable order (raises ConfigError).
+
+    Each configuration runs ``spec.seeds`` times, with seeds ``s0 .. s0 + seeds - 1`` (``s0`` = the base's
+    ``seed``, default 0), unless the grid, the run entry or a ``--set`` gives ``seed`` itself.
+    """
+    start = int(spec.base.get("seed", 0) or 0)
+    seed_axis = list(range(start, start + spec.seeds))
+    grid_keys = list(spec.grid)
+    grid_points = [dict(zip(grid_keys, combo)) for combo in itertools.product(*spec.grid.values())]
+    configs: list[RunConfig] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(spec.runs):
+        for sub in _sub_grid(entry):
+            for point in grid_points:
+                values = {**spec.base, **point, **sub, **spec.forced}
+                seeded = any("seed" in d for d in (point, sub, spec.forced))
+                for seed in [values.get("seed")] if seeded else seed_axis:
+                    try:
+                        config = RunConfig.from_dict({**values, "seed": seed} if not seeded else values)
+                    except ConfigError as err:
+                        where = f"runs[{i}] {sub}" if sub else "base"
+                        raise ConfigError(
+                            f"sweep {spec.name!r}, {where}{' x ' + str(point) if point else ''}: {err}"
+                        ) from None
+                    key = config_hash(config)  # configs that differ in runtime fields only are one run
+                    if key not in seen:
+                        seen.add(key)
+                        configs.append(config)
+    return configs
+
+
+def config_hash(config: RunConfig) -> str:
+    """The run's identity: :meth:`RunConfig.training_hash` (runtime fields such as ``probe_every``,
+    ``checkpoint`` and ``device`` are not part of it, so changing them never retrains a run)."""
+    return config.training_hash()
+
+
+def _slug(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)[:40]
+
+
+def run_ids(configs: Sequence[RunConfig]) -> list[str]:
+    """Directory names: the hashed fields that vary across ``configs`` plus :func:`config_hash` (the
+    training hash): a run directory is named by what it trains, never by runtime fields."""
+    dicts = [c.training_dict() for c in configs]
+    hashed = [k for k in RunConfig.field_names() if dicts and k in dicts[0]]
+    varying = [k for k in hashed if len({json.dumps(d[k], sort_keys=True, default=str) for d in dicts}) > 1]
+    ids = []
+    for c, d in zip(configs, dicts):
+        parts = [f"{k}={_slug(d[k])}" for k in varying if d[k] is not None]
+        ids.append(",".join(parts + [config_hash(c)]))
+    return ids
+
+
+def spec_hash(spec: SweepSpec) -> str:
+    """Hash of what a sweep spec trains (everything but ``executor``, ``description`` and notices)."""
+    d = {k: v for k, v in spec.to_dict().items() if k not in ("executor", "description", "data_notice")}
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -1,0 +1,119 @@
+"""The README's recipes, proven: a new method (one layer file plus one row), a new model (one file that
+registers itself) and a new statistic (one Statistic entry) each show up everywhere (issue 21). Each toy is
+written into a temporary module, and the tables are restored afterwards."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import kwlab
+from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.experiments.sweep import SweepSpec, check_configs, run_sweep
+from kwlab.instruments.probe import Probe
+from kwlab.layers.base import DynamicLayer
+from kwlab.methods import METHODS, Method, family, methods_markdown
+from kwlab.models import registry
+from kwlab.testing import tiny_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOY_LAYER = '''
+from kwlab.layers.dyconv import DynamicConv2d
+
+
+class ToyConv2d(DynamicConv2d):
+    """A toy method's layer: DY-Conv's mixture under another name (enough to follow it through kwlab)."""
+'''
+
+TOY_MODEL = '''
+from torch import nn
+
+from kwlab.models.registry import ModelEntry, register_model
+
+
+def toy_net(num_classes=10, width=32):
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes),
+    )
+
+
+register_model(ModelEntry("toy_net", toy_net, ("width",), input_size=(3, 8, 8), description="a toy"))
+'''
+
+
+def _module(tmp_path, monkeypatch, name: str, source: str):
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module(name)
+    monkeypatch.setitem(sys.modules, name, module)  # removed again after the test
+    return module
+
+
+def test_a_new_method_is_a_layer_file_plus_one_row(tmp_path, monkeypatch):
+    toy = _module(tmp_path, monkeypatch, "kwlab_toy_method", TOY_LAYER)
+    row = Method(
+        "toy",
+        toy.ToyConv2d,
+        lambda model, *, preset=None, **options: family.convert(
+            model, "toy", **{**METHODS["toy"].preset_options(preset), **options}
+        ),
+        "count",
+        ("num_kernels", "reduction", "include", "exclude"),
+        ("preset", "reduction"),
+        count_option="num_kernels",
+        description="a toy method",
+    )
+    monkeypatch.setitem(METHODS, "toy", row)
+    monkeypatch.setitem(family.WIRING, "toy", family.Wiring(toy.ToyConv2d, {"num_kernels": 2}))
+
+    assert "toy" in kwlab.list_methods() and "| `toy` | a toy method |" in methods_markdown()
+    model = kwlab.create_model("resnet20_cifar", method="toy", preset="3x", num_classes=10, widths=(4, 8, 8))
+    layers = [m for m in model.modules() if isinstance(m, toy.ToyConv2d)]
+    assert layers and all(m.num_kernels == 3 for m in layers)
+    converted = kwlab.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3)), "toy")
+    assert isinstance(converted[1], toy.ToyConv2d) and not isinstance(converted[0], toy.ToyConv2d)
+    with Probe(model) as probe:
+        model.eval()(torch.randn(2, 3, 8, 8))
+    assert len(probe.summary()) == len(layers)
+
+    config = RunConfig.from_dict(tiny_run(method="toy", preset="2x", reduction=0.5))
+    assert "reduction" in RunConfig.model_fields()
+    with pytest.raises(ConfigError, match="budget=2.0: not a field of method='toy'"):
+        config.replace(budget=2)
+    check_configs([config, config.replace(reduction=0.25)])
+    spec = SweepSpec.from_dict({"name": "toy", "seeds": 1, "base": tiny_run(), "runs": [{"method": "toy"}]})
+    df = run_sweep(spec, tmp_path / "sweep", progress=False, log=lambda *_: None)
+    assert list(df["method"]) == ["toy"] and df["params"].iloc[0] > 0
+
+
+def test_a_new_model_is_one_file_that_registers_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the registration is undone
+    _module(tmp_path, monkeypatch, "kwlab_toy_model", TOY_MODEL)
+
+    assert "toy_net" in kwlab.list_models()
+    static = kwlab.create_model("toy_net", num_classes=5, width=32)
+    for method in ("kw", "dyconv", "odconv", "condconv"):
+        model = kwlab.create_model("toy_net", method=method, num_classes=5, width=32)
+        assert any(isinstance(m, DynamicLayer) for m in model.modules()), method
+        assert model(torch.randn(2, 3, 8, 8)).shape == static(torch.randn(2, 3, 8, 8)).shape == (2, 5)
+    config = RunConfig.from_dict(
+        tiny_run(arch="toy_net", method="kw", preset="1x", model_kwargs={"width": 32}, epochs=1)
+    )
+    assert config.resolved_temperature()[2] == min(METHODS["kw"].temperature.epochs, 0.25)
+    check_configs([config])
+    spec = SweepSpec.from_dict(
+        {"name": "toy", "seeds": 1, "base": tiny_run(arch="toy_net", model_kwargs={"width": 32}),
+         "runs": [{"method": "static"}, {"method": "kw", "preset": "1x", "sharing": "layer"}]}
+    )
+    df = run_sweep(spec, tmp_path / "sweep", progress=False, log=lambda *_: None)
+    assert sorted(df["method"]) == ["kw", "static"]
+    assert df.set_index("method").loc["kw", "probe_neg_frac"] >= 0
