@@ -31,8 +31,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 # Notebooks open in quick mode (KWLAB_QUICK=1: minutes on a CPU); `make lab FULL=1` runs them in full.
+# As root (containers, lab machines) Jupyter needs --allow-root; it is passed only then.
+LAB_UID ?= $(shell id -u)
 lab: $(STAMP)
-	KWLAB_QUICK=$(if $(FULL),0,1) $(VENV)/bin/jupyter lab notebooks/
+	KWLAB_QUICK=$(if $(FULL),0,1) $(VENV)/bin/jupyter lab $(if $(filter 0,$(LAB_UID)),--allow-root )notebooks/
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_speed.py

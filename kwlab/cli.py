@@ -60,6 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_out(value: str | None, option: str = "--out") -> None:
+    """Refuse an output directory that is a file, or lies under one, before any work starts."""
+    from kwlab.experiments.config import ConfigError
+
+    if value is None:
+        return
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {value!r} is a file; allowed: a directory (new or existing)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"{option} {value!r} lies under {str(parent)!r}, which is a file; allowed: a directory "
+                    "(new or existing) whose parents are directories"
+                )
+            break
+
+
 def _train(args: argparse.Namespace) -> int:
     import yaml
 
@@ -67,6 +86,7 @@ def _train(args: argparse.Namespace) -> int:
     from kwlab.experiments.config import ConfigError
     from kwlab.experiments.sweep import parse_overrides
 
+    _check_out(args.out)
     values: dict = {}
     if args.config:
         with open(args.config) as f:
@@ -93,6 +113,7 @@ def _train(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from kwlab.experiments.sweep import load_sweep, run_sweep
 
+    _check_out(args.out)
     spec = load_sweep(args.config, args.overrides)
     df = run_sweep(
         spec, args.out, executor=args.executor, workers=args.workers, progress=not args.no_progress
@@ -110,6 +131,7 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from kwlab.experiments.report import make_report
 
+    _check_out(args.out)
     _check_results_table(Path(args.dir))
     page = make_report(args.dir, args.out)
     print(f"report: {page}")
@@ -140,6 +162,7 @@ def _check_results_table(folder: Path) -> None:
 def _reproduce(args: argparse.Namespace) -> int:
     from kwlab.experiments.reproduce import reproduce
 
+    _check_out(args.out)
     reproduce(args.folder, args.run, args.out, threads=args.threads, progress=not args.no_progress)
     return 0
 

@@ -188,15 +188,54 @@ def load_torch_file(
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
         text = str(err)
         found = _GLOBAL.search(text)
-        if found:
-            name = found.group(1)
+        calls = [found.group(1)] if found else _pickled_calls(path)
+        if calls:  # None: not a readable pickle; []: a pickle without imports
+            name = ", ".join(calls[:3])
             raise CheckpointError(
                 f"{path} holds code, not only weights: its pickle calls {name}. kwlab refuses to load it "
                 f"(checkpoints are read with the weights-only unpickler, which admits tensors and plain "
                 f"containers only). Do not use this file unless you know who made it and why."
             ) from None
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "no message")
+        detail = next(
+            (ln.strip() for ln in text.splitlines() if ln.strip().startswith(("Unsupported", "Trying"))),
+            None,
+        )
+        if "Weights only load failed" in text and calls is not None:  # a pickle, of objects, not code
+            raise CheckpointError(
+                f"{path} holds pickled objects that are not plain weights (the weights-only unpickler "
+                f"stopped: {detail}). kwlab refuses it and never loads checkpoints with the weights-only "
+                f"check off; re-save the weights as a plain state_dict of tensors."
+            ) from None
+        # torch's advice to turn the weights-only check off is never repeated
+        first = detail or next((ln.strip() for ln in text.splitlines() if ln.strip()), "no message")
         raise CheckpointError(
             f"could not read {path} as a PyTorch checkpoint with weights_only=True "
             f"({type(err).__name__}: {first[:200]}); the file is truncated, corrupt or not a checkpoint"
         ) from None
+
+
+def _pickled_calls(path: Path) -> list[str] | None:
+    """The ``module.name`` globals (other than torch's own) a pickle (raw, or a torch zip's ``data.pkl``)
+    would import, read with :mod:`pickletools` without running anything; None if it is no readable pickle."""
+    import pickletools  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                data = zf.read(member) if member else b""
+        else:
+            data = path.read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - not a pickle (truncated, corrupt, another format)
+        return None
+    safe = ("torch.", "collections.OrderedDict", "argparse.Namespace", "_codecs.encode", "builtins.set")
+    return [g for g in dict.fromkeys(found) if not g.startswith(safe)]

@@ -36,9 +36,21 @@ _REFUSED = {(arch, m): "finds no conv to convert" for arch in _VITS for m in ("d
 #: FDConv's official kernel_num=64 must divide each layer's rfft2 coefficient count; where it does not, the
 #: conversion refuses by name and the official class default kernel_num=4 runs
 _FDCONV_SMALL = ("convnext_tiny", "mobilenetv2_050", "mobilenetv2_100", "resnet20_cifar")
+#: (arch, method) -> why the method has nothing to convert there: a ViT's only conv is its patch embedding,
+#: the stem the family keeps static; ConvNeXt's stages hold no two same-shape spatial convs in kwlab's
+#: KernelDNA pairing (its stage container's children are whole stages).
+_NOTHING_TO_CONVERT = {
+    **{
+        (vit, m): "patch_embed.proj: the stem"
+        for vit in _VITS
+        for m in ("condconv", "dyconv", "odconv", "kerneldna")
+    },
+    ("convnext_tiny", "kerneldna"): "no same-shape conv in an earlier block",
+}
 
 
 def _build(arch: str, method: str) -> nn.Module | None:
+    """The model, or None where the method has nothing to convert in the arch and says so (asserted)."""
     torch.manual_seed(0)
     extra = {"img_size": 32} if "img_size" in kwlab.models.model_entry(arch).model_kwargs else {}
     if (arch, method) in _REFUSED:
@@ -55,6 +67,12 @@ def _build(arch: str, method: str) -> nn.Module | None:
         with pytest.raises(ValueError, match="kernel_num=64 must divide"):
             kwlab.create_model(arch, method=method, num_classes=10, **extra)
         extra["kernel_num"] = 4
+    if (arch, method) in _NOTHING_TO_CONVERT:
+        # the conversion would convert nothing: it refuses by name instead of returning a static model
+        # (issue 22), saying why for the layers
+        with pytest.raises(ValueError, match=f"would convert no layer.*{_NOTHING_TO_CONVERT[arch, method]}"):
+            kwlab.create_model(arch, method=method, num_classes=10, **extra)
+        return None
     return kwlab.create_model(arch, method=method, num_classes=10, **extra)
 
 

@@ -83,6 +83,11 @@ def reproduce(
     from kwlab.experiments.train import fit  # noqa: PLC0415
     from kwlab.utils import git_revision  # noqa: PLC0415
 
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(
+            f"threads (--threads) must be an integer >= 1 (torch threads; leave it out for the recorded "
+            f"count), got {threads!r}"
+        )
     folder, out = Path(folder), Path(out)
     row = _row(folder, run_id)
     config = recorded_config(row)
@@ -91,7 +96,7 @@ def reproduce(
     if threads is None and isinstance(recorded_threads, (int, float)) and recorded_threads >= 1:
         threads = int(recorded_threads)
     previous = torch.get_num_threads()
-    if threads:
+    if threads is not None:
         torch.set_num_threads(threads)
     log(f"reproducing {row['run_id']} of {folder} into {out} ({torch.get_num_threads()} torch threads)")
     try:

@@ -276,7 +276,7 @@ class _LayerStats:
         alpha: Tensor,
         full: Tensor | None,
         labels: Tensor | None,
-        temperature: Tensor,
+        temperature: Tensor | None,
         learned: Tensor | None = None,
     ) -> None:
         a = alpha.detach().float()
@@ -305,7 +305,7 @@ class _LayerStats:
         acc["top"] += metrics.top_cell_counts(a)
         acc["alpha_sum"] += a.sum(0)
         self.n_samples += b
-        self._temperature = temperature.detach().clone()
+        self._temperature = None if temperature is None else temperature.detach().clone()
         if labels is not None:
             self._add_classes(a, labels)
         if self.n_kept < self.keep:
@@ -483,7 +483,8 @@ class Probe:
                     f"saw a batch of {alpha.shape[0]}; call probe.set_labels(y) for this batch"
                 )
             with torch.no_grad():
-                stats.update(alpha, full, labels, layer.attention.temperature, learned)
+                used = getattr(layer.attention, "uses_temperature", True)  # CondConv/KernelDNA: NaN
+                stats.update(alpha, full, labels, layer.attention.temperature if used else None, learned)
 
         return hook
 
@@ -569,7 +570,13 @@ class Probe:
     def summary(self) -> pd.DataFrame:
         """One row per layer, columns :func:`summary_columns`: layer, bank, num_mixtures, num_cells,
         n_samples, one per statistic of :data:`STATISTICS` (neg_frac, neg_mass, zero_mass, entropy,
-        effective_cells, diversity, mean_abs, ...), class_distance, temperature."""
+        effective_cells, diversity, mean_abs, ...), class_distance, temperature (NaN for a method without
+        one: CondConv, KernelDNA). A RuntimeError before any layer has recorded a sample."""
+        if self._stats and all(s.n_samples == 0 for s in self._stats.values()):
+            raise RuntimeError(
+                "Probe.summary(): nothing recorded yet; run forward passes while the probe is on "
+                "(inside `with probe:`, after probe.start(), or probe.record_loader(...)) first"
+            )
         return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=summary_columns())
 
     def cell_usage(self) -> pd.DataFrame:

@@ -99,10 +99,12 @@ class DynamicAttention(nn.Module):
         zero_cell: whether :meth:`coefficients` returns one extra, dropped slot per mixture.
         temperature: initial value of the ``temperature`` buffer, in the layer's units.
 
-    Subclasses declare ``temperature_contract``.
+    Subclasses declare ``temperature_contract``; ``uses_temperature = False`` says that the buffer exists for
+    the protocol only and changes nothing (CondConv, KernelDNA): the probe then reports NaN for it.
     """
 
     temperature_contract: TemperatureContract = NO_TEMPERATURE
+    uses_temperature: bool = True
 
     def __init__(
         self, num_mixtures: int, num_cells: int, *, zero_cell: bool = False, temperature: float = 0.0
@@ -169,10 +171,15 @@ def conv_geometry(
     dilation=1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    *,
+    asymmetric_same: bool = False,
 ) -> dict[str, Any]:
     """Validate ``nn.ConvNd``-style arguments and normalise them to ``dim``-tuples (every dynamic conv layer).
 
     Returns ``kernel_size``, ``stride``, ``padding`` (a tuple, or "same"/"valid") and ``dilation``.
+    ``padding="same"`` with an even effective kernel (``dilation * (k - 1)`` odd) pads one side more than the
+    other; only layers that run ``F.conv2d`` on their whole kernel handle it (``asymmetric_same=True``), the
+    others refuse it here, at construction, rather than at the first forward.
     """
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
         check_positive_int(name, value)
@@ -205,6 +212,12 @@ def conv_geometry(
     for name, t in (("stride", stride_t), ("dilation", dilation_t)):
         for v in t:
             check_positive_int(name, v)
+    if pad == "same" and not asymmetric_same and any(d * (k - 1) % 2 for k, d in zip(kernel, dilation_t)):
+        raise ValueError(
+            f"padding='same' with kernel_size={kernel} and dilation={dilation_t} needs more padding on one "
+            f"side than the other, which this layer does not support; allowed: padding='same' with an odd "
+            f"effective kernel (dilation * (kernel_size - 1) even), or explicit padding"
+        )
     return dict(kernel_size=kernel, stride=stride_t, padding=pad, dilation=dilation_t)
 
 
@@ -226,9 +239,14 @@ def check_divisor(value: float, name: str = "temperature") -> float:
 
 def check_tau(tau: float, name: str = "tau") -> float:
     """``tau`` as a float, or a ValueError if it is not a finite anneal position in [0, 1]."""
+    if isinstance(tau, (bool, str, bytes)):  # float("0.5") and float(True) would pass silently
+        raise ValueError(
+            f"{name} must be a number in [0, 1] (the anneal position: 1 = start, 0 = end), got "
+            f"{type(tau).__name__} {tau!r}"
+        )
     try:
         value = float(tau)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         raise ValueError(
             f"{name} must be a number in [0, 1] (the anneal position: 1 = start, 0 = end), got {tau!r}"
         ) from None
@@ -256,9 +274,16 @@ def set_temperature(model: nn.Module, tau: float) -> nn.Module:
 
 
 def get_temperature(model: nn.Module) -> float | None:
-    """The anneal position ``tau`` of the first dynamic layer with a temperature (None: none)."""
+    """The anneal position ``tau`` of the first dynamic layer with a temperature (None: none).
+
+    A model on the meta device has no values: a ValueError says so (move it with ``to_empty`` first)."""
     for module in model.modules():
         if isinstance(module, DynamicAttention) and module.temperature_contract.active:
+            if module.temperature.is_meta:
+                raise ValueError(
+                    "model is on the meta device, so its temperature has no value; allowed: a model with "
+                    "real tensors (model.to_empty(device='cpu') and a load, or build it off the meta device)"
+                )
             return module.temperature_contract.position(float(module.temperature))
     return None
 

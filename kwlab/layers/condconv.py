@@ -142,6 +142,8 @@ class CondConvRouting(DynamicAttention):
         num_experts: E, the number of expert kernels.
     """
 
+    uses_temperature = False
+
     def __init__(self, in_channels: int, num_experts: int, *, device=None, dtype=None) -> None:
         super().__init__(1, num_experts, temperature=1.0)
         self.fc = nn.Linear(in_channels, num_experts, device=device, dtype=dtype)

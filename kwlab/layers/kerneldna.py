@@ -86,6 +86,8 @@ class KernelDNAGate(DynamicAttention):
         reduction: rd; hidden width ``max(I // rd, 1)`` (official 4; 24 on MobileNetV2's 6x-expanded width).
     """
 
+    uses_temperature = False  # KernelDNA has no temperature
+
     def __init__(self, in_channels: int, *, reduction: int = 4, device=None, dtype=None) -> None:
         check_positive_int("reduction", reduction)
         super().__init__(1, in_channels, temperature=1.0)
@@ -144,7 +146,8 @@ class KernelDNAConv2d(DynamicLayer):
     ) -> None:
         super().__init__()
         geo = conv_geometry(
-            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
+            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
+            asymmetric_same=True,  # F.conv2d on the whole kernel pads like nn.Conv2d
         )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]

@@ -186,8 +186,9 @@ class KWPlan:
     ``attention`` (warehouse -> attention parameters of its layers, by formula), ``left_static`` (layer ->
     why it stays static), ``static_parameters`` (the whole static model), ``element_size`` (bytes per
     parameter at the model's dtype). ``warehouse_table()`` has one row per warehouse, ``totals()`` the sums
-    (with ``converted_bytes``, the converted model's parameters in bytes), ``frame()`` both as a pandas
-    DataFrame.
+    (with ``converted_bytes``, the converted model's parameters in bytes, and ``attention_share``, the
+    attention's part of the converted layers' parameters: attention / (warehouse cells + attention)),
+    ``frame()`` both as a pandas DataFrame.
     """
 
     warehouses: dict[str, WarehousePlan]
@@ -221,6 +222,7 @@ class KWPlan:
                     static_params=replaced,
                     warehouse_params=wp.num_parameters,
                     attention_params=self.attention.get(key, 0),
+                    attention_share=self.attention.get(key, 0) / cost if cost else 0.0,
                     ratio=cost / replaced if replaced else float("inf"),
                 )
             )
@@ -243,6 +245,7 @@ class KWPlan:
             replaced=replaced,
             warehouse=cells,
             attention=attention,
+            attention_share=attention / (cells + attention) if cells + attention else 0.0,
         )
 
     def frame(self):
@@ -261,7 +264,8 @@ class KWPlan:
             f"planned {t['converted_model']:,} parameters ({t['converted_bytes'] / 1e9:.3g} GB) = "
             f"{t['ratio']:.3g}x the static model's {t['static_model']:,} ({t['warehouses']} warehouses "
             f"over {t['converted_layers']} layers, "
-            f"{t['static_layers']} layers left static)"
+            f"{t['static_layers']} layers left static; attention {t['attention_share']:.0%} of the "
+            f"converted layers' parameters)"
         ]
         for r in rows[:top]:
             lines.append(

@@ -33,6 +33,7 @@ from kwlab.layers.odconv import ODCONV_TEMPERATURE, ODConv2d
 from kwlab.utils import suggest
 
 from . import family
+from .family import plan_family
 from .kernelwarehouse import KW_OPTIONS, KW_PRESETS, kernelwarehouse, plan_kernelwarehouse
 from .temperature import TemperatureSchedule
 
@@ -46,6 +47,7 @@ __all__ = [
     "convert",
     "kernelwarehouse",
     "plan_kernelwarehouse",
+    "plan_family",
     "KW_PRESETS",
     "TemperatureSchedule",
 ]
@@ -288,6 +290,11 @@ def convert(model: nn.Module, method: str, *, preset: str | None = None, **optio
         **options: the method's options (``METHODS[method].options``), e.g. ``budget=2, sharing="layer"`` for
             KW, ``num_kernels=4`` for ODConv, ``classifier=True`` for DCD's dynamic classifier or
             ``kernel_num=4`` for FDConv, and ``include``/``exclude`` patterns.
+
+    All or nothing: every layer is planned and validated before the first is replaced, so a ValueError
+    (a layer the method cannot represent, a pattern that matches nothing, nothing to convert, KW's size
+    guard) leaves ``model`` as it was. A lone ``nn.Conv2d`` (KW: also ``nn.Linear``) returns its new layer.
+    The plans: :func:`plan_kernelwarehouse` and :func:`kwlab.methods.family.plan_family`.
     """
     spec = get_method(method)
     if spec.converter is None:

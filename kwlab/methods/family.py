@@ -59,6 +59,15 @@ Rules (in this order):
 5. explicit layer keywords win over the defaults (``kwlab.convert(model, m, preset="Nx")`` sets the kernel
    count of condconv/dyconv/odconv).
 
+Conversion is transactional: :func:`plan_family` first plans every layer and builds each new layer on the
+meta device (so every layer is validated, shapes, groups, padding modes and ``padding="same"`` with an even
+kernel included, without allocating anything); only then are the real layers built, and only when every one
+of them was built are they swapped in. A selected conv that the method cannot represent, a pattern that
+matches no conv, or a plan that converts nothing raises a ValueError naming each layer and why, and the
+model is left exactly as it was. ``plan_family(model, method).frame()`` is the plan table (one row per
+conv-like layer: converted or static, and why; parameters before and after), like
+:func:`kwlab.plan_kernelwarehouse`'s.
+
 KernelDNA pairing (``wiring="pairing"``; a kwlab heuristic, NOT the paper's wiring; ``stages=`` keyword,
 default ``"late"``): a *stage* is an ``nn.Sequential`` or
 ``nn.ModuleList`` whose children are all blocks (non-conv modules that contain a conv); ``"late"`` takes the
@@ -89,6 +98,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from kwlab.layers.base import DynamicLayer
@@ -108,6 +118,8 @@ __all__ = [
     "convert",
     "convert_kerneldna",
     "conversion_plan",
+    "plan_family",
+    "FamilyPlan",
     "find_stages",
     "kerneldna_pairs",
 ]
@@ -277,6 +289,205 @@ def kerneldna_pairs(
     return pairs
 
 
+@dataclass
+class FamilyPlan:
+    """What :func:`convert` does to a model, decided (and validated) before anything is replaced.
+
+    Attributes:
+        method: the method ("condconv", "dyconv", "odconv", "kerneldna").
+        layers: converted conv -> its KernelDNA parent (None for the other methods), in conversion order.
+        left_static: every other conv of the model (``nn.Conv1d/2d/3d``, transposed convs, dynamic layers)
+            -> why it stays as it is.
+        refused: selected convs the method's layer cannot represent -> the layer's own error (any entry
+            makes :func:`convert` refuse the whole conversion).
+        static_params: parameters of each listed conv as it is now.
+        converted_params: parameters each converted layer will hold (a KernelDNA child: without the
+            parent's kernel, which it shares).
+        static_parameters: parameters of the whole model as it is now.
+    """
+
+    method: str
+    layers: dict[str, str | None] = field(default_factory=dict)
+    left_static: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    static_params: dict[str, int] = field(default_factory=dict)
+    converted_params: dict[str, int] = field(default_factory=dict)
+    static_parameters: int = 0
+
+    def table(self) -> list[dict]:
+        """One row per conv of the model: layer, status ("converted", "static" or "refused"), reason,
+        parent (KernelDNA), static_params and params (after conversion)."""
+        rows = []
+        for name, count in self.static_params.items():
+            if name in self.layers:
+                status, reason = "converted", ""
+            elif name in self.refused:
+                status, reason = "refused", self.refused[name]
+            else:
+                status, reason = "static", self.left_static.get(name, "")
+            rows.append(
+                dict(
+                    layer=name,
+                    status=status,
+                    reason=reason,
+                    parent=self.layers.get(name) or "",
+                    static_params=count,
+                    params=self.converted_params.get(name, count),
+                )
+            )
+        return rows
+
+    def totals(self) -> dict:
+        """The whole model before and after: parameters, their ratio, and layer counts."""
+        replaced = sum(self.static_params[n] for n in self.layers)
+        added = sum(self.converted_params[n] for n in self.layers)
+        converted = self.static_parameters - replaced + added
+        return dict(
+            static_model=self.static_parameters,
+            converted_model=converted,
+            ratio=converted / self.static_parameters if self.static_parameters else float("nan"),
+            converted_layers=len(self.layers),
+            static_layers=len(self.left_static),
+            refused_layers=len(self.refused),
+        )
+
+    def frame(self):
+        """``(pandas.DataFrame of table() indexed by layer, totals())`` (needs pandas, the "lab" extra)."""
+        import pandas as pd  # noqa: PLC0415 - optional dependency
+
+        columns = ["layer", "status", "reason", "parent", "static_params", "params"]
+        return pd.DataFrame(self.table(), columns=columns).set_index("layer"), self.totals()
+
+    def check(self) -> None:
+        """Raise what :func:`convert` raises for this plan (refused layers, or nothing to convert)."""
+        if self.refused:
+            listed = "; ".join(f"{n}: {why}" for n, why in self.refused.items())
+            raise ValueError(
+                f"cannot convert {len(self.refused)} selected conv(s) to {self.method!r}, so nothing was "
+                f"converted: {listed}. Leave them static with exclude={list(self.refused)!r} "
+                "(or change them)."
+            )
+        if not self.layers:
+            reasons = list(self.left_static.items())
+            listed = "; ".join(f"{n}: {why}" for n, why in reasons[:8]) or "the model has no conv"
+            if len(reasons) > 8:
+                listed += f"; and {len(reasons) - 8} more (plan_family(...).frame() lists every layer)"
+            raise ValueError(
+                f"method {self.method!r} would convert no layer of this model, so nothing was converted "
+                f"({listed}). It converts nn.Conv2d layers (include=[...] selects them by name)."
+            )
+
+
+def _why_static(name: str, module: nn.Module) -> str:
+    if isinstance(module, DynamicLayer):
+        return f"already a dynamic layer ({type(module).__name__})"
+    return f"{type(module).__name__}: the method converts nn.Conv2d layers only"
+
+
+def _meta_twin(conv: nn.Conv2d) -> nn.Conv2d:
+    """An ``nn.Conv2d`` on the meta device with ``conv``'s geometry (no memory, nothing copied)."""
+    return nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+        device="meta",
+        dtype=conv.weight.dtype,
+    )
+
+
+def plan_family(
+    model: nn.Module,
+    method: str,
+    *,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    stages: str | Sequence[str] = "late",
+    wiring: str = "pairing",
+    **layer_kwargs: Any,
+) -> FamilyPlan:
+    """The plan :func:`convert` follows (arguments as there), without changing ``model``.
+
+    Every selected conv's new layer is built on the meta device, so anything the layer refuses (a padding
+    mode, ``padding="same"`` with an even kernel, groups, a bad keyword) is in ``plan.refused`` before any
+    real tensor exists. ``plan.frame()`` is the table; ``plan.check()`` raises what ``convert`` raises.
+    """
+    spec = _method(method)
+    kwargs = {**spec.defaults, **layer_kwargs}
+    if method != "kerneldna" and (stages != "late" or wiring != "pairing"):
+        raise ValueError(
+            f"stages and wiring are only used by method 'kerneldna', got stages={stages!r}, "
+            f"wiring={wiring!r} for {method!r}"
+        )
+    if method == "kerneldna":
+        _check_wiring(wiring)
+    # the layer keywords first, on a plain 3x3 conv: a bad keyword is the keyword's error, not every layer's
+    spec.layer.from_conv(nn.Conv2d(16, 16, 3, padding=1, device="meta"), **kwargs)
+    plain = _plain_convs(model)
+    plan = FamilyPlan(method, static_parameters=sum(p.numel() for p in model.parameters()))
+    plain_names = {n for n, _ in plain}
+    inside = [n for n, m in model.named_modules() if isinstance(m, DynamicLayer)]
+    for name, module in model.named_modules():
+        is_conv = isinstance(module, nn.modules.conv._ConvNd)
+        if not (is_conv or isinstance(module, DynamicLayer)):
+            continue
+        if name in plain_names:
+            plan.static_params[name] = sum(p.numel() for p in module.parameters())
+        elif not any(name.startswith(d + ".") or (d == "" and name) for d in inside):
+            plan.static_params[name] = sum(p.numel() for p in module.parameters())
+            plan.left_static[name] = _why_static(name, module)
+    names = conversion_plan(model, method, include=include, exclude=exclude)
+    chosen = set(names)
+    stem = plain[0][0] if plain else None
+    for name, _ in plain:
+        if name in chosen:
+            continue
+        if include is not None:
+            plan.left_static[name] = "not matched by include"
+        elif exclude is not None and matches(name, exclude, "exclude") and not (
+            (spec.static_stem and name == stem) or (spec.static_downsample and _is_shortcut(name))
+        ):
+            plan.left_static[name] = "matched by exclude"
+        elif spec.static_stem and name == stem:
+            plan.left_static[name] = f"the stem (the first conv): {method} keeps it static"
+        else:
+            plan.left_static[name] = f"a downsample/shortcut conv: {method} keeps it static"
+    modules = dict(plain)
+    if method == "kerneldna":
+        pairs = kerneldna_pairs(model, stages=stages, candidates=names)
+        parents = set(pairs.values())
+        for name in names:
+            if name in parents:
+                plan.left_static[name] = "a KernelDNA parent: stays static, its kernel is shared"
+            elif name not in pairs:
+                plan.left_static[name] = (
+                    f"no same-shape conv in an earlier block of a chosen stage (stages={stages!r})"
+                )
+        targets = [(child, pairs[child]) for child in names if child in pairs]
+    else:
+        targets = [(name, None) for name in names]
+    for name, parent in targets:
+        conv = modules[name]
+        try:
+            twin = _meta_twin(conv)
+            if parent is None:
+                layer = spec.layer.from_conv(twin, **kwargs)
+            else:
+                layer = KernelDNAConv2d.from_conv(twin, parent=_meta_twin(modules[parent]), **kwargs)
+        except (ValueError, TypeError) as err:
+            plan.refused[name] = str(err).splitlines()[0] if str(err) else type(err).__name__
+            continue
+        shared = layer.parent_weight.numel() if parent is not None else 0
+        plan.layers[name] = parent
+        plan.converted_params[name] = sum(p.numel() for p in layer.parameters()) - shared
+    return plan
+
+
 def convert(
     model: nn.Module,
     method: str,
@@ -299,49 +510,49 @@ def convert(
         wiring: KernelDNA only: "pairing" (the only wiring a conversion can do; see the module docstring).
         **layer_kwargs: passed to the layer (e.g. ``num_kernels=2``, ``reduction=1/8``, ``temperature=1.0``).
 
-    Each new layer gets ``_bank`` = its qualified name, the same device/dtype and train/eval mode.
+    Each new layer gets ``_bank`` = its qualified name, the same device/dtype and train/eval mode. All or
+    nothing: the plan (:func:`plan_family`) is validated and every new layer built before the first one is
+    swapped in; a ValueError (a layer the method cannot represent, a pattern that matches nothing, nothing
+    to convert) leaves ``model`` exactly as it was.
     """
     spec = _method(method)
     classifier = layer_kwargs.pop("classifier", False) if method == "dcd" else False
     if not isinstance(classifier, bool):
         raise ValueError(f"classifier must be True or False (DCD's dynamic classifier), got {classifier!r}")
-    kwargs = {**spec.defaults, **layer_kwargs}
-    if method != "kerneldna" and (stages != "late" or wiring != "pairing"):
-        raise ValueError(
-            f"stages and wiring are only used by method 'kerneldna', got stages={stages!r}, "
-            f"wiring={wiring!r} for {method!r}"
-        )
-    if method == "kerneldna":
-        _check_wiring(wiring)
     if isinstance(model, nn.Conv2d):  # a lone conv (KernelDNA: a standalone layer owning its kernel)
+        kwargs = {**spec.defaults, **layer_kwargs}
+        if method != "kerneldna" and (stages != "late" or wiring != "pairing"):
+            raise ValueError(f"stages and wiring are only used by method 'kerneldna', not {method!r}")
+        if method == "kerneldna":
+            _check_wiring(wiring)
         return spec.layer.from_conv(model, **kwargs)
-    names = conversion_plan(model, method, include=include, exclude=exclude)
-    modules = dict(model.named_modules())
-    if method == "kerneldna":
-        pairs = kerneldna_pairs(model, stages=stages, candidates=names)
-        for child, parent in pairs.items():
-            layer = KernelDNAConv2d.from_conv(modules[child], parent=modules[parent], **kwargs)
-            layer.parent_name = parent
-            layer._bank = child
-            _replace(model, child, layer)
-        return model
-    if not names and spec.accepts is not None and include is None:
+    plan = plan_family(
+        model, method, include=include, exclude=exclude, stages=stages, wiring=wiring, **layer_kwargs
+    )
+    if not plan.layers and spec.accepts is not None and include is None:
         raise ValueError(_nothing_to_convert(model, method))
-    for name in names:
-        try:
-            layer = spec.layer.from_conv(modules[name], **kwargs)
-        except ValueError as err:
-            raise ValueError(f"method {method!r} cannot convert {name!r}: {err}") from None
-        layer._bank = name
+    plan.check()
+    kwargs = {**spec.defaults, **layer_kwargs}
+    modules = dict(model.named_modules())
+    built: dict[str, nn.Module] = {}
+    with torch.no_grad():
+        for name, parent in plan.layers.items():
+            if parent is None:
+                layer = spec.layer.from_conv(modules[name], **kwargs)
+            else:
+                layer = KernelDNAConv2d.from_conv(modules[name], parent=modules[parent], **kwargs)
+                layer.parent_name = parent
+            layer._bank = name
+            built[name] = layer
+        if classifier:
+            linears = [n for n, m in model.named_modules() if type(m) is nn.Linear]
+            if not linears:
+                raise ValueError("classifier=True needs an nn.Linear classifier; the model has none")
+            head = DCDLinear.from_linear(modules[linears[-1]])
+            head._bank = linears[-1]
+            built[linears[-1]] = head
+    for name, layer in built.items():  # nothing below can fail: the swap is all or nothing
         _replace(model, name, layer)
-    if classifier:
-        linears = [n for n, m in model.named_modules() if type(m) is nn.Linear]
-        if not linears:
-            raise ValueError("classifier=True needs an nn.Linear classifier; the model has none")
-        last = linears[-1]
-        head = DCDLinear.from_linear(modules[last])
-        head._bank = last
-        _replace(model, last, head)
     return model
 
 

@@ -14,14 +14,22 @@ Sharing rules (``sharing=``):
   (``conv2d``, ``dwconv2d``, ``gconv2d`` for grouped, ``linear``) that read one resolution, key e.g.
   ``"conv2d@56x56"``; a stride-2 transition conv joins the stage of the resolution it reads. Within a
   stage, layers join the first warehouse (in execution order) whose attention stays at most
-  ``attention_ratio`` (0.5) x its cells; otherwise a new one (``"conv2d@56x56/1"``). A layer that fails the
-  rule alone (depthwise and narrow layers) stays static, as do squeeze-excitation convs (1x1 on a pooled
-  input; ``squeeze_excitation=True``), the classifier head (the last layer run; ``classifier=True``) and
-  layers the cell ratios cannot cut; ``plan.left_static`` says why for each;
+  ``attention_ratio`` (0.5) x its cells; otherwise a new one (``"conv2d@56x56/1"``). A layer whose attention
+  outweighs its cells even alone (depthwise and narrow layers, a small CNN's) gets a warehouse of its own, as
+  the official code converts every such layer (its MobileNetV2 converts the stem and each depthwise conv);
+  the plan table shows each warehouse's ``attention_share`` and the conversion warns above
+  ``attention_share_warning`` (:data:`ATTENTION_SHARE_WARNING`, 0.5). Squeeze-excitation convs (1x1 on a
+  pooled input; ``squeeze_excitation=True``), the classifier head (the last layer run, unless the model is
+  that one layer; ``classifier=True``), layers the cell ratios cannot cut, padding modes other than zeros
+  and ``padding="same"`` with an even kernel stay static; ``plan.left_static`` says why for each;
 * ``"names"``: the earlier name rule: the stage of ``layer2.0.conv1`` is the part of its name before the
   first numeric component (``layer2``), a layer without one is its own stage, one warehouse per kind;
 * ``"network"``: one warehouse per kind for the whole network;
 * a callable ``rule(qualified_name, module) -> key | None``; None keeps that layer static.
+
+The conversion is all or nothing: the plan is checked and every KW layer built before the first one is
+swapped in, so a refusal leaves the model as it was. A lone ``nn.Conv2d``/``nn.Linear`` converts too (the
+KW layer is returned).
 
 ``init="static"`` fills the owned cells from the existing weights (and copies biases), so that at
 temperature 1 with a whole budget the converted model computes the original function: fine-tuning a
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -80,6 +89,7 @@ __all__ = [
     "SHARING",
     "KW_PRESETS",
     "KW_OPTIONS",
+    "ATTENTION_SHARE_WARNING",
 ]
 
 SharingRule = Callable[[str, nn.Module], str | None]
@@ -123,8 +133,14 @@ KW_OPTIONS = (
     "attention_ratio",
     "max_param_ratio",
     "max_memory_bytes",
+    "attention_share_warning",
 )
 _CONVERTIBLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+#: :func:`kernelwarehouse` warns when the attention holds more than this share of the converted layers'
+#: parameters (attention / (warehouse cells + attention), ``plan.totals()["attention_share"]``): the
+#: attention then outweighs the kernels it mixes (narrow or depthwise layers; a small CNN).
+ATTENTION_SHARE_WARNING = 0.5
 
 
 def layer_kind(module: nn.Module) -> str:
@@ -219,6 +235,13 @@ def _why_not_convertible(module: nn.Module) -> str | None:
         )
     if getattr(module, "padding_mode", "zeros") != "zeros":
         return f"padding_mode={module.padding_mode!r}: KW layers support 'zeros' only"
+    if getattr(module, "padding", None) == "same" and any(
+        d * (k - 1) % 2 for k, d in zip(module.kernel_size, module.dilation)
+    ):
+        return (
+            f"padding='same' with kernel_size={module.kernel_size}, dilation={module.dilation} pads one side "
+            "more than the other, which KW layers do not support"
+        )
     return None
 
 
@@ -285,13 +308,7 @@ def _traced_stages(
                     if b < 1
                     else "its cells cannot be planned with these cell ratios"
                 )
-            elif cost[1] > attention_ratio * cost[0]:
-                left_static[name] = (
-                    f"its attention ({cost[1]:,} parameters) would outweigh "
-                    f"attention_ratio={attention_ratio} "
-                    f"x its {cost[0]:,} cell parameters (a narrow or depthwise layer)"
-                )
-            else:
+            else:  # a narrow or depthwise layer too: its own warehouse, as the official code converts it
                 parts.append([spec])
         for i, part in enumerate(parts):
             for spec in part:
@@ -387,9 +404,10 @@ def plan_kernelwarehouse(
                     and all(r == 1 for r in resolution(module, t.in_shape))
                 )
                 and name != last
+                and name != ""
             ):
                 left_static[name] = "squeeze-excitation conv (1x1 on a pooled input); squeeze_excitation=True"
-            elif not classifier and name == last:
+            elif not classifier and name == last and name != "":  # a lone layer is no head
                 left_static[name] = "classifier head (the last layer run); classifier=True converts it"
             else:
                 kept.append((name, module))
@@ -552,6 +570,7 @@ def kernelwarehouse(
     attention_ratio: float = 0.5,
     max_param_ratio: float | None = 4.0,
     max_memory_bytes: float | str | None = "auto",
+    attention_share_warning: float | None = ATTENTION_SHARE_WARNING,
 ) -> nn.Module:
     """Replace the convolutions and linear layers of ``model`` by KernelWarehouse layers, in place.
 
@@ -581,6 +600,8 @@ def kernelwarehouse(
             or a b < 1 plan that is not smaller than static; None builds any plan.
         max_memory_bytes: refuse a plan whose parameters (at the model's dtype) exceed this many bytes;
             "auto": a quarter of the device's memory (:func:`default_memory_budget`); None: no limit.
+        attention_share_warning: warn (UserWarning) when the attention holds more than this share of the
+            converted layers' parameters (``plan.totals()["attention_share"]``); None: never.
     Returns:
         The same ``model``, converted (the plan it followed: :func:`plan_kernelwarehouse`).
     """
@@ -600,6 +621,14 @@ def kernelwarehouse(
     ):
         raise ValueError(f"max_param_ratio must be a finite number > 0 or None, got {max_param_ratio!r}")
     _check_memory_budget(max_memory_bytes)
+    if attention_share_warning is not None and not (
+        isinstance(attention_share_warning, (int, float))
+        and not isinstance(attention_share_warning, bool)
+        and 0 <= attention_share_warning <= 1
+    ):
+        raise ValueError(
+            f"attention_share_warning must be a share in [0, 1] or None, got {attention_share_warning!r}"
+        )
     check_tau(temperature, "temperature")
     if any(isinstance(m, _KWConvNd) for m in model.modules()):
         raise ValueError("model already contains KernelWarehouse layers; convert a static model")
@@ -625,6 +654,19 @@ def kernelwarehouse(
     )
     ref = next(iter(model.parameters()), None)
     check_plan(plan, max_param_ratio, max_memory_bytes, device=ref.device if ref is not None else None)
+    totals = plan.totals()
+    if attention_share_warning is not None and totals["attention_share"] > attention_share_warning:
+        worst = max(plan.warehouse_table(), key=lambda r: r["attention_share"])
+        warnings.warn(
+            f"the KW attention holds {totals['attention_share']:.0%} of the converted layers' parameters "
+            f"({totals['attention']:,} attention vs {totals['warehouse']:,} warehouse cells), more than "
+            f"attention_share_warning={attention_share_warning:.0%}: narrow or depthwise layers (worst: "
+            f"warehouse {worst['warehouse']!r}, {worst['attention_share']:.0%}). The official code converts "
+            "them all the same; plan_kernelwarehouse(...).frame() shows the share per warehouse, and "
+            "exclude=[...] keeps layers static.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     factory = dict(device=ref.device, dtype=ref.dtype) if ref is not None else {}
     by_key = {
@@ -632,8 +674,8 @@ def kernelwarehouse(
         for key, wp in plan.warehouses.items()
     }
     owned: set[str] = set()
-
-    for name, lp in plan.layers.items():
+    built: dict[str, nn.Module] = {}
+    for name, lp in plan.layers.items():  # build every layer first: a failure leaves the model untouched
         module = model.get_submodule(name)
         wh = by_key[lp.warehouse]
         layer_cls = KW_LAYERS[lp.spec.kind]
@@ -657,10 +699,16 @@ def kernelwarehouse(
         init_cells(wh.cells, lp.start_cell, lp.end_cell)
         if init == "static":
             _fill_from_static(new, module)
-        _set_module(model, name, new)
+        built[name] = new
+    for name, new in built.items():  # then swap them in, which cannot fail
+        if name == "":  # a lone conv/linear layer: the KW layer takes its place (returned)
+            model = new
+        else:
+            _set_module(model, name, new)
     model.kw_warehouse_order = list(
         plan.warehouses
     )  # official `weights` index order (see kwlab.methods.official)
+    model.kw_warehouse_order_given = warehouse_order is not None  # load_official trusts a given order
     return model
 
 

@@ -31,21 +31,26 @@ KernelWarehouse mapping from official ``state_dict`` keys to kwlab keys:
   construction); kwlab rebuilds ``init_pattern`` identically and sets the temperature (see above).
 
 A checkpoint of another arch or preset (or of another method) is rejected with the keys and shapes that
-differ.
+differ, one with NaN or infinite weights is refused, and a refused load leaves the model as it was.
+
+A network the official repository does not ship: ``warehouse_manager.weights.{i}`` is mapped to the i-th key
+of ``warehouse_order`` (``load_official(..., warehouse_order=[...])``, or the order given at conversion);
+without one, a model kwlab did not build with ``create_model`` is refused when two of its warehouses have
+cells of the same shape (a positional load could swap them without any shape error).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from kwlab.layers.base import DynamicAttention, set_temperature
+from kwlab.layers.base import DynamicAttention, check_tau, set_temperature
 from kwlab.layers.kerneldna import OfficialLayout
 from kwlab.layers.kernelwarehouse import KWLinear, _KWConvNd
 from kwlab.utils import CheckpointError, load_torch_file
@@ -89,14 +94,55 @@ def _state_dict_of(obj: Any, where: str) -> dict[str, Tensor]:
     raise OfficialCheckpointError(f"{where} holds no state_dict (expected tensors, or a dict with 'model')")
 
 
-def _owners(model: nn.Module) -> tuple[list[str], dict[str, str]]:
-    """Warehouse keys in plan order and, per key, the qualified name of the owning layer."""
+def _owners(model: nn.Module, warehouse_order=None) -> tuple[list[str], dict[str, str]]:
+    """Warehouse keys in official order (``warehouse_order``, else the plan's) and, per key, the qualified
+    name of the owning layer."""
     owners: dict[str, str] = {}
     for name, module in model.named_modules():
         if isinstance(module, _KWConvNd) and "warehouse" in module._modules:
             owners.setdefault(module.warehouse.key, name)
+    if warehouse_order is not None:
+        return list(warehouse_order), owners
     order = getattr(model, "kw_warehouse_order", None) or list(owners)
     return list(order), owners
+
+
+def _check_warehouse_order(model: nn.Module, warehouse_order) -> list[str] | None:
+    """``warehouse_order`` as a list of the model's warehouse keys (each once), or a clear error."""
+    if warehouse_order is None:
+        return None
+    keys = list(_owners(model)[1])
+    if isinstance(warehouse_order, str) or not all(isinstance(k, str) for k in warehouse_order):
+        raise ValueError(f"warehouse_order must be a list of warehouse keys, got {warehouse_order!r}")
+    order = list(warehouse_order)
+    if sorted(order) != sorted(keys):
+        raise ValueError(
+            f"warehouse_order must list each warehouse of the model once, in the order the official code "
+            f"created them; the model's warehouses are {keys}, got {order}"
+        )
+    return order
+
+
+def _ambiguous_warehouses(model: nn.Module) -> list[tuple[str, str, tuple[int, ...]]]:
+    """Pairs of warehouses whose cells have the same shape: a positional load could swap them silently."""
+    seen: dict[tuple[int, ...], str] = {}
+    pairs = []
+    _, owners = _owners(model)
+    for key, owner in owners.items():
+        shape = tuple(model.get_submodule(owner).warehouse.cells.shape)
+        if shape in seen:
+            pairs.append((seen[shape], key, shape))
+        else:
+            seen[shape] = key
+    return pairs
+
+
+def _order_is_known(model: nn.Module) -> bool:
+    """True for a model whose warehouse order is the official one: built by ``create_model`` for a
+    registered arch (its stage rule follows the official creation order) or converted with an explicit
+    ``warehouse_order``."""
+    given = bool(getattr(model, "kw_warehouse_order_given", False))
+    return given or bool(getattr(model, "kwlab_config", None))
 
 
 def _arch_map(model: nn.Module, name: str):
@@ -110,8 +156,8 @@ def _arch_maps(model: nn.Module):
     return _arch_map(model, "key_map"), _arch_map(model, "tensor_map")
 
 
-def _map_keys(model: nn.Module, official: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    order, owners = _owners(model)
+def _map_keys(model: nn.Module, official: Mapping[str, Tensor], warehouse_order=None) -> dict[str, Tensor]:
+    order, owners = _owners(model, warehouse_order)
     linears = {n for n, m in model.named_modules() if isinstance(m, KWLinear)}
     arch_map, tensor_map = _arch_maps(model)
     mapped: dict[str, Tensor] = {}
@@ -194,22 +240,36 @@ def load_official(
     model: nn.Module,
     state_dict_or_path: Mapping[str, Tensor] | str | Path,
     temperature: float | None | str = "eval",
+    *,
+    warehouse_order: Sequence[str] | None = None,
 ) -> nn.Module:
     """Load an official checkpoint (KW, ODConv, KernelDNA, ...) into a kwlab model of the same arch/preset.
 
     Args:
-        model: e.g. ``kwlab.create_model("resnet18", method="kw", preset="1x")`` or ``method="kerneldna"``.
+        model: e.g. ``kwlab.create_model("resnet18", method="kw", preset="1x")`` or ``method="kerneldna"``;
+            or a network the official repository does not ship, converted with the official model's
+            settings (README, "Loading the authors' checkpoints").
         state_dict_or_path: an official state_dict (keys with or without ``module.``; raw, or under
             ``model`` / ``state_dict``), or the path of a checkpoint file (read with ``weights_only=True``).
         temperature: anneal position ``tau`` in [0, 1] to set after loading; "eval" (default): each method's
             evaluation temperature from its contract (the end of the anneal, tau = 0: KW blend 0, DY-Conv and
             ODConv T = 1); None leaves the temperature unchanged.
+        warehouse_order: KW: the model's warehouse keys (``kwlab.warehouses(model)``) in the order the
+            official code created them (``warehouse_manager.weights.{i}`` is the i-th). Needed for a network
+            kwlab does not build itself when two of its warehouses have cells of the same shape (a
+            positional load could swap them without any shape error); default: the conversion's order.
     Returns:
         The model, with its weights replaced.
     Raises:
-        OfficialCheckpointError: the checkpoint belongs to another arch or preset; the message lists the keys
-            and shapes that differ.
+        OfficialCheckpointError: the checkpoint belongs to another arch or preset (the message lists the keys
+            and shapes that differ), holds NaN or infinite weights, or its warehouses could load into the
+            wrong warehouse (a custom network without ``warehouse_order``). The model is unchanged.
     """
+    if isinstance(temperature, str) and temperature != "eval":
+        raise ValueError(f"temperature must be 'eval', None or a tau in [0, 1], got {temperature!r}")
+    if temperature is not None and not isinstance(temperature, str):
+        check_tau(temperature, "temperature")
+    order = _check_warehouse_order(model, warehouse_order)
     if isinstance(state_dict_or_path, (str, Path)):
         official = read_checkpoint(state_dict_or_path)
     else:
@@ -218,7 +278,7 @@ def load_official(
     if stacks or renames:
         mapped, bad_stacks = _map_layout_keys(model, official)
     else:
-        mapped, bad_stacks = _map_keys(model, official), []
+        mapped, bad_stacks = _map_keys(model, official, order), []
     own = {k: v for k, v in model.state_dict().items() if not k.endswith(_KWLAB_ONLY)}
     missing = [k for k in own if k not in mapped]
     unexpected = [k for k in mapped if k not in own]
@@ -227,14 +287,23 @@ def load_official(
         for k in own
         if k in mapped and tuple(mapped[k].shape) != tuple(own[k].shape)
     ]
+    known = _order_is_known(model)
     if missing or unexpected or shapes:
         cfg = getattr(model, "kwlab_config", {})
         built = f"arch={cfg.get('arch')!r}, preset={cfg.get('preset')!r}" if cfg else "this model"
         n_wh = sum(1 for k in official if _WAREHOUSE.match(k.removeprefix("module.")))
+        fix = (
+            "Build the model with the arch and preset the checkpoint was trained with."
+            if cfg
+            else "Convert the network with the settings of the official model (the same layers KW, budget "
+            "and cell ratios, kwlab.convert(..., include=[...])), and pass warehouse_order=[...] (the "
+            "warehouse keys in the order the official code created them) if its warehouses were created "
+            "in another order."
+        )
         lines = [
             f"checkpoint does not match the model built with {built} "
             f"(checkpoint: {len(official)} tensors, {n_wh} warehouses; model: {len(_owners(model)[0])} "
-            f"warehouses). Build the model with the arch and preset the checkpoint was trained with."
+            f"warehouses). {fix}"
         ]
         for title, items in (
             ("shape differs", shapes),
@@ -246,10 +315,26 @@ def load_official(
                     f"{title} ({len(items)}): " + "; ".join(items[:8]) + (" ..." if len(items) > 8 else "")
                 )
         raise OfficialCheckpointError("\n".join(lines))
+    swaps = _ambiguous_warehouses(model) if order is None and not known else []
+    if swaps:
+        a, b, shape = swaps[0]
+        raise OfficialCheckpointError(
+            f"refusing to load by position: warehouses {a!r} and {b!r} of this network have cells of the "
+            f"same shape {shape}, so the checkpoint's warehouse_manager.weights.{{i}} could load into the "
+            f"wrong one without any error. Pass warehouse_order=[...] with the model's warehouse keys "
+            f"{list(_owners(model)[1])} in the order the official code created its warehouses (for a "
+            f"network kwlab builds, create_model knows that order)."
+        )
+    bad = [k for k in own if mapped[k].is_floating_point() and not torch.isfinite(mapped[k]).all()]
+    if bad:
+        raise OfficialCheckpointError(
+            f"the checkpoint holds NaN or infinite values in {len(bad)} tensor(s): "
+            + ", ".join(bad[:8])
+            + (" ..." if len(bad) > 8 else "")
+            + " (a diverged run?); nothing was loaded"
+        )
     model.load_state_dict({**model.state_dict(), **{k: mapped[k] for k in own}})
     if isinstance(temperature, str):
-        if temperature != "eval":
-            raise ValueError(f"temperature must be 'eval', None or a tau in [0, 1], got {temperature!r}")
         temperature = _eval_position(model)
     if temperature is not None:
         set_temperature(model, temperature)

@@ -173,9 +173,12 @@ def create_model(
     if spec.converter is not None:
         # trained from scratch (the row's train_options: KW's official init). A registered arch follows its
         # official wiring, which is never refused for its size (a narrow net's attention can outweigh its
-        # cells: parameter_breakdown and the results tables report it): a method's size guard is off unless
-        # max_param_ratio is passed.
-        unguarded = {"max_param_ratio": None} if "max_param_ratio" in spec.options else {}
+        # cells: parameter_breakdown and the results tables report it) nor warned about: a method's size
+        # guard is off unless max_param_ratio is passed, KW's attention-share warning unless
+        # attention_share_warning is.
+        unguarded = {
+            k: None for k in ("max_param_ratio", "attention_share_warning") if k in spec.options
+        }
         settings = {**spec.train_options, **unguarded, **settings, **options}
         if entry.kw_prepare is not None and spec.presets == "arch":  # the arch's own presets need it
             settings = entry.kw_prepare(model, "1x" if preset is None else preset, settings)
