@@ -427,7 +427,9 @@ def plan_family(
     if method == "kerneldna":
         _check_wiring(wiring)
     # the layer keywords first, on a plain 3x3 conv: a bad keyword is the keyword's error, not every layer's
-    spec.layer.from_conv(nn.Conv2d(16, 16, 3, padding=1, device="meta"), **kwargs)
+    probe = nn.Conv2d(16, 16, 3, padding=1, device="meta")
+    if spec.accepts is None or spec.accepts(probe) is None:  # FDConv's gating refuses this probe conv
+        spec.layer.from_conv(probe, **kwargs)
     plain = _plain_convs(model)
     plan = FamilyPlan(method, static_parameters=sum(p.numel() for p in model.parameters()))
     plain_names = {n for n, _ in plain}
