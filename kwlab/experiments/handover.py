@@ -27,7 +27,14 @@ import pandas as pd
 
 from kwlab.experiments.stats import compare, config_label, mean_ci
 
-__all__ = ["is_handover_study", "epoch_table", "probe_history_table", "handover_findings", "handover_figures"]
+__all__ = [
+    "is_handover_study",
+    "epoch_table",
+    "probe_history_table",
+    "handover_findings",
+    "handover_figures",
+    "backfill_frozen_recal",
+]
 
 
 def is_handover_study(df: pd.DataFrame) -> bool:
@@ -114,6 +121,13 @@ def handover_findings(df: pd.DataFrame, epochs: pd.DataFrame | None = None) -> l
             if steps is not None and not pd.isna(steps)
             else f"- {label}: final accuracy {_fmt(acc[0], acc[2])}"
         )
+        recal_low = pd.to_numeric(group.get("min_acc_tau0_recal", pd.Series(dtype=float)), errors="coerce")
+        if recal_low.notna().any():
+            rec = mean_ci(recal_low.tolist())
+            line += (
+                f"; with BatchNorm statistics measured again at tau = 0 its lowest was "
+                f"{_fmt(rec[0], rec[2])}"
+            )
         cols = {
             "probe_learned_own_share": "the learned attention's weight on the pattern's cell",
             "probe_sample_variation": "sample variation of the attention",
@@ -126,12 +140,21 @@ def handover_findings(df: pd.DataFrame, epochs: pd.DataFrame | None = None) -> l
         if extras:
             line += "; after training: " + ", ".join(extras)
         lines.append(line + ".")
-        if "final_acc_frozen" in group and group["final_acc_frozen"].notna().any():
-            mean, half, n = _paired(df, label, "final_acc", "final_acc_frozen")
+        recal = "final_acc_frozen_recal" in group and group["final_acc_frozen_recal"].notna().any()
+        if recal:
+            mean, half, n = _paired(df, label, "final_acc", "final_acc_frozen_recal")
             lines.append(
                 "  " + _interval_text(mean, half, n, "dynamic gain (final_acc - accuracy with the attention "
-                "frozen to its mean):")
+                "frozen to its mean, BatchNorm statistics measured again for the frozen net):")
             )
+        if "final_acc_frozen" in group and group["final_acc_frozen"].notna().any():
+            mean, half, n = _paired(df, label, "final_acc", "final_acc_frozen")
+            what = (
+                "with the trained BatchNorm statistics (stale for the frozen net), the drop is"
+                if recal
+                else "dynamic gain (final_acc - accuracy with the attention frozen to its mean):"
+            )
+            lines.append("  " + _interval_text(mean, half, n, what))
     # the same init, anneals of different length; the same anneal, different inits
     lines += _contrasts(kw, df)
     return lines
@@ -150,12 +173,13 @@ def _contrasts(kw: pd.DataFrame, df: pd.DataFrame) -> list[str]:
             if len(labels) != 2:
                 continue
             a, b = labels[1], labels[0]
-            for metric in ("final_acc", "min_acc_tau0"):
+            for metric in ("final_acc", "min_acc_tau0", "min_acc_tau0_recal", "final_acc_frozen_recal"):
                 try:
                     c = compare(df, a, b, metric)
                 except ValueError:
                     continue
-                out.append(f"- {metric}: {c.verdict}")
+                if c.n:
+                    out.append(f"- {metric}: {c.verdict}")
     if out:
         out.insert(0, "Paired comparisons (by seed) of KW configurations that differ in one setting:")
     return out
@@ -201,3 +225,37 @@ def handover_figures(sweep_dir: str | os.PathLike, df: pd.DataFrame, save) -> No
                     f"{caption} (1 - mean cosine to the batch mean; 0 = static), mean over layers; "
                     "dashed: tau.",
                 )
+
+
+def backfill_frozen_recal(sweep_dir: str | os.PathLike, *, progress: bool = True) -> list[str]:
+    """Add ``final_acc_frozen_recal`` (see :func:`kwlab.experiments.train.frozen_accuracies`) to the
+    ``results.json`` of finished dynamic runs made before kwlab measured it, from each run's final
+    ``checkpoint.pt`` (the same test images, probe batches and recalibration as a new run; the run is marked
+    ``frozen_recal_backfilled: true``). Returns the run ids it updated; runs without a checkpoint are skipped.
+    """
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    from kwlab.experiments.config import RunConfig  # noqa: PLC0415
+    from kwlab.experiments.train import Trainer, frozen_accuracies  # noqa: PLC0415
+    from kwlab.utils import atomic_write_text  # noqa: PLC0415
+
+    done = []
+    runs = sorted(p for p in (Path(sweep_dir) / "runs").iterdir() if (p / "results.json").exists())
+    for run in tqdm(runs, desc="frozen, recalibrated", disable=not progress):
+        results = json.loads((run / "results.json").read_text())
+        if "final_acc_frozen_recal" in results or "final_acc_frozen" not in results:
+            continue
+        if not (run / "checkpoint.pt").exists():
+            continue
+        config = RunConfig.from_dict(json.loads((run / "config.json").read_text())["config"])
+        trainer = Trainer(config, None, progress=False)
+        trainer.load_checkpoint(run / "checkpoint.pt")
+        batches = max(1, -(-config.probe_samples // trainer.test_loader.batch_size))
+        measured = frozen_accuracies(trainer, batches)
+        if abs(measured["final_acc_frozen"] - results["final_acc_frozen"]) > 1e-9:
+            raise RuntimeError(f"{run}: the checkpoint does not reproduce the recorded final_acc_frozen")
+        results["final_acc_frozen_recal"] = measured["final_acc_frozen_recal"]
+        results["frozen_recal_backfilled"] = True
+        atomic_write_text(run / "results.json", json.dumps(results, indent=2) + "\n")
+        done.append(run.name)
+    return done

@@ -44,6 +44,7 @@ METRICS = (
     "min_acc_tau0",
     "min_acc_tau0_recal",
     "final_acc_frozen",
+    "final_acc_frozen_recal",
     "best_acc",
     "final_loss",
     "final_train_loss",

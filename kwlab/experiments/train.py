@@ -696,7 +696,8 @@ def _seed_everything(seed: int) -> None:
 def _final_probe(trainer: Trainer) -> dict[str, float]:
     """Probe the trained model on up to ``probe_samples`` test images; save the tables to run_dir/probe.
 
-    Returns ``final_acc_frozen`` (:func:`_frozen_accuracy`) and the headline numbers (means over layers,
+    Returns ``final_acc_frozen(_recal)`` (:func:`frozen_accuracies`) and the headline numbers (means over
+    layers,
     :func:`kwlab.instruments.probe.headline`): probe_neg_frac, probe_effective_cells, ...
     (:data:`kwlab.instruments.probe.HEADLINE`). Empty for models without dynamic layers.
     """
@@ -715,7 +716,7 @@ def _final_probe(trainer: Trainer) -> dict[str, float]:
         model.train(was_training)
     if trainer.run_dir is not None and trainer.is_main:
         probe.save(trainer.run_dir / "probe", config=trainer.config)
-    return {"final_acc_frozen": _frozen_accuracy(trainer, batches), **headline(probe.summary())}
+    return {**frozen_accuracies(trainer, batches), **headline(probe.summary())}
 
 
 #: Training batches that :func:`recalibrate_batchnorm` runs for ``test_acc_tau0_recal``.
@@ -743,14 +744,23 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> n
     return model.eval()
 
 
-def _frozen_accuracy(trainer: Trainer, batches: int) -> float:
+def frozen_accuracies(trainer: Trainer, batches: int) -> dict[str, float]:
     """Test accuracy with every dynamic layer's attention frozen to its mean over the first ``batches`` test
-    batches (:func:`kwlab.freeze_attention`): the net made static. ``final_acc - final_acc_frozen`` is what
-    the input-dependence of the attention adds (the *dynamic gain*)."""
+    batches (:func:`kwlab.freeze_attention`): the net made static, twice.
+
+    ``final_acc_frozen`` keeps the BatchNorm statistics the net was trained with (dynamic kernels);
+    ``final_acc_frozen_recal`` measures them again for the frozen net (:func:`recalibrate_batchnorm`, on a
+    copy).
+    ``final_acc - final_acc_frozen_recal`` is what the input-dependence of the attention adds (the *dynamic
+    gain*); the gap to ``final_acc_frozen`` also counts the stale statistics.
+    """
     from kwlab.instruments.freeze import freeze_attention  # noqa: PLC0415
 
     with freeze_attention(trainer.model, trainer.test_loader, max_batches=batches):
-        return trainer.evaluate()["test_acc"]
+        plain = trainer.evaluate()["test_acc"]
+        net = copy.deepcopy(trainer.model)  # keeps the frozen attention
+    recalibrate_batchnorm(net, trainer.train_loader, RECALIBRATION_BATCHES)
+    return {"final_acc_frozen": plain, "final_acc_frozen_recal": trainer.evaluate(net)["test_acc"]}
 
 
 def _mismatch(config: RunConfig, stored: dict[str, Any], where: Path) -> str:
