@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,7 +50,16 @@ def _torchrun(config: dict, out: Path, timeout: float = 240) -> subprocess.Compl
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += ["-m", "kwlab", "train", *_sets(config), "--out", str(out), "--no-progress"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    # a session of its own: on a timeout the whole group (torchrun and its workers) is killed, no orphan
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(cmd, env=env, stdout=pipe, stderr=pipe, text=True, cwd=ROOT, start_new_session=1)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
