@@ -17,6 +17,7 @@ that instruments (probe, freezing, temperature) can be tested without the full K
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "TinyDynamicNet",
     "hook_count",
     "reference_forward",
+    "plain_convnet",
 ]
 
 
@@ -264,3 +266,22 @@ def tiny_run(**changes: Any) -> dict[str, Any]:
         device="cpu",
     )
     return {**base, **changes}
+
+
+def plain_convnet(num_classes: int = 10, width: int = 32, fail_on_rank: int | None = None) -> nn.Module:
+    """Three 3x3 convs with ReLU, global pooling and a linear head, and no normalisation layer: its training
+    does not depend on how a batch is split (the DDP test's model; BatchNorm statistics are per rank).
+    ``fail_on_rank``: raise when built on that torchrun rank (the test of a rank that dies)."""
+    if fail_on_rank is not None and int(os.environ.get("RANK", "0")) == fail_on_rank:
+        raise RuntimeError(f"plain_convnet: failing on rank {fail_on_rank} as asked (fail_on_rank)")
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, num_classes),
+    )

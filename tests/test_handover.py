@@ -383,12 +383,16 @@ def test_handover_report_of_a_tiny_sweep_is_generated_from_its_numbers(tmp_path)
     df = pd.read_csv(tmp_path / "h" / "results.csv")
     kw = df[df["method"] == "kw"]
     assert kw["anneal_steps"].eq(6).all() and kw["final_acc_tau0"].notna().all()
+    assert kw["final_acc_frozen_recal"].notna().all()
     for label, group in kw.groupby(kw.apply(config_label, axis=1)):
-        gain, _, half = mean_ci((group["final_acc"] - group["final_acc_frozen"]).tolist())
-        line = next(ln for ln in finding.splitlines() if ln.startswith(f"- {label}:"))
+        gain = mean_ci((group["final_acc"] - group["final_acc_frozen_recal"]).tolist())[0]
+        drop = mean_ci((group["final_acc"] - group["final_acc_frozen"]).tolist())[0]
+        lines = finding.splitlines()
+        line = next(ln for ln in lines if ln.startswith(f"- {label}:") and "optimizer steps" in ln)
         assert f"{mean_ci(group['final_acc'].tolist())[0]:.3f}" in line
-        gain_lines = [ln for ln in finding.splitlines() if "dynamic gain" in ln]
-        assert any(f"{gain:+.3f}" in ln for ln in gain_lines)
+        assert f"{mean_ci(group['min_acc_tau0_recal'].tolist())[0]:.3f}" in line
+        assert any(f"{gain:+.3f}" in ln for ln in finding.splitlines() if "dynamic gain" in ln)
+        assert any(f"{drop:+.3f}" in ln for ln in finding.splitlines() if "stale" in ln)
     assert "init=official" in finding and "init=pattern" in finding
     assert "- final_acc: kw b=1 init=pattern anneal=6steps 4-8-8 vs kw b=1 init=official" in finding
 
@@ -416,3 +420,11 @@ def capture_kernel_attention(model: nn.Module, x: torch.Tensor) -> dict[str, tor
     inputs = capture(model, x, "inputs")
     with torch.no_grad():
         return {n: layer.attention.all_attentions(inputs[n]).kernel for n, layer in dynamic_layers(model)}
+
+
+def test_signed_histogram_leaves_nan_coefficients_out():
+    """Regression: a NaN coefficient (DCD's eval mode with untrained BatchNorm statistics) crashed the probe."""
+    a = torch.tensor([-0.5, 0.25, float("nan"), 0.25, 0.9])
+    counts = metrics.signed_histogram(a)
+    assert counts.dtype == torch.long and int(counts.sum()) == 4
+    assert torch.equal(counts, metrics.signed_histogram(a[~torch.isnan(a)]))

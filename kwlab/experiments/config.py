@@ -27,6 +27,9 @@ __all__ = [
     "ConfigError",
     "OPTIMIZERS",
     "DEVICES",
+    "AMP_MODES",
+    "CHANNELS_LAST_MODES",
+    "COMPILE_MODES",
     "RUNTIME_FIELDS",
     "LATER_FIELDS",
     "BLOCKED_ARCH_MODULES",
@@ -34,14 +37,24 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
+#: ``amp``: True (default) = autocast where it pays, i.e. on CUDA (bf16 where supported, else fp16 with a grad
+#: scaler) and off on CPU; "bf16" = bf16 autocast on every device (CPU included); "fp16" = fp16 autocast with
+#: a grad scaler (CUDA only); False = fp32.
+AMP_MODES = (True, False, "bf16", "fp16")
+#: ``channels_last``: True (default) = on CUDA only; "always" = on every device (CPU included); False = off.
+CHANNELS_LAST_MODES = (True, False, "always")
+#: ``compile``: False (default) = eager; True or a ``torch.compile`` mode = the training step's model is
+#: compiled (inductor) on every device.
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 #: Fields left out of :meth:`RunConfig.training_hash`: they change where a run executes or what is kept on
 #: disk, not what is trained or reported. ``checkpoint`` (keep the final checkpoint), ``device`` (the
-#: resolved device is recorded in config.json), ``probe_every`` (the training probe only reads activations:
+#: resolved device is recorded in config.json), ``compile`` (the same model and math, other kernels),
+#: ``probe_every`` (the training probe only reads activations:
 #: it consumes no randomness and changes no weight; a changed value applies from the resumed step on) and
 #: ``recipe`` (informational: the fields it filled are hashed themselves). Every other field -- including
 #: ``probe_samples``, which changes the reported probe numbers -- is hashed.
-RUNTIME_FIELDS = ("checkpoint", "device", "probe_every", "recipe")
+RUNTIME_FIELDS = ("checkpoint", "device", "compile", "probe_every", "recipe")
 
 #: Fields added after results were first committed, with their defaults: a field at its default is left out
 #: of :meth:`RunConfig.training_hash` (and of :meth:`RunConfig.training_dict`), so every config written
@@ -80,7 +93,9 @@ class RunConfig:
     [0, 1], None: 1 -> 0; each method maps them to its own temperature, see
     :class:`kwlab.layers.TemperatureContract`).
     Which model fields apply to which method: ``kwlab.methods.METHODS[method].config_fields``.
-    Runtime: ``seed``, ``device`` ("auto"|"cpu"|"cuda"), ``amp``, ``channels_last`` (CUDA only),
+    Runtime: ``seed``, ``device`` ("auto"|"cpu"|"cuda"), ``amp`` (:data:`AMP_MODES`: True = CUDA only,
+    "bf16" on every device), ``channels_last`` (:data:`CHANNELS_LAST_MODES`: True = CUDA only, "always" on
+    every device), ``compile`` (:data:`COMPILE_MODES`: ``torch.compile`` of the training model),
     ``probe_every`` (training steps between probe recordings; 0 = off), ``probe_samples``, ``checkpoint``
     (keep the final checkpoint), ``recipe`` (name of the recipe the fields came from; informational).
     Floats must be finite; numeric strings (YAML 1.1 reads ``1e-3`` as one) are accepted for float fields.
@@ -124,8 +139,9 @@ class RunConfig:
     temperature_end: float | None = None
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
+    amp: bool | str = True
+    channels_last: bool | str = True
+    compile: bool | str = False
     probe_every: int = 0
     probe_samples: int = 512
     checkpoint: bool = True
@@ -198,6 +214,9 @@ class RunConfig:
         _choice("method", self.method, list(METHODS))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
+        _choice("amp", self.amp, AMP_MODES)
+        _choice("channels_last", self.channels_last, CHANNELS_LAST_MODES)
+        _choice("compile", self.compile, COMPILE_MODES)
         spec = get_method(self.method)
         given = [f for f in method_fields() if getattr(self, f) is not None and f not in spec.config_fields]
         if given:

@@ -8,7 +8,9 @@ One run = one model trained on one dataset with one recipe. The loop is delibera
 * learning rate per iteration: linear warmup from 0 over ``warmup_epochs``, then cosine to ``min_lr``;
 * the attention temperature of dynamic layers is set every iteration from
   :class:`kwlab.methods.temperature.TemperatureSchedule` (KW: 1 -> 0 over ``temperature_epochs``);
-* AMP (bf16, or fp16 with a grad scaler) and channels_last on CUDA; DDP when launched by torchrun;
+* AMP (bf16, or fp16 with a grad scaler) and channels_last on CUDA by default, on CPU when asked explicitly
+  (``amp="bf16"``, ``channels_last="always"``); ``compile`` wraps the training model in ``torch.compile``
+  (graph breaks are counted into the results); DDP when launched by torchrun (see :class:`Trainer`);
 * a checkpoint at the end of every epoch (model, optimizer, scheduler, scaler, RNG states, callbacks'
   states, metric history) that resumes the run exactly: the data order of each epoch is a function
   of ``(seed, epoch)`` (see :class:`kwlab.experiments.data.DeviceLoader`), so nothing else is needed.
@@ -88,6 +90,34 @@ def _resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device='cuda' but torch.cuda.is_available() is False; use device='cpu' or 'auto'")
     return torch.device(name)
+
+
+def _resolve_amp(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``config.amp`` on ``device`` (None: fp32); refuses what the device cannot run."""
+    cuda = device.type == "cuda"
+    if amp is False:
+        return None
+    if amp is True:  # automatic: where it pays, i.e. on CUDA
+        if not cuda:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "fp16":
+        if not cuda:
+            raise ConfigError(
+                f"amp='fp16' needs a CUDA device (fp16 training uses a CUDA grad scaler), the run is on "
+                f"{device}; use amp='bf16' (any device), amp=True (bf16/fp16 on CUDA, off on CPU) or False"
+            )
+        return torch.float16
+    if cuda and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"amp='bf16': {device} does not support bfloat16; use amp='fp16' or True")
+    return torch.bfloat16
+
+
+def _graph_breaks() -> int:
+    """Graph breaks torch.compile (dynamo) has counted in this process so far."""
+    from torch._dynamo.utils import counters  # noqa: PLC0415
+
+    return int(sum(counters["graph_break"].values()))
 
 
 def build_model(config: RunConfig, num_classes: int) -> nn.Module:
@@ -249,9 +279,12 @@ class Trainer:
             self.device = _resolve_device(config.device)
         self.is_main = self.rank == 0
         cuda = self.device.type == "cuda"
-        self.use_amp = bool(config.amp and cuda)
-        self.amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-        self.channels_last = bool(config.channels_last and cuda)
+        amp_dtype = _resolve_amp(config.amp, self.device)
+        self.use_amp = amp_dtype is not None
+        self.amp_dtype = amp_dtype if amp_dtype is not None else torch.bfloat16  # (unused when off)
+        self.channels_last = config.channels_last == "always" or (config.channels_last is True and cuda)
+        compile_mode = "default" if config.compile is True else config.compile
+        self.compile_mode: str | None = compile_mode or None
 
         self.data = (
             data
@@ -283,6 +316,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
 
             self.ddp_model = DistributedDataParallel(net, device_ids=[self.device.index] if cuda else None)
+        self._graph_breaks_before = _graph_breaks() if self.compile_mode is not None else 0
+        if self.compile_mode is not None:  # compiled around DDP, so that dynamo splits at its buckets
+            self.ddp_model = torch.compile(self.ddp_model, mode=self.compile_mode)
         image_dtype = torch.float32
         common = dict(
             mean=self.data.mean,
@@ -411,8 +447,10 @@ class Trainer:
                 "test_samples": len(self.data.test_labels),
                 "iters_per_epoch": self.iters_per_epoch,
                 "amp": self.use_amp,
+                "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None,
                 "channels_last": self.channels_last,
                 "notes": self.notes,
+                "compile": self.compile_mode,
             },
             "environment": {
                 "torch": torch.__version__,
@@ -597,6 +635,24 @@ class Trainer:
             dist.all_reduce(t)
         return t
 
+    def _rank_param_spread(self) -> float | None:
+        """Under DDP: max - min over ranks of a parameter fingerprint (0.0 when every rank holds the same
+        weights, as DDP's gradient all-reduce should keep them); None in a single process."""
+        if not _is_dist():
+            return None
+        import torch.distributed as dist  # noqa: PLC0415
+
+        with torch.no_grad():
+            weights = torch.arange(1, 8, dtype=torch.float64, device=self.device)
+            fp = sum(
+                (p.double().flatten()[:7] * weights[: min(7, p.numel())]).sum() + p.double().sum()
+                for p in self.model.parameters()
+            )
+            hi, lo = fp.clone(), -fp.clone()
+            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+            dist.all_reduce(lo, op=dist.ReduceOp.MAX)
+        return float(hi + lo)
+
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; returns the results dict (also saved as results.json)."""
         from tqdm.auto import tqdm  # noqa: PLC0415
@@ -630,6 +686,7 @@ class Trainer:
                     self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history)
                 )
         self._call("on_fit_end")
+        self.rank_param_spread = self._rank_param_spread()
         self.probe_headline = _final_probe(self)
         results = self.results()
         if self.run_dir is not None and self.is_main:
@@ -666,6 +723,13 @@ class Trainer:
             "total_steps": self.total_steps,
             "anneal_note": self.anneal_note,
             "notes": "; ".join(self.notes) or None,
+            # what the runtime switches resolved to on this device (names distinct from the config fields)
+            "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None,
+            "channels_last_used": self.channels_last,
+            "compile_mode": self.compile_mode,
+            "graph_breaks": _graph_breaks() - self._graph_breaks_before if self.compile_mode else None,
+            "world_size": self.world_size,
+            "rank_param_spread": getattr(self, "rank_param_spread", None),
         }
         out.update(getattr(self, "probe_headline", {}))
         return out

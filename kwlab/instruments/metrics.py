@@ -174,7 +174,8 @@ def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
         alpha: any shape.
         bins: increasing edges ``(k + 1,)``.
     Returns:
-        ``(k,)`` integer counts summing to ``alpha.numel()``.
+        ``(k,)`` integer counts summing to the number of coefficients that are not NaN (a NaN, e.g. from a
+        layer whose BatchNorm statistics overflowed, is in no bin).
     """
     if bins.dim() != 1 or bins.numel() < 2:
         raise ValueError(
@@ -183,6 +184,8 @@ def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
     x = alpha.detach().reshape(-1)
     if not x.is_floating_point():
         x = x.float()
+    valid = ~torch.isnan(x)
+    x = x.nan_to_num(nan=0.0)
     edges = bins.to(device=x.device, dtype=x.dtype)
     k = edges.numel() - 1
     width = (bins[-1] - bins[0]) / k
@@ -194,7 +197,7 @@ def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
     else:
         # index of the bin whose left edge is the last edge <= value
         idx = torch.bucketize(x, edges, right=True).sub_(1).clamp_(0, k - 1)
-    return torch.bincount(idx, minlength=k)
+    return torch.bincount(idx, weights=valid.double(), minlength=k).round().long()
 
 
 def class_means(alpha: Tensor, labels: Tensor, num_classes: int | None = None) -> tuple[Tensor, Tensor]:

@@ -46,6 +46,7 @@ __all__ = [
     "get_temperature",
     "parameter_breakdown",
     "BREAKDOWN_PARTS",
+    "KeepsLayout",
 ]
 
 
@@ -143,8 +144,37 @@ def init_attention_head(head: nn.Module) -> None:
             m.reset_parameters()
 
 
-class DynamicLayer(nn.Module):
-    """Base class of every layer whose weight depends on the input through ``self.attention``."""
+class KeepsLayout(nn.Module):
+    """Mixin: ``.to(memory_format=...)`` leaves this module's parameters, buffers and gradients in their
+    contiguous layout and only moves them (device, dtype).
+
+    ``nn.Module.to(memory_format=torch.channels_last)`` converts every 4-D and 5-D tensor, and torch refuses
+    channels_last for the 5-D kernel banks and warehouses of the dynamic layers (``required rank 4 tensor``).
+    Memory formats are for activations and the 4-D weights of static convolutions; a bank is read as a matrix
+    (``alpha @ bank.flatten(1)``), so its contiguous layout is the one that helps. Every conversion
+    (``.to``, ``.cuda``, ``.half``, ...) is applied to a flat view of each 4-D/5-D tensor and reshaped back,
+    so the values, device and dtype change exactly as asked and the layout stays contiguous.
+    """
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+        return super()._apply(_flat_apply(fn), recurse)
+
+
+def _flat_apply(fn):  # noqa: ANN001, ANN202
+    def apply(t: Tensor) -> Tensor:
+        if t.dim() not in (4, 5):  # the only ranks nn.Module.to gives a memory format
+            return fn(t)
+        return fn(t.reshape(-1)).view(t.shape)
+
+    apply.__wrapped__ = fn
+    return apply
+
+
+class DynamicLayer(KeepsLayout):
+    """Base class of every layer whose weight depends on the input through ``self.attention``.
+
+    Its own tensors keep their layout under ``.to(memory_format=...)`` (see :class:`KeepsLayout`).
+    """
 
     attention: DynamicAttention
 

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from ..ops import CellLayout, kw_conv
 from .attention import KWAttention
-from .base import DynamicLayer, conv_geometry
+from .base import DynamicLayer, KeepsLayout, conv_geometry
 from .warehouse import LayerSpec, WarehouseOptions, owned_cell_count, plan_warehouses
 
 # fx.wrap patches the calling module's globals: keep the dispatching op a single node in traced graphs.
@@ -35,7 +35,7 @@ torch.fx.wrap("kw_conv")
 __all__ = ["Warehouse", "KWConv1d", "KWConv2d", "KWConv3d", "KWLinear", "KW_LAYERS", "warehouses"]
 
 
-class Warehouse(nn.Module):
+class Warehouse(KeepsLayout):
     """A bank of ``n`` kernel cells, ``cells`` of shape ``(n, o_c, i_c, *k_c)``.
 
     Args:
