@@ -129,3 +129,20 @@ def test_pairwise_cosine_distance_matches_pair_loop():
     assert metrics.pairwise_cosine_distance(a).item() == pytest.approx(
         float(sum(dists) / len(dists)), rel=1e-12
     )
+
+
+def test_signed_histogram_on_strided_input_with_uneven_bins_warns_nothing():
+    """NB05's data-driven bins (linspace, not exactly even) on a transposed alpha: no torch UserWarning
+    about non-contiguous input reaches the student, and the counts equal those of the contiguous copy.
+    (torch warns once per process, so this test can only fail when it is the first to bin such input.)"""
+    import warnings
+
+    alpha = torch.randn(8, 1, 2)[..., :1]  # a one-cell layer's alpha, the zero cell sliced off: strided
+    assert not alpha.reshape(-1).is_contiguous()
+    bins = torch.tensor([-1.0, -0.3, -0.05, 0.0, 0.1, 0.4, 1.0])  # uneven: the binary-search path
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        counts = metrics.signed_histogram(alpha, bins)
+        counts_t = metrics.signed_histogram(alpha, bins.flip(0).flip(0)[::1])
+    assert torch.equal(counts, metrics.signed_histogram(alpha.contiguous(), bins))
+    assert torch.equal(counts, counts_t) and int(counts.sum()) == alpha.numel()

@@ -177,10 +177,10 @@ def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
         raise ValueError(
             f"bins must be a 1-d tensor of at least 2 increasing edges, got shape {tuple(bins.shape)}"
         )
-    x = alpha.detach().reshape(-1)
+    x = alpha.detach().reshape(-1).contiguous()  # bucketize copies (and warns) on strided input
     if not x.is_floating_point():
         x = x.float()
-    edges = bins.to(device=x.device, dtype=x.dtype)
+    edges = bins.to(device=x.device, dtype=x.dtype).contiguous()
     k = edges.numel() - 1
     width = (bins[-1] - bins[0]) / k
     if bool(((bins[1:] - bins[:-1]) - width).abs().max() <= 1e-6 * width.abs()):

@@ -1,0 +1,36 @@
+"""Notebook plumbing of issue 23: progress that survives a saved notebook, run folders keyed by settings."""
+
+import io
+
+from kwlab import teaching
+from kwlab.utils import progress_bar
+
+
+def test_runs_dir_is_keyed_by_the_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("KWLAB_RUNS", str(tmp_path))
+    plain = teaching.runs_dir("nb")
+    a = teaching.runs_dir("nb", key={"data": "cifar10", "seeds": [0, 1]})
+    b = teaching.runs_dir("nb", key={"data": "synthetic", "seeds": [0, 1]})
+    assert plain == tmp_path / "nb" and a.parent == b.parent == tmp_path
+    assert a != b and a.name.startswith("nb-") and a.is_dir() and b.is_dir()
+    assert teaching.runs_dir("nb", key={"seeds": [0, 1], "data": "cifar10"}) == a  # key order is irrelevant
+
+
+def test_progress_bar_is_text_in_a_jupyter_kernel(monkeypatch):
+    from tqdm.notebook import tqdm as widget_tqdm
+    from tqdm.std import tqdm as text_tqdm
+
+    import kwlab.utils as utils
+
+    monkeypatch.delenv("KWLAB_PROGRESS", raising=False)
+    monkeypatch.setattr(utils, "_in_jupyter_kernel", lambda: True)
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    bar = progress_bar(range(3), desc="decode", mininterval=0.1)
+    assert type(bar) is text_tqdm and not isinstance(bar, widget_tqdm)
+    assert bar.fp is not None and bar.mininterval >= 1.0
+    list(bar)
+    bar.close()
+    assert "decode" in out.getvalue() and "3/3" in out.getvalue()  # a text bar on stdout, not stderr
+    monkeypatch.setenv("KWLAB_PROGRESS", "off")
+    assert progress_bar(range(3)).disable
