@@ -56,3 +56,4 @@ def test_scalar_formatters():
     assert fmt.compute(999) == "999" and fmt.compute(14_015_648) == "14.0M" and fmt.compute(2.5e11) == "250G"
     assert fmt.count(1e6) == "1,000,000" and fmt.count(math.nan) == fmt.MISSING
     assert fmt.accuracy(0.12345) == "0.123" and fmt.number(0.000123456) == "0.000123"
+    assert fmt.value((64, 64, 3, 3)) == "64×64×3×3" and fmt.value([8, 16, 32]) == "8-16-32"

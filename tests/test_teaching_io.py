@@ -34,3 +34,16 @@ def test_progress_bar_is_text_in_a_jupyter_kernel(monkeypatch):
     assert "decode" in out.getvalue() and "3/3" in out.getvalue()  # a text bar on stdout, not stderr
     monkeypatch.setenv("KWLAB_PROGRESS", "off")
     assert progress_bar(range(3)).disable
+
+
+def test_config_label_tells_cell_ratios_apart():
+    """NB04's points with 2.5M and 0.2M parameters had one label: the cell ratio was left out."""
+    from kwlab.experiments.stats import config_label
+
+    base = dict(method="kw", budget=1.0, sharing="stage", model_kwargs='{"widths": [16, 16, 16]}')
+    labels = {config_label(dict(base, cell_in=r, cell_out=r)) for r in (1.0, 0.5, 0.25)}
+    assert labels == {
+        "kw b=1 stage 16-16-16", "kw b=1 cell 1/2 stage 16-16-16", "kw b=1 cell 1/4 stage 16-16-16"
+    }
+    assert config_label(dict(base, cell_in=0.5, cell_out=1.0)) == "kw b=1 cell 1x1/2 stage 16-16-16"
+    assert config_label(dict(base, cell_in=float("nan"))) == "kw b=1 stage 16-16-16"

@@ -3,12 +3,12 @@ strings a reader wants to see, one rule per kind of column, so notebooks never s
 
 * counts (``params*``, ``n``, ``m``, ``n_seeds``, ... and any float column holding whole numbers) as integers
   with thousands separators: ``201438200.0`` -> ``201,438,200``;
-* compute (``macs``, ``flops``) in M / G: ``10314048`` -> ``10.3M``;
+* compute (``macs``, ``flops``) in M / G: ``10314048`` -> ``10.3M``; sizes (``*bytes``) in MB / GB;
 * accuracies (a name containing ``acc``) to 3 decimals; a metric ``M_mean`` with its ``M_ci95`` becomes one
   column ``M (mean ± 95% CI)``, ``0.544 ± 0.039``;
 * other numbers to 3 significant digits; booleans as yes/no;
 * dicts and JSON objects (``model_kwargs``) as ``key=value``, lists of numbers joined by ``-`` (widths
-  ``8-16-32``);
+  ``8-16-32``), tuples of numbers by ``×`` (shapes ``64×64×3×3``);
 * a missing value as an en dash; columns that are missing everywhere are dropped, and rows whose numbers
   are all missing are dropped (``drop_empty=True``).
 
@@ -89,8 +89,8 @@ def value(v: Any) -> str:
     if isinstance(v, Mapping):
         return ", ".join(f"{k}={value(x)}" for k, x in v.items()) or MISSING
     if isinstance(v, Sequence) and not isinstance(v, str | bytes):
-        if v and all(isinstance(x, numbers.Number) for x in v):
-            return "-".join(number(x) for x in v)
+        if v and all(isinstance(x, numbers.Number) for x in v):  # a shape 64×64×3×3, widths 8-16-32
+            return ("×" if isinstance(v, tuple) else "-").join(number(x) for x in v)
         return ", ".join(value(x) for x in v)
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -117,6 +117,8 @@ def _formatter(name: str, col: pd.Series, digits: int):
         return compute
     if "acc" in base:
         return lambda v: accuracy(v, digits)
+    if base.endswith("bytes"):
+        return lambda v: MISSING if _missing(v) else compute(v).replace("G", " GB").replace("M", " MB")
     if _is_count(name, col):
         return count
     return number

@@ -737,22 +737,15 @@ def params_vs_budget(table: pd.DataFrame, *, ax: Axes | None = None, title: str 
     ok = table[table["allowed"].astype(bool)]
     for i, (_ratio, part) in enumerate(ok.groupby("cell_ratio", sort=False)):
         part = part.sort_values("budget")
+        m = part["m"].iloc[0] if "m" in part.columns and part["m"].nunique() == 1 else None
         ax.plot(
             part["budget"],
             part["params"] / 1e6,
             marker="o",
             color=f"C{i}",
-            label=f"cell ratio {part['cell_ratio_label'].iloc[0]}",
+            label=f"cell ratio {part['cell_ratio_label'].iloc[0]}"
+            + (f": m = {int(m):,}, n = b·m" if m is not None else ""),
         )
-        for _, r in part.iterrows():
-            ax.annotate(
-                f"n={int(r['n'])}",
-                (r["budget"], r["params"] / 1e6),
-                textcoords="offset points",
-                xytext=(6, -14 + 14 * i),
-                fontsize=9,
-                color=f"C{i}",
-            )
     ax.axhline(table["static_params"].iloc[0] / 1e6, color="0.3", linestyle="--", label="static model")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -763,8 +756,8 @@ def params_vs_budget(table: pd.DataFrame, *, ax: Axes | None = None, title: str 
     ax.set_xlabel("budget b (cells in warehouse / cells cut from layers)")
     ax.set_ylabel("parameters (millions, log scale)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title or "KW parameter count vs budget (n = total warehouse cells)")
+    ax.legend(fontsize=9, loc="upper left")
+    ax.set_title(title or "KW parameter count vs budget b (m cells cut, n warehouse cells)")
     return fig
 
 
@@ -787,17 +780,19 @@ def warehouse_plan(
     n = [plan.warehouses[k].num_cells for k in keys]
     pos = np.arange(len(keys))
     bars_m = ax.bar(pos - 0.2, m, width=0.4, color="#5a8f5a", label="m: cells cut from the layers")
-    ax.bar_label(bars_m, fontsize=7)
-    ax.bar_label(ax.bar(pos + 0.2, n, width=0.4, color=_POS, label="n: cells in the warehouse"), fontsize=7)
+    ax.bar_label(bars_m, fontsize=9)
+    ax.bar_label(ax.bar(pos + 0.2, n, width=0.4, color=_POS, label="n: cells in the warehouse"), fontsize=9)
     log = bool(keys) and max(m + n) / max(min(m + n), 1) > 30
     if log:
         ax.set_yscale("log")
-    ax.margins(y=0.15)
     ax.set_xticks(pos)
-    ax.set_xticklabels([f"{k}\n{plan.warehouses[k].cell_shape}" for k in keys], fontsize=8)
+    ax.set_xticklabels([f"{k}\n{plan.warehouses[k].cell_shape}" for k in keys], fontsize=9)
     ax.set_xlabel("warehouse (cell shape o_c, i_c, k_c...)")
     ax.set_ylabel("number of cells" + (" (log scale)" if log else ""))
-    ax.legend(fontsize=8)
+    ax.margins(y=0.3 if not log else 0.15)
+    if log:
+        ax.set_ylim(top=ax.get_ylim()[1] * 8)
+    ax.legend(fontsize=9, loc="upper center", ncol=2)  # in the headroom above the bars
     if title is None:
         title = "Warehouse plan"
         if params is not None and static_params:
