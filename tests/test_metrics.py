@@ -146,3 +146,19 @@ def test_signed_histogram_on_strided_input_with_uneven_bins_warns_nothing():
         counts_t = metrics.signed_histogram(alpha, bins.flip(0).flip(0)[::1])
     assert torch.equal(counts, metrics.signed_histogram(alpha.contiguous(), bins))
     assert torch.equal(counts, counts_t) and int(counts.sum()) == alpha.numel()
+
+
+def test_grid_share_finds_a_two_pixel_grid():
+    h = w = 8
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    checker = ((-1.0) ** (i + j)).expand(2, 3, h, w)  # (B, C, H, W), summed over channels
+    smooth = torch.cos(2 * 3.14159265 * i / h).float()[None] + torch.zeros(1, h, w)  # one slow wave
+    g = torch.Generator().manual_seed(0)
+    rows = ((-1.0) ** i).float()[None] + 0.1 * torch.randn(1, h, w, generator=g)
+    assert torch.allclose(metrics.grid_share(checker), torch.ones(2))
+    share = metrics.grid_share(torch.cat([checker[:1].sum(1), smooth, rows]))
+    assert share[0] == pytest.approx(1.0) and share[1] < 0.01 and 0.8 < share[2] < 1.0
+    noise = torch.randn(64, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert metrics.grid_share(noise).mean() == pytest.approx(3 / 256, rel=0.3)
+    with pytest.raises(ValueError, match="even"):
+        metrics.grid_share(torch.zeros(1, 5, 4))

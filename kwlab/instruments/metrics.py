@@ -25,6 +25,7 @@ __all__ = [
     "cell_mean_abs",
     "class_means",
     "effective_cells",
+    "grid_share",
     "negative_fraction",
     "negative_mass",
     "pairwise_cosine_distance",
@@ -228,3 +229,27 @@ def between_class_distance(means: Tensor) -> Tensor:
     if flat.shape[0] < 2:
         return torch.tensor(float("nan"))
     return pairwise_cosine_distance(flat)
+
+
+def grid_share(maps: Tensor) -> Tensor:
+    """Share of a map's variation that sits on a 2-pixel grid (checkerboard and alternate rows/columns).
+
+    Gradients through stride-2 layers land on every second pixel, which shows as a grid in saliency and
+    Integrated Gradients maps. This is the power of the 2-D Fourier transform at the period-2 frequencies
+    (row and column Nyquist and their corner) over the total power without the mean: about ``3 / (H*W)``
+    for white noise, near 0 for a smooth map, 1 for a pure checkerboard.
+
+    Args:
+        maps: ``(B, H, W)`` or ``(B, C, H, W)`` (summed over channels); H and W even.
+    Returns:
+        ``(B,)`` shares in [0, 1].
+    """
+    if maps.dim() == 4:
+        maps = maps.sum(1)
+    if maps.dim() != 3 or maps.shape[-1] % 2 or maps.shape[-2] % 2:
+        raise ValueError(f"maps must be (B, H, W) or (B, C, H, W) with even H, W; got {tuple(maps.shape)}")
+    power = torch.fft.fft2(maps.detach().double()).abs().square()
+    h, w = maps.shape[-2:]
+    power[:, 0, 0] = 0.0  # the mean is not variation
+    grid = power[:, h // 2, 0] + power[:, 0, w // 2] + power[:, h // 2, w // 2]
+    return (grid / power.sum((-2, -1)).clamp_min(_EPS)).float()
