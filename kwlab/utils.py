@@ -179,5 +179,8 @@ def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
     if _in_jupyter_kernel():
         kwargs.setdefault("file", sys.stdout)
         kwargs.setdefault("ncols", 90)
+        # nested bars (sweep > run > epoch) share one line: a notebook's output cannot move the cursor
+        # up, so tqdm's multi-line layout would print escape codes; the line shows the latest bar
+        kwargs["position"] = 0
         kwargs["mininterval"] = max(float(kwargs.get("mininterval", 1.0)), 1.0)
     return tqdm(iterable, **kwargs)

@@ -47,3 +47,21 @@ def test_config_label_tells_cell_ratios_apart():
     }
     assert config_label(dict(base, cell_in=0.5, cell_out=1.0)) == "kw b=1 cell 1x1/2 stage 16-16-16"
     assert config_label(dict(base, cell_in=float("nan"))) == "kw b=1 stage 16-16-16"
+
+
+def test_nested_progress_bars_in_a_notebook_print_no_cursor_moves(monkeypatch):
+    """Nested text bars (sweep > run > epoch) must not emit cursor-up escapes, which a notebook prints raw."""
+    import kwlab.utils as utils
+
+    monkeypatch.delenv("KWLAB_PROGRESS", raising=False)
+    monkeypatch.setattr(utils, "_in_jupyter_kernel", lambda: True)
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    outer = progress_bar(total=2, desc="sweep", mininterval=0)
+    for _ in range(2):
+        for _ in progress_bar(range(3), desc="epoch", leave=False, mininterval=0):
+            pass
+        outer.update()
+    outer.close()
+    assert "epoch" in out.getvalue() and "sweep" in out.getvalue()
+    assert "\x1b[A" not in out.getvalue() and "\n\n" not in out.getvalue()

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from kwlab.ops.layout import cell_index_map
 
@@ -551,9 +551,11 @@ def accuracy_vs_params(
                     )
     if chance is not None:
         ax.axhline(chance, color="0.3", linestyle="--", linewidth=1, label=f"chance ({chance:g})")
-        ax.set_ylim(0, max(2 * chance, 1.15 * float(np.nanmax(data[y].to_numpy(dtype=float)))))
+        ax.autoscale_view()
+        ax.set_ylim(0, max(2 * chance, ax.get_ylim()[1] * 1.05))  # room for every interval
     if logx:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("parameters (M)" if scale > 1 else x)
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
