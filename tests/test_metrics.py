@@ -158,7 +158,11 @@ def test_grid_share_finds_a_two_pixel_grid():
     assert torch.allclose(metrics.grid_share(checker), torch.ones(2))
     share = metrics.grid_share(torch.cat([checker[:1].sum(1), smooth, rows]))
     assert share[0] == pytest.approx(1.0) and share[1] < 0.01 and 0.8 < share[2] < 1.0
-    noise = torch.randn(64, 16, 16, generator=torch.Generator().manual_seed(1))
-    assert metrics.grid_share(noise).mean() == pytest.approx(3 / 256, rel=0.3)
-    with pytest.raises(ValueError, match="even"):
+    noise = torch.randn(256, 16, 16, generator=torch.Generator().manual_seed(1))
+    for period in (2, 4):
+        expected = metrics.grid_share_of_noise(16, 16, period)
+        assert metrics.grid_share(noise, period).mean() == pytest.approx(expected, rel=0.2)
+    tile = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(2)).repeat(1, 4, 4)  # period 4
+    assert metrics.grid_share(tile, 4)[0] == pytest.approx(1.0) and metrics.grid_share(tile, 2)[0] < 1
+    with pytest.raises(ValueError, match="multiples of period"):
         metrics.grid_share(torch.zeros(1, 5, 4))

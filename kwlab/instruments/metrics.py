@@ -26,6 +26,7 @@ __all__ = [
     "class_means",
     "effective_cells",
     "grid_share",
+    "grid_share_of_noise",
     "negative_fraction",
     "negative_mass",
     "pairwise_cosine_distance",
@@ -231,25 +232,35 @@ def between_class_distance(means: Tensor) -> Tensor:
     return pairwise_cosine_distance(flat)
 
 
-def grid_share(maps: Tensor) -> Tensor:
-    """Share of a map's variation that sits on a 2-pixel grid (checkerboard and alternate rows/columns).
+def grid_share(maps: Tensor, period: int = 2) -> Tensor:
+    """Share of a map's variation that repeats on a grid of ``period`` pixels.
 
-    Gradients through stride-2 layers land on every second pixel, which shows as a grid in saliency and
-    Integrated Gradients maps. This is the power of the 2-D Fourier transform at the period-2 frequencies
-    (row and column Nyquist and their corner) over the total power without the mean: about ``3 / (H*W)``
-    for white noise, near 0 for a smooth map, 1 for a pure checkerboard.
+    Gradients through stride-2 layers land on every second pixel (two such layers: every fourth), which
+    shows as a grid in saliency and Integrated Gradients maps. This is the power of the 2-D Fourier
+    transform at the frequencies of a ``period``-pixel grid (multiples of H/period and W/period, the mean
+    left out) over the total power without the mean: near 0 for a smooth map, about
+    ``(period**2 - 1) / (H*W)`` for white noise (:func:`grid_share_of_noise`), 1 for a map that repeats
+    exactly every ``period`` pixels (a checkerboard for period 2).
 
     Args:
-        maps: ``(B, H, W)`` or ``(B, C, H, W)`` (summed over channels); H and W even.
+        maps: ``(B, H, W)`` or ``(B, C, H, W)`` (summed over channels); H and W multiples of ``period``.
     Returns:
         ``(B,)`` shares in [0, 1].
     """
     if maps.dim() == 4:
         maps = maps.sum(1)
-    if maps.dim() != 3 or maps.shape[-1] % 2 or maps.shape[-2] % 2:
-        raise ValueError(f"maps must be (B, H, W) or (B, C, H, W) with even H, W; got {tuple(maps.shape)}")
+    if maps.dim() != 3 or maps.shape[-1] % period or maps.shape[-2] % period:
+        raise ValueError(
+            f"maps must be (B, H, W) or (B, C, H, W) with H, W multiples of period={period} (even for 2); "
+            f"got {tuple(maps.shape)}"
+        )
     power = torch.fft.fft2(maps.detach().double()).abs().square()
     h, w = maps.shape[-2:]
     power[:, 0, 0] = 0.0  # the mean is not variation
-    grid = power[:, h // 2, 0] + power[:, 0, w // 2] + power[:, h // 2, w // 2]
+    grid = power[:, :: h // period, :: w // period].sum((-2, -1))
     return (grid / power.sum((-2, -1)).clamp_min(_EPS)).float()
+
+
+def grid_share_of_noise(height: int, width: int, period: int = 2) -> float:
+    """The expected :func:`grid_share` of white noise: ``(period**2 - 1) / (height * width - 1)``."""
+    return (period**2 - 1) / (height * width - 1)
