@@ -395,7 +395,7 @@ def layer_stats(
         if col == "effective_cells" and "num_cells" in df.columns:
             a.scatter(pos, df["num_cells"], marker="_", s=200, color="black", label="n (cells)", zorder=3)
             a.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside: covers no bar
-        a.set_ylabel(labels.get(col, col))
+        a.set_ylabel(labels.get(col, _STAT_LABELS.get(col, col)))
     _layer_ticks(axes[-1], list(df["layer"]))
     axes[-1].set_xlabel("layer")
     axes[0].set_title(title or "Attention statistics per layer")
