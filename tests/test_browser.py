@@ -117,7 +117,7 @@ def lab(tmp_path_factory):
         cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240  # a loaded 2-core machine can take minutes
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
