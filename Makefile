@@ -7,7 +7,7 @@ DATA   ?= auto
 FULL   ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lab bench clean
+.PHONY: install demo test lab gallery bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,11 +33,23 @@ test: $(STAMP)
 # Notebooks open in quick mode (KWLAB_QUICK=1: minutes on a CPU); `make lab FULL=1` runs them in full.
 # As root (containers, lab machines) Jupyter needs --allow-root; it is passed only then.
 LAB_UID ?= $(shell id -u)
-lab: $(STAMP)
+# Widget state is saved with the notebook (a reopened notebook shows its sliders, not "Error displaying
+# widget"): the setting goes into the venv's JupyterLab overrides.
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): $(STAMP)
+	mkdir -p $(dir $@)
+	printf '%s\n' '{"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": true}}' > $@
+
+lab: $(STAMP) $(LAB_OVERRIDES)
 	KWLAB_QUICK=$(if $(FULL),0,1) $(VENV)/bin/jupyter lab $(if $(filter 0,$(LAB_UID)),--allow-root )notebooks/
+
+# The notebooks executed in quick mode, as HTML a teacher can read before running anything:
+# gallery/index.html links one page per notebook (outputs and widget state included).
+gallery: $(STAMP)
+	KWLAB_QUICK=1 $(PY) -m kwlab.gallery notebooks gallery
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_speed.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs gallery

@@ -93,11 +93,19 @@ def pick_dataset(
     return name
 
 
-def runs_dir(name: str) -> Path:
+def runs_dir(name: str, key: Any = None) -> Path:
     """Where a notebook writes its runs: ``$KWLAB_RUNS/name`` (default ``runs/name``), created.
 
+    ``key`` (any JSON-serialisable value, e.g. a sweep's ``spec.to_dict()``) keys the folder by content:
+    ``name-<8 hex digits of its hash>``. A notebook re-run with other settings (quick or full mode, CIFAR-10
+    or synthetic data) then gets its own folder and never mixes its runs with another setting's.
     Used by notebooks/04_ablation_n_m_sharing.ipynb (the sweep's run directories).
     """
+    if key is not None:
+        import hashlib  # noqa: PLC0415
+
+        text = json.dumps(key, sort_keys=True, default=str)
+        name = f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     path = Path(os.environ.get("KWLAB_RUNS", "runs")).expanduser() / name
     path.mkdir(parents=True, exist_ok=True)
     return path

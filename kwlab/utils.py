@@ -26,6 +26,7 @@ __all__ = [
     "atomic_torch_save",
     "load_torch_file",
     "CheckpointError",
+    "progress_bar",
 ]
 
 
@@ -239,3 +240,40 @@ def _pickled_calls(path: Path) -> list[str] | None:
         return None
     safe = ("torch.", "collections.OrderedDict", "argparse.Namespace", "_codecs.encode", "builtins.set")
     return [g for g in dict.fromkeys(found) if not g.startswith(safe)]
+
+
+def _in_jupyter_kernel() -> bool:
+    import sys  # noqa: PLC0415
+
+    shell = sys.modules.get("IPython")
+    ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
+    """The one progress bar of kwlab: a tqdm bar that shows in a terminal *and* in JupyterLab.
+
+    In a Jupyter kernel it is a plain-text bar on stdout, updated in place (no widget: a saved notebook
+    keeps the bar's last line instead of "Error displaying widget: model not found", and it shows while a
+    long cell runs); elsewhere the ordinary text bar on stderr. ``$KWLAB_PROGRESS=widget`` asks for
+    tqdm's notebook widget instead, ``off`` hides every bar. Arguments are tqdm's.
+    """
+    import sys  # noqa: PLC0415
+
+    mode = os.environ.get("KWLAB_PROGRESS", "").strip().lower()
+    if mode == "off":
+        kwargs["disable"] = True
+    if mode == "widget":
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        return tqdm(iterable, **kwargs)
+    from tqdm.std import tqdm  # noqa: PLC0415
+
+    if _in_jupyter_kernel():
+        kwargs.setdefault("file", sys.stdout)
+        kwargs.setdefault("ncols", 90)
+        # nested bars (sweep > run > epoch) share one line: a notebook's output cannot move the cursor
+        # up, so tqdm's multi-line layout would print escape codes; the line shows the latest bar
+        kwargs["position"] = 0
+        kwargs["mininterval"] = max(float(kwargs.get("mininterval", 1.0)), 1.0)
+    return tqdm(iterable, **kwargs)

@@ -423,7 +423,7 @@ def capture_kernel_attention(model: nn.Module, x: torch.Tensor) -> dict[str, tor
 
 
 def test_signed_histogram_leaves_nan_coefficients_out():
-    """Regression: a NaN coefficient (DCD in eval mode with untrained BatchNorm statistics) broke the probe."""
+    """Regression: a NaN coefficient (DCD in eval mode, untrained BatchNorm statistics) broke the probe."""
     a = torch.tensor([-0.5, 0.25, float("nan"), 0.25, 0.9])
     counts = metrics.signed_histogram(a)
     assert counts.dtype == torch.long and int(counts.sum()) == 4

@@ -129,3 +129,40 @@ def test_pairwise_cosine_distance_matches_pair_loop():
     assert metrics.pairwise_cosine_distance(a).item() == pytest.approx(
         float(sum(dists) / len(dists)), rel=1e-12
     )
+
+
+def test_signed_histogram_on_strided_input_with_uneven_bins_warns_nothing():
+    """NB05's data-driven bins (linspace, not exactly even) on a transposed alpha: no torch UserWarning
+    about non-contiguous input reaches the student, and the counts equal those of the contiguous copy.
+    (torch warns once per process, so this test can only fail when it is the first to bin such input.)"""
+    import warnings
+
+    alpha = torch.randn(8, 1, 2)[..., :1]  # a one-cell layer's alpha, the zero cell sliced off: strided
+    assert not alpha.reshape(-1).is_contiguous()
+    bins = torch.tensor([-1.0, -0.3, -0.05, 0.0, 0.1, 0.4, 1.0])  # uneven: the binary-search path
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        counts = metrics.signed_histogram(alpha, bins)
+        counts_t = metrics.signed_histogram(alpha, bins.flip(0).flip(0)[::1])
+    assert torch.equal(counts, metrics.signed_histogram(alpha.contiguous(), bins))
+    assert torch.equal(counts, counts_t) and int(counts.sum()) == alpha.numel()
+
+
+def test_grid_share_finds_a_two_pixel_grid():
+    h = w = 8
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    checker = ((-1.0) ** (i + j)).expand(2, 3, h, w)  # (B, C, H, W), summed over channels
+    smooth = torch.cos(2 * 3.14159265 * i / h).float()[None] + torch.zeros(1, h, w)  # one slow wave
+    g = torch.Generator().manual_seed(0)
+    rows = ((-1.0) ** i).float()[None] + 0.1 * torch.randn(1, h, w, generator=g)
+    assert torch.allclose(metrics.grid_share(checker), torch.ones(2))
+    share = metrics.grid_share(torch.cat([checker[:1].sum(1), smooth, rows]))
+    assert share[0] == pytest.approx(1.0) and share[1] < 0.01 and 0.8 < share[2] < 1.0
+    noise = torch.randn(256, 16, 16, generator=torch.Generator().manual_seed(1))
+    for period in (2, 4):
+        expected = metrics.grid_share_of_noise(16, 16, period)
+        assert metrics.grid_share(noise, period).mean() == pytest.approx(expected, rel=0.2)
+    tile = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(2)).repeat(1, 4, 4)  # period 4
+    assert metrics.grid_share(tile, 4)[0] == pytest.approx(1.0) and metrics.grid_share(tile, 2)[0] < 1
+    with pytest.raises(ValueError, match="multiples of period"):
+        metrics.grid_share(torch.zeros(1, 5, 4))

@@ -218,3 +218,44 @@ def test_randomize_attention_changes_only_the_attention() -> None:
             assert torch.equal(after[key], value), f"non-attention entry {key} changed"
     changed = [k for k in attention if k.endswith("weight") and not torch.equal(after[k], before[k])]
     assert changed, "no attention weight was re-drawn"
+
+
+MAX_CODE_LINE = 100  # characters: wider code is cut off at 1280x720 (a projector) in JupyterLab
+
+
+def test_notebook_code_fits_a_projector() -> None:
+    """No code line is wider than MAX_CODE_LINE characters (issue 23: long lines were cut off at 1280x720)."""
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            wide = [ln for ln in cell.source.splitlines() if len(ln) > MAX_CODE_LINE]
+            assert not wide, f"{path.name} cell {i}: {len(wide)} lines > {MAX_CODE_LINE} chars: {wide[0]!r}"
+
+
+def test_lab_extra_installs_what_the_notebooks_import() -> None:
+    """Every third-party module a notebook imports comes with `pip install "kwlab[lab]"`."""
+    import importlib.metadata as md
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["lab"]
+    provided = {re.split(r"[\s<>=!~\[;]", req, maxsplit=1)[0].lower().replace("_", "-") for req in wanted}
+    provided |= {"ipython", "jupyter-core"}  # ipykernel's own dependencies (IPython.display)
+    dists = md.packages_distributions()
+    missing = {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            for line in cell.source.splitlines():
+                m = re.match(r"\s*(?:from|import)\s+([A-Za-z_][\w]*)", line)
+                if not m or m.group(1) in sys.stdlib_module_names or m.group(1) == "kwlab":
+                    continue
+                names = {d.lower().replace("_", "-") for d in dists.get(m.group(1), [m.group(1)])}
+                if not names & provided:
+                    missing.setdefault(m.group(1), set()).add(path.name)
+    assert not missing, f"modules imported by notebooks but not in the [lab] extra: {missing}"

@@ -236,3 +236,63 @@ def test_attribution_grid_rows_and_images():
     assert np.allclose(plot.to_image(images[0], (0.5,) * 3, (0.25,) * 3), 0.5)
     with pytest.raises(ValueError, match="one title per image"):
         plot.attribution_grid(images, {}, (0.5,) * 3, (0.25,) * 3, column_titles=["x"])
+
+
+def test_attention_heatmap_non_negative_is_sequential_on_a_shared_scale():
+    """Softmax attention (>= 0) gets a sequential map from 0, never the signed one; vmax sets one scale."""
+    softmax = torch.softmax(torch.randn(6, 4), dim=-1)
+    fig = plot.attention_heatmap(softmax, vmax=1.0)
+    im = fig.axes[0].images[0]
+    assert im.get_clim() == (0.0, 1.0)
+    assert im.get_cmap().name == "viridis" and fig.axes[1].get_ylabel() == "alpha"
+    signed = plot.attention_heatmap(np.array([[-0.2, 0.5], [0.1, 0.0]])).axes[0].images[0]
+    assert signed.get_cmap().name == "RdBu_r" and signed.get_clim() == (-0.5, 0.5)
+    with pytest.raises(ValueError, match="negative values"):
+        plot.attention_heatmap(np.array([[-0.2, 0.5]]), signed=False)
+
+
+def test_accuracy_vs_params_legend_names_every_configuration_and_chance():
+    df = pd.DataFrame(
+        {
+            "method": ["static"] * 2 + ["kw"] * 4,
+            "setting": ["static 16", "static 16", "kw b=1 cell 1", "kw b=1 cell 1"]
+            + ["kw b=1 cell 1/2", "kw b=1 cell 1/2"],
+            "params": [73e3, 73e3, 2.5e6, 2.5e6, 0.2e6, 0.2e6],
+            "final_acc": [0.15, 0.19, 0.10, 0.12, 0.11, 0.13],
+        }
+    )
+    fig = plot.accuracy_vs_params(df, y="final_acc", label="setting", legend=True, chance=0.1)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[-1] == "chance (0.1)"
+    assert [t.split(" (")[0] for t in texts[:-1]] == ["static 16", "kw b=1 cell 1", "kw b=1 cell 1/2"]
+    assert "2.5M params" in texts[1] and "200k params" in texts[2]  # same budget, different size: told apart
+    assert not ax.texts  # no annotations that could overlap
+    assert ax.get_ylim()[0] == 0
+    # the legend sits outside the axes (it covers no point)
+    fig.canvas.draw()
+    leg = ax.get_legend().get_window_extent()
+    assert leg.x0 >= ax.get_window_extent().x1
+    # the mean of each configuration is drawn with its interval
+    means = [c for c in ax.containers]
+    assert len(means) == 3
+
+
+def test_layer_comparison_marks_degenerate_layers(probe):
+    from kwlab.instruments.probe import degenerate_layers
+
+    s = probe.summary()
+    fake = s.assign(num_mixtures=[1] + [2] * (len(s) - 1), num_cells=[1] + [3] * (len(s) - 1))
+    marked = degenerate_layers(fake)
+    assert marked == [s["layer"].iloc[0]]
+    fig = plot.layer_comparison({"learned": s, "random": s}, columns=("diversity",), degenerate=marked)
+    ax = fig.axes[0]
+    rects = bars(ax)
+    assert len(rects) == 2 * len(s)
+    hatched = [r for r in rects if r.get_hatch()]
+    assert len(hatched) == 2  # the degenerate layer, in both nets
+    assert ax.get_xticklabels()[0].get_text().endswith("†")
+    with pytest.raises(ValueError, match="not in the tables"):
+        plot.layer_comparison({"a": s}, columns=("diversity",), degenerate=["nope"])
+    with pytest.raises(ValueError, match="missing"):
+        degenerate_layers(s.drop(columns="num_cells"))

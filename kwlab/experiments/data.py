@@ -459,7 +459,7 @@ def _decode(blob: bytes, size: int) -> np.ndarray:
 
 
 def _build_folder_split(path: Path, names: list[str], size: int, desc: str) -> np.ndarray:
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
 
     out = np.empty((len(names), size, size, 3), dtype=np.uint8)
     if path.is_file():

@@ -233,15 +233,14 @@ def backfill_frozen_recal(sweep_dir: str | os.PathLike, *, progress: bool = True
     ``checkpoint.pt`` (the same test images, probe batches and recalibration as a new run; the run is marked
     ``frozen_recal_backfilled: true``). Returns the run ids it updated; runs without a checkpoint are skipped.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
 
     from kwlab.experiments.config import RunConfig  # noqa: PLC0415
     from kwlab.experiments.train import Trainer, frozen_accuracies  # noqa: PLC0415
-    from kwlab.utils import atomic_write_text  # noqa: PLC0415
+    from kwlab.utils import atomic_write_text, progress_bar  # noqa: PLC0415
 
     done = []
     runs = sorted(p for p in (Path(sweep_dir) / "runs").iterdir() if (p / "results.json").exists())
-    for run in tqdm(runs, desc="frozen, recalibrated", disable=not progress):
+    for run in progress_bar(runs, desc="frozen, recalibrated", disable=not progress):
         results = json.loads((run / "results.json").read_text())
         if "final_acc_frozen_recal" in results or "final_acc_frozen" not in results:
             continue

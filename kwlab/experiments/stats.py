@@ -101,15 +101,30 @@ def config_columns(df: pd.DataFrame) -> list[str]:
     return fields
 
 
+def _cell_label(row: Mapping[str, Any] | pd.Series) -> list[str]:
+    """``["cell 1/2"]`` (or ``["cell 1/2x1/4"]`` for out x in) when the cell ratios are not 1, else []."""
+    from fractions import Fraction  # noqa: PLC0415
+
+    ratios = []
+    for key in ("cell_out", "cell_in"):
+        value = row.get(key)
+        ok = value is not None and value != "" and not _isnan(value)
+        ratios.append(float(value) if ok else 1.0)
+    if ratios == [1.0, 1.0]:
+        return []
+    text = [str(Fraction(r).limit_denominator(64)) for r in ratios]
+    return [f"cell {text[0]}" if text[0] == text[1] else f"cell {text[0]}x{text[1]}"]
+
+
 def config_label(row: Mapping[str, Any] | pd.Series) -> str:
-    """A short human label: ``static 8-16-32`` or ``kw b=1 stage 8-16-32``."""
+    """A short human label: ``static 8-16-32``, ``kw b=1 stage 8-16-32`` or, with cells smaller than the
+    default (``cell_in``/``cell_out`` below 1), ``kw b=1 cell 1/2 stage``: configurations of different size
+    never share a label."""
     parts = [str(row.get("method", "?"))]
     if row.get("method") not in (None, "static"):
         for key, fmt in (
             ("preset", "{}"),
             ("budget", "b={:g}"),
-            ("cell_in", "cell={:g}" if row.get("cell_in") == row.get("cell_out") else "cell_in={:g}"),
-            ("cell_out", None if row.get("cell_in") == row.get("cell_out") else "cell_out={:g}"),
             ("sharing", "{}"),
             ("reduction", "r={:g}"),
             ("attention", "{}"),
@@ -118,8 +133,10 @@ def config_label(row: Mapping[str, Any] | pd.Series) -> str:
             ("temperature_steps", "anneal={:g}steps"),
         ):
             value = row.get(key)
-            if fmt is not None and value is not None and not _isnan(value) and value != "":
+            if value is not None and not _isnan(value) and value != "":
                 parts.append(fmt.format(value))
+            if key == "budget":
+                parts += _cell_label(row)
     kwargs = row.get("model_kwargs")
     if isinstance(kwargs, str) and kwargs not in ("", "{}"):
         try:

@@ -341,7 +341,7 @@ def run_sweep(
         ConfigError: bad config, missing dataset or foreign output directory (before any training).
         RuntimeError: some runs failed (the others finished; see ``runs/<id>/error.txt``).
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
 
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)

@@ -527,7 +527,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training set; returns loss, acc, lr, temperature, throughput, time."""
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
 
         self.ddp_model.train()
         self.train_loader.set_epoch(epoch)
@@ -655,7 +655,7 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; returns the results dict (also saved as results.json)."""
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
 
         cfg = self.config
         if self.macs is None:

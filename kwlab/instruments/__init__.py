@@ -2,7 +2,7 @@
 computes (:mod:`kwlab.instruments.metrics`, the only implementation of each), freezing the attention, and
 every plot. Instruments never import :mod:`kwlab.experiments`."""
 
-from . import metrics, plot
+from . import format, metrics, plot
 from .freeze import freeze_attention, unfreeze_attention
 from .probe import Probe, ProbeResult, capture, load, select_layers
 
@@ -14,6 +14,7 @@ __all__ = [
     "load",
     "select_layers",
     "unfreeze_attention",
+    "format",
     "metrics",
     "plot",
 ]

@@ -25,6 +25,8 @@ __all__ = [
     "cell_mean_abs",
     "class_means",
     "effective_cells",
+    "grid_share",
+    "grid_share_of_noise",
     "negative_fraction",
     "negative_mass",
     "learned_to_pattern_norm",
@@ -181,12 +183,12 @@ def signed_histogram(alpha: Tensor, bins: Tensor = DEFAULT_BINS) -> Tensor:
         raise ValueError(
             f"bins must be a 1-d tensor of at least 2 increasing edges, got shape {tuple(bins.shape)}"
         )
-    x = alpha.detach().reshape(-1)
+    x = alpha.detach().reshape(-1).contiguous()  # bucketize copies (and warns) on strided input
     if not x.is_floating_point():
         x = x.float()
     valid = ~torch.isnan(x)
     x = x.nan_to_num(nan=0.0)
-    edges = bins.to(device=x.device, dtype=x.dtype)
+    edges = bins.to(device=x.device, dtype=x.dtype).contiguous()
     k = edges.numel() - 1
     width = (bins[-1] - bins[0]) / k
     if bool(((bins[1:] - bins[:-1]) - width).abs().max() <= 1e-6 * width.abs()):
@@ -292,3 +294,35 @@ def learned_to_pattern_norm(learned: Tensor, pattern: Tensor, tau: float | Tenso
     if denom == 0:
         return torch.tensor(float("inf"), dtype=torch.float64)
     return num / denom
+def grid_share(maps: Tensor, period: int = 2) -> Tensor:
+    """Share of a map's variation that repeats on a grid of ``period`` pixels.
+
+    Gradients through stride-2 layers land on every second pixel (two such layers: every fourth), which
+    shows as a grid in saliency and Integrated Gradients maps. This is the power of the 2-D Fourier
+    transform at the frequencies of a ``period``-pixel grid (multiples of H/period and W/period, the mean
+    left out) over the total power without the mean: near 0 for a smooth map, about
+    ``(period**2 - 1) / (H*W)`` for white noise (:func:`grid_share_of_noise`), 1 for a map that repeats
+    exactly every ``period`` pixels (a checkerboard for period 2).
+
+    Args:
+        maps: ``(B, H, W)`` or ``(B, C, H, W)`` (summed over channels); H and W multiples of ``period``.
+    Returns:
+        ``(B,)`` shares in [0, 1].
+    """
+    if maps.dim() == 4:
+        maps = maps.sum(1)
+    if maps.dim() != 3 or maps.shape[-1] % period or maps.shape[-2] % period:
+        raise ValueError(
+            f"maps must be (B, H, W) or (B, C, H, W) with H, W multiples of period={period} (even for 2); "
+            f"got {tuple(maps.shape)}"
+        )
+    power = torch.fft.fft2(maps.detach().double()).abs().square()
+    h, w = maps.shape[-2:]
+    power[:, 0, 0] = 0.0  # the mean is not variation
+    grid = power[:, :: h // period, :: w // period].sum((-2, -1))
+    return (grid / power.sum((-2, -1)).clamp_min(_EPS)).float()
+
+
+def grid_share_of_noise(height: int, width: int, period: int = 2) -> float:
+    """The expected :func:`grid_share` of white noise: ``(period**2 - 1) / (height * width - 1)``."""
+    return (period**2 - 1) / (height * width - 1)

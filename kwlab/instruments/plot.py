@@ -6,7 +6,9 @@ Every function takes data (a tidy DataFrame from :class:`kwlab.Probe` / :func:`k
 returns the :class:`~matplotlib.figure.Figure`. Nothing here calls ``plt.show()``. Where a function expects a
 probe table it also accepts the probe (or a loaded :class:`~kwlab.instruments.probe.ProbeResult`) itself.
 
-Signed attention is drawn with a diverging colour map centred on 0 (red: positive, blue: negative).
+Signed attention is drawn with a diverging colour map centred on 0 (red: positive, blue: negative);
+non-negative data (softmax or sigmoid attention, usage) with a sequential map starting at 0, so that a colour
+never stands for a value the data cannot take. Panels that are compared take one scale (``vmax=``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from kwlab.ops.layout import cell_index_map
 
@@ -30,6 +32,7 @@ __all__ = [
     "negative_fraction_over_training",
     "cell_usage",
     "layer_stats",
+    "layer_comparison",
     "accuracy_vs_params",
     "metric_vs_knob",
     "learning_curves",
@@ -43,7 +46,8 @@ __all__ = [
 
 _NEG = "#3b6fb6"  # blue: negative coefficients
 _POS = "#c8553d"  # red: positive coefficients
-_DIVERGING = "RdBu_r"
+_DIVERGING = "RdBu_r"  # signed data only, centred on 0
+_SEQUENTIAL = "viridis"  # non-negative data (softmax / sigmoid attention, usage counts)
 
 
 def _table(data: Any, name: str) -> pd.DataFrame:
@@ -91,6 +95,18 @@ def _signed_imshow(fig: Figure, ax: Axes, values: np.ndarray, label: str, lim: f
     _integer_ticks(ax)
 
 
+def _sequential_imshow(
+    fig: Figure, ax: Axes, values: np.ndarray, label: str, vmax: float | None = None
+) -> None:
+    """Non-negative values: a sequential map from 0 (dark) to ``vmax`` (bright), no negative half."""
+    if vmax is None:
+        vmax = float(np.nanmax(values)) if values.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+    im = ax.imshow(values, aspect="auto", cmap=_SEQUENTIAL, vmin=0.0, vmax=vmax, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=label)
+    _integer_ticks(ax)
+
+
 def _integer_ticks(ax: Axes) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -98,7 +114,7 @@ def _integer_ticks(ax: Axes) -> None:
 
 def _layer_ticks(ax: Axes, names: Sequence[str]) -> None:
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=9)
 
 
 # ------------------------------------------------------------------------------------- attention tables
@@ -111,8 +127,10 @@ def attention_heatmap(
     ax: Axes | None = None,
     title: str | None = None,
     vmax: float | None = None,
+    signed: bool | None = None,
 ) -> Figure:
-    """Heatmap of signed attention for one layer.
+    """Heatmap of attention for one layer: a diverging map centred on 0 for signed attention (CAF), a
+    sequential map from 0 for non-negative attention (softmax, sigmoid).
 
     Args:
         data: :meth:`Probe.samples` table (layer, sample, mixture, cell, alpha), a probe, or a 2-D array
@@ -121,8 +139,10 @@ def attention_heatmap(
         by: ``"sample"``: rows are samples, value = alpha averaged over the layer's mixtures (exact for
             whole-kernel methods, m = 1); ``"mixture"``: rows are mixtures, value = alpha of ``sample`` (or
             averaged over the kept samples when ``sample`` is None).
-        vmax: the colour scale's limit (+-vmax); pass the same value to panels that are compared. None: this
-            panel's largest ``|alpha|``.
+        vmax: the colour scale's limit (+-vmax signed, 0..vmax otherwise); pass the same value to panels
+            that are compared. None: this panel's largest ``|alpha|``.
+        signed: force the diverging (True) or the sequential (False) map; None: diverging exactly when a
+            value is negative.
     """
     if by not in ("sample", "mixture"):
         raise ValueError(f"by must be 'sample' or 'mixture', got {by!r}")
@@ -151,7 +171,14 @@ def attention_heatmap(
             ).to_numpy()
             rows_label = "mixture"
     fig, ax = _fig_ax(ax)
-    _signed_imshow(fig, ax, values, "alpha (signed)", vmax)
+    if signed is None:
+        signed = bool(np.nanmin(values) < 0) if values.size else False
+    if signed:
+        _signed_imshow(fig, ax, values, "alpha (signed)", vmax)
+    else:
+        if values.size and np.nanmin(values) < 0:
+            raise ValueError("signed=False but the data hold negative values: use signed=True or None")
+        _sequential_imshow(fig, ax, values, "alpha", vmax)
     ax.set_xlabel("warehouse cell")
     ax.set_ylabel(rows_label)
     what = {
@@ -348,7 +375,7 @@ def layer_stats(
         fig, axs = plt.subplots(
             len(columns),
             1,
-            figsize=(max(4.0, 0.35 * len(df) + 2), 2.8 * len(columns)),
+            figsize=(max(8.0, 0.45 * len(df) + 2), 2.6 * len(columns) + 0.8),
             sharex=True,
             squeeze=False,
         )
@@ -368,13 +395,84 @@ def layer_stats(
         a.bar(pos, df[col].to_numpy(dtype=float), color="#5a8f5a")
         if col == "effective_cells" and "num_cells" in df.columns:
             a.scatter(pos, df["num_cells"], marker="_", s=200, color="black", label="n (cells)", zorder=3)
-            a.legend(fontsize=7)
-        a.set_ylabel(labels.get(col, col))
+            a.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside: covers no bar
+        a.set_ylabel(labels.get(col, _STAT_LABELS.get(col, col)))
     _layer_ticks(axes[-1], list(df["layer"]))
     axes[-1].set_xlabel("layer")
     axes[0].set_title(title or "Attention statistics per layer")
     fig.tight_layout()
     return fig
+
+
+def layer_comparison(
+    tables: Mapping[str, Any],
+    columns: Sequence[str] = ("neg_mass", "effective_cells", "diversity", "class_distance"),
+    *,
+    degenerate: Sequence[str] = (),
+    colors: Sequence[str] = (_POS, "0.6", "#5a8f5a", "#3b6fb6"),
+    title: str | None = None,
+) -> Figure:
+    """Per-layer bars of several nets side by side, one full-width panel per statistic (stacked, so layer
+    names stay readable at 1280x720); the legend sits above the panels and covers no bar.
+
+    Args:
+        tables: net name -> :meth:`Probe.summary` table (or a probe); the first sets the layer order.
+        degenerate: layers to mark (hatched bars, names in grey with a dagger): e.g.
+            :func:`kwlab.instruments.probe.degenerate_layers`, whose statistics are degenerate.
+    """
+    frames = {name: _table(t, "summary") for name, t in tables.items()}
+    if not frames:
+        raise ValueError("tables must hold at least one net")
+    for name, df in frames.items():
+        _require(df, ["layer", *columns], f"layer_comparison ({name})")
+    order = list(dict.fromkeys(next(iter(frames.values()))["layer"]))
+    marked = set(degenerate)
+    unknown = marked - set(order)
+    if unknown:
+        raise ValueError(f"degenerate layers {sorted(unknown)} are not in the tables; layers: {order}")
+    k = len(frames)
+    width = 0.8 / k
+    pos = np.arange(len(order))
+    fig, axes = plt.subplots(
+        len(columns), 1, figsize=(max(8.0, 0.45 * len(order) + 2), 2.3 * len(columns) + 1.2),
+        sharex=True, squeeze=False,
+    )
+    axes = list(axes[:, 0])
+    for a, col in zip(axes, columns):
+        for j, (name, df) in enumerate(frames.items()):
+            values = df.set_index("layer")[col].reindex(order).to_numpy(dtype=float)
+            bars = a.bar(pos + (j - (k - 1) / 2) * width, values, width=width, color=colors[j % len(colors)],
+                         label=name)
+            for bar, layer in zip(bars, order):
+                if layer in marked:
+                    bar.set_hatch("///")
+                    bar.set_edgecolor("black")
+        a.set_ylabel(_STAT_LABELS.get(col, col), fontsize=9)
+        a.grid(alpha=0.3, axis="y")
+    axes[-1].set_xticks(pos)
+    axes[-1].set_xticklabels([f"{n} †" if n in marked else n for n in order], rotation=60, ha="right",
+                             fontsize=9)
+    for tick, n in zip(axes[-1].get_xticklabels(), order):
+        if n in marked:
+            tick.set_color("0.45")
+    axes[-1].set_xlabel("layer" + ("   († degenerate: one coefficient per image, hatched)" if marked else ""))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=10, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(title or "Attention statistics per layer", y=1.04)
+    fig.tight_layout()
+    return fig
+
+
+_STAT_LABELS = {
+    "neg_frac": "share of\nalpha < 0",
+    "neg_mass": "negative share\nof |alpha|",
+    "effective_cells": "effective cells\nexp(entropy)",
+    "diversity": "diversity\n(cosine distance)",
+    "class_distance": "class distance",
+    "zero_mass": "zero-cell mass",
+    "entropy": "entropy (nats)",
+}
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
@@ -403,37 +501,97 @@ def accuracy_vs_params(
     ax: Axes | None = None,
     logx: bool = False,
     title: str | None = None,
+    chance: float | None = None,
+    legend: bool = False,
 ) -> Figure:
-    """Scatter of accuracy against parameter count, one colour per method, points labelled by budget.
+    """Scatter of accuracy against parameter count.
+
+    Two styles. ``legend=False``: one colour per ``hue`` value, each point annotated with its ``label``
+    (``label="budget"`` writes ``b=1/2``; a static net has no budget and no annotation). ``legend=True``
+    (for runs repeated over seeds): one colour per configuration (``hue`` + ``label``; squares: static),
+    the seeds as small dots, their mean with a 95% t-interval, and every configuration named in a legend
+    beside the axes with its parameter count, so no two labels can overlap and points of different size
+    never share a name.
 
     Args:
         data: one row per run or per (method, budget) with columns ``x``, ``y``, ``hue`` (and ``label``).
         x: parameter-count column (drawn in millions when values exceed 10^5).
+        chance: draw the chance level (dashed, in the legend) and start the y-axis at 0.
     """
     _require(data, [x, y, hue] + ([label] if label else []), "accuracy_vs_params")
-    fig, ax = _fig_ax(ax)
+    fig, ax = _fig_ax(ax, (9.0, 4.5) if legend else (6.0, 4.0))
     scale = 1e6 if float(data[x].max()) > 1e5 else 1.0
-    for i, (method, part) in enumerate(data.groupby(hue, sort=False)):
-        ax.scatter(part[x] / scale, part[y], color=f"C{i}", label=str(method), s=36, zorder=3)
-        if label and str(method) != "static":  # a static net has no budget to label
-            for _, row in part.iterrows():
-                text = _budget_text(row[label]) if label == "budget" else str(row[label])
-                ax.annotate(
-                    text,
-                    (row[x] / scale, row[y]),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize=7,
-                    color=f"C{i}",
-                )
+    if legend:
+        keys = [hue] + ([label] if label else [])
+        for i, (key, part) in enumerate(data.groupby(keys, sort=False)):
+            key = key if isinstance(key, tuple) else (key,)
+            name = str(key[-1]) if label else str(key[0])
+            colour = f"C{i % 10}"
+            marker = "s" if str(key[0]) == "static" else "o"
+            xs, ys = part[x].to_numpy(dtype=float) / scale, part[y].to_numpy(dtype=float)
+            ax.scatter(xs, ys, color=colour, marker=marker, s=12, alpha=0.45, zorder=2)
+            half = _ci95(ys)
+            ax.errorbar(
+                xs.mean(), ys.mean(), yerr=half if half == half else None, fmt=marker, color=colour,
+                markersize=7, capsize=4, zorder=3,
+                label=f"{name} ({_count_text(part[x].mean())} params, n={len(ys)})",
+            )
+    else:
+        for i, (method, part) in enumerate(data.groupby(hue, sort=False)):
+            ax.scatter(part[x] / scale, part[y], color=f"C{i}", label=str(method), s=36, zorder=3)
+            if label and (label != "budget" or str(method) != "static"):  # a static net has no budget
+                for _, row in part.iterrows():
+                    text = _budget_text(row[label]) if label == "budget" else str(row[label])
+                    ax.annotate(
+                        text,
+                        (row[x] / scale, row[y]),
+                        textcoords="offset points",
+                        xytext=(4, 4),
+                        fontsize=9,
+                        color=f"C{i}",
+                    )
+    if chance is not None:
+        ax.axhline(chance, color="0.3", linestyle="--", linewidth=1, label=f"chance ({chance:g})")
+        ax.autoscale_view()
+        ax.set_ylim(0, max(2 * chance, ax.get_ylim()[1] * 1.05))  # room for every interval
     if logx:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("parameters (M)" if scale > 1 else x)
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
-    ax.legend(title=hue, fontsize=8)
+    if legend:  # beside the axes: it never covers a point; the chance line last
+        handles, names = ax.get_legend_handles_labels()
+        order = sorted(range(len(names)), key=lambda i: names[i].startswith("chance ("))
+        ax.legend([handles[i] for i in order], [names[i] for i in order],
+                  fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  title="mean ± 95% CI; dots: seeds" if data.groupby([hue] + ([label] if label else []))
+                  .size().max() > 1 else None, title_fontsize=9)
+        fig.tight_layout()
+    else:
+        ax.legend(title=hue, fontsize=9)
     ax.set_title(title or f"{y} vs parameters")
     return fig
+
+
+def _ci95(values: np.ndarray) -> float:
+    """Half-width of the 95% t-interval of the mean (NaN for fewer than two values)."""
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return float("nan")
+    from scipy import stats as st  # noqa: PLC0415
+
+    return float(values.std(ddof=1) * st.t.ppf(0.975, len(values) - 1) / np.sqrt(len(values)))
+
+
+def _count_text(v: float) -> str:
+    """``2_512_000`` -> ``2.51M``; ``73_000`` -> ``73k``."""
+    v = float(v)
+    if v >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.3g}k"
+    return f"{v:.0f}"
 
 
 def metric_vs_knob(
@@ -588,22 +746,15 @@ def params_vs_budget(table: pd.DataFrame, *, ax: Axes | None = None, title: str 
     ok = table[table["allowed"].astype(bool)]
     for i, (_ratio, part) in enumerate(ok.groupby("cell_ratio", sort=False)):
         part = part.sort_values("budget")
+        m = part["m"].iloc[0] if "m" in part.columns and part["m"].nunique() == 1 else None
         ax.plot(
             part["budget"],
             part["params"] / 1e6,
             marker="o",
             color=f"C{i}",
-            label=f"cell ratio {part['cell_ratio_label'].iloc[0]}",
+            label=f"cell ratio {part['cell_ratio_label'].iloc[0]}"
+            + (f": m = {int(m):,}, n = b·m" if m is not None else ""),
         )
-        for _, r in part.iterrows():
-            ax.annotate(
-                f"n={int(r['n'])}",
-                (r["budget"], r["params"] / 1e6),
-                textcoords="offset points",
-                xytext=(5, -4 + 9 * (i - 1)),
-                fontsize=7,
-                color=f"C{i}",
-            )
     ax.axhline(table["static_params"].iloc[0] / 1e6, color="0.3", linestyle="--", label="static model")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -614,8 +765,8 @@ def params_vs_budget(table: pd.DataFrame, *, ax: Axes | None = None, title: str 
     ax.set_xlabel("budget b (cells in warehouse / cells cut from layers)")
     ax.set_ylabel("parameters (millions, log scale)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title or "KW parameter count vs budget (n = total warehouse cells)")
+    ax.legend(fontsize=9, loc="upper left")
+    ax.set_title(title or "KW parameter count vs budget b (m cells cut, n warehouse cells)")
     return fig
 
 
@@ -638,17 +789,19 @@ def warehouse_plan(
     n = [plan.warehouses[k].num_cells for k in keys]
     pos = np.arange(len(keys))
     bars_m = ax.bar(pos - 0.2, m, width=0.4, color="#5a8f5a", label="m: cells cut from the layers")
-    ax.bar_label(bars_m, fontsize=7)
-    ax.bar_label(ax.bar(pos + 0.2, n, width=0.4, color=_POS, label="n: cells in the warehouse"), fontsize=7)
+    ax.bar_label(bars_m, fontsize=9)
+    ax.bar_label(ax.bar(pos + 0.2, n, width=0.4, color=_POS, label="n: cells in the warehouse"), fontsize=9)
     log = bool(keys) and max(m + n) / max(min(m + n), 1) > 30
     if log:
         ax.set_yscale("log")
-    ax.margins(y=0.15)
     ax.set_xticks(pos)
-    ax.set_xticklabels([f"{k}\n{plan.warehouses[k].cell_shape}" for k in keys], fontsize=8)
+    ax.set_xticklabels([f"{k}\n{plan.warehouses[k].cell_shape}" for k in keys], fontsize=9)
     ax.set_xlabel("warehouse (cell shape o_c, i_c, k_c...)")
     ax.set_ylabel("number of cells" + (" (log scale)" if log else ""))
-    ax.legend(fontsize=8)
+    ax.margins(y=0.3 if not log else 0.15)
+    if log:
+        ax.set_ylim(top=ax.get_ylim()[1] * 8)
+    ax.legend(fontsize=9, loc="upper center", ncol=2)  # in the headroom above the bars
     if title is None:
         title = "Warehouse plan"
         if params is not None and static_params:

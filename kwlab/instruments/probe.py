@@ -53,6 +53,7 @@ __all__ = [
     "Probe",
     "ProbeResult",
     "capture",
+    "degenerate_layers",
     "load",
     "select_layers",
     "STATISTICS",
@@ -530,7 +531,7 @@ class Probe:
 
         Inputs (and labels) are moved to ``device`` (default: the device of the model's first parameter).
         """
-        from tqdm.auto import tqdm
+        from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
 
         if device is None:
             p = next(self.model.parameters(), None)
@@ -799,3 +800,23 @@ def _native(v: Any) -> Any:
     if isinstance(v, numbers.Real):
         return float(v)
     return str(v)
+
+
+#: The rule :func:`degenerate_layers` applies, in words (notebooks print it beside the statistics it changes).
+DEGENERATE_RULE = (
+    "a layer whose attention is a single coefficient per image (one mixture of one cell, m * n = 1) is "
+    "degenerate: its diversity and class distance compare signs only (one sign flip moves them to about 1), "
+    "and its effective number of cells is 1 by construction"
+)
+
+
+def degenerate_layers(summary: pd.DataFrame) -> list[str]:
+    """The layers of a :meth:`Probe.summary` table whose statistics are degenerate (see
+    :data:`DEGENERATE_RULE`): ``num_mixtures * num_cells == 1``, e.g. a 1x1 downsample convolution with its
+    own one-cell warehouse. Means over layers that should describe the attention leave them out (and say so).
+    """
+    missing = [c for c in ("layer", "num_mixtures", "num_cells") if c not in summary.columns]
+    if missing:
+        raise ValueError(f"summary needs columns layer, num_mixtures, num_cells; missing {missing}")
+    one = summary["num_mixtures"].astype(float) * summary["num_cells"].astype(float) == 1
+    return summary.loc[one, "layer"].tolist()
