@@ -20,9 +20,8 @@ import argparse
 import torch
 
 import kwlab
-from kwlab.instruments.probe import capture
+from kwlab.experiments.handover import kernel_change
 from kwlab.layers.attention import KWAttention
-from kwlab.layers.base import dynamic_layers
 
 
 def measure(scale: float | None, seed: int) -> dict[str, float]:
@@ -41,23 +40,13 @@ def measure(scale: float | None, seed: int) -> dict[str, float]:
                 module.pattern_scale = scale
                 module.reset_parameters()
     x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-    kwlab.set_temperature(model, 1.0)
-    inputs = capture(model, x, "inputs")
-    diffs = []
-    with torch.no_grad():
-        for name, layer in dynamic_layers(model):
-            kwlab.set_temperature(layer, 1.0)
-            k1 = layer.kernel(inputs[name]).flatten(1)
-            kwlab.set_temperature(layer, 0.0)
-            k0 = layer.kernel(inputs[name]).flatten(1)
-            diffs.append(float((k0 - k1).norm(dim=1).mean() / k1.norm(dim=1).mean()))
-    kwlab.set_temperature(model, 0.0)
+    change = kernel_change(model, x, 1.0, 0.0)  # leaves the model at tau = 0
     with kwlab.Probe(model) as probe:
         probe.record(x)
     s = probe.summary()
     return {
         "own_share": float(s["learned_own_share"].mean()),
-        "kernel_diff": sum(diffs) / len(diffs),
+        "kernel_diff": change,
         "sample_variation": float(s["sample_variation"].mean()),
         "learned_sample_variation": float(s["learned_sample_variation"].mean()),
     }

@@ -35,7 +35,14 @@ def _build(arch: str, method: str) -> torch.nn.Module:
     extra = {}
     if method == "kerneldna" and not kwlab.models.model_entry(arch).method_builders.get("kerneldna"):
         extra["wiring"] = "pairing"
-    return kwlab.create_model(arch, method=method, num_classes=10, **extra)
+    if method == "fdconv":  # the class default band count; 64 does not divide the small nets' spectra
+        extra["kernel_num"] = 4
+    try:
+        return kwlab.create_model(arch, method=method, num_classes=10, **extra)
+    except ValueError as err:  # nothing to convert there (the refusal itself is asserted in test_smoke)
+        if "convert no layer" in str(err) or "finds no conv" in str(err):
+            pytest.skip(f"{method} has nothing to convert in {arch}")
+        raise
 
 
 def _forward_backward(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict]:

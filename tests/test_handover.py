@@ -178,25 +178,17 @@ def test_at_init_tau0_and_tau1_are_close_under_pattern_and_not_under_official(se
     per-sample kernel at tau = 0 then differs from its kernel at tau = 1 (the pattern's) by < 0.45 of its norm
     on average over the layers (measured 0.30-0.31); under the official init by > 0.9 (measured 1.07-1.09): a
     different function."""
-    from kwlab.instruments.probe import capture
+    from kwlab.experiments.handover import kernel_change
 
     x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     out = {}
     for init in ("official", "pattern"):
         model = _kw(init, seed).train()  # batch statistics in the attention norm: unit-variance hidden units
         kwlab.set_temperature(model, 1.0)
-        inputs = capture(model, x, "inputs")
         with kwlab.Probe(model) as probe:
             probe.record(x)
-        rel = []
-        with torch.no_grad():
-            for name, layer in dynamic_layers(model):
-                kwlab.set_temperature(layer, 1.0)
-                k1 = layer.kernel(inputs[name]).flatten(1)
-                kwlab.set_temperature(layer, 0.0)
-                k0 = layer.kernel(inputs[name]).flatten(1)
-                rel.append(float((k0 - k1).norm(dim=1).mean() / k1.norm(dim=1).mean()))
-        out[init] = float(probe.summary()["learned_own_share"].mean()), sum(rel) / len(rel)
+        change = kernel_change(model, x, 1.0, 0.0)
+        out[init] = float(probe.summary()["learned_own_share"].mean()), change
     assert out["pattern"][0] >= 0.55 and out["pattern"][1] < 0.45
     assert abs(out["official"][0]) < 0.1 and out["official"][1] > 0.9
 
@@ -395,6 +387,22 @@ def test_handover_report_of_a_tiny_sweep_is_generated_from_its_numbers(tmp_path)
         assert any(f"{drop:+.3f}" in ln for ln in finding.splitlines() if "stale" in ln)
     assert "init=official" in finding and "init=pattern" in finding
     assert "- final_acc: kw b=1 init=pattern anneal=6steps 4-8-8 vs kw b=1 init=official" in finding
+
+
+def test_kernel_change_is_the_relative_kernel_difference_by_hand():
+    from kwlab.experiments.handover import kernel_change
+
+    torch.manual_seed(8)
+    layer = KWConv2d(16, 16, 3, padding=1).eval()
+    x = torch.randn(4, 16, 6, 6)
+    with torch.no_grad():
+        kwlab.set_temperature(layer, 0.8)
+        a = layer.kernel(x).flatten(1)
+        kwlab.set_temperature(layer, 0.3)
+        b = layer.kernel(x).flatten(1)
+    by_hand = sum(float((b[i] - a[i]).norm()) for i in range(4)) / sum(float(a[i].norm()) for i in range(4))
+    assert kernel_change(nn.Sequential(layer), x, 0.8, 0.3) == pytest.approx(by_hand, rel=1e-5)
+    assert kwlab.get_temperature(layer) == pytest.approx(0.3)
 
 
 def test_the_probe_records_odconv_layers():

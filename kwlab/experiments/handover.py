@@ -34,6 +34,7 @@ __all__ = [
     "handover_findings",
     "handover_figures",
     "backfill_frozen_recal",
+    "kernel_change",
 ]
 
 
@@ -258,3 +259,28 @@ def backfill_frozen_recal(sweep_dir: str | os.PathLike, *, progress: bool = True
         atomic_write_text(run / "results.json", json.dumps(results, indent=2) + "\n")
         done.append(run.name)
     return done
+
+
+def kernel_change(model, x, tau_from: float = 1.0, tau_to: float = 0.0) -> float:
+    """How far each dynamic layer's per-sample kernels move between two anneal positions, for input ``x``:
+    ``||W(tau_to) - W(tau_from)|| / ||W(tau_from)||`` (norms per sample, then the mean over samples), averaged
+    over the layers. Each layer sees the input it gets at ``tau_from``; the model's temperature is left at
+    ``tau_to``. At init under ``attention_init="pattern"`` it is small, under the official init about 1."""
+    import torch  # noqa: PLC0415
+
+    import kwlab  # noqa: PLC0415
+    from kwlab.instruments.probe import capture  # noqa: PLC0415
+    from kwlab.layers.base import dynamic_layers  # noqa: PLC0415
+
+    kwlab.set_temperature(model, tau_from)
+    inputs = capture(model, x, "inputs")
+    changes = []
+    with torch.no_grad():
+        for name, layer in dynamic_layers(model):
+            kwlab.set_temperature(layer, tau_from)
+            before = layer.kernel(inputs[name]).flatten(1)
+            kwlab.set_temperature(layer, tau_to)
+            after = layer.kernel(inputs[name]).flatten(1)
+            changes.append(float((after - before).norm(dim=1).mean() / before.norm(dim=1).mean()))
+    kwlab.set_temperature(model, tau_to)
+    return sum(changes) / len(changes)

@@ -54,6 +54,7 @@ __all__ = [
     "ATTENTION_FUNCTIONS",
     "ATTENTION_NORMS",
     "ATTENTION_INITS",
+    "check_attention_init",
     "PATTERN_SCALE",
     "init_pattern",
     "attention_parameter_count",
@@ -106,6 +107,17 @@ def attention_parameter_count(
     return count + (hidden + 1) * num_mixtures * slots
 
 
+def check_attention_init(attention_init: str, function: str) -> None:
+    """Refuse an unknown ``attention_init``, and ``"pattern"`` with a function that has no init pattern."""
+    if attention_init not in ATTENTION_INITS:
+        raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
+    if attention_init == "pattern" and function != "caf":
+        raise ValueError(
+            f"attention_init='pattern' needs attention='caf' (the only function with an init pattern), "
+            f"got attention={function!r}"
+        )
+
+
 class KWAttention(DynamicAttention):
     """Attention of one KW layer; ``forward(x)`` returns alpha ``(B, m, n)``.
 
@@ -148,13 +160,7 @@ class KWAttention(DynamicAttention):
         device=None,
         dtype=None,
     ) -> None:
-        if attention_init not in ATTENTION_INITS:
-            raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
-        if attention_init == "pattern" and function != "caf":
-            raise ValueError(
-                f"attention_init='pattern' needs attention='caf' (the only function with an init pattern), "
-                f"got attention={function!r}"
-            )
+        check_attention_init(attention_init, function)
         if isinstance(pattern_scale, bool) or not isinstance(pattern_scale, (int, float)) or not (
             0 < pattern_scale < float("inf")
         ):

@@ -293,10 +293,11 @@ class FrequencyBandModulation(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.float()
+        if x.dtype in (torch.float16, torch.bfloat16):  # the FFT runs in float32, as the official code's
+            x = x.float()
         h, w = x.shape[-2:]
         spectrum = torch.fft.rfft2(x, norm="ortho")
-        masks = F.interpolate(self.cached_masks.float(), size=(h, w // 2 + 1), mode="nearest")
+        masks = F.interpolate(self.cached_masks.to(x.dtype), size=(h, w // 2 + 1), mode="nearest")
         out, rest = 0.0, x
         for j, conv in enumerate(self.freq_weight_conv_list):
             low = torch.fft.irfft2(spectrum * masks[j], s=(h, w), norm="ortho")

@@ -57,9 +57,9 @@ from torch import nn
 
 from kwlab.layers.attention import (
     ATTENTION_FUNCTIONS,
-    ATTENTION_INITS,
     ATTENTION_NORMS,
     attention_parameter_count,
+    check_attention_init,
 )
 from kwlab.layers.base import check_tau
 from kwlab.layers.kernelwarehouse import KW_LAYERS, Warehouse, _KWConvNd, init_cells
@@ -609,13 +609,7 @@ def kernelwarehouse(
         raise ValueError(f"init must be 'static' or 'kaiming', got {init!r}")
     if attention not in ATTENTION_FUNCTIONS:
         raise ValueError(f"attention must be one of {ATTENTION_FUNCTIONS}, got {attention!r}")
-    if attention_init not in ATTENTION_INITS:
-        raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
-    if attention_init == "pattern" and attention != "caf":
-        raise ValueError(
-            f"attention_init='pattern' needs attention='caf' (the only function with an init pattern), "
-            f"got attention={attention!r}"
-        )
+    check_attention_init(attention_init, attention)
     if max_param_ratio is not None and not (
         isinstance(max_param_ratio, (int, float)) and max_param_ratio > 0 and math.isfinite(max_param_ratio)
     ):
