@@ -982,13 +982,17 @@ def over_training(
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if tau and "temperature" in df.columns:
-        t = df.groupby(x)["temperature"].mean()
+        # one dashed schedule per configuration, in its colour (configurations may anneal differently)
         right = ax.twinx()
-        right.plot(t.index, t.to_numpy(), color="0.3", linestyle="--", linewidth=1)
+        for i, key in enumerate(keys):
+            rows = df if key is None else df[df[hue] == key]
+            t = rows.groupby(x)["temperature"].mean().dropna()
+            right.plot(t.index, t.to_numpy(), color=f"C{i % 10}", linestyle="--", linewidth=0.9, alpha=0.7)
         right.set_ylim(-0.05, 1.05)
         right.set_ylabel("anneal position tau (dashed)")
-        handles.append(right.lines[0])
-        labels.append("tau")
+        if right.lines:
+            handles.append(right.lines[0])
+            labels.append("tau (dashed, per configuration)")
     ax.legend(handles, labels, fontsize=7, loc="best")
     ax.set_title(title or _CURVE_LABELS.get(column, column) + " (mean, 95% CI over seeds)", fontsize=9)
     fig.tight_layout()
