@@ -191,6 +191,25 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def like_conv(cls: type, conv: nn.Conv2d, **kwargs: Any) -> nn.Module:
+    """``cls`` built with ``conv``'s geometry (channels, kernel, stride, padding, dilation, groups, bias,
+    padding mode), device and dtype, plus ``kwargs``: the shared first step of every ``from_conv``."""
+    return cls(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        padding_mode=conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+        **kwargs,
+    )
+
+
 def conv_geometry(
     dim: int,
     in_channels: int,

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry
+from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry, like_conv
 
 # dynamic_conv is fx-wrapped where it is defined; wrapping its name here too keeps the call a leaf
 # when a model using this module is traced with torch.fx.symbolic_trace.
@@ -111,20 +111,7 @@ class KernelBankConv2d(DynamicLayer):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> KernelBankConv2d:
         """A layer with ``conv``'s geometry whose every kernel (and per-kernel bias) copies ``conv``."""
-        layer = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-            **kwargs,
-        )
+        layer = like_conv(cls, conv, **kwargs)
         with torch.no_grad():
             layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
             if conv.bias is not None:

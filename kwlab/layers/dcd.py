@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry
+from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry, like_conv
 from .condconv import _conv_repr
 from .kerneldna import OfficialLayout
 from .norm import BatchNorm1dSafe, BatchNorm2dSafe
@@ -329,20 +329,7 @@ class DCDConv2d(DynamicLayer):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> DCDConv2d:
         """A DCD layer whose static kernel ``W0`` (and bias) is ``conv``'s; Q, P and the attention are new."""
-        layer = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-            **kwargs,
-        )
+        layer = like_conv(cls, conv, **kwargs)
         with torch.no_grad():
             layer.conv.weight.copy_(conv.weight)
             if conv.bias is not None:

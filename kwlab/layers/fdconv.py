@@ -70,7 +70,7 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry
+from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry, like_conv
 from .condconv import _conv_repr
 from .kerneldna import OfficialLayout
 from .norm import BatchNorm2dSafe
@@ -476,20 +476,7 @@ class FDConv2d(DynamicLayer):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> FDConv2d:
         """An FDConv whose spectrum holds ``conv``'s kernel (the official conversion) and bias."""
-        layer = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-            **kwargs,
-        )
+        layer = like_conv(cls, conv, **kwargs)
         layer.load_kernel(conv.weight.detach())
         if conv.bias is not None:
             with torch.no_grad():

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry
+from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry, like_conv
 from .condconv import _conv_repr
 from .norm import BatchNorm2dSafe
 
@@ -210,21 +210,7 @@ class KernelDNAConv2d(DynamicLayer):
     def from_conv(cls, conv: nn.Conv2d, *, parent: nn.Conv2d | None = None, **kwargs: Any) -> KernelDNAConv2d:
         """Replace ``conv`` by a child of ``parent`` (``conv``'s own weight is dropped, its bias kept);
         with ``parent=None`` the layer copies ``conv``'s weight into its own kernel."""
-        layer = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            parent=parent,
-            padding_mode=conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-            **kwargs,
-        )
+        layer = like_conv(cls, conv, parent=parent, **kwargs)
         with torch.no_grad():
             if parent is None:
                 layer.parent_weight.copy_(conv.weight)
