@@ -333,7 +333,7 @@ def load_checkpoint(name: str, root: str | os.PathLike | None = None):
     metrics). Raises FileNotFoundError naming the folder when it is absent.
     """
     from .experiments.config import RunConfig  # noqa: PLC0415
-    from .experiments.train import build_model  # noqa: PLC0415
+    from .experiments.setup import build_model  # noqa: PLC0415
 
     folder = (Path(root) if root is not None else checkpoints_dir()) / name
     if not (folder / "model.pt").exists():

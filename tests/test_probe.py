@@ -197,9 +197,9 @@ class Cfg:
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_save_and_load_roundtrip(tmp_path, monkeypatch, fmt):
-    import kwlab.instruments.probe as kp
+    import kwlab.instruments.probe_store as store
 
-    monkeypatch.setattr(kp, "_table_format", lambda: fmt)
+    monkeypatch.setattr(store, "table_format", lambda: fmt)
     net = make_net()
     probe = Probe(net, keep=2)
     for x, y in batches(2):

@@ -305,10 +305,10 @@ def test_no_method_is_special_cased_by_name_outside_its_row():
     import inspect
     import re
 
-    from kwlab.experiments import config, train
+    from kwlab.experiments import config, setup, train
     from kwlab.models import registry as reg
 
-    for module in (train, reg, config):
+    for module in (train, setup, reg, config):
         code = inspect.getsource(module)
         assert not re.search(r"""(name|method) *[!=]= *["']kw["']""", code), module.__name__
     assert METHODS["kw"].train_options == {"init": "kaiming"}

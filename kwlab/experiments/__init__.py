@@ -18,5 +18,8 @@ __all__ = [
     "fit",
     "get_recipe",
     "list_recipes",
-    "load_history", "data", "report", "sweep",
+    "load_history",
+    "data",
+    "report",
+    "sweep",
 ]

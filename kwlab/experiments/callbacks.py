@@ -1,9 +1,11 @@
-"""The callback protocol of :mod:`kwlab.experiments.train`, and :class:`ProbeCallback`, the probe during
-training.
+"""The callback protocol of :mod:`kwlab.experiments.train`, :class:`ProbeCallback` (the probe during
+training) and :class:`FinalProbeCallback` (the probe of the trained model).
 
 A callback receives the :class:`~kwlab.experiments.train.Trainer` (``trainer.model``, ``trainer.config``,
 ``trainer.step``, ``trainer.epoch``, ``trainer.run_dir``) at fixed points of the loop. Callbacks with
-state implement ``state_dict``/``load_state_dict`` so that a resumed run continues exactly.
+state implement ``state_dict``/``load_state_dict`` so that a resumed run continues exactly (a callback whose
+state is empty stores nothing in the checkpoint). A callback adds fields to the run's results through
+:meth:`Callback.result_fields`.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from typing import Any
 import pandas as pd
 from torch import Tensor
 
-from kwlab.instruments.probe import Probe, _native, summary_columns
+from kwlab.experiments.accuracies import frozen_accuracies
+from kwlab.instruments.probe import Probe, headline, summary_columns
+from kwlab.instruments.probe_store import plain_value
+from kwlab.layers.base import dynamic_layers
 from kwlab.utils import read_table, write_table
 
-__all__ = ["Callback", "ProbeCallback", "load_history"]
+__all__ = ["Callback", "FinalProbeCallback", "ProbeCallback", "load_history"]
 
 
 class Callback:
@@ -40,6 +45,10 @@ class Callback:
 
     def on_fit_end(self, trainer: Any) -> None:
         """After the last epoch."""
+
+    def result_fields(self, trainer: Any) -> dict[str, Any]:
+        """Fields this callback adds to the run's results (after the built-in ones; read after the fit)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -101,7 +110,11 @@ class ProbeCallback(Callback):
         epoch = getattr(trainer, "epoch", None)
         for row in probe.summary().to_dict("records"):
             self._rows.append(
-                {"step": int(step), "epoch": _native(epoch), **{k: _native(v) for k, v in row.items()}}
+                {
+                    "step": int(step),
+                    "epoch": plain_value(epoch),
+                    **{k: plain_value(v) for k, v in row.items()},
+                }
             )
 
     def on_fit_end(self, trainer: Any) -> None:
@@ -134,3 +147,40 @@ class ProbeCallback(Callback):
 def load_history(run_dir: str | Path) -> pd.DataFrame:
     """Read the history that :meth:`ProbeCallback.save` wrote into ``run_dir``."""
     return read_table(Path(run_dir) / "probe_history")
+
+
+class FinalProbeCallback(Callback):
+    """Probe the trained model at the end of :meth:`Trainer.fit <kwlab.experiments.train.Trainer.fit>`.
+
+    Runs the probe on up to ``samples`` test images (in eval mode; 16 samples kept per layer), saves its
+    tables to ``run_dir/probe`` (:meth:`Probe.save`), and adds to the results ``final_acc_frozen`` and
+    ``final_acc_frozen_recal`` (:func:`kwlab.experiments.accuracies.frozen_accuracies`) and the headline
+    numbers, means over layers (:func:`kwlab.instruments.probe.headline`): ``probe_neg_frac``,
+    ``probe_effective_cells``, ... (:data:`kwlab.instruments.probe.HEADLINE`). The trainer adds it for a
+    model with dynamic layers when ``config.probe_samples > 0``; it does nothing for a model without them.
+    """
+
+    def __init__(self, samples: int) -> None:
+        if not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        self.samples = samples
+        self._fields: dict[str, Any] = {}
+
+    def on_fit_end(self, trainer: Any) -> None:
+        model = trainer.model
+        if next(dynamic_layers(model), None) is None:
+            return
+        batches = max(1, -(-self.samples // trainer.test_loader.batch_size))
+        was_training = model.training
+        model.eval()
+        try:
+            with Probe(model, keep=16) as probe:
+                probe.record_loader(trainer.test_loader, max_batches=batches, progress=False)
+        finally:
+            model.train(was_training)
+        if trainer.run_dir is not None and trainer.is_main:
+            probe.save(Path(trainer.run_dir) / "probe", config=trainer.config)
+        self._fields = {**frozen_accuracies(trainer, batches), **headline(probe.summary())}
+
+    def result_fields(self, trainer: Any) -> dict[str, Any]:
+        return dict(self._fields)

@@ -229,14 +229,15 @@ def handover_figures(sweep_dir: str | os.PathLike, df: pd.DataFrame, save) -> No
 
 
 def backfill_frozen_recal(sweep_dir: str | os.PathLike, *, progress: bool = True) -> list[str]:
-    """Add ``final_acc_frozen_recal`` (see :func:`kwlab.experiments.train.frozen_accuracies`) to the
+    """Add ``final_acc_frozen_recal`` (see :func:`kwlab.experiments.accuracies.frozen_accuracies`) to the
     ``results.json`` of finished dynamic runs made before kwlab measured it, from each run's final
     ``checkpoint.pt`` (the same test images, probe batches and recalibration as a new run; the run is marked
     ``frozen_recal_backfilled: true``). Returns the run ids it updated; runs without a checkpoint are skipped.
     """
 
     from kwlab.experiments.config import RunConfig  # noqa: PLC0415
-    from kwlab.experiments.train import Trainer, frozen_accuracies  # noqa: PLC0415
+    from kwlab.experiments.accuracies import frozen_accuracies  # noqa: PLC0415
+    from kwlab.experiments.train import Trainer  # noqa: PLC0415
     from kwlab.utils import atomic_write_text, progress_bar  # noqa: PLC0415
 
     done = []

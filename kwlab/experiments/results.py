@@ -36,7 +36,7 @@ def meta_model(config: RunConfig, num_classes: int = 10):
     :func:`budget_of` where it can be counted (a model with lazy modules cannot be before its first call)."""
     import torch  # noqa: PLC0415
 
-    from kwlab.experiments.train import build_model  # noqa: PLC0415
+    from kwlab.experiments.setup import build_model  # noqa: PLC0415
 
     with torch.device("meta"):
         try:

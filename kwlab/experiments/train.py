@@ -20,8 +20,8 @@ Run directory layout (all files written atomically: tmp file + ``os.replace``)::
     config.json     resolved RunConfig + git revision + environment
     metrics.jsonl   one line per finished epoch
     checkpoint.pt   state after the last finished epoch (torch.load(weights_only=True))
-    probe/          the probe's tables on test images after training (dynamic models; see
-                    kwlab.instruments.probe.load)
+    probe/          the probe's tables on test images after training (dynamic models;
+                    kwlab.experiments.callbacks.FinalProbeCallback; read with kwlab.instruments.probe.load)
     probe_history.parquet  probe summaries during training (when probe_every > 0)
     results.json    written last: the run is finished when it exists
 
@@ -43,190 +43,69 @@ the results warn about such anneals (:func:`kwlab.methods.temperature.anneal_not
 runs every epoch also measures ``test_acc_tau0``: the test accuracy at tau = 0, what the net computes
 without the pattern (after the anneal it equals ``test_acc`` and is not measured twice).
 
+The pieces of a run come from :mod:`kwlab.experiments.setup` (config -> device, model, loaders, optimizer,
+schedules, callbacks); the run directory's records from :mod:`kwlab.experiments.rundir`; the accuracies
+beyond the plain one from :mod:`kwlab.experiments.accuracies`. This module holds the loop.
+
 Explained in notebooks/03_train_cifar.ipynb.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
-import platform
-import random
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from kwlab.experiments import setup
+from kwlab.experiments.accuracies import (
+    RECALIBRATION_BATCHES,
+    frozen_accuracies,
+    recalibrate_batchnorm,
+    tau0_accuracies,
+)
 from kwlab.experiments.callbacks import Callback
 from kwlab.experiments.config import ConfigError, RunConfig
-from kwlab.layers.base import dynamic_layers, set_temperature
-from kwlab.methods import get_method
-from kwlab.methods.temperature import TemperatureSchedule, anneal_note
-from kwlab.utils import (
-    CheckpointError,
-    atomic_torch_save,
-    atomic_write_text,
-    count_macs,
-    git_revision,
-    load_torch_file,
+from kwlab.experiments.rundir import (
+    check_run_dir,
+    keyed_callbacks,
+    mismatch_message,
+    rng_state,
+    set_rng_state,
+    write_config_record,
 )
+from kwlab.experiments.setup import (
+    build_model,
+    describe_builder,
+    graph_breaks,
+    is_distributed,
+    resolve_builder,
+)
+from kwlab.layers.base import set_temperature
+from kwlab.utils import CheckpointError, atomic_torch_save, atomic_write_text, count_macs, load_torch_file
+from kwlab.utils import progress_bar as tqdm
 
-__all__ = ["RunConfig", "Trainer", "fit", "build_model", "check_run_dir", "resolve_builder", "ConfigError"]
-
-
-def _is_dist() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but torch.cuda.is_available() is False; use device='cpu' or 'auto'")
-    return torch.device(name)
-
-
-def _resolve_amp(amp: bool | str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``config.amp`` on ``device`` (None: fp32); refuses what the device cannot run."""
-    cuda = device.type == "cuda"
-    if amp is False:
-        return None
-    if amp is True:  # automatic: where it pays, i.e. on CUDA
-        if not cuda:
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "fp16":
-        if not cuda:
-            raise ConfigError(
-                f"amp='fp16' needs a CUDA device (fp16 training uses a CUDA grad scaler), the run is on "
-                f"{device}; use amp='bf16' (any device), amp=True (bf16/fp16 on CUDA, off on CPU) or False"
-            )
-        return torch.float16
-    if cuda and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"amp='bf16': {device} does not support bfloat16; use amp='fp16' or True")
-    return torch.bfloat16
-
-
-def _graph_breaks() -> int:
-    """Graph breaks torch.compile (dynamo) has counted in this process so far."""
-    from torch._dynamo.utils import counters  # noqa: PLC0415
-
-    return int(sum(counters["graph_break"].values()))
-
-
-def build_model(config: RunConfig, num_classes: int) -> nn.Module:
-    """The model of ``config``: ``kwlab.create_model`` for registered archs, or ``"module:function"``.
-
-    A ``"module:function"`` arch is called as ``function(num_classes=..., **model_kwargs)`` and then converted
-    by ``config.method``'s row of the method table with the same settings as a registered arch (the row's
-    ``train_options``, e.g. KW's official init; KW: the generic presets of :data:`kwlab.methods.KW_PRESETS`).
-    """
-    spec = get_method(config.method)
-    preset, options = config.method_options()
-    if ":" in config.arch:
-        fn = resolve_builder(config.arch)
-        model = fn(num_classes=num_classes, **config.model_kwargs)
-        if not isinstance(model, nn.Module):
-            raise ConfigError(
-                f"arch={config.arch!r}: {describe_builder(fn)} returned {type(model).__name__}, "
-                f"not an nn.Module"
-            )
-        if spec.converter is None:
-            return model
-        return spec.converter(model, **{**spec.train_options, **spec.preset_options(preset), **options})
-    from kwlab.models import create_model  # noqa: PLC0415
-
-    if config.drop_path_rate:
-        options["drop_path_rate"] = config.drop_path_rate
-    return create_model(
-        config.arch,
-        method=config.method,
-        preset=preset,
-        num_classes=num_classes,
-        **options,
-        **config.model_kwargs,
-    )
-
-
-def resolve_builder(arch: str):
-    """The callable named by a ``"module:function"`` arch, imported through the torchvision guard.
-
-    Sweep and config files are trusted input: a custom arch runs the named function with the file's
-    ``model_kwargs``, like Hydra's ``_target_``. The modules in
-    :data:`kwlab.experiments.config.BLOCKED_ARCH_MODULES` (torch.hub, builtins, os, subprocess, ...) are
-    refused by the config check; the resolved callable is printed in the run log and written to config.json.
-    """
-    from kwlab._compat import import_module  # noqa: PLC0415 - torchvision/timm builders need the guard
-
-    module_name, _, fn_name = arch.partition(":")
-    try:
-        obj: Any = import_module(module_name)
-        for part in fn_name.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"arch={arch!r}: cannot import {fn_name!r} from {module_name!r} ({err})") from None
-    if not callable(obj) or isinstance(obj, type(os)):
-        raise ConfigError(f"arch={arch!r}: {fn_name!r} in {module_name!r} is not a function")
-    return obj
-
-
-def describe_builder(fn: Any) -> str:
-    """``module.qualname (file)`` of a resolved builder, for the run log."""
-    import inspect  # noqa: PLC0415
-
-    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-    try:
-        where = inspect.getsourcefile(fn)
-    except TypeError:
-        where = None
-    return f"{name} ({where})" if where else name
-
-
-def _check_image_size(model: nn.Module, config: RunConfig, size: int, device: torch.device) -> None:
-    """One forward pass of a single zero image in eval mode: an arch that cannot run at ``size`` fails here,
-    before training, with a ConfigError naming image_size."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            model(torch.zeros(1, 3, size, size, device=device))
-    except (RuntimeError, ValueError) as err:
-        first = next((ln for ln in str(err).splitlines() if ln.strip()), "")
-        raise ConfigError(
-            f"image_size={size} is too small for arch={config.arch!r}: a forward pass of one {size}x{size} "
-            f"image fails ({type(err).__name__}: {first[:200]}); use a larger image_size"
-        ) from None
-    finally:
-        model.train(was_training)
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), None))
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Trainer
-# ----------------------------------------------------------------------------------------------------
+__all__ = [
+    "RunConfig",
+    "Trainer",
+    "fit",
+    "build_model",
+    "check_run_dir",
+    "resolve_builder",
+    "ConfigError",
+    # re-exported from the modules they moved to (setup, accuracies)
+    "describe_builder",
+    "frozen_accuracies",
+    "recalibrate_batchnorm",
+    "RECALIBRATION_BATCHES",
+]
 
 
 class Trainer:
@@ -235,8 +114,8 @@ class Trainer:
     Args:
         config: the run.
         run_dir: where config, metrics, checkpoints and results go (None: keep everything in memory).
-        callbacks: :class:`kwlab.experiments.callbacks.Callback` objects (a probe is added when
-            ``probe_every > 0``).
+        callbacks: :class:`kwlab.experiments.callbacks.Callback` objects (the instruments the config asks for
+            are added after them: :func:`kwlab.experiments.setup.instruments`).
         model: use this model instead of :func:`build_model` (its config fields are then informational).
         data: a preloaded :class:`kwlab.experiments.data.ImageData` (default: loaded from ``config``).
         progress: show tqdm bars.
@@ -256,229 +135,75 @@ class Trainer:
         data: Any = None,
         progress: bool = True,
     ) -> None:
-        from kwlab.experiments.data import DeviceLoader, load_data  # noqa: PLC0415
-
         config.validate()
-        self.config = config
+        self.config, self.progress = config, progress
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if _is_dist():
-            import torch.distributed as dist  # noqa: PLC0415
-
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-            if config.device != "cpu" and torch.cuda.is_available():
-                torch.cuda.set_device(local_rank)
-                self.device = torch.device("cuda", local_rank)
-            else:
-                self.device = torch.device("cpu")
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        else:
-            self.device = _resolve_device(config.device)
+        self.rank, self.world_size, self.device = setup.process_group(config)
         self.is_main = self.rank == 0
-        cuda = self.device.type == "cuda"
-        amp_dtype = _resolve_amp(config.amp, self.device)
+        amp_dtype = setup.resolve_amp(config.amp, self.device)
         self.use_amp = amp_dtype is not None
         self.amp_dtype = amp_dtype if amp_dtype is not None else torch.bfloat16  # (unused when off)
-        self.channels_last = config.channels_last == "always" or (config.channels_last is True and cuda)
-        compile_mode = "default" if config.compile is True else config.compile
-        self.compile_mode: str | None = compile_mode or None
-
-        self.data = (
-            data
-            if data is not None
-            else load_data(
-                config.data,
-                root=config.data_root,
-                image_size=config.image_size,
-                train_samples=config.train_samples,
-                test_samples=config.test_samples,
-                classes=config.classes,
-                seed=config.seed,
-            )
-        )
-        _seed_everything(config.seed)
-        self.builder = (
-            describe_builder(resolve_builder(config.arch)) if model is None and ":" in config.arch else None
-        )
+        self.channels_last = setup.uses_channels_last(config, self.device)
+        self.compile_mode: str | None = ("default" if config.compile is True else config.compile) or None
+        # the order of the next steps is the order the RNG is drawn in: data, seed, model, loaders
+        self.data = data if data is not None else setup.load_config_data(config)
+        setup.seed_everything(config.seed)
+        custom = model is None and ":" in config.arch
+        self.builder = describe_builder(resolve_builder(config.arch)) if custom else None
         if self.builder is not None and self.is_main:
             print(f"kwlab: arch {config.arch!r} -> {self.builder}", file=sys.stderr)
         net = model if model is not None else build_model(config, self.data.num_classes)
-        net = net.to(self.device)
-        _check_image_size(net, config, self.data.image_size, self.device)
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        self.model = net
-        self.ddp_model: nn.Module = net
-        if _is_dist():
-            from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
-
-            self.ddp_model = DistributedDataParallel(net, device_ids=[self.device.index] if cuda else None)
-        self._graph_breaks_before = _graph_breaks() if self.compile_mode is not None else 0
-        if self.compile_mode is not None:  # compiled around DDP, so that dynamo splits at its buckets
-            self.ddp_model = torch.compile(self.ddp_model, mode=self.compile_mode)
-        image_dtype = torch.float32
-        common = dict(
-            mean=self.data.mean,
-            std=self.data.std,
-            device=self.device,
-            channels_last=self.channels_last,
-            dtype=image_dtype,
-        )
-        self.train_loader = DeviceLoader(
-            self.data.train_images,
-            self.data.train_labels,
-            batch_size=min(config.batch_size, len(self.data.train_labels)),
-            train=True,
-            seed=config.seed,
-            crop_padding=4 if config.augment else 0,
-            flip=config.augment,
-            rank=self.rank,
-            world_size=self.world_size,
-            **common,
-        )
-        self.test_loader = DeviceLoader(
-            self.data.test_images,
-            self.data.test_labels,
-            batch_size=max(config.batch_size, 256),
-            train=False,
-            **common,
+        self.model = setup.place_model(net, config, self.data.image_size, self.device, self.channels_last)
+        self._graph_breaks_before = graph_breaks() if self.compile_mode is not None else 0
+        self.ddp_model: nn.Module = setup.training_model(self.model, self.device, self.compile_mode)
+        self.train_loader, self.test_loader = setup.make_loaders(
+            self.data, config, self.device, self.channels_last, self.rank, self.world_size
         )
         self.iters_per_epoch = len(self.train_loader)
-        self.optimizer = self._make_optimizer()
-        total = self.iters_per_epoch * config.epochs
-        warmup = int(round(self.iters_per_epoch * config.warmup_epochs))
-        ratio = config.min_lr / config.lr
-
-        def lr_lambda(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.optimizer = setup.make_optimizer(self.model, config)
+        self.scheduler = setup.make_scheduler(self.optimizer, config, self.iters_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
-        temp = config.resolved_temperature()
-        self.total_steps = total
+        self.total_steps = self.iters_per_epoch * config.epochs
         self.anneal_steps = config.anneal_steps(self.iters_per_epoch)
-        self.temperature = (
-            None
-            if temp is None
-            else TemperatureSchedule(
-                self.iters_per_epoch,
-                epochs=temp[2] or 0.0,
-                start=temp[0],
-                end=temp[1],
-                steps=config.temperature_steps,
-            )
-        )
-        blends_pattern = any(  # attention blended with a one-hot init pattern (KW's CAF): the handover
-            getattr(layer.attention, "function", None) == "caf" for _, layer in dynamic_layers(self.model)
-        )
-        self.anneal_note = anneal_note(self.anneal_steps, total) if blends_pattern else None
+        self.temperature = setup.make_temperature(config, self.iters_per_epoch)
+        self.anneal_note = setup.handover_note(self.model, self.anneal_steps, self.total_steps)
         if self.anneal_note and self.is_main and progress:
             print(f"kwlab: warning: {self.anneal_note}", file=sys.stderr)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.callbacks: list[Callback] = list(callbacks)
-        #: instruments the config asks for that do not apply to this run (recorded in config.json)
-        self.notes: list[str] = []
-        if config.probe_every > 0 and not any(type(cb).__name__ == "ProbeCallback" for cb in self.callbacks):
-            from kwlab.experiments.callbacks import ProbeCallback  # noqa: PLC0415
-
-            if next(dynamic_layers(self.model), None) is None:
-                self.notes.append(
-                    f"probe_every={config.probe_every} skipped: the {config.method} model has no dynamic "
-                    f"layers to probe"
-                )
-            else:
-                self.callbacks.append(ProbeCallback(every=config.probe_every))
+        #: notes: instruments the config asks for that do not apply to this run (recorded in config.json)
+        self.callbacks, self.notes = setup.instruments(config, self.model, callbacks)
         for note in self.notes if self.is_main else ():
             print(f"kwlab: {note}", file=sys.stderr)
         self.history: list[dict[str, Any]] = []
-        self.step = 0
-        self.epoch = 0
-        self.best_acc = 0.0
+        self.step, self.epoch, self.best_acc = 0, 0, 0.0
         self.params = sum(p.numel() for p in self.model.parameters())
         self.macs: int | None = None
         self.resumed_from: int | None = None
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            check_run_dir(config, self.run_dir)
-            if (self.run_dir / "checkpoint.pt").exists():
-                self.load_checkpoint(self.run_dir / "checkpoint.pt")
-                self.resumed_from = self.epoch
-            if self.is_main:
-                self._write_config()
+            self._open_run_dir()
 
-    # ------------------------------------------------------------------ setup helpers
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        cfg = self.config
-        decay, no_decay = [], []
-        for p in self.model.parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
-
-    def _write_config(self) -> None:
+    def _open_run_dir(self) -> None:
+        """Check the directory belongs to this config, resume from its checkpoint, write config.json."""
         assert self.run_dir is not None
-        info = {
-            "config": self.config.to_dict(),
-            "config_hash": self.config.training_hash(),
-            "git_revision": git_revision(),
-            "resolved": {
-                "builder": self.builder,
-                "temperature": self.config.resolved_temperature(),
-                "anneal_steps": self.anneal_steps,
-                "total_steps": self.total_steps,
-                "device": str(self.device),
-                "world_size": self.world_size,
-                "num_classes": self.data.num_classes,
-                "data": self.data.name,
-                "image_size": self.data.image_size,
-                "train_samples": len(self.data.train_labels),
-                "test_samples": len(self.data.test_labels),
-                "iters_per_epoch": self.iters_per_epoch,
-                "amp": self.use_amp,
-                "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None,
-                "channels_last": self.channels_last,
-                "notes": self.notes,
-                "compile": self.compile_mode,
-            },
-            "environment": {
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "host": platform.node(),
-                "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)",
-                "threads": torch.get_num_threads(),
-            },
-        }
-        previous = self.run_dir / "config.json"
-        if self.resumed_from is not None and previous.exists():  # keep the revision the run started with
-            try:
-                started = json.loads(previous.read_text()).get("git_revision")
-            except (json.JSONDecodeError, AttributeError):
-                started = None
-            if started and started != info["git_revision"]:
-                info["git_revision_resumed"], info["git_revision"] = info["git_revision"], started
-        atomic_write_text(previous, json.dumps(info, indent=2, default=str) + "\n")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_run_dir(self.config, self.run_dir)
+        if (self.run_dir / "checkpoint.pt").exists():
+            self.load_checkpoint(self.run_dir / "checkpoint.pt")
+            self.resumed_from = self.epoch
+        if self.is_main:
+            write_config_record(self)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs (a callback with an empty state stores nothing)."""
+        states = {k: cb.state_dict() for k, cb in keyed_callbacks(self.callbacks)}
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": _rng_state(self.device),
-            "callbacks": {k: cb.state_dict() for k, cb in _keyed(self.callbacks)},
+            "rng": rng_state(self.device),
+            "callbacks": {k: state for k, state in states.items() if state},
             "history": json.dumps(self.history),
             "epoch": self.epoch,
             "step": self.step,
@@ -492,7 +217,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        for key, cb in _keyed(self.callbacks):
+        for key, cb in keyed_callbacks(self.callbacks):
             if key in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][key])
         self.history = json.loads(state["history"])
@@ -501,7 +226,7 @@ class Trainer:
             int(state["step"]),
             float(state["best_acc"]),
         )
-        _set_rng_state(state["rng"], self.device)
+        set_rng_state(state["rng"], self.device)
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
         atomic_torch_save(self.state_dict(), path)
@@ -517,7 +242,7 @@ class Trainer:
         stored = state.get("config_hash") if isinstance(state, dict) else None
         if stored is not None and stored != self.config.training_hash():
             stored_config = json.loads(state.get("config", "{}"))
-            raise ConfigError(_mismatch(self.config, stored_config, Path(path).parent))
+            raise ConfigError(mismatch_message(self.config, stored_config, Path(path).parent))
         self.load_state_dict(state)
 
     # ------------------------------------------------------------------ loop
@@ -525,16 +250,21 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
+    def _wants_step_loss(self) -> bool:
+        """Whether a callback reads ``on_step_end`` (the loss is then read from the device every step)."""
+        return any(
+            getattr(type(cb), "on_step_end", None) is not Callback.on_step_end for cb in self.callbacks
+        )
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training set; returns loss, acc, lr, temperature, throughput, time."""
-        from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
-
         self.ddp_model.train()
         self.train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         tau = None
+        wants_loss = self._wants_step_loss()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
@@ -563,7 +293,7 @@ class Trainer:
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             self._call(
-                "on_step_end", self.step, x, y, logits.detach(), float(loss_d) if self.callbacks else math.nan
+                "on_step_end", self.step, x, y, logits.detach(), float(loss_d) if wants_loss else math.nan
             )
             self.step += 1
         if self.device.type == "cuda":
@@ -602,35 +332,9 @@ class Trainer:
         totals = self._all_reduce(torch.stack([loss_sum, correct, seen]))
         return {"test_loss": float(totals[0] / totals[2]), "test_acc": float(totals[1] / totals[2])}
 
-    def _test_acc_tau0(self, metrics: dict[str, Any]) -> dict[str, float | None]:
-        """Test accuracy at tau = 0 while the anneal runs (the net without its init pattern), twice:
-
-        * ``test_acc_tau0``: the trained model at tau = 0 with its BatchNorm running statistics, which were
-          collected at tau > 0 (what the net gives if the anneal stopped here);
-        * ``test_acc_tau0_recal``: a copy of it whose BatchNorm statistics are measured again at tau = 0 on
-          :data:`RECALIBRATION_BATCHES` training batches (no gradient, the training RNG untouched): the
-          function the learned attention carries, apart from the statistics it was trained with.
-
-        After the anneal both equal ``test_acc`` (not measured again); None for methods without a temperature.
-        """
-        tau = metrics.get("temperature")
-        if self.temperature is None or tau is None:
-            return {"test_acc_tau0": None, "test_acc_tau0_recal": None}
-        if tau == 0.0:
-            return {"test_acc_tau0": metrics["test_acc"], "test_acc_tau0_recal": metrics["test_acc"]}
-        try:
-            set_temperature(self.model, 0.0)
-            plain = self.evaluate()["test_acc"]
-        finally:
-            set_temperature(self.model, tau)
-        net = copy.deepcopy(self.model)
-        set_temperature(net, 0.0)
-        recalibrate_batchnorm(net, self.train_loader, RECALIBRATION_BATCHES)
-        return {"test_acc_tau0": plain, "test_acc_tau0_recal": self.evaluate(net)["test_acc"]}
-
     def _all_reduce(self, t: Tensor) -> Tensor:
-        if _is_dist():
-            import torch.distributed as dist  # noqa: PLC0415
+        if is_distributed():
+            import torch.distributed as dist  # noqa: PLC0415 - only under torchrun
 
             dist.all_reduce(t)
         return t
@@ -638,9 +342,9 @@ class Trainer:
     def _rank_param_spread(self) -> float | None:
         """Under DDP: max - min over ranks of a parameter fingerprint (0.0 when every rank holds the same
         weights, as DDP's gradient all-reduce should keep them); None in a single process."""
-        if not _is_dist():
+        if not is_distributed():
             return None
-        import torch.distributed as dist  # noqa: PLC0415
+        import torch.distributed as dist  # noqa: PLC0415 - only under torchrun
 
         with torch.no_grad():
             weights = torch.arange(1, 8, dtype=torch.float64, device=self.device)
@@ -655,8 +359,6 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; returns the results dict (also saved as results.json)."""
-        from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
-
         cfg = self.config
         if self.macs is None:
             try:
@@ -674,7 +376,7 @@ class Trainer:
         )
         for epoch in bar:
             metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), **self.evaluate()}
-            metrics.update(self._test_acc_tau0(metrics))
+            metrics.update(tau0_accuracies(self, metrics))
             self.best_acc = max(self.best_acc, metrics["test_acc"])
             self.history.append(metrics)
             self._call("on_epoch_end", epoch, metrics)
@@ -685,9 +387,8 @@ class Trainer:
                 atomic_write_text(
                     self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history)
                 )
-        self._call("on_fit_end")
+        self._call("on_fit_end")  # the final probe (FinalProbeCallback) runs here, last
         self.rank_param_spread = self._rank_param_spread()
-        self.probe_headline = _final_probe(self)
         results = self.results()
         if self.run_dir is not None and self.is_main:
             if not cfg.checkpoint and (self.run_dir / "checkpoint.pt").exists():
@@ -696,7 +397,8 @@ class Trainer:
         return results
 
     def results(self) -> dict[str, Any]:
-        """Headline numbers of the run (after :meth:`fit`)."""
+        """Headline numbers of the run (after :meth:`fit`), then the callbacks' fields
+        (:meth:`Callback.result_fields`, e.g. the final probe's)."""
         last = self.history[-1] if self.history else {}
         timed = [m["throughput"] for m in self.history[1:]] or [m["throughput"] for m in self.history]
         out: dict[str, Any] = {
@@ -727,146 +429,15 @@ class Trainer:
             "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None,
             "channels_last_used": self.channels_last,
             "compile_mode": self.compile_mode,
-            "graph_breaks": _graph_breaks() - self._graph_breaks_before if self.compile_mode else None,
+            "graph_breaks": graph_breaks() - self._graph_breaks_before if self.compile_mode else None,
             "world_size": self.world_size,
             "rank_param_spread": getattr(self, "rank_param_spread", None),
         }
-        out.update(getattr(self, "probe_headline", {}))
+        for cb in self.callbacks:
+            fields = getattr(cb, "result_fields", None)
+            if fields is not None:
+                out.update(fields(self))
         return out
-
-
-def _keyed(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:
-    """Callbacks keyed by class name (``Name``, ``Name#1``, ...) so states survive a changed callback list."""
-    counts: dict[str, int] = {}
-    out = []
-    for cb in callbacks:
-        name = type(cb).__name__
-        out.append((name if name not in counts else f"{name}#{counts[name]}", cb))
-        counts[name] = counts.get(name, 0) + 1
-    return out
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np  # noqa: PLC0415
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def _final_probe(trainer: Trainer) -> dict[str, float]:
-    """Probe the trained model on up to ``probe_samples`` test images; save the tables to run_dir/probe.
-
-    Returns ``final_acc_frozen(_recal)`` (:func:`frozen_accuracies`) and the headline numbers (means over
-    layers,
-    :func:`kwlab.instruments.probe.headline`): probe_neg_frac, probe_effective_cells, ...
-    (:data:`kwlab.instruments.probe.HEADLINE`). Empty for models without dynamic layers.
-    """
-    from kwlab.instruments.probe import Probe, headline  # noqa: PLC0415
-
-    model = trainer.model
-    if trainer.config.probe_samples <= 0 or next(dynamic_layers(model), None) is None:
-        return {}
-    batches = max(1, -(-trainer.config.probe_samples // trainer.test_loader.batch_size))
-    was_training = model.training
-    model.eval()
-    try:
-        with Probe(model, keep=16) as probe:
-            probe.record_loader(trainer.test_loader, max_batches=batches, progress=False)
-    finally:
-        model.train(was_training)
-    if trainer.run_dir is not None and trainer.is_main:
-        probe.save(trainer.run_dir / "probe", config=trainer.config)
-    return {**frozen_accuracies(trainer, batches), **headline(probe.summary())}
-
-
-#: Training batches that :func:`recalibrate_batchnorm` runs for ``test_acc_tau0_recal``.
-RECALIBRATION_BATCHES = 20
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> nn.Module:
-    """Measure every BatchNorm's running statistics again: reset them, then run ``batches`` batches of
-    ``loader`` through ``model`` in train mode (cumulative averages, no gradient, the global RNG restored
-    afterwards). Returns ``model`` in eval mode."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.random.fork_rng(devices=[]):
-        for i, batch in enumerate(loader):
-            if i >= batches:
-                break
-            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    return model.eval()
-
-
-def frozen_accuracies(trainer: Trainer, batches: int) -> dict[str, float]:
-    """Test accuracy with every dynamic layer's attention frozen to its mean over the first ``batches`` test
-    batches (:func:`kwlab.freeze_attention`): the net made static, twice.
-
-    ``final_acc_frozen`` keeps the BatchNorm statistics the net was trained with (dynamic kernels);
-    ``final_acc_frozen_recal`` measures them again for the frozen net (:func:`recalibrate_batchnorm`, on a
-    copy).
-    ``final_acc - final_acc_frozen_recal`` is what the input-dependence of the attention adds (the *dynamic
-    gain*); the gap to ``final_acc_frozen`` also counts the stale statistics.
-    """
-    from kwlab.instruments.freeze import freeze_attention  # noqa: PLC0415
-
-    with freeze_attention(trainer.model, trainer.test_loader, max_batches=batches):
-        plain = trainer.evaluate()["test_acc"]
-        net = copy.deepcopy(trainer.model)  # keeps the frozen attention
-    recalibrate_batchnorm(net, trainer.train_loader, RECALIBRATION_BATCHES)
-    return {"final_acc_frozen": plain, "final_acc_frozen_recal": trainer.evaluate(net)["test_acc"]}
-
-
-def _mismatch(config: RunConfig, stored: dict[str, Any], where: Path) -> str:
-    diffs = config.differences(stored) if stored else []
-    what = "; ".join(diffs[:12]) if diffs else "the stored config is not recorded"
-    return (
-        f"{where} belongs to another config ({what}). Use another run directory (--out) for the new config, "
-        f"or delete {where} to train it again"
-    )
-
-
-def check_run_dir(config: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """Check that ``run_dir``'s records (results.json, else config.json) belong to ``config``.
-
-    Only the hashed fields count (:meth:`RunConfig.training_hash`). Returns the stored results when the run is
-    finished, else None.
-
-    Raises:
-        ConfigError: the directory holds a run of another config; the message lists the fields that differ.
-    """
-    run_dir = Path(run_dir)
-    results_file, config_file = run_dir / "results.json", run_dir / "config.json"
-    stored_cfg: dict[str, Any] = {}
-    if config_file.exists():
-        try:
-            stored_cfg = json.loads(config_file.read_text()).get("config", {})
-        except (json.JSONDecodeError, AttributeError):
-            raise ConfigError(f"{config_file} is not a kwlab config record; delete {run_dir}") from None
-    results = None
-    if results_file.exists():
-        try:
-            results = json.loads(results_file.read_text())
-        except json.JSONDecodeError:
-            raise ConfigError(f"{results_file} is not valid JSON; delete it to train the run again") from None
-        stored_hash = results.get("config_hash") if isinstance(results, dict) else None
-        if stored_hash is not None:
-            if stored_hash != config.training_hash():
-                raise ConfigError(_mismatch(config, stored_cfg, run_dir))
-            return results
-    if stored_cfg and config.differences(stored_cfg):
-        raise ConfigError(_mismatch(config, stored_cfg, run_dir))
-    return results
 
 
 def fit(

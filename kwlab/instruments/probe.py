@@ -27,14 +27,13 @@ Example::
     probe.cell_usage()     # layer x warehouse cell: mean_abs, top_count
     probe.save("runs/probe", config=cfg); kwlab.instruments.probe.load("runs/probe")
 
-Training: :class:`kwlab.experiments.ProbeCallback` records the summary every ``k`` training steps.
+Training: :class:`kwlab.experiments.ProbeCallback` records the summary every ``k`` training steps. Saving and
+loading the tables lives in :mod:`kwlab.instruments.probe_store` (``load`` and ``ProbeResult`` are re-exported
+here).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +44,9 @@ import torch
 from torch import Tensor, nn
 
 from kwlab.instruments import metrics
+from kwlab.instruments.probe_store import ProbeResult, load, save_tables
 from kwlab.layers.base import DynamicLayer, dynamic_layers
 from kwlab.methods.surgery import select
-from kwlab.utils import atomic_write_text, read_table, table_format, write_table
 
 __all__ = [
     "Probe",
@@ -64,7 +63,6 @@ __all__ = [
     "headline_metrics",
 ]
 
-_TABLES = ("summary", "cell_usage", "histogram", "per_class", "samples")
 #: The columns of :meth:`Probe.summary` that name a layer; the statistics follow (:func:`summary_columns`).
 LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples")
 #: Summary columns computed beside :data:`STATISTICS`: from the per-class means and the layer's temperature.
@@ -704,11 +702,12 @@ class Probe:
         return out
 
     def save(self, directory: str | Path, config: Any = None) -> Path:
-        """Write every table (Parquet with pyarrow, else CSV) and ``config.json``; see :func:`load`."""
-        return _save_tables(Path(directory), self.tables(), config)
+        """Write every table (Parquet with pyarrow, else CSV) and ``probe.json`` holding ``config``
+        (:func:`kwlab.instruments.probe_store.save_tables`); read back with :func:`load`."""
+        return save_tables(directory, self.tables(), config)
 
 
-# ------------------------------------------------------------------------------------------- save/load
+# ------------------------------------------------------------------------------------------- batches
 def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
     if isinstance(batch, Tensor):
         return batch, None
@@ -718,90 +717,7 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
     raise TypeError(f"a batch must be a tensor or an (inputs, labels) tuple, got {type(batch).__name__}")
 
 
-def _table_format() -> str:
-    """The format :meth:`Probe.save` writes (:func:`kwlab.utils.table_format`; a seam for tests)."""
-    return table_format()
-
-
-def _config_to_dict(config: Any) -> Any:
-    if config is None:
-        return None
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return dataclasses.asdict(config)
-    if isinstance(config, dict):
-        return config
-    raise TypeError(f"config must be a dataclass instance, a dict or None, got {type(config).__name__}")
-
-
-def _save_tables(directory: Path, tables: dict[str, pd.DataFrame], config: Any) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    fmt = _table_format()
-    for name, df in tables.items():
-        write_table(df, directory / f"{name}.{fmt}")
-    meta = {"format": fmt, "tables": sorted(tables), "config": _config_to_dict(config)}
-    atomic_write_text(directory / "probe.json", json.dumps(meta, indent=2, default=str))
-    return directory
-
-
-class ProbeResult:
-    """Tables of a saved probe (same readout methods as :class:`Probe`) and the run's ``config`` dict."""
-
-    def __init__(self, tables: dict[str, pd.DataFrame], config: dict[str, Any] | None) -> None:
-        self._tables = tables
-        self.config = config
-
-    def _table(self, name: str) -> pd.DataFrame:
-        if name not in self._tables:
-            hint = {
-                "per_class": "the probe recorded no labels",
-                "samples": "the probe kept no samples (keep=0)",
-            }
-            raise RuntimeError(f"no {name!r} table saved: {hint.get(name, 'missing file')}")
-        return self._tables[name].copy()
-
-    def summary(self) -> pd.DataFrame:
-        return self._table("summary")
-
-    def cell_usage(self) -> pd.DataFrame:
-        return self._table("cell_usage")
-
-    def histogram(self) -> pd.DataFrame:
-        return self._table("histogram")
-
-    def per_class(self) -> pd.DataFrame:
-        return self._table("per_class")
-
-    def samples(self) -> pd.DataFrame:
-        return self._table("samples")
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        return {k: v.copy() for k, v in self._tables.items()}
-
-
-def load(directory: str | Path) -> ProbeResult:
-    """Load what :meth:`Probe.save` wrote."""
-    directory = Path(directory)
-    meta_path = directory / "probe.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path} not found: directory must be one written by Probe.save()")
-    meta = json.loads(meta_path.read_text())
-    tables = {}
-    for name in meta["tables"]:
-        tables[name] = read_table(directory / f"{name}.{meta['format']}")
-    return ProbeResult(tables, meta.get("config"))
-
-
-# --------------------------------------------------------------------------------------------- training
-def _native(v: Any) -> Any:
-    if isinstance(v, (str, bool)) or v is None:
-        return v
-    if isinstance(v, numbers.Integral):
-        return int(v)
-    if isinstance(v, numbers.Real):
-        return float(v)
-    return str(v)
-
-
+# ------------------------------------------------------------------------------------------ readings
 #: The rule :func:`degenerate_layers` applies, in words (notebooks print it beside the statistics it changes).
 DEGENERATE_RULE = (
     "a layer whose attention is a single coefficient per image (one mixture of one cell, m * n = 1) is "

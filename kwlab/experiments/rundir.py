@@ -1,0 +1,161 @@
+"""A run directory's records: which config it belongs to (:func:`check_run_dir`), ``config.json``
+(:func:`write_config_record`), and the parts of a checkpoint that are not the model's (RNG states, callback
+states keyed by class name).
+
+The files themselves are listed in :mod:`kwlab.experiments.train`; every write is atomic (tmp file +
+``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kwlab.experiments.callbacks import Callback
+from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.utils import atomic_write_text, git_revision
+
+__all__ = [
+    "check_run_dir",
+    "config_record",
+    "keyed_callbacks",
+    "mismatch_message",
+    "rng_state",
+    "set_rng_state",
+    "write_config_record",
+]
+
+
+def mismatch_message(config: RunConfig, stored: dict[str, Any], where: Path) -> str:
+    """The error for a run directory (or checkpoint) of another config: the fields that differ."""
+    diffs = config.differences(stored) if stored else []
+    what = "; ".join(diffs[:12]) if diffs else "the stored config is not recorded"
+    return (
+        f"{where} belongs to another config ({what}). Use another run directory (--out) for the new config, "
+        f"or delete {where} to train it again"
+    )
+
+
+def check_run_dir(config: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """Check that ``run_dir``'s records (results.json, else config.json) belong to ``config``.
+
+    Only the hashed fields count (:meth:`RunConfig.training_hash`). Returns the stored results when the run is
+    finished, else None.
+
+    Raises:
+        ConfigError: the directory holds a run of another config; the message lists the fields that differ.
+    """
+    run_dir = Path(run_dir)
+    results_file, config_file = run_dir / "results.json", run_dir / "config.json"
+    stored_cfg: dict[str, Any] = {}
+    if config_file.exists():
+        try:
+            stored_cfg = json.loads(config_file.read_text()).get("config", {})
+        except (json.JSONDecodeError, AttributeError):
+            raise ConfigError(f"{config_file} is not a kwlab config record; delete {run_dir}") from None
+    results = None
+    if results_file.exists():
+        try:
+            results = json.loads(results_file.read_text())
+        except json.JSONDecodeError:
+            raise ConfigError(f"{results_file} is not valid JSON; delete it to train the run again") from None
+        stored_hash = results.get("config_hash") if isinstance(results, dict) else None
+        if stored_hash is not None:
+            if stored_hash != config.training_hash():
+                raise ConfigError(mismatch_message(config, stored_cfg, run_dir))
+            return results
+    if stored_cfg and config.differences(stored_cfg):
+        raise ConfigError(mismatch_message(config, stored_cfg, run_dir))
+    return results
+
+
+def config_record(trainer: Any) -> dict[str, Any]:
+    """What ``config.json`` holds for ``trainer``'s run: the config and its hash, the git revision, what the
+    config resolved to on this machine, and the environment."""
+    config = trainer.config
+    data = trainer.data
+    return {
+        "config": config.to_dict(),
+        "config_hash": config.training_hash(),
+        "git_revision": git_revision(),
+        "resolved": {
+            "builder": trainer.builder,
+            "temperature": config.resolved_temperature(),
+            "anneal_steps": trainer.anneal_steps,
+            "total_steps": trainer.total_steps,
+            "device": str(trainer.device),
+            "world_size": trainer.world_size,
+            "num_classes": data.num_classes,
+            "data": data.name,
+            "image_size": data.image_size,
+            "train_samples": len(data.train_labels),
+            "test_samples": len(data.test_labels),
+            "iters_per_epoch": trainer.iters_per_epoch,
+            "amp": trainer.use_amp,
+            "amp_dtype": str(trainer.amp_dtype).removeprefix("torch.") if trainer.use_amp else None,
+            "channels_last": trainer.channels_last,
+            "notes": trainer.notes,
+            "compile": trainer.compile_mode,
+        },
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "host": platform.node(),
+            "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus)",
+            "threads": torch.get_num_threads(),
+        },
+    }
+
+
+def write_config_record(trainer: Any) -> Path:
+    """Write :func:`config_record` to ``run_dir/config.json``. A resumed run keeps the revision it started
+    with as ``git_revision`` (today's goes to ``git_revision_resumed`` when it differs)."""
+    info = config_record(trainer)
+    path = Path(trainer.run_dir) / "config.json"
+    if trainer.resumed_from is not None and path.exists():
+        try:
+            started = json.loads(path.read_text()).get("git_revision")
+        except (json.JSONDecodeError, AttributeError):
+            started = None
+        if started and started != info["git_revision"]:
+            info["git_revision_resumed"], info["git_revision"] = info["git_revision"], started
+    atomic_write_text(path, json.dumps(info, indent=2, default=str) + "\n")
+    return path
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """torch's, Python's (and CUDA's on a CUDA device) global RNG states, as plain containers and tensors."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def keyed_callbacks(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:
+    """Callbacks keyed by class name (``Name``, ``Name#1``, ...) so states survive a changed callback list."""
+    counts: dict[str, int] = {}
+    out = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        out.append((name if name not in counts else f"{name}#{counts[name]}", cb))
+        counts[name] = counts.get(name, 0) + 1
+    return out
