@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from kwlab.experiments.data import DatasetNotFoundError, DeviceLoader, _subset, load_data, synthetic_images
+from kwlab.experiments.data import DatasetNotFoundError, DeviceLoader, load_data, synthetic_images
+from kwlab.experiments.data_readers import subset
 
 DATA = os.environ.get("KWLAB_DATA")
 
@@ -190,7 +191,7 @@ def test_cifar_pickle_folder(tmp_path):
     np.testing.assert_array_equal(d.train_images.numpy(), ref.transpose(0, 2, 3, 1))
     assert d.test_labels.tolist() == batches["test_batch"][1] and d.classes[3] == "n3"
     capped = load_data("cifar10", root=tmp_path, download=False, train_samples=5)
-    keep = _subset(20, 5, 0)
+    keep = subset(20, 5, 0)
     np.testing.assert_array_equal(capped.train_images.numpy(), ref.transpose(0, 2, 3, 1)[keep])
 
 
@@ -210,7 +211,7 @@ def test_missing_dataset_says_where_it_looked(tmp_path, monkeypatch):
 @pytest.mark.skipif(
     not DATA or not Path(DATA, "cifar10-jpg.zip").exists(), reason="needs KWLAB_DATA/cifar10-jpg.zip"
 )
-def test_real_cifar10_zip_subset():
+def test_real_cifar10_zipsubset():
     import io
 
     from PIL import Image
@@ -232,7 +233,7 @@ def test_real_cifar10_zip_subset():
     with zipfile.ZipFile(Path(DATA) / "cifar10-jpg.zip") as zf:
         names = sorted(n for n in zf.namelist() if n.endswith(".jpg") and "/train/" in n)
         assert len(names) == 50_000
-        sel = _subset(len(names), 400, 0)
+        sel = subset(len(names), 400, 0)
         for k in (0, 399):
             name = names[sel[k]]
             ref = np.asarray(Image.open(io.BytesIO(zf.read(name))).convert("RGB"))

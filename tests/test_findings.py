@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from kwlab.experiments import data as data_mod
+from kwlab.experiments import data_sources
 from kwlab.experiments.report import findings, make_report, publish
 from kwlab.experiments.reproduce import reproduce
 from kwlab.experiments.stats import compare, mean_ci, summarize
@@ -139,7 +140,7 @@ def no_cifar(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a download was attempted")
 
-    monkeypatch.setattr(data_mod, "_download_cifar", forbidden)
+    monkeypatch.setattr(data_sources, "_download_cifar", forbidden)
     return empty
 
 

@@ -235,8 +235,8 @@ def backfill_frozen_recal(sweep_dir: str | os.PathLike, *, progress: bool = True
     ``frozen_recal_backfilled: true``). Returns the run ids it updated; runs without a checkpoint are skipped.
     """
 
-    from kwlab.experiments.config import RunConfig  # noqa: PLC0415
     from kwlab.experiments.accuracies import frozen_accuracies  # noqa: PLC0415
+    from kwlab.experiments.config import RunConfig  # noqa: PLC0415
     from kwlab.experiments.train import Trainer  # noqa: PLC0415
     from kwlab.utils import atomic_write_text, progress_bar  # noqa: PLC0415
 
