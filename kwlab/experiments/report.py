@@ -6,9 +6,10 @@
 * ``accuracy_by_config.png`` -- final test accuracy of every configuration: mean over seeds with its 95%
   t-interval, every seed as a dot, parameters and MACs in the label, and the chance level 1/K;
 * ``accuracy_vs_params.png`` -- the same means and intervals against the parameter count;
-* ``finding.md`` -- the finding, generated from the numbers (:func:`findings`): each configuration's
-  accuracy with its interval and budget, which paired differences are real at this scale and which are
-  not (:func:`kwlab.experiments.stats.compare`), and whether the data were real CIFAR-10;
+* ``finding.md`` -- the finding, generated from the numbers (:func:`kwlab.experiments.findings.findings`):
+  each configuration's accuracy with its interval and budget, which paired differences are real at this
+  scale and which are not (:func:`kwlab.experiments.stats.compare`), and whether the data were real
+  CIFAR-10;
 * ``accuracy_vs_budget.png`` / ``diversity_vs_budget.png`` -- against the budget b, one line per sharing
   range; ``accuracy_vs_m.png`` when the cell count m (= 1 / (cell_in * cell_out)) varies;
   ``accuracy_vs_sharing.png`` -- against the sharing range, one line per b;
@@ -17,7 +18,8 @@
   dynamic run;
 * ``index.html`` -- the results table and every figure.
 
-Every figure is drawn by :mod:`kwlab.instruments.plot`.
+Every figure is drawn by :mod:`kwlab.instruments.plot`; the text comes from :mod:`kwlab.experiments.findings`
+(its public names are re-exported here). :func:`publish` turns a sweep into a reference result.
 """
 
 from __future__ import annotations
@@ -25,13 +27,29 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from kwlab.experiments.findings import (
+    KNOB_STATISTICS,
+    chance_level,
+    derive_columns,
+    finding_text,
+    findings,
+    knob_table,
+    load_results,
+    short_number,
+    summary_table,
+)
 from kwlab.experiments.handover import epoch_table, handover_figures, handover_findings, is_handover_study
+from kwlab.experiments.results import collect_results
+from kwlab.experiments.stats import config_label, summarize
 from kwlab.instruments.probe import headline_metrics
+from kwlab.instruments.probe_store import load as load_probe
 from kwlab.utils import write_table
 
 __all__ = [
@@ -41,64 +59,14 @@ __all__ = [
     "finding_text",
     "summary_table",
     "publish",
+    # from kwlab.experiments.findings
+    "KNOB_STATISTICS",
+    "derive_columns",
+    "knob_table",
 ]
 
 
-def _preset_fields(arch: str, preset: Any) -> dict[str, float]:
-    if not isinstance(preset, str):
-        return {}
-    try:
-        from kwlab.models import model_entry  # noqa: PLC0415
-
-        return {
-            k: float(v)
-            for k, v in model_entry(arch).presets[preset].items()
-            if k in ("budget", "cell_in", "cell_out")
-        }
-    except Exception:  # noqa: BLE001 - unknown arch: fall back to the preset's name
-        num, _, den = preset.rstrip("x").partition("/")
-        return {"budget": float(num) / float(den or 1)}
-
-
-def load_results(sweep_dir: str | os.PathLike) -> pd.DataFrame:
-    """results.csv with derived columns: ``b`` (effective budget; 1.0 for static), ``m`` (cells per kernel
-    = 1 / (cell_in * cell_out)), ``sharing_range`` ("-" for static) and ``accuracy`` (= best_acc)."""
-    path = Path(sweep_dir) / "results.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `kwlab sweep CONFIG --out {sweep_dir}` first")
-    return derive_columns(pd.read_csv(path))
-
-
-def derive_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Add :func:`load_results`'s derived columns (``b``, ``m``, ``sharing_range``, ``accuracy``)."""
-    if df.empty:
-        return df
-    b, m = [], []
-    for _, row in df.iterrows():
-        fields = _preset_fields(row["arch"], row.get("preset")) if row["method"] == "kw" else {}
-        for key in ("budget", "cell_in", "cell_out"):
-            if key in row and pd.notna(row[key]):
-                fields[key] = float(row[key])
-        b.append(fields.get("budget", 1.0))
-        m.append(1.0 / (fields.get("cell_in", 1.0) * fields.get("cell_out", 1.0)))
-    df["b"] = b
-    df["m"] = m
-    df["sharing_range"] = (
-        df["sharing"].fillna("default").where(df["method"] != "static", "-") if "sharing" in df else "-"
-    )
-    df["accuracy"] = df["best_acc"]
-    return df
-
-
-def _si(value: float) -> str:
-    """69000 -> '69k', 10500000 -> '10.5M' (tick labels and budgets)."""
-    if value is None or pd.isna(value):
-        return "?"
-    value = float(value)
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= div:
-            return f"{value / div:.3g}{unit}"
-    return f"{value:.3g}"
+_KNOB_NAMES = {"b": "the budget b", "m": "m = 1 / (cell_in * cell_out)", "sharing_range": "the sharing range"}
 
 
 def _plain_ticks(ax: Any) -> None:
@@ -109,29 +77,15 @@ def _plain_ticks(ax: Any) -> None:
         xs = sorted({float(x) for line in ax.lines for x in line.get_xdata() if x is not None and x > 0})
         if 0 < len(xs) <= 12:
             ax.minorticks_off()
-            ax.set_xticks(xs, [_si(x) for x in xs])
+            ax.set_xticks(xs, [short_number(x) for x in xs])
     for axis in (ax.xaxis, ax.yaxis):
         if axis.get_scale() == "log":
-            axis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: short_number(v)))
             axis.set_minor_formatter(NullFormatter())
-
-
-def _chance(df: pd.DataFrame) -> float:
-    k = pd.to_numeric(df["num_classes"], errors="coerce").dropna() if "num_classes" in df else pd.Series([])
-    return 1.0 / float(k.iloc[0]) if len(k) else 0.1
-
-
-def summary_table(df: pd.DataFrame, metric: str = "final_acc") -> pd.DataFrame:
-    """The per-configuration summary (:func:`kwlab.experiments.stats.summarize`) of a results table."""
-    from kwlab.experiments.stats import summarize  # noqa: PLC0415
-
-    return summarize(df, metrics=[m for m in (metric, "best_acc", "final_acc", "train_time") if m in df])
 
 
 def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
     import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    from kwlab.experiments.stats import config_label  # noqa: PLC0415
 
     n = len(summary)
     fig, ax = plt.subplots(figsize=(7.5, 0.55 * n + 1.6))
@@ -145,10 +99,10 @@ def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
             row[f"{metric}_mean"], y, xerr=row[f"{metric}_ci95"], fmt="o", color=colour, capsize=4, zorder=3
         )
         att = row.get("params_attention")
-        att_text = f", attention {_si(att)}" if att and not pd.isna(att) and att > 0 else ""
-        budget = f"{_si(row.get('params'))} params{att_text}, {_si(row.get('macs'))} MACs"
+        att_text = f", attention {short_number(att)}" if att and not pd.isna(att) and att > 0 else ""
+        budget = f"{short_number(row.get('params'))} params{att_text}, {short_number(row.get('macs'))} MACs"
         labels.append(f"{row['label']}\n{budget}")
-    chance = _chance(df)
+    chance = chance_level(df)
     ax.axvline(chance, color="grey", ls="--", lw=1)
     ax.text(chance, n - 0.45, f" chance {chance:.2f}", color="grey", fontsize=8, va="bottom")
     ax.set_yticks(range(n - 1, -1, -1), labels, fontsize=8)
@@ -174,9 +128,9 @@ def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
             fmt=marker,
             color=colour,
             capsize=4,
-            label=f"{row['label']} ({_si(row.get('macs'))} MACs)",
+            label=f"{row['label']} ({short_number(row.get('macs'))} MACs)",
         )
-    chance = _chance(df)
+    chance = chance_level(df)
     ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.2f})")
     ax.set_xscale("log")
     params = sorted({float(v) for v in summary["params"].dropna()})
@@ -186,7 +140,7 @@ def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
         ticks = [
             v for i, v in enumerate(params) if i == 0 or v > params[i - 1] * 1.15
         ]  # no overlapping labels
-        ax.set_xticks(ticks, [_si(v) for v in ticks], rotation=45 if len(ticks) > 4 else 0)
+        ax.set_xticks(ticks, [short_number(v) for v in ticks], rotation=45 if len(ticks) > 4 else 0)
     ax.set_ylim(0, min(1.0, max(float(df[metric].max()), chance) * 1.15 + 0.02))
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"{metric} (mean ± 95% CI)")
@@ -195,92 +149,10 @@ def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
     return fig
 
 
-def findings(df: pd.DataFrame, metric: str = "final_acc") -> list[str]:
-    """The finding of a results table, generated from its numbers (one sentence per line).
-
-    Lists every configuration's ``metric`` (mean ± 95% t-interval, n seeds) with its parameters and MACs,
-    flags configurations that are not above chance, and compares by seed-paired t-intervals
-    (:func:`kwlab.experiments.stats.compare`): each configuration against the first static one, and each
-    dynamic one against the static net of the closest parameter count.
-    """
-    from kwlab.experiments.stats import compare, config_label  # noqa: PLC0415
-
-    if df.empty:
-        return ["No finished runs."]
-    summary = summary_table(df, metric)
-    chance = _chance(df)
-    lines = []
-    data = ", ".join(sorted({str(v) for v in df["data"].dropna()})) if "data" in df else "?"
-    notices = {str(v) for v in df.get("data_notice", pd.Series([], dtype=str)).dropna() if str(v)}
-    scale = f"data {data}"
-    if "train_samples" in df and df["train_samples"].notna().any():
-        scale += f", {int(df['train_samples'].max()):,d} training images"
-    if "epochs" in df:
-        scale += f", {int(df['epochs'].max())} epochs"
-    scale += f", {int(summary['n_seeds'].min())} seeds per configuration"
-    lines.append(f"Scale: {scale}; {metric} as mean ± half-width of the 95% t-interval over seeds.")
-    lines += [f"**{n}**" for n in notices]
-    for _, row in summary.iterrows():
-        mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci95"]
-        att = row.get("params_attention")
-        att_text = f" ({_si(att)} in attention)" if att and not pd.isna(att) and att > 0 else ""
-        ci_text = f"± {ci:.3f}" if not pd.isna(ci) else "(one seed: no interval)"
-        line = (
-            f"- {row['label']}: {metric} {mean:.3f} {ci_text} (n = {row['n_seeds']}) at "
-            f"{_si(row.get('params'))} parameters{att_text}, {_si(row.get('macs'))} MACs"
-        )
-        low = mean - (0 if pd.isna(ci) else ci)
-        if low <= chance + 0.02:
-            line += f" -- NOT clearly above chance ({chance:.2f}): nothing it shows should be read as learned"
-        lines.append(line)
-    labels = df.apply(config_label, axis=1)
-    static = summary[summary["method"] == "static"]
-    pairs: list[tuple[str, str, str]] = []
-    if len(static):
-        ref = static.iloc[0]["label"]
-        pairs += [(r["label"], ref, "") for _, r in summary.iterrows() if r["label"] != ref]
-        for _, r in summary[summary["method"] != "static"].iterrows():
-            closest = static.iloc[(static["params"] - r["params"]).abs().argsort().iloc[0]]
-            if closest["label"] != ref:
-                pairs.append((r["label"], closest["label"], " (closest parameter count)"))
-    real, unclear = [], []
-    for a, b, why in pairs:
-        if a not in set(labels) or b not in set(labels):
-            continue
-        try:
-            c = compare(df, a, b, metric)
-        except ValueError:
-            continue
-        pa = summary.set_index("label").loc[a, "params"]
-        pb = summary.set_index("label").loc[b, "params"]
-        text = f"{c.verdict} [{_si(pa)} vs {_si(pb)} parameters{why}]"
-        (real if c.significant else unclear).append(text)
-    if real:
-        lines.append("Differences that are real at this scale (paired by seed, 95% interval excludes 0):")
-        lines += [f"- {t}" for t in real]
-    if unclear:
-        lines.append(
-            "Differences not detected at this scale (the interval contains 0; more seeds or a "
-            "larger scale may or may not show one):"
-        )
-        lines += [f"- {t}" for t in unclear]
-    return lines
-
-
-#: Probe statistics drawn against each knob (final probe of each run, mean over layers).
-KNOB_STATISTICS = {
-    "probe_diversity": "diversity",
-    "probe_effective_cells": "effective cells",
-    "probe_neg_frac": "negative fraction",
-    "probe_sample_variation": "sample variation",
-}
-_KNOB_NAMES = {"b": "the budget b", "m": "m = 1 / (cell_in * cell_out)", "sharing_range": "the sharing range"}
-
-
 def _statistics_vs_knob(dyn: pd.DataFrame, knob: str, logx: bool):
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    from kwlab.instruments import plot  # noqa: PLC0415
+    from kwlab.instruments import plot  # noqa: PLC0415 - matplotlib
 
     columns = [c for c in KNOB_STATISTICS if c in dyn and dyn[c].notna().any()]
     fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
@@ -289,56 +161,6 @@ def _statistics_vs_knob(dyn: pd.DataFrame, knob: str, logx: bool):
         ax.set_ylabel(KNOB_STATISTICS[column])
     fig.tight_layout()
     return fig
-
-
-def knob_table(df: pd.DataFrame) -> list[str]:
-    """A markdown table, one row per configuration: the knobs, parameters (attention), MACs, final accuracy
-    and the attention statistics (mean ± 95% t-interval over seeds), generated from ``df``."""
-    from kwlab.experiments.stats import summarize  # noqa: PLC0415
-
-    metrics = ["final_acc", *[c for c in KNOB_STATISTICS if c in df]]
-    summary = summarize(df, metrics=metrics)
-    heads = ["configuration", "b", "m", "sharing", "params (attention)", "MACs", "final acc"]
-    heads += [KNOB_STATISTICS[c] for c in KNOB_STATISTICS if f"{c}_mean" in summary]
-    lines = [
-        "Knobs, budgets and attention statistics (mean ± 95% t-interval over seeds; statistics from the "
-        "final probe on test images, mean over layers):",
-        "",
-        "| " + " | ".join(heads) + " |",
-        "|" + "---|" * len(heads),
-    ]
-    derived = derive_columns(df.copy()).set_index("run_id")
-    for _, row in summary.iterrows():
-        first = derived.loc[str(row["run_ids"]).split()[0]]
-        cells = [
-            str(row["label"]),
-            f"{first['b']:g}" if first["method"] != "static" else "-",
-            f"{first['m']:g}" if first["method"] != "static" else "-",
-            str(first["sharing_range"]),
-            f"{_si(row.get('params'))} ({_si(row.get('params_attention') or 0)})",
-            _si(row.get("macs")),
-            _fmt_ci(row, "final_acc"),
-        ]
-        cells += [_fmt_ci(row, c) for c in KNOB_STATISTICS if f"{c}_mean" in summary]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def _fmt_ci(row: pd.Series, metric: str) -> str:
-    mean, half = row.get(f"{metric}_mean"), row.get(f"{metric}_ci95")
-    if mean is None or pd.isna(mean):
-        return "-"
-    return f"{mean:.3f}" + ("" if half is None or pd.isna(half) else f" ± {half:.3f}")
-
-
-def finding_text(sweep_dir: str | os.PathLike, metric: str = "final_acc") -> str:
-    """:func:`findings` of a sweep directory as text (what ``kwlab sweep`` prints at the end), with the
-    handover's sentences (:func:`kwlab.experiments.handover.handover_findings`) when its runs measured it."""
-    df = load_results(sweep_dir)
-    lines = findings(df, metric)
-    if not df.empty and is_handover_study(df):
-        lines += ["", *handover_findings(df, epoch_table(sweep_dir, df))]
-    return "\n".join(lines)
 
 
 def _short_label(row: pd.Series) -> str:
@@ -360,8 +182,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     # non-interactive one on a headless machine), and a notebook keeps its inline backend.
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    from kwlab.instruments import plot  # noqa: PLC0415
-    from kwlab.instruments.probe import load as load_probe  # noqa: PLC0415
+    from kwlab.instruments import plot  # noqa: PLC0415 - matplotlib
 
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out is not None else sweep_dir / "report"
@@ -377,7 +198,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
             if name != "accuracy_vs_params.png":
                 _plain_ticks(ax)
             if name.startswith("accuracy_vs_") and name != "accuracy_vs_params.png" and not df.empty:
-                ax.axhline(_chance(df), color="grey", ls="--", lw=1)
+                ax.axhline(chance_level(df), color="grey", ls="--", lw=1)
                 caption = caption.rstrip(".") + "; dashed: chance."
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
@@ -403,7 +224,9 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         (out / "finding.md").write_text("\n".join(finding) + "\n")
         df["label"] = [_short_label(r) for _, r in df.iterrows()]
         dyn = df[df["method"] != "static"]
-        ci = dict(error="ci95", chance=_chance(df))  # knob plots: mean ± 95% CI over seeds, y from 0, chance
+        ci = dict(
+            error="ci95", chance=chance_level(df)
+        )  # knob plots: mean ± 95% CI over seeds, y from 0, chance
         if dyn["b"].nunique() > 1:
             save(
                 plot.metric_vs_knob(dyn, "b", "final_acc", hue="sharing_range", logx=True, **ci),
@@ -600,13 +423,8 @@ def publish(sweep_dir: str | os.PathLike, dest: str | os.PathLike, *, title: str
     Returns:
         Path of the README.
     """
-    import shutil  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
 
     import yaml  # noqa: PLC0415
-
-    from kwlab.experiments.stats import summarize  # noqa: PLC0415
-    from kwlab.experiments.sweep import collect_results  # noqa: PLC0415
 
     sweep_dir, dest = Path(sweep_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
