@@ -39,8 +39,10 @@ import torch
 from torch import Tensor
 
 from kwlab.experiments.data_readers import (
+    IMAGE_SUFFIXES,
     DatasetNotFoundError,
     UnsafeDataError,
+    cache_dir,
     parse_classes,
     read_cifar_batch,
     read_cifar_pickle,
@@ -68,6 +70,8 @@ __all__ = [
     "resolve_source",
     "resolve_auto",
     "DATASET_NAMES",
+    "IMAGE_SUFFIXES",
+    "cache_dir",
 ]
 
 
@@ -203,7 +207,8 @@ def load_data(
         num_classes: synthetic only.
         seed: synthetic only: generator seed of the images.
         download: allow torchvision's downloader for CIFAR when the data is missing.
-        use_cache: ImageFolder only: read/write the decoded cache under :func:`cache_dir`.
+        use_cache: ImageFolder only: read/write the decoded cache under :func:`cache_dir`
+            (:mod:`kwlab.experiments.data_readers`).
     """
     if name.lower() == "auto":
         name, notice = resolve_auto(root, download=download)

@@ -24,8 +24,16 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from kwlab.experiments.accuracies import frozen_accuracies
+from kwlab.experiments.callbacks import load_history
+from kwlab.experiments.config import RunConfig
 from kwlab.experiments.stats import compare, config_label, mean_ci
+from kwlab.experiments.train import Trainer
+from kwlab.instruments.probe import capture
+from kwlab.layers.base import dynamic_layers, set_temperature
+from kwlab.utils import atomic_write_text, progress_bar
 
 __all__ = [
     "is_handover_study",
@@ -61,7 +69,6 @@ def epoch_table(sweep_dir: str | os.PathLike, df: pd.DataFrame) -> pd.DataFrame:
 
 def probe_history_table(sweep_dir: str | os.PathLike, df: pd.DataFrame) -> pd.DataFrame:
     """The training-probe history of every run that has one, with ``label`` and ``seed``."""
-    from kwlab.experiments.callbacks import load_history  # noqa: PLC0415
 
     frames = []
     for _, row in df.iterrows():
@@ -188,7 +195,7 @@ def _contrasts(kw: pd.DataFrame, df: pd.DataFrame) -> list[str]:
 
 def handover_figures(sweep_dir: str | os.PathLike, df: pd.DataFrame, save) -> None:
     """Draw the handover figures of a sweep and hand each to ``save(fig, name, caption)``."""
-    from kwlab.instruments import plot  # noqa: PLC0415
+    from kwlab.instruments import plot  # noqa: PLC0415 - matplotlib
 
     chance = 1.0 / float(df["num_classes"].iloc[0]) if "num_classes" in df else 0.1
     epochs = epoch_table(sweep_dir, df)
@@ -235,11 +242,6 @@ def backfill_frozen_recal(sweep_dir: str | os.PathLike, *, progress: bool = True
     ``frozen_recal_backfilled: true``). Returns the run ids it updated; runs without a checkpoint are skipped.
     """
 
-    from kwlab.experiments.accuracies import frozen_accuracies  # noqa: PLC0415
-    from kwlab.experiments.config import RunConfig  # noqa: PLC0415
-    from kwlab.experiments.train import Trainer  # noqa: PLC0415
-    from kwlab.utils import atomic_write_text, progress_bar  # noqa: PLC0415
-
     done = []
     runs = sorted(p for p in (Path(sweep_dir) / "runs").iterdir() if (p / "results.json").exists())
     for run in progress_bar(runs, desc="frozen, recalibrated", disable=not progress):
@@ -267,21 +269,16 @@ def kernel_change(model, x, tau_from: float = 1.0, tau_to: float = 0.0) -> float
     ``||W(tau_to) - W(tau_from)|| / ||W(tau_from)||`` (norms per sample, then the mean over samples), averaged
     over the layers. Each layer sees the input it gets at ``tau_from``; the model's temperature is left at
     ``tau_to``. At init under ``attention_init="pattern"`` it is small, under the official init about 1."""
-    import torch  # noqa: PLC0415
 
-    import kwlab  # noqa: PLC0415
-    from kwlab.instruments.probe import capture  # noqa: PLC0415
-    from kwlab.layers.base import dynamic_layers  # noqa: PLC0415
-
-    kwlab.set_temperature(model, tau_from)
+    set_temperature(model, tau_from)
     inputs = capture(model, x, "inputs")
     changes = []
     with torch.no_grad():
         for name, layer in dynamic_layers(model):
-            kwlab.set_temperature(layer, tau_from)
+            set_temperature(layer, tau_from)
             before = layer.kernel(inputs[name]).flatten(1)
-            kwlab.set_temperature(layer, tau_to)
+            set_temperature(layer, tau_to)
             after = layer.kernel(inputs[name]).flatten(1)
             changes.append(float((after - before).norm(dim=1).mean() / before.norm(dim=1).mean()))
-    kwlab.set_temperature(model, tau_to)
+    set_temperature(model, tau_to)
     return sum(changes) / len(changes)

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from kwlab.experiments.config import RunConfig
+from kwlab.experiments.setup import build_model
+from kwlab.experiments.stats import config_label, summarize
+from kwlab.layers.base import parameter_breakdown
+from kwlab.models import create_model
 from kwlab.utils import table_format, write_table
 
 __all__ = ["collect_results", "budget_of", "meta_model", "log_budgets", "distinct_models"]
@@ -34,10 +40,6 @@ def budget_of(config: RunConfig, num_classes: int = 10) -> dict[str, int]:
 def meta_model(config: RunConfig, num_classes: int = 10):
     """The config's model built on the meta device (nothing allocated); its budget is remembered for
     :func:`budget_of` where it can be counted (a model with lazy modules cannot be before its first call)."""
-    import torch  # noqa: PLC0415
-
-    from kwlab.experiments.setup import build_model  # noqa: PLC0415
-
     with torch.device("meta"):
         try:
             model = build_model(config, num_classes)
@@ -60,14 +62,12 @@ def _budget_key(config: RunConfig, num_classes: int) -> str:
 
 
 def _count(model) -> dict[str, int]:
-    from kwlab.layers.base import parameter_breakdown  # noqa: PLC0415
 
     parts = parameter_breakdown(model)
     return {"params" if k == "total" else f"params_{k}": int(v) for k, v in parts.items()}
 
 
 def _build_unchecked(config: RunConfig, num_classes: int):
-    from kwlab.models import create_model  # noqa: PLC0415
 
     preset, options = config.method_options()
     return create_model(
@@ -86,7 +86,6 @@ def distinct_models(configs: Sequence[RunConfig]) -> list[RunConfig]:
 
 def log_budgets(configs: Sequence[RunConfig], log=print) -> None:
     """One line per model of the sweep: its parameters by part (so budgets are stated before training)."""
-    from kwlab.experiments.stats import config_label  # noqa: PLC0415
 
     for c in distinct_models(configs):
         try:
@@ -140,7 +139,6 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
         write_table(df, out / "results.csv")
         if table_format() == "parquet":
             write_table(df, out / "results.parquet")
-        from kwlab.experiments.stats import summarize  # noqa: PLC0415
 
         write_table(summarize(df), out / "summary.csv")
     return df

@@ -13,7 +13,7 @@ One run = one model trained on one dataset with one recipe. The loop is delibera
   (graph breaks are counted into the results); DDP when launched by torchrun (see :class:`Trainer`);
 * a checkpoint at the end of every epoch (model, optimizer, scheduler, scaler, RNG states, callbacks'
   states, metric history) that resumes the run exactly: the data order of each epoch is a function
-  of ``(seed, epoch)`` (see :class:`kwlab.experiments.data.DeviceLoader`), so nothing else is needed.
+  of ``(seed, epoch)`` (see :class:`kwlab.experiments.loader.DeviceLoader`), so nothing else is needed.
 
 Run directory layout (all files written atomically: tmp file + ``os.replace``)::
 

@@ -47,6 +47,7 @@ from kwlab.instruments import metrics
 from kwlab.instruments.probe_store import ProbeResult, load, save_tables
 from kwlab.layers.base import DynamicLayer, dynamic_layers
 from kwlab.methods.surgery import select
+from kwlab.utils import progress_bar as tqdm
 
 __all__ = [
     "Probe",
@@ -529,8 +530,6 @@ class Probe:
 
         Inputs (and labels) are moved to ``device`` (default: the device of the model's first parameter).
         """
-        from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
-
         if device is None:
             p = next(self.model.parameters(), None)
             device = p.device if p is not None else "cpu"
