@@ -296,4 +296,5 @@ def converter_for(row) -> Callable[..., nn.Module]:
         return convert_row(model, row, **{**row.preset_options(preset), **options})
 
     converter.__name__ = f"convert_{row.name}"
+    converter.from_wiring = True
     return converter

@@ -52,8 +52,8 @@ class Method:
     Attributes:
         name: the key (``method=`` everywhere).
         layer: its layer class (None for "static").
-        converter: ``converter(model, *, preset, **options) -> model`` (None for "static"; derived from
-            ``wiring`` when None there).
+        converter: ``converter(model, *, preset, **options) -> model`` (None for "static"; a family row
+            passes None and gets :func:`kwlab.methods.conversion.converter_for` its wiring).
         presets: "arch" (KW: each arch's official presets, ``"1x"`` by default), "count" (``"Nx"`` sets the
             kernel count), or "none".
         options: keyword options the converter accepts (``create_model`` overrides, ``kwlab.convert``).
@@ -66,8 +66,7 @@ class Method:
             the trainer's ``build_model``), before the preset's and the caller's (KW: its official init,
             ``init="kaiming"``, instead of cells copied from the static weights).
         wiring: the family's :class:`~kwlab.methods.wiring.Wiring` (which convs the layer takes, its
-            defaults); a row with a wiring and no converter gets
-            :func:`kwlab.methods.conversion.converter_for` its row.
+            defaults, its rule); None for a method that does not swap convs one for one (static, KW).
     """
 
     name: str
@@ -84,7 +83,8 @@ class Method:
     wiring: Wiring | None = None
 
     def __post_init__(self) -> None:
-        if self.converter is None and self.wiring is not None:
+        derived = getattr(self.converter, "from_wiring", False)  # dataclasses.replace derives it anew
+        if self.wiring is not None and (self.converter is None or derived):
             object.__setattr__(self, "converter", converter_for(self))
 
     def schedule(self, iters_per_epoch: int, epochs: float | None = None) -> TemperatureSchedule | None:
