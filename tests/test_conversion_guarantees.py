@@ -16,7 +16,7 @@ from torch import nn
 
 import kwlab
 from kwlab.layers import KWConv2d
-from kwlab.methods import family
+from kwlab.methods import METHODS, family
 from kwlab.methods.kernelwarehouse import ATTENTION_SHARE_WARNING
 from kwlab.methods.official import OfficialCheckpointError, load_official, to_official
 from kwlab.testing import tiny_run
@@ -95,7 +95,7 @@ def test_family_refusal_leaves_the_model_as_it_was(method, bad, param):
     assert "exclude=['3']" in str(err.value)  # and the fix
     # the fix works: the others convert, the bad one stays, and the model runs
     kwlab.convert(model, method, exclude="3")
-    assert type(model[3]) is nn.Conv2d and type(model[1]) is family.WIRING[method].layer
+    assert type(model[3]) is nn.Conv2d and type(model[1]) is METHODS[method].layer
     assert model.eval()(torch.randn(2, 3, 8, 8)).shape == (2, 2)
 
 
@@ -178,7 +178,7 @@ def test_a_lone_conv_converts_for_every_method(method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         layer = kwlab.convert(conv, method, **({"example_input": x} if method == "kw" else {}))
-    assert type(layer) is {"kw": KWConv2d, **{m: family.WIRING[m].layer for m in FAMILY}}[method]
+    assert type(layer) is {"kw": KWConv2d, **{m: METHODS[m].layer for m in FAMILY}}[method]
     if method in ("kw", "dyconv"):  # both reproduce the static conv at the start (tau = 1, convex mixture)
         with torch.no_grad():
             torch.testing.assert_close(layer.eval()(x), conv(x), rtol=1e-4, atol=1e-5)

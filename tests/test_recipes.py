@@ -16,7 +16,7 @@ from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.sweep import SweepSpec, check_configs, run_sweep
 from kwlab.instruments.probe import Probe
 from kwlab.layers.base import DynamicLayer
-from kwlab.methods import METHODS, Method, family, methods_markdown
+from kwlab.methods import METHODS, Method, Wiring, family, methods_markdown
 from kwlab.models import registry
 from kwlab.testing import tiny_run
 
@@ -63,19 +63,21 @@ def test_a_new_method_is_a_layer_file_plus_one_row(tmp_path, monkeypatch):
     row = Method(
         "toy",
         toy.ToyConv2d,
-        lambda model, *, preset=None, **options: family.convert(
-            model, "toy", **{**METHODS["toy"].preset_options(preset), **options}
-        ),
+        None,  # derived from the wiring: the family's conversion
         "count",
         ("num_kernels", "reduction", "include", "exclude"),
         ("preset", "reduction"),
         count_option="num_kernels",
         description="a toy method",
+        wiring=Wiring({"num_kernels": 2}),
     )
     monkeypatch.setitem(METHODS, "toy", row)
-    monkeypatch.setitem(family.WIRING, "toy", family.Wiring(toy.ToyConv2d, {"num_kernels": 2}))
+
+    assert family.WIRING["toy"] is row.wiring  # the family's table is derived from the row
 
     assert "toy" in kwlab.list_methods() and "| `toy` | a toy method |" in methods_markdown()
+    two_convs = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3))
+    assert list(family.plan_family(two_convs, "toy").layers) == ["1"]  # the stem stays static
     model = kwlab.create_model("resnet20_cifar", method="toy", preset="3x", num_classes=10, widths=(4, 8, 8))
     layers = [m for m in model.modules() if isinstance(m, toy.ToyConv2d)]
     assert layers and all(m.num_kernels == 3 for m in layers)

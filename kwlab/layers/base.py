@@ -193,7 +193,9 @@ def check_positive_int(name: str, value: Any) -> int:
 
 def like_conv(cls: type, conv: nn.Conv2d, **kwargs: Any) -> nn.Module:
     """``cls`` built with ``conv``'s geometry (channels, kernel, stride, padding, dilation, groups, bias,
-    padding mode), device and dtype, plus ``kwargs``: the shared first step of every ``from_conv``."""
+    padding mode), device and dtype, plus ``kwargs`` (which may name another ``device``/``dtype``): the shared
+    first step of every ``from_conv``."""
+    factory = dict(device=conv.weight.device, dtype=conv.weight.dtype)
     return cls(
         conv.in_channels,
         conv.out_channels,
@@ -204,9 +206,7 @@ def like_conv(cls: type, conv: nn.Conv2d, **kwargs: Any) -> nn.Module:
         conv.groups,
         conv.bias is not None,
         padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-        **kwargs,
+        **{**factory, **kwargs},
     )
 
 

@@ -24,7 +24,7 @@ of that call with ``attention.pop_heads()``.
 
 Temperature: ``T`` divides the logits of all four attentions; the official recipe anneals it linearly
 30 -> 1 over the first 10 epochs (``TemperatureSchedule(iters, epochs=10, start=30.0, end=1.0)``, see
-``kwlab.methods.family.METHODS["odconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
+``kwlab.methods.METHODS["odconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
 
 Batch size 1 in training mode: BatchNorm cannot compute statistics from one value per channel (the
 attention's map is 1x1 after GAP), the failure reported in OSVAI/ODConv issue #27. kwlab's

@@ -1,10 +1,11 @@
 """How a static network becomes a dynamic one: the method table and the one conversion front door.
 
-Every method is declared once, in :data:`METHODS`. A row says which layer the method uses, how a static
-network is converted (:func:`convert`), which presets it has, what its temperature means and how it is
-scheduled, which :class:`kwlab.experiments.RunConfig` fields apply to it, and which options its
-converter accepts. ``create_model``, ``RunConfig``, the CLI and :func:`list_methods` all read this table,
-so a new method is one layer file plus one row.
+Every method is declared once, in :data:`METHODS` (:mod:`kwlab.methods.table`). A row says which layer the
+method uses, how a static network is converted (:func:`convert`; the family's rows carry their
+:class:`~kwlab.methods.wiring.Wiring`), which presets it has, what its temperature means and how it is
+scheduled, which :class:`kwlab.experiments.RunConfig` fields apply to it, and which options its converter
+accepts. ``create_model``, ``RunConfig``, the CLI and :func:`list_methods` all read this table, so a new
+method is one layer file plus one row.
 
 Conversion rules shared by every method (:mod:`kwlab.methods.surgery`): the candidates are the method's
 layer types that are not inside a dynamic layer already; ``include`` (glob patterns or module prefixes),
@@ -14,311 +15,37 @@ removes layers. A pattern that matches no layer of the model is an error.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
-
-from kwlab.layers.attention import KWAttention
-from kwlab.layers.base import NO_TEMPERATURE, DynamicLayer, TemperatureContract
-from kwlab.layers.condconv import CondConv2d
-from kwlab.layers.dcd import DCDConv2d
-from kwlab.layers.dyconv import DYCONV_TEMPERATURE, DynamicConv2d
-from kwlab.layers.fdconv import FDConv2d
-from kwlab.layers.kerneldna import KernelDNAConv2d
-from kwlab.layers.kernelwarehouse import KWConv2d
-from kwlab.layers.odconv import ODCONV_TEMPERATURE, ODConv2d
-from kwlab.utils import suggest
-
 from . import family
 from .family import plan_family
-from .kernelwarehouse import KW_OPTIONS, KW_PRESETS, kernelwarehouse, plan_kernelwarehouse
+from .kernelwarehouse import KW_PRESETS, KWOptions, kernelwarehouse, plan_kernelwarehouse
+from .table import (
+    METHOD_FIELDS,
+    METHODS,
+    Method,
+    convert,
+    get_method,
+    list_methods,
+    method_fields,
+    methods_markdown,
+)
 from .temperature import TemperatureSchedule
+from .wiring import Wiring
 
 __all__ = [
     "Method",
     "METHODS",
     "METHOD_FIELDS",
+    "Wiring",
     "method_fields",
     "list_methods",
     "get_method",
     "convert",
+    "methods_markdown",
     "kernelwarehouse",
     "plan_kernelwarehouse",
+    "KWOptions",
     "plan_family",
+    "family",
     "KW_PRESETS",
     "TemperatureSchedule",
 ]
-
-@dataclass(frozen=True)
-class Method:
-    """One method: everything kwlab needs to know about it.
-
-    Attributes:
-        name: the key (``method=`` everywhere).
-        layer: its layer class (None for "static").
-        converter: ``converter(model, *, preset, **options) -> model`` (None for "static").
-        presets: "arch" (KW: each arch's official presets, ``"1x"`` by default), "count" (``"Nx"`` sets the
-            kernel count), or "none".
-        options: keyword options the converter accepts (``create_model`` overrides, ``kwlab.convert``).
-        config_fields: the ``RunConfig`` fields that configure this method (:data:`METHOD_FIELDS`, the
-            union over the rows, is derived from them).
-        temperature: the temperature contract (meaning, start -> end, official anneal epochs).
-        count_option: the option a "Nx" preset sets (presets == "count").
-        description, reference: one line each, for ``list_methods`` and the docs.
-        train_options: options added when a model is built to be trained from scratch (``create_model``,
-            the trainer's ``build_model``), before the preset's and the caller's (KW: its official init,
-            ``init="kaiming"``, instead of cells copied from the static weights).
-    """
-
-    name: str
-    layer: type[DynamicLayer] | None
-    converter: Callable[..., nn.Module] | None
-    presets: str
-    options: tuple[str, ...]
-    config_fields: tuple[str, ...]
-    temperature: TemperatureContract = NO_TEMPERATURE
-    count_option: str | None = None
-    description: str = ""
-    reference: str = ""
-    train_options: Mapping[str, Any] = field(default_factory=dict)
-
-    def schedule(self, iters_per_epoch: int, epochs: float | None = None) -> TemperatureSchedule | None:
-        """The anneal (tau 1 -> 0) over ``epochs`` (default: the official span); None without temperature."""
-        if not self.temperature.active:
-            return None
-        span = self.temperature.epochs if epochs is None else epochs
-        return TemperatureSchedule(iters_per_epoch, epochs=span, start=1.0, end=0.0)
-
-    def preset_options(
-        self, preset: str | None, arch_presets: Mapping[str, Mapping[str, Any]] | None = None, where: str = ""
-    ) -> dict[str, Any]:
-        """The options a preset stands for; a clear error for a preset this method does not have."""
-        if self.presets == "arch":
-            table = KW_PRESETS if arch_presets is None else arch_presets
-            preset = "1x" if preset is None else preset
-            if preset not in table:
-                raise ValueError(
-                    f"preset={preset!r} is not a KW preset{where}; allowed: {list(table)}."
-                    f"{suggest(str(preset), table)}"
-                )
-            return dict(table[preset])
-        if preset is None:
-            return {}
-        if self.presets == "count":
-            m = re.fullmatch(r"\s*(\d+)\s*[x\u00d7]\s*", str(preset))
-            if m is not None and int(m.group(1)) >= 1:
-                return {self.count_option: int(m.group(1))}
-            raise ValueError(
-                f"preset for method {self.name!r} must be 'Nx' (the kernel count: '1x', '2x', "
-                f"'4x', '8x', ...), got {preset!r}"
-            )
-        raise ValueError(f"method {self.name!r} has no presets, got preset={preset!r}")
-
-    def check_options(self, options: Mapping[str, Any], where: str = "") -> None:
-        """Refuse options this method does not take, naming the allowed ones."""
-        unknown = sorted(k for k in options if k not in self.options)
-        if unknown:
-            owners = sorted(m.name for m in METHODS.values() if unknown[0] in m.options)
-            elsewhere = (
-                f" ({unknown[0]!r} belongs to method {', '.join(map(repr, owners))})" if owners else ""
-            )
-            raise ValueError(
-                f"option(s) {unknown} do not apply to method={self.name!r}{where}{elsewhere}; "
-                f"allowed: {list(self.options)}.{suggest(unknown[0], self.options)}"
-            )
-
-
-def _family_converter(name: str) -> Callable[..., nn.Module]:
-    def converter(model: nn.Module, *, preset: str | None = None, **options: Any) -> nn.Module:
-        return family.convert(model, name, **{**METHODS[name].preset_options(preset), **options})
-
-    converter.__name__ = f"convert_{name}"
-    return converter
-
-
-def _kw_converter(model: nn.Module, *, preset: str | None = None, presets=None, **options: Any) -> nn.Module:
-    settings = (
-        METHODS["kw"].preset_options(preset, presets) if (preset is not None or presets is not None) else {}
-    )
-    return kernelwarehouse(model, **{**settings, **options})
-
-
-_PATTERNS = ("include", "exclude")
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("static", None, None, "none", (), (), description="the plain network"),
-        Method(
-            "kw",
-            KWConv2d,
-            _kw_converter,
-            "arch",
-            KW_OPTIONS,
-            (
-                "preset",
-                "budget",
-                "cell_in",
-                "cell_out",
-                "sharing",
-                "attention",
-                "attention_norm",
-                "spatial_partition",
-                "zero_cell",
-                "attention_init",
-                "reduction",
-            ),
-            KWAttention.temperature_contract,
-            description="KernelWarehouse: kernels cut into cells mixed from warehouses shared across layers",
-            reference="Li & Yao, ICML 2024; OSVAI/KernelWarehouse",
-            train_options={"init": "kaiming"},
-        ),
-        Method(
-            "condconv",
-            CondConv2d,
-            _family_converter("condconv"),
-            "count",
-            ("num_experts", *_PATTERNS),
-            ("preset",),
-            NO_TEMPERATURE,
-            "num_experts",
-            description="CondConv: sigmoid-routed mixture of expert kernels",
-            reference="Yang et al. 2019; block convs, stem and downsample static",
-        ),
-        Method(
-            "dyconv",
-            DynamicConv2d,
-            _family_converter("dyconv"),
-            "count",
-            ("num_kernels", "reduction", "temperature", *_PATTERNS),
-            ("preset", "reduction"),
-            DYCONV_TEMPERATURE,
-            "num_kernels",
-            description="DY-Conv: softmax mixture of whole kernels",
-            reference="Chen et al. 2020; every conv but the stem",
-        ),
-        Method(
-            "odconv",
-            ODConv2d,
-            _family_converter("odconv"),
-            "count",
-            ("num_kernels", "reduction", "min_hidden", "temperature", *_PATTERNS),
-            ("preset", "reduction"),
-            ODCONV_TEMPERATURE,
-            "num_kernels",
-            description="ODConv: four attentions (channel, filter, spatial, kernel) over a kernel bank",
-            reference="Li et al. 2022; OSVAI/ODConv models/od_resnet.py",
-        ),
-        Method(
-            "kerneldna",
-            KernelDNAConv2d,
-            family.convert_kerneldna,
-            "none",
-            ("wiring", "reduction", "stages", *_PATTERNS),
-            ("reduction",),
-            NO_TEMPERATURE,
-            description="KernelDNA: child convs share a parent kernel through input-channel gates",
-            reference="arXiv 2503.23379; haiduo/KernelDNA",
-        ),
-        Method(
-            "dcd",
-            DCDConv2d,
-            _family_converter("dcd"),
-            "none",
-            ("pool", "latent_dim", "squeeze", "classifier", *_PATTERNS),
-            (),
-            NO_TEMPERATURE,
-            description=(
-                "DCD: static kernel, channel scale and a low-rank dynamic channel fusion P Phi(x) Q^T "
-                "computed on activations; no temperature (none in the official code)"
-            ),
-            reference="Li et al., ICLR 2021; liyunsheng13/dcd models/imagenet/resnet_dcd.py",
-        ),
-        Method(
-            "fdconv",
-            FDConv2d,
-            _family_converter("fdconv"),
-            "none",
-            ("kernel_num", "param_ratio", "reduction", "near_identity", *_PATTERNS),
-            (),
-            NO_TEMPERATURE,
-            description=(
-                "FDConv: disjoint Fourier-band kernels with KSM global/local attention and frequency band "
-                "modulation; no temperature schedule (kernel_temp fixed at 1)"
-            ),
-            reference="Chen et al., CVPR 2025; Linwei-Chen/FDConv FDConv_detection/mmdet_custom/FDConv.py",
-        ),
-    )
-}
-
-
-def method_fields() -> tuple[str, ...]:
-    """RunConfig fields that configure a method: the union of every row's ``config_fields``, in table order
-    (derived, never written out: a new row's field is a method field everywhere at once)."""
-    return tuple(dict.fromkeys(f for m in METHODS.values() for f in m.config_fields))
-
-
-#: :func:`method_fields` of the built-in table (read the function where rows may be added at run time).
-METHOD_FIELDS: tuple[str, ...] = method_fields()
-
-
-def list_methods() -> list[str]:
-    """Names of every method (``method=`` of create_model, RunConfig and the CLI), sorted."""
-    return sorted(METHODS)
-
-
-def get_method(name: str) -> Method:
-    """The :class:`Method` row of ``name``; a clear error naming the allowed methods otherwise."""
-    try:
-        return METHODS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown method {name!r}; allowed: {list_methods()}.{suggest(str(name), METHODS)}"
-        ) from None
-
-
-def convert(model: nn.Module, method: str, *, preset: str | None = None, **options: Any) -> nn.Module:
-    """Convert the static ``model`` in place into ``method`` (one front door for every method); returns it.
-
-    Args:
-        model: any ``nn.Module`` (for KW a module of any kind; for the family: its ``nn.Conv2d`` layers).
-        method: a name from :func:`list_methods` other than "static".
-        preset: KW: "1/4x" .. "4x" (the generic presets of :data:`KW_PRESETS`); CondConv/DY-Conv/ODConv: "Nx".
-        **options: the method's options (``METHODS[method].options``), e.g. ``budget=2, sharing="layer"`` for
-            KW, ``num_kernels=4`` for ODConv, ``classifier=True`` for DCD's dynamic classifier or
-            ``kernel_num=4`` for FDConv, and ``include``/``exclude`` patterns.
-
-    All or nothing: every layer is planned and validated before the first is replaced, so a ValueError
-    (a layer the method cannot represent, a pattern that matches nothing, nothing to convert, KW's size
-    guard) leaves ``model`` as it was. A lone ``nn.Conv2d`` (KW: also ``nn.Linear``) returns its new layer.
-    The plans: :func:`plan_kernelwarehouse` and :func:`kwlab.methods.family.plan_family`.
-    """
-    spec = get_method(method)
-    if spec.converter is None:
-        raise ValueError(
-            f"method='static' converts nothing; choose one of {[m for m in list_methods() if m != 'static']}"
-        )
-    spec.check_options(options)
-    return spec.converter(model, preset=preset, **options)
-
-
-def methods_markdown() -> str:
-    """The method table as Markdown (the README's copy is generated by this and checked by a test)."""
-    presets = {
-        "arch": "KW presets of the arch ('1/4x' .. '4x')",
-        "count": "'Nx': the kernel count",
-        "none": "-",
-    }
-    rows = [
-        "| method | what it is | presets | temperature (tau 1 -> 0 maps to) | RunConfig fields |",
-        "|---|---|---|---|---|",
-    ]
-    for m in METHODS.values():
-        t = m.temperature
-        temp = f"{t.meaning}; official anneal {t.epochs:g} epochs" if t.active else "none"
-        fields = ", ".join(f"`{f}`" for f in m.config_fields) or "-"
-        rows.append(f"| `{m.name}` | {m.description} | {presets[m.presets]} | {temp} | {fields} |")
-    return "\n".join(rows) + "\n"

@@ -31,6 +31,7 @@ from torch import nn
 from kwlab.layers.dcd import DCDConv2d, DCDLinear, mobilenetv2_widths
 from kwlab.layers.kerneldna import OfficialLayout
 from kwlab.methods import family
+from kwlab.methods.surgery import set_module
 
 from .mobilenetv2 import MobileNetV2
 from .registry import register_method_builder
@@ -142,7 +143,7 @@ def dcd_mobilenetv2(num_classes: int = 1000, width_mult: float = 1.0, **kwargs: 
         widths = mobilenetv2_widths(conv.in_channels, conv.out_channels, DCD_MOBILENETV2_FC_SQUEEZE)
         layer = DCDConv2d.from_conv(conv, **widths)
         layer._bank = name
-        family._replace(model, name, layer)
+        set_module(model, name, layer)
     model.classifier = DCDLinear(model.last_channel, num_classes)
     model.classifier._bank = "classifier"
     for m in model.modules():
