@@ -24,6 +24,8 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kwlab.experiments.executors import EXECUTORS
+
     parser = argparse.ArgumentParser(
         prog="kwlab", description="KernelWarehouse lab bench: train, sweep, report."
     )
@@ -40,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="sweep YAML (name, base, grid, runs, executor)")
     p.add_argument("--out", required=True, help="sweep directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--executor", choices=["sequential", "processes", "submitit", "submitit-local"])
-    p.add_argument("--workers", type=int, help="parallel runs for --executor processes")
+    p.add_argument("--executor", choices=list(EXECUTORS))
+    p.add_argument(
+        "--workers", type=int, help="parallel runs for --executor processes (processes per run for torchrun)"
+    )
     p.add_argument("--no-report", action="store_true", help="do not draw the report at the end")
     p.add_argument("--no-progress", action="store_true")
 

@@ -139,3 +139,60 @@ def test_ddp_trains_on_real_cifar10(tmp_path):
     assert resolved["data"] == "cifar10" and resolved["train_samples"] == 128
     assert results["world_size"] == 2 and results["rank_param_spread"] == 0.0
     assert 0 < results["final_train_loss"] < 10
+
+
+def test_torchrun_executor_runs_a_sweep_under_ddp_and_records_a_failed_run(tmp_path, monkeypatch):
+    from kwlab.experiments.spec import SweepSpec
+    from kwlab.experiments.sweep import run_sweep
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    spec = SweepSpec.from_dict(
+        {
+            "name": "ddp-sweep",
+            "base": BASE,
+            "seeds": 1,
+            "runs": [{"model_kwargs": {"width": 32}}, {"model_kwargs": {"width": 32, "fail_on_rank": 1}}],
+            "executor": {"kind": "torchrun", "nproc_per_node": 2, "threads": 1},
+        }
+    )
+    with pytest.raises(RuntimeError, match="1 of 2 runs failed"):
+        run_sweep(spec, tmp_path / "sweep", progress=False, log=lambda *_: None)
+    runs = sorted((tmp_path / "sweep" / "runs").iterdir())
+    finished = [r for r in runs if (r / "results.json").exists()]
+    failed = [r for r in runs if (r / "error.txt").exists()]
+    assert len(finished) == 1 and len(failed) == 1
+    assert "failing on rank 1" in (failed[0] / "error.txt").read_text()
+    results = json.loads((finished[0] / "results.json").read_text())
+    assert results["world_size"] == 2 and results["rank_param_spread"] == 0.0
+    # the run equals the same config trained by one process (BatchNorm-free net, see the module docstring)
+    single = Trainer(RunConfig.from_dict(BASE), tmp_path / "single", progress=False).fit()
+    assert results["config_hash"] == single["config_hash"]
+    _assert_same_weights(_weights(finished[0]), _weights(tmp_path / "single"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"nproc_per_node": 0}, "nproc_per_node must be an integer >= 1"),
+        ({"nproc_per_node": "2"}, "nproc_per_node must be an integer >= 1"),
+        ({"torchrun_args": "--standalone"}, "torchrun_args must be a list of strings"),
+        ({"gpus": 2}, "does not take \\['gpus'\\]"),
+    ],
+)
+def test_torchrun_executor_refuses_bad_options_when_the_spec_loads(options, message):
+    from kwlab.experiments.config import ConfigError
+    from kwlab.experiments.spec import SweepSpec
+
+    with pytest.raises(ConfigError, match=message):
+        SweepSpec.from_dict({"name": "x", "base": BASE, "executor": {"kind": "torchrun", **options}})
+
+
+def test_torchrun_executor_command_line():
+    from kwlab.experiments.executors import make_executor
+
+    ex = make_executor({"kind": "torchrun", "nproc_per_node": 4, "torchrun_args": ["--nnodes=2"]})
+    cmd = ex.command(Path("c.yaml"), Path("runs/a"))
+    assert cmd[1:] == [
+        "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=4",
+        "-m", "kwlab", "train", "c.yaml", "--out", "runs/a", "--no-progress",
+    ]  # fmt: skip

@@ -7,6 +7,10 @@ once per run as it finishes (``error`` is None on success); a sweep writes its r
   this process's setting);
 * ``processes``: ``workers`` local spawned processes, one torch thread each unless ``threads`` says otherwise
   (parallel runs on a shared CPU are fastest and most reproducible single-threaded);
+* ``torchrun``: one run after another, each as ``torchrun ... -m kwlab train`` with ``nproc_per_node``
+  processes (default 2) of ``threads`` torch threads each (default 1): one run scaled over the GPUs (or
+  CPU processes) of this machine with DDP. ``torchrun_args`` replaces the default ``["--standalone"]``
+  (e.g. ``["--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=head:29500"]``, started on every node);
 * ``submitit`` (SLURM through submitit's AutoExecutor; ``slurm_partition``, ``timeout_min``,
   ``gpus_per_node``, ``cpus_per_task``, ... are passed on) and ``submitit-local`` (submitit's local
   executor, for testing).
@@ -18,7 +22,13 @@ when the spec loads, before anything runs. A new kind is a class with ``name``, 
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +43,7 @@ __all__ = [
     "Sequential",
     "Processes",
     "Submitit",
+    "Torchrun",
     "EXECUTORS",
     "make_executor",
     "run_one",
@@ -161,10 +172,83 @@ class Submitit:
                 done(run_dir, None)
 
 
+@dataclass(frozen=True)
+class Torchrun:
+    """One run after another, each launched as ``torchrun [torchrun_args] --nproc_per_node=N -m kwlab train``.
+
+    The run's config is handed over as a YAML file; ``batch_size`` stays the global batch (see the trainer's
+    DDP notes); rank 0 writes the run directory, which a failed or interrupted run leaves resumable. A run
+    whose torchrun exits non-zero is recorded as failed with the end of its error output.
+    """
+
+    nproc_per_node: int = 2
+    threads: int = 1
+    torchrun_args: tuple[str, ...] = ("--standalone",)
+    name = "torchrun"
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], workers: int | None = None) -> Torchrun:
+        unknown = sorted(set(options) - {"kind", "nproc_per_node", "threads", "torchrun_args", "workers"})
+        if unknown:
+            raise ConfigError(
+                f"executor torchrun does not take {unknown}; allowed: nproc_per_node, threads, torchrun_args"
+            )
+        count = options.get("nproc_per_node", workers if workers is not None else 2)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"nproc_per_node must be an integer >= 1 (processes per run), got {count!r}")
+        extra = options.get("torchrun_args", ["--standalone"])
+        if isinstance(extra, str) or not all(isinstance(a, str) for a in extra):
+            raise ConfigError(f"torchrun_args must be a list of strings, got {extra!r}")
+        return cls(nproc_per_node=count, threads=_threads(options) or 1, torchrun_args=tuple(extra))
+
+    def command(self, config_file: Path, run_dir: Path) -> list[str]:
+        """The command line of one run."""
+        cmd = [sys.executable, "-m", "torch.distributed.run", *self.torchrun_args]
+        cmd += [f"--nproc_per_node={self.nproc_per_node}", "-m", "kwlab", "train", str(config_file)]
+        return [*cmd, "--out", str(run_dir), "--no-progress"]
+
+    def run(self, todo: Todo, done: Done, *, progress: bool = True, log: Log = print) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
+        for config, run_dir in todo:
+            with tempfile.TemporaryDirectory(prefix="kwlab-torchrun-") as tmp:
+                config_file = Path(tmp) / "config.yaml"
+                config_file.write_text(json.dumps(config.to_dict()))  # JSON is YAML
+                log(f"torchrun: {run_dir.name} on {self.nproc_per_node} processes")
+                # a session of its own: an interrupted sweep kills torchrun and all its workers
+                proc = subprocess.Popen(
+                    self.command(config_file, run_dir),
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
+                try:
+                    _, err = proc.communicate()
+                except BaseException:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait()
+                    raise
+            if proc.returncode == 0:
+                done(run_dir, None)
+            else:
+                done(run_dir, RuntimeError(f"torchrun exited with {proc.returncode}:\n{_error_lines(err)}"))
+
+
+def _error_lines(stderr: str | None, tail: int = 12) -> str:
+    """The ranks' error lines (``kwlab train: error: ...``, ``SomeError: ...``), then the end of torchrun's
+    output."""
+    lines = (stderr or "").strip().splitlines()
+    pattern = r"^(kwlab \w+: error: |[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:)"
+    raised = [line for line in lines if re.match(pattern, line)]
+    return "\n".join([*dict.fromkeys(raised), *lines[-tail:]])
+
+
 #: Every executor kind, by the name a sweep file's ``executor: {kind: ...}`` uses.
 EXECUTORS: dict[str, Callable[..., Executor]] = {
     "sequential": Sequential.from_options,
     "processes": Processes.from_options,
+    "torchrun": Torchrun.from_options,
     "submitit": Submitit.from_options,
     "submitit-local": lambda options, workers=None: Submitit.from_options(options, workers, "submitit-local"),
 }

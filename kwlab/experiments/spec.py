@@ -10,7 +10,8 @@ A sweep file::
       - {method: static}            # entry is a sub-grid of that entry only
       - {method: kw, preset: ["1/2x", "1x", "2x"], sharing: [layer, stage]}
     seeds: 3                        # runs per configuration (default 3): seeds 0, 1, 2 unless seed is set
-    executor: {kind: sequential}    # or processes (workers: N), submitit (slurm_* options), submitit-local;
+    executor: {kind: sequential}    # or processes (workers: N), torchrun (nproc_per_node: N), submitit
+                                    # (slurm_* options), submitit-local;
                                     # threads: torch threads per run (processes: 1 per worker process)
 
 Every config is expanded and checked (:func:`expand`) before any training starts; the ``executor`` section

@@ -330,10 +330,11 @@ def run_sweep(
         spec: a SweepSpec or the path of a sweep YAML file.
         out: the sweep directory.
         executor: a kind of :data:`EXECUTORS` overriding the spec's ``executor`` section: "sequential"
-            (default), "processes" (``workers`` local processes), "submitit" (SLURM via submitit's
+            (default), "processes" (``workers`` local processes), "torchrun" (each run under torchrun with
+            ``workers`` processes, DDP), "submitit" (SLURM via submitit's
             AutoExecutor; options from the spec's section: ``slurm_partition``, ``timeout_min``, ...) or
             "submitit-local" (see :mod:`kwlab.experiments.executors`).
-        workers: parallel runs for "processes" (default 2).
+        workers: parallel runs for "processes", processes per run for "torchrun" (default 2).
         progress: tqdm bars.
         overrides: ``--set`` overrides (see :func:`load_sweep`).
 
