@@ -49,19 +49,9 @@ from kwlab.instruments import metrics, statistics
 from kwlab.instruments.layer_stats import LayerStats
 from kwlab.instruments.probe_store import ProbeResult, load, save_tables
 
-# the statistics table lives in kwlab.instruments.statistics (read there at run time); re-exported here
-from kwlab.instruments.statistics import (
-    DEGENERATE_RULE,
-    EXTRA_COLUMNS,
-    HEADLINE,
-    LAYER_COLUMNS,
-    STATISTICS,
-    Statistic,
-    degenerate_layers,
-    headline,
-    headline_metrics,
-    summary_columns,
-)
+# the statistics table lives in kwlab.instruments.statistics and is read there at run time; its names
+# (statistics.__all__) are re-exported here, for `from kwlab.instruments.probe import STATISTICS` and the like
+from kwlab.instruments.statistics import *  # noqa: F403
 from kwlab.layers.base import DynamicLayer, dynamic_layers
 from kwlab.methods.surgery import select
 from kwlab.utils import progress_bar as tqdm
@@ -72,17 +62,7 @@ __all__ = [
     "capture",
     "load",
     "select_layers",
-    # re-exported from kwlab.instruments.statistics
-    "DEGENERATE_RULE",
-    "EXTRA_COLUMNS",
-    "HEADLINE",
-    "LAYER_COLUMNS",
-    "STATISTICS",
-    "Statistic",
-    "degenerate_layers",
-    "headline",
-    "headline_metrics",
-    "summary_columns",
+    *statistics.__all__,  # re-exported: the statistics table's names
 ]
 
 
