@@ -397,9 +397,14 @@ def test_make_lab_passes_allow_root_only_for_root(uid, expected):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    # -o: take the install stamp and the Jupyter overrides as made, so only the lab line is printed. (The
+    # former STAMP=Makefile made the stamp's rule a rule for the Makefile itself, which make runs even under
+    # -n: in a checkout without .venv the test created one and ran pip install until its timeout.)
+    venv = ".venv"
+    made = [f"{venv}/.installed", f"{venv}/share/jupyter/lab/settings/overrides.json"]
     try:
         out = subprocess.run(
-            ["make", "-n", "-s", "lab", f"LAB_UID={uid}", "STAMP=Makefile"],
+            ["make", "-n", "-s", "lab", f"VENV={venv}", f"LAB_UID={uid}", *(f"--old-file={m}" for m in made)],
             cwd=root,
             capture_output=True,
             text=True,

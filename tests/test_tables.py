@@ -15,7 +15,9 @@ from kwlab.experiments import stats
 from kwlab.experiments.config import RUNTIME_FIELDS, ConfigError, RunConfig
 from kwlab.experiments.sweep import SweepSpec, check_configs, run_ids, run_sweep
 from kwlab.instruments import probe as probe_module
-from kwlab.instruments.probe import HEADLINE, STATISTICS, Probe, Statistic, headline_metrics
+from kwlab.instruments import statistics as statistics_module
+from kwlab.instruments.probe import Probe
+from kwlab.instruments.statistics import HEADLINE, STATISTICS, Statistic, headline_metrics
 from kwlab.methods import METHOD_FIELDS, METHODS, method_fields
 from kwlab.testing import tiny_run
 
@@ -74,10 +76,11 @@ def _toy_statistic(a: torch.Tensor) -> torch.Tensor:
 
 
 def test_a_new_statistic_is_a_summary_column(monkeypatch):
-    """A statistic added the README's way (an entry in STATISTICS) appears in summary() and in the training
-    probe's history, with its value (the max |alpha| of the recorded batch)."""
+    """A statistic added the README's way (an entry in STATISTICS, kwlab/instruments/statistics.py) appears
+    in summary() and in the training probe's history, with its value (the max |alpha| of the recorded
+    batch). Only the table's home is patched: every reader reads it there."""
     toy = Statistic("max_abs", _toy_statistic, lambda a: a.new_ones(()))
-    monkeypatch.setattr(probe_module, "STATISTICS", (*STATISTICS, toy))
+    monkeypatch.setattr(statistics_module, "STATISTICS", (*STATISTICS, toy))
     torch.manual_seed(0)
     model = kwlab.create_model("resnet20_cifar", method="kw", preset="1x", num_classes=10, widths=(4, 8, 8))
     model.eval()
@@ -86,7 +89,8 @@ def test_a_new_statistic_is_a_summary_column(monkeypatch):
         model(x)
     summary = probe.summary()
     assert "max_abs" in summary.columns
-    assert list(summary.columns) == probe_module.summary_columns()
+    assert list(summary.columns) == statistics_module.summary_columns()
+    assert probe_module.summary_columns() == statistics_module.summary_columns()  # the re-export reads it too
     coefficients = probe_module.capture(model, x, what="inputs")
     for name, layer in model.named_modules():
         if name in coefficients:
@@ -100,11 +104,17 @@ def test_a_new_statistic_is_a_summary_column(monkeypatch):
 
 
 def test_headline_columns_are_one_tuple():
-    assert set(HEADLINE) <= set(probe_module.summary_columns())
+    assert set(HEADLINE) <= set(statistics_module.summary_columns())
     assert headline_metrics() == tuple(f"probe_{c}" for c in HEADLINE)
     assert set(headline_metrics()) <= set(stats.METRICS)
-    frame = probe_module.pd.DataFrame({c: [1.0, 3.0] for c in HEADLINE})
-    assert probe_module.headline(frame) == {f"probe_{c}": 2.0 for c in HEADLINE}
+    frame = statistics_module.pd.DataFrame({c: [1.0, 3.0] for c in HEADLINE})
+    assert statistics_module.headline(frame) == {f"probe_{c}": 2.0 for c in HEADLINE}
+
+
+def test_the_statistics_table_has_one_home():
+    """kwlab.instruments.probe re-exports the table's names; they are the objects of its home, not copies."""
+    for name in statistics_module.__all__:
+        assert getattr(probe_module, name) is getattr(statistics_module, name), name
 
 
 # ------------------------------------------------------------------------------------------ run identity

@@ -18,8 +18,9 @@ import pandas as pd
 from torch import Tensor
 
 from kwlab.experiments.accuracies import frozen_accuracies
-from kwlab.instruments.probe import Probe, headline, summary_columns
+from kwlab.instruments.probe import Probe
 from kwlab.instruments.probe_store import plain_value
+from kwlab.instruments.statistics import headline, summary_columns
 from kwlab.layers.base import dynamic_layers
 from kwlab.utils import read_table, write_table
 
@@ -155,8 +156,8 @@ class FinalProbeCallback(Callback):
     Runs the probe on up to ``samples`` test images (in eval mode; 16 samples kept per layer), saves its
     tables to ``run_dir/probe`` (:meth:`Probe.save`), and adds to the results ``final_acc_frozen`` and
     ``final_acc_frozen_recal`` (:func:`kwlab.experiments.accuracies.frozen_accuracies`) and the headline
-    numbers, means over layers (:func:`kwlab.instruments.probe.headline`): ``probe_neg_frac``,
-    ``probe_effective_cells``, ... (:data:`kwlab.instruments.probe.HEADLINE`). The trainer adds it for a
+    numbers, means over layers (:func:`kwlab.instruments.statistics.headline`): ``probe_neg_frac``,
+    ``probe_effective_cells``, ... (:data:`kwlab.instruments.statistics.HEADLINE`). The trainer adds it for a
     model with dynamic layers when ``config.probe_samples > 0``; it does nothing for a model without them.
     """
 

@@ -48,8 +48,8 @@ from kwlab.experiments.findings import (
 from kwlab.experiments.handover import epoch_table, handover_figures, handover_findings, is_handover_study
 from kwlab.experiments.results import collect_results
 from kwlab.experiments.stats import config_label, summarize
-from kwlab.instruments.probe import headline_metrics
 from kwlab.instruments.probe_store import load as load_probe
+from kwlab.instruments.statistics import headline_metrics
 from kwlab.utils import write_table
 
 __all__ = [

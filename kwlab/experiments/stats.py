@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-from kwlab.instruments.probe import headline_metrics
+from kwlab.instruments.statistics import headline_metrics
 
 __all__ = [
     "METRICS",

@@ -24,7 +24,7 @@ run log and in config.json; the run trains as usual.
 ``OUT/results.csv`` (and ``results.parquet`` with pyarrow) and ``OUT/summary.csv`` (one row per
 configuration, mean/std/95% interval over seeds) are rewritten atomically after every finished run: one row
 per finished run of the current sweep, every config field as a column plus params, MACs, best/final
-accuracy, throughput and the probe's headline numbers (:data:`kwlab.instruments.probe.HEADLINE`).
+accuracy, throughput and the probe's headline numbers (:data:`kwlab.instruments.statistics.HEADLINE`).
 
 Every config is expanded and checked before any training starts: unknown fields (with the closest
 name), wrong types, impossible combinations, unknown archs and presets, missing datasets, and an

@@ -1,8 +1,9 @@
-"""Look inside a model: the probe (hooks live only in :mod:`kwlab.instruments.probe`), the statistics it
-computes (:mod:`kwlab.instruments.metrics`, the only implementation of each), freezing the attention, and
-every plot. Instruments never import :mod:`kwlab.experiments`."""
+"""Look inside a model: the probe (hooks live only in :mod:`kwlab.instruments.probe`), the table of the
+statistics it streams (:mod:`kwlab.instruments.statistics`), each computed by :mod:`kwlab.instruments.metrics`
+(the only implementation of each), freezing the attention, and every plot. Instruments never import
+:mod:`kwlab.experiments`."""
 
-from . import format, metrics, plot
+from . import format, metrics, plot, statistics
 from .freeze import freeze_attention, unfreeze_attention
 from .probe import Probe, ProbeResult, capture, load, select_layers
 
@@ -17,4 +18,5 @@ __all__ = [
     "format",
     "metrics",
     "plot",
+    "statistics",
 ]

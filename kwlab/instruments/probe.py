@@ -27,15 +27,17 @@ Example::
     probe.cell_usage()     # layer x warehouse cell: mean_abs, top_count
     probe.save("runs/probe", config=cfg); kwlab.instruments.probe.load("runs/probe")
 
-Training: :class:`kwlab.experiments.ProbeCallback` records the summary every ``k`` training steps. Saving and
-loading the tables lives in :mod:`kwlab.instruments.probe_store` (``load`` and ``ProbeResult`` are re-exported
-here).
+Training: :class:`kwlab.experiments.ProbeCallback` records the summary every ``k`` training steps.
+
+Around the probe: the statistics table (:data:`STATISTICS`, :data:`HEADLINE`, :func:`summary_columns`,
+:func:`headline`, :func:`degenerate_layers`) lives in :mod:`kwlab.instruments.statistics`, the per-layer
+accumulator the hooks feed in :mod:`kwlab.instruments.layer_stats`, and saving and loading the tables in
+:mod:`kwlab.instruments.probe_store`; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +45,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from kwlab.instruments import metrics
+from kwlab.instruments import metrics, statistics
+from kwlab.instruments.layer_stats import LayerStats
 from kwlab.instruments.probe_store import ProbeResult, load, save_tables
+
+# the statistics table lives in kwlab.instruments.statistics and is read there at run time; its names
+# (statistics.__all__) are re-exported here, for `from kwlab.instruments.probe import STATISTICS` and the like
+from kwlab.instruments.statistics import *  # noqa: F403
 from kwlab.layers.base import DynamicLayer, dynamic_layers
 from kwlab.methods.surgery import select
 from kwlab.utils import progress_bar as tqdm
@@ -53,55 +60,10 @@ __all__ = [
     "Probe",
     "ProbeResult",
     "capture",
-    "degenerate_layers",
     "load",
     "select_layers",
-    "STATISTICS",
-    "Statistic",
-    "HEADLINE",
-    "summary_columns",
-    "headline",
-    "headline_metrics",
+    *statistics.__all__,  # re-exported: the statistics table's names
 ]
-
-#: The columns of :meth:`Probe.summary` that name a layer; the statistics follow (:func:`summary_columns`).
-LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples")
-#: Summary columns computed beside :data:`STATISTICS`: from the per-class means and the layer's temperature.
-EXTRA_COLUMNS = ("class_distance", "temperature")
-#: The probe's headline columns: their means over layers are a run's ``probe_<column>`` results (the final
-#: probe of :mod:`kwlab.experiments.train`, the sweep's results table, its summary and the report).
-HEADLINE = (
-    "neg_frac",
-    "effective_cells",
-    "diversity",
-    "class_distance",
-    "entropy",
-    "sample_variation",
-    "learned_own_share",
-    "learned_sample_variation",
-)
-
-
-def summary_columns() -> list[str]:
-    """The columns of :meth:`Probe.summary`, derived from :data:`STATISTICS` (read when called, so a
-    statistic added to the table is a column at once): :data:`LAYER_COLUMNS`, one per statistic, then
-    :data:`EXTRA_COLUMNS`."""
-    return [*LAYER_COLUMNS, *(s.column for s in STATISTICS), *EXTRA_COLUMNS]
-
-
-def headline_metrics() -> tuple[str, ...]:
-    """The result names of :func:`headline`: ``probe_neg_frac``, ... (results tables and summaries)."""
-    return tuple(f"probe_{c}" for c in HEADLINE)
-
-
-def headline(summary: pd.DataFrame) -> dict[str, float]:
-    """``{"probe_<column>": mean over layers}`` for every :data:`HEADLINE` column of a :meth:`Probe.summary`
-    (NaN where no layer has a value)."""
-    out = {}
-    for name, column in zip(headline_metrics(), HEADLINE):
-        values = summary[column].dropna() if column in summary else ()
-        out[name] = float(values.mean()) if len(values) else float("nan")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------- selection
@@ -166,211 +128,6 @@ def capture(
     return seen
 
 
-# ------------------------------------------------------------------------------------- the statistics
-@dataclass(frozen=True)
-class Statistic:
-    """One column of :meth:`Probe.summary`: a function of :mod:`kwlab.instruments.metrics` (the only
-    implementation of the statistic) computed per recorded batch and streamed as a weighted mean.
-
-    Attributes:
-        column: the summary column.
-        metric: ``metric(alpha) -> 0-d tensor`` for one batch (``full`` coefficients when ``source="full"``);
-            ``metric(learned, pattern, tau)`` when ``source="learned"``.
-        weight: ``weight(alpha) -> 0-d tensor``, the batch's weight in the mean (e.g. its element count).
-        source: "alpha" (``(B, m, n)``), "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only) or
-            "learned" (KW's learned term before the blend with the init pattern, ``(B, m, slots)``, seen
-            through ``attention.learned_tap``; KW with ``attention="caf"`` only, NaN elsewhere).
-    """
-
-    column: str
-    metric: Callable[..., Tensor]
-    weight: Callable[[Tensor], Tensor]
-    source: str = "alpha"
-
-
-def _elements(a: Tensor) -> Tensor:
-    return a.new_tensor(float(a.numel()))
-
-
-def _mixtures(a: Tensor) -> Tensor:
-    return a.new_tensor(float(a[..., 0].numel()))
-
-
-def _samples(a: Tensor) -> Tensor:
-    return a.new_tensor(float(a.shape[0]))
-
-
-def _has_pairs(a: Tensor) -> Tensor:
-    return a.new_tensor(float(a.shape[0] >= 2))
-
-
-def _sample_variation(a: Tensor) -> Tensor:
-    return metrics.sample_variation(a).float() if a.shape[0] >= 2 else a.new_zeros(())
-
-
-def _diversity(a: Tensor) -> Tensor:
-    return metrics.pairwise_cosine_distance(a.double()).float() if a.shape[0] >= 2 else a.new_zeros(())
-
-
-#: The summary statistics; a new one is a function in :mod:`kwlab.instruments.metrics` plus an entry here.
-STATISTICS: tuple[Statistic, ...] = (
-    Statistic("neg_frac", metrics.negative_fraction, _elements),
-    Statistic("neg_mass", metrics.negative_mass, lambda a: a.abs().sum()),
-    Statistic("zero_mass", metrics.zero_cell_mass, _mixtures, source="full"),
-    Statistic("entropy", lambda a: metrics.attention_entropy(a).mean(), _mixtures),
-    Statistic("effective_cells", lambda a: metrics.effective_cells(a).mean(), _mixtures),
-    # 1 - cos cancels in fp32: computed in float64; a batch of one sample has no pairs (weight 0)
-    Statistic("diversity", _diversity, lambda a: a.new_tensor(float(a.shape[0] >= 2))),
-    Statistic("mean_abs", lambda a: metrics.cell_mean_abs(a).mean(), _elements),
-    Statistic("sample_variation", _sample_variation, _has_pairs),
-    # KW's learned attention alone, before the blend with the one-hot init pattern (the handover)
-    Statistic("learned_own_share", lambda z, p, t: metrics.own_cell_share(z, p), _mixtures, "learned"),
-    Statistic("learned_to_pattern_norm", metrics.learned_to_pattern_norm, _samples, "learned"),
-    Statistic("learned_sample_variation", lambda z, p, t: _sample_variation(z), _has_pairs, "learned"),
-)
-
-
-# --------------------------------------------------------------------------------------- per-layer state
-class _LayerStats:
-    """Streaming accumulators of one layer (tensors live on the attention's device; no host sync)."""
-
-    def __init__(self, name: str, layer: DynamicLayer, bins: Tensor, keep: int) -> None:
-        att = layer.attention
-        self.name = name
-        self.bank = layer.bank or name
-        self.m, self.n = att.num_mixtures, att.num_cells
-        self.zero_cell = bool(att.zero_cell)
-        self.learned = hasattr(att, "learned_tap") and getattr(att, "function", None) == "caf"
-        self.pattern = att.init_pattern if self.learned else None
-        self.bins = bins
-        self.keep = keep
-        self.reset()
-
-    def reset(self) -> None:
-        self.calls = 0  # forward calls seen (recorded or not)
-        self.n_samples = 0  # samples recorded
-        self.acc: dict[str, Tensor] | None = None
-        self._temperature: Tensor | None = None
-        self.class_sum: Tensor | None = None  # (C, m, n)
-        self.class_count: Tensor | None = None  # (C,)
-        self.kept: list[Tensor] = []
-        self.kept_labels: list[Tensor] = []
-        self.n_kept = 0
-        self.pending_full: Tensor | None = None
-        self.pending_learned: Tensor | None = None
-
-    def _zeros(self, device: torch.device) -> dict[str, Tensor]:
-        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
-        acc = {
-            "hist": z(self.bins.numel() - 1),
-            "cell_abs": z(self.n),
-            "top": z(self.n),
-            "alpha_sum": z(self.m, self.n),
-        }
-        for stat in STATISTICS:
-            acc[stat.column], acc[stat.column + ":w"] = z(()), z(())
-        return acc
-
-    def update(
-        self,
-        alpha: Tensor,
-        full: Tensor | None,
-        labels: Tensor | None,
-        temperature: Tensor | None,
-        learned: Tensor | None = None,
-    ) -> None:
-        a = alpha.detach().float()
-        b = a.shape[0]
-        if self.acc is None:
-            self.acc = self._zeros(a.device)
-        acc = self.acc
-        sources = {
-            "alpha": a,
-            "full": full.detach().float() if full is not None and self.zero_cell else None,
-            "learned": learned.detach().float() if learned is not None and self.learned else None,
-        }
-        for stat in STATISTICS:
-            x = sources[stat.source]
-            if x is None:
-                continue
-            w = stat.weight(x).double()
-            if stat.source == "learned":
-                value = stat.metric(x, self.pattern.to(x), temperature.detach())
-            else:
-                value = stat.metric(x)
-            acc[stat.column] += value.double() * w
-            acc[stat.column + ":w"] += w
-        acc["hist"] += metrics.signed_histogram(a, self.bins)
-        acc["cell_abs"] += metrics.cell_mean_abs(a).double() * (b * self.m)
-        acc["top"] += metrics.top_cell_counts(a)
-        acc["alpha_sum"] += a.sum(0)
-        self.n_samples += b
-        self._temperature = None if temperature is None else temperature.detach().clone()
-        if labels is not None:
-            self._add_classes(a, labels)
-        if self.n_kept < self.keep:
-            take = a[: self.keep - self.n_kept]
-            self.kept.append(take.cpu())
-            self.kept_labels.append(
-                labels[: take.shape[0]].cpu()
-                if labels is not None
-                else torch.full((take.shape[0],), -1, dtype=torch.long)
-            )
-            self.n_kept += take.shape[0]
-
-    def _add_classes(self, a: Tensor, labels: Tensor) -> None:
-        means, counts = metrics.class_means(a.double(), labels.to(a.device))  # one small sync per batch
-        c = means.shape[0]
-        if self.class_sum is None:
-            self.class_sum = torch.zeros(0, self.m, self.n, dtype=torch.float64, device=a.device)
-            self.class_count = torch.zeros(0, dtype=torch.float64, device=a.device)
-        if c > self.class_sum.shape[0]:
-            grow = c - self.class_sum.shape[0]
-            self.class_sum = torch.cat([self.class_sum, self.class_sum.new_zeros(grow, self.m, self.n)])
-            self.class_count = torch.cat([self.class_count, self.class_count.new_zeros(grow)])
-        seen = counts > 0
-        self.class_sum[:c][seen] += means[seen] * counts[seen].reshape(-1, 1, 1).double()
-        self.class_count[:c] += counts.double()
-
-    # ------------------------------------------------------------------------------------------- readout
-    def _get(self, key: str) -> Tensor:
-        return self.acc[key].cpu() if self.acc is not None else torch.zeros(())
-
-    def mean_alpha(self) -> Tensor:
-        if self.acc is None:
-            raise RuntimeError(
-                f"layer {self.name!r} recorded nothing yet: run a forward while the probe is on"
-            )
-        return (self.acc["alpha_sum"] / self.n_samples).float()
-
-    def class_means(self) -> tuple[Tensor, Tensor] | None:
-        if self.class_sum is None:
-            return None
-        count = self.class_count.cpu()
-        means = self.class_sum.cpu() / count.reshape(-1, 1, 1)  # empty class -> NaN
-        return means, count
-
-    def summary_row(self) -> dict[str, Any]:
-        nan = float("nan")
-        row: dict[str, Any] = {
-            "layer": self.name,
-            "bank": self.bank,
-            "num_mixtures": self.m,
-            "num_cells": self.n,
-            "n_samples": self.n_samples,
-        }
-        if self.acc is None:
-            row.update({k: nan for k in summary_columns() if k not in row})
-            return row
-        for stat in STATISTICS:
-            w = float(self._get(stat.column + ":w"))
-            row[stat.column] = float(self._get(stat.column)) / w if w > 0 else nan
-        cm = self.class_means()
-        row["class_distance"] = float(metrics.between_class_distance(cm[0])) if cm is not None else nan
-        row["temperature"] = float(self._temperature) if self._temperature is not None else nan
-        return row
-
-
 # ------------------------------------------------------------------------------------------------- probe
 class Probe:
     """Record the attention of a model's dynamic layers and summarise it as tidy DataFrames.
@@ -406,7 +163,7 @@ class Probe:
         self.keep = keep
         self.bins = edges
         self._layers = select_layers(model, layers)
-        self._stats = {name: _LayerStats(name, layer, edges, keep) for name, layer in self._layers}
+        self._stats = {name: LayerStats(name, layer, edges, keep) for name, layer in self._layers}
         self._handles: list[Any] = []
         self._labels: Tensor | None = None
 
@@ -455,20 +212,20 @@ class Probe:
         self.stop()
 
     @staticmethod
-    def _tap_hook(stats: _LayerStats):
+    def _tap_hook(stats: LayerStats):
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
             stats.pending_full = output  # reference only; consumed by the attention hook right after
 
         return hook
 
     @staticmethod
-    def _learned_hook(stats: _LayerStats):
+    def _learned_hook(stats: LayerStats):
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
             stats.pending_learned = output  # consumed by the attention hook right after
 
         return hook
 
-    def _alpha_hook(self, stats: _LayerStats, layer: DynamicLayer):
+    def _alpha_hook(self, stats: LayerStats, layer: DynamicLayer):
         def hook(module: nn.Module, inputs: Any, alpha: Tensor) -> None:
             full, stats.pending_full = stats.pending_full, None
             learned, stats.pending_learned = stats.pending_learned, None
@@ -575,7 +332,8 @@ class Probe:
                 "Probe.summary(): nothing recorded yet; run forward passes while the probe is on "
                 "(inside `with probe:`, after probe.start(), or probe.record_loader(...)) first"
             )
-        return pd.DataFrame([s.summary_row() for s in self._stats.values()], columns=summary_columns())
+        rows = [s.summary_row() for s in self._stats.values()]
+        return pd.DataFrame(rows, columns=statistics.summary_columns())
 
     def cell_usage(self) -> pd.DataFrame:
         """One row per (layer, warehouse cell): mean_abs (mean ``|alpha|`` over samples and mixtures),
@@ -714,24 +472,3 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
         y = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
         return batch[0], y
     raise TypeError(f"a batch must be a tensor or an (inputs, labels) tuple, got {type(batch).__name__}")
-
-
-# ------------------------------------------------------------------------------------------ readings
-#: The rule :func:`degenerate_layers` applies, in words (notebooks print it beside the statistics it changes).
-DEGENERATE_RULE = (
-    "a layer whose attention is a single coefficient per image (one mixture of one cell, m * n = 1) is "
-    "degenerate: its diversity and class distance compare signs only (one sign flip moves them to about 1), "
-    "and its effective number of cells is 1 by construction"
-)
-
-
-def degenerate_layers(summary: pd.DataFrame) -> list[str]:
-    """The layers of a :meth:`Probe.summary` table whose statistics are degenerate (see
-    :data:`DEGENERATE_RULE`): ``num_mixtures * num_cells == 1``, e.g. a 1x1 downsample convolution with its
-    own one-cell warehouse. Means over layers that should describe the attention leave them out (and say so).
-    """
-    missing = [c for c in ("layer", "num_mixtures", "num_cells") if c not in summary.columns]
-    if missing:
-        raise ValueError(f"summary needs columns layer, num_mixtures, num_cells; missing {missing}")
-    one = summary["num_mixtures"].astype(float) * summary["num_cells"].astype(float) == 1
-    return summary.loc[one, "layer"].tolist()

@@ -300,7 +300,7 @@ def layer_comparison(
     Args:
         tables: net name -> :meth:`Probe.summary` table (or a probe); the first sets the layer order.
         degenerate: layers to mark (hatched bars, names in grey with a dagger): e.g.
-            :func:`kwlab.instruments.probe.degenerate_layers`, whose statistics are degenerate.
+            :func:`kwlab.instruments.statistics.degenerate_layers`, whose statistics are degenerate.
     """
     frames = {name: _table(t, "summary") for name, t in tables.items()}
     if not frames:

@@ -1,0 +1,161 @@
+"""The probe's statistics table, declared once: every column of
+:meth:`Probe.summary <kwlab.instruments.probe.Probe.summary>`.
+
+:data:`STATISTICS` holds one :class:`Statistic` per streamed column (each a function of
+:mod:`kwlab.instruments.metrics`, the only implementation of the statistic); :func:`summary_columns`,
+the per-layer accumulator (:mod:`kwlab.instruments.layer_stats`) and the training probe's history
+(:class:`kwlab.experiments.ProbeCallback`) read the table from this module when they run, so a statistic
+added here is a column everywhere. :data:`HEADLINE` names the columns whose means over layers are a run's
+``probe_<column>`` results, and :func:`degenerate_layers` the layers whose statistics say little.
+
+A new statistic is one function in :mod:`kwlab.instruments.metrics` plus one entry in :data:`STATISTICS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+from torch import Tensor
+
+from kwlab.instruments import metrics
+
+__all__ = [
+    "DEGENERATE_RULE",
+    "EXTRA_COLUMNS",
+    "HEADLINE",
+    "LAYER_COLUMNS",
+    "STATISTICS",
+    "Statistic",
+    "degenerate_layers",
+    "headline",
+    "headline_metrics",
+    "summary_columns",
+]
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One column of :meth:`Probe.summary <kwlab.instruments.probe.Probe.summary>`: a function of
+    :mod:`kwlab.instruments.metrics` (the only implementation of the statistic) computed per recorded batch
+    and streamed as a weighted mean.
+
+    Attributes:
+        column: the summary column.
+        metric: ``metric(alpha) -> 0-d tensor`` for one batch (``full`` coefficients when ``source="full"``);
+            ``metric(learned, pattern, tau)`` when ``source="learned"``.
+        weight: ``weight(alpha) -> 0-d tensor``, the batch's weight in the mean (e.g. its element count).
+        source: "alpha" (``(B, m, n)``), "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only) or
+            "learned" (KW's learned term before the blend with the init pattern, ``(B, m, slots)``, seen
+            through ``attention.learned_tap``; KW with ``attention="caf"`` only, NaN elsewhere).
+    """
+
+    column: str
+    metric: Callable[..., Tensor]
+    weight: Callable[[Tensor], Tensor]
+    source: str = "alpha"
+
+
+# ------------------------------------------------------------------------------------ weights of a batch
+def _elements(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a.numel()))
+
+
+def _mixtures(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a[..., 0].numel()))
+
+
+def _samples(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a.shape[0]))
+
+
+def _has_pairs(a: Tensor) -> Tensor:
+    return a.new_tensor(float(a.shape[0] >= 2))
+
+
+# --------------------------------------------------------------------- metrics that need a pair of samples
+def _sample_variation(a: Tensor) -> Tensor:
+    return metrics.sample_variation(a).float() if a.shape[0] >= 2 else a.new_zeros(())
+
+
+def _diversity(a: Tensor) -> Tensor:
+    return metrics.pairwise_cosine_distance(a.double()).float() if a.shape[0] >= 2 else a.new_zeros(())
+
+
+#: The summary statistics; a new one is a function in :mod:`kwlab.instruments.metrics` plus an entry here.
+STATISTICS: tuple[Statistic, ...] = (
+    Statistic("neg_frac", metrics.negative_fraction, _elements),
+    Statistic("neg_mass", metrics.negative_mass, lambda a: a.abs().sum()),
+    Statistic("zero_mass", metrics.zero_cell_mass, _mixtures, source="full"),
+    Statistic("entropy", lambda a: metrics.attention_entropy(a).mean(), _mixtures),
+    Statistic("effective_cells", lambda a: metrics.effective_cells(a).mean(), _mixtures),
+    # 1 - cos cancels in fp32: computed in float64; a batch of one sample has no pairs (weight 0)
+    Statistic("diversity", _diversity, _has_pairs),
+    Statistic("mean_abs", lambda a: metrics.cell_mean_abs(a).mean(), _elements),
+    Statistic("sample_variation", _sample_variation, _has_pairs),
+    # KW's learned attention alone, before the blend with the one-hot init pattern (the handover)
+    Statistic("learned_own_share", lambda z, p, t: metrics.own_cell_share(z, p), _mixtures, "learned"),
+    Statistic("learned_to_pattern_norm", metrics.learned_to_pattern_norm, _samples, "learned"),
+    Statistic("learned_sample_variation", lambda z, p, t: _sample_variation(z), _has_pairs, "learned"),
+)
+
+#: The columns of the summary that name a layer; the statistics follow (:func:`summary_columns`).
+LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples")
+#: Summary columns computed beside :data:`STATISTICS`: from the per-class means and the layer's temperature.
+EXTRA_COLUMNS = ("class_distance", "temperature")
+#: The probe's headline columns: their means over layers are a run's ``probe_<column>`` results (the final
+#: probe of :mod:`kwlab.experiments.train`, the sweep's results table, its summary and the report).
+HEADLINE = (
+    "neg_frac",
+    "effective_cells",
+    "diversity",
+    "class_distance",
+    "entropy",
+    "sample_variation",
+    "learned_own_share",
+    "learned_sample_variation",
+)
+
+
+def summary_columns() -> list[str]:
+    """The columns of the summary, derived from :data:`STATISTICS` (read when called, so a statistic added
+    to the table is a column at once): :data:`LAYER_COLUMNS`, one per statistic, then
+    :data:`EXTRA_COLUMNS`."""
+    return [*LAYER_COLUMNS, *(s.column for s in STATISTICS), *EXTRA_COLUMNS]
+
+
+def headline_metrics() -> tuple[str, ...]:
+    """The result names of :func:`headline`: ``probe_neg_frac``, ... (results tables and summaries)."""
+    return tuple(f"probe_{c}" for c in HEADLINE)
+
+
+def headline(summary: pd.DataFrame) -> dict[str, float]:
+    """``{"probe_<column>": mean over layers}`` for every :data:`HEADLINE` column of a summary table (NaN
+    where no layer has a value)."""
+    out = {}
+    for name, column in zip(headline_metrics(), HEADLINE):
+        values = summary[column].dropna() if column in summary else ()
+        out[name] = float(values.mean()) if len(values) else float("nan")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ readings
+#: The rule :func:`degenerate_layers` applies, in words (notebooks print it beside the statistics it changes).
+DEGENERATE_RULE = (
+    "a layer whose attention is a single coefficient per image (one mixture of one cell, m * n = 1) is "
+    "degenerate: its diversity and class distance compare signs only (one sign flip moves them to about 1), "
+    "and its effective number of cells is 1 by construction"
+)
+
+
+def degenerate_layers(summary: pd.DataFrame) -> list[str]:
+    """The layers of a summary table whose statistics are degenerate (see :data:`DEGENERATE_RULE`):
+    ``num_mixtures * num_cells == 1``, e.g. a 1x1 downsample convolution with its own one-cell warehouse.
+    Means over layers that should describe the attention leave them out (and say so).
+    """
+    missing = [c for c in ("layer", "num_mixtures", "num_cells") if c not in summary.columns]
+    if missing:
+        raise ValueError(f"summary needs columns layer, num_mixtures, num_cells; missing {missing}")
+    one = summary["num_mixtures"].astype(float) * summary["num_cells"].astype(float) == 1
+    return summary.loc[one, "layer"].tolist()
