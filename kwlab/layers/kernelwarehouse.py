@@ -24,7 +24,7 @@ import torch.fx
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..ops import CellLayout, kw_conv
+from ..ops import CellLayout, assemble_kernel, kw_conv, mix_cells
 from .attention import KWAttention
 from .base import DynamicLayer, KeepsLayout, conv_geometry
 from .warehouse import LayerSpec, WarehouseOptions, owned_cell_count, plan_warehouses
@@ -221,8 +221,6 @@ class _KWConvNd(DynamicLayer):
 
     def kernel(self, x: Tensor) -> Tensor:
         """The per-sample kernels ``(B, O, I/g, *k)`` this layer would use for input ``x``."""
-        from ..ops import assemble_kernel, mix_cells
-
         return assemble_kernel(mix_cells(self.attention(x), self.warehouse.cells), self.layout)
 
     def _empty_output(self, x: Tensor) -> Tensor:
