@@ -162,7 +162,8 @@ def table(
 
     Args:
         columns: the columns to keep, in this order (names that are absent are skipped); None keeps all.
-        index: a column to use as the row labels (its values formatted too).
+        index: a column to use as the row labels (its values formatted too); with two-level columns, the
+            column ``(index, "")`` that ``reset_index`` makes of a named index.
         digits: decimals of accuracies.
         drop_empty: drop columns that are missing everywhere and rows whose numeric cells are all missing.
         intervals: join ``M_mean`` and ``M_ci95`` into one column ``M (mean ± 95% CI)`` (``M_std`` is dropped
