@@ -3,7 +3,9 @@
 A teacher reads ``gallery/index.html`` before running anything: one page per notebook with its figures,
 tables and printed text as quick mode produces them on this machine (widget state is stored, so the sliders
 of notebook 02 show their last view), and the index lists each notebook's run time and whether it ran
-cleanly. The committed notebooks are not changed (they stay stripped).
+cleanly. Printed text reads as JupyterLab shows it: consecutive prints of a stream are one block, and a
+progress bar that rewrites its line (``\r``) shows its last state, not every update. The committed
+notebooks are not changed (they stay stripped).
 
 Usage: ``python -m kwlab.gallery [NOTEBOOKS_DIR] [OUT_DIR] [--only 01 02 ...] [--timeout S]``
 (default ``notebooks`` -> ``gallery``). Needs nbclient and nbconvert (the ``lab`` extra).
@@ -19,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["build_gallery", "main"]
+__all__ = ["as_lab_shows", "build_gallery", "main"]
 
 
 def build_gallery(
@@ -66,12 +68,47 @@ def build_gallery(
             text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # no terminal colours in the index
             error = text.splitlines()[-1] if text else type(err).__name__
         seconds = time.perf_counter() - start
+        as_lab_shows(nb)
         body, _ = exporter.from_notebook_node(nb)
         (out / path.with_suffix(".html").name).write_text(body, encoding="utf-8")
         records.append(dict(name=path.stem, seconds=round(seconds, 1), ok=not error, error=error))
         print(f"{path.name}: {'ok' if not error else 'FAILED: ' + error} ({seconds:.0f} s)", flush=True)
     _write_index(out, records)
     return records
+
+
+_BACKSPACE = re.compile(r"[^\n]\x08")
+_OVERWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")  # a line's text before a carriage return that rewrites it
+
+
+def as_lab_shows(nb) -> None:
+    """Stream outputs as JupyterLab shows them (in place): consecutive outputs of one stream (stdout,
+    stderr) become one, and text that a carriage return or a backspace rewrites is removed, so a progress
+    bar keeps its last line. A kernel sends each update separately; an executed notebook would otherwise
+    list every update of every bar."""
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not cell.get("outputs"):
+            continue
+        merged = []
+        for out in cell.outputs:
+            last = merged[-1] if merged else None
+            if (
+                out.get("output_type") == "stream"
+                and last is not None
+                and last.get("output_type") == "stream"
+                and last.get("name") == out.get("name")
+            ):
+                last["text"] += out["text"]
+            else:
+                merged.append(out)
+        for out in merged:
+            if out.get("output_type") != "stream":
+                continue
+            text = out["text"]
+            while (shorter := _BACKSPACE.sub("", text)) != text:  # "ab\b\b" -> "a\b" -> ""
+                text = shorter
+            out["text"] = _OVERWRITTEN.sub("", text.replace("\r\n", "\n"))
+        cell.outputs = [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
 
 
 def _write_index(out: Path, records: list[dict]) -> None:

@@ -56,4 +56,37 @@ def test_scalar_formatters():
     assert fmt.compute(999) == "999" and fmt.compute(14_015_648) == "14.0M" and fmt.compute(2.5e11) == "250G"
     assert fmt.count(1e6) == "1,000,000" and fmt.count(math.nan) == fmt.MISSING
     assert fmt.accuracy(0.12345) == "0.123" and fmt.number(0.000123456) == "0.000123"
+    assert fmt.number(0.51) == "0.510" and fmt.number(100.4) == "100" and fmt.number(1e-5) == "1.00e-05"
+    assert fmt.number(1234.5) == "1,234" and fmt.number(-0.0) == "0"
     assert fmt.value((64, 64, 3, 3)) == "64×64×3×3" and fmt.value([8, 16, 32]) == "8-16-32"
+
+
+def test_table_keeps_two_level_columns_and_reads_their_last_level():
+    """A side-by-side comparison (``pd.concat({...}, axis=1)``, notebook 08) keeps its two header rows; each
+    column is formatted by its own name, and ``index`` finds the column ``reset_index`` made of the index."""
+    layers = pd.DataFrame(
+        {
+            "layer": ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"],
+            "diversity": [0.123456, 0.0004321],
+            "params": [1536.0, 1536.0],
+            "acc_mean": [0.51234, 0.4],
+            "acc_ci95": [0.0123, float("nan")],
+        }
+    ).set_index("layer")
+    both = pd.concat({"trained": layers, "untrained": layers.assign(diversity=float("nan"))}, axis=1)
+    out = fmt.table(both.reset_index(), index="layer")
+    assert isinstance(out.columns, pd.MultiIndex)
+    assert out.index.name == "layer" and out.index.tolist() == ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"]
+    assert list(out.columns) == [
+        ("trained", "diversity"),
+        ("trained", "params"),
+        ("trained", "acc (mean ± 95% CI)"),
+        ("untrained", "params"),  # the all-missing column is gone
+        ("untrained", "acc (mean ± 95% CI)"),
+    ]
+    first = out.loc["blocks.0.mlp.fc1"]
+    assert first[("trained", "diversity")] == "0.123" and first[("trained", "params")] == "1,536"
+    assert first[("trained", "acc (mean ± 95% CI)")] == "0.512 ± 0.012"
+    assert out.loc["blocks.1.mlp.fc1", ("trained", "diversity")] == "0.000432"
+    assert out.loc["blocks.1.mlp.fc1", ("untrained", "acc (mean ± 95% CI)")] == "0.400"
+    assert fmt.table(both).index.tolist() == [1, 2]  # no index asked: rows numbered from 1

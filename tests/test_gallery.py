@@ -54,3 +54,31 @@ def test_gallery_writes_executed_pages_and_an_index(tmp_path, own_kernel, monkey
     assert "error: ValueError: this cell is broken" in index
     assert not nbformat.read(src / "01_fine.ipynb", as_version=4).cells[1].outputs  # sources untouched
     assert main([str(src), str(out), "--only", "01"]) == 0
+
+
+def test_streams_read_as_jupyterlab_shows_them():
+    """A progress bar sent as many updates keeps its last line; prints around it stay in order, and stdout
+    and stderr stay apart (a warning between two prints is where JupyterLab shows it)."""
+    from kwlab.gallery import as_lab_shows
+
+    nb = nbformat.v4.new_notebook()
+    stream = nbformat.v4.new_output
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [
+        stream("stream", name="stdout", text="\rfit:   0%|          | 0/2"),
+        stream("stream", name="stdout", text="\rfit:  50%|#####     | 1/2"),
+        stream("stream", name="stdout", text="\rfit: 100%|##########| 2/2\r                    \r"),
+        stream("stream", name="stdout", text="static acc 0.260\n"),
+        stream("stream", name="stderr", text="kwlab: warning: short anneal\n"),
+        stream("stream", name="stdout", text="\r  \rKW acc 0.17x\b6\n"),
+        nbformat.v4.new_output("display_data", data={"text/plain": "a figure"}),
+        stream("stream", name="stdout", text="\r     \r"),  # a bar that cleared itself: nothing left
+    ]
+    nb.cells = [cell]
+    as_lab_shows(nb)
+    assert [(o.get("name"), o.get("text")) for o in cell.outputs] == [
+        ("stdout", "static acc 0.260\n"),
+        ("stderr", "kwlab: warning: short anneal\n"),
+        ("stdout", "KW acc 0.176\n"),
+        (None, None),
+    ]

@@ -6,11 +6,13 @@ strings a reader wants to see, one rule per kind of column, so notebooks never s
 * compute (``macs``, ``flops``) in M / G: ``10314048`` -> ``10.3M``; sizes (``*bytes``) in MB / GB;
 * accuracies (a name containing ``acc``) to 3 decimals; a metric ``M_mean`` with its ``M_ci95`` becomes one
   column ``M (mean ± 95% CI)``, ``0.544 ± 0.039``;
-* other numbers to 3 significant digits; booleans as yes/no;
+* other numbers to 3 significant digits, trailing zeros kept (``0.510``, ``18.2``); booleans as yes/no;
 * dicts and JSON objects (``model_kwargs``) as ``key=value``, lists of numbers joined by ``-`` (widths
   ``8-16-32``), tuples of numbers by ``×`` (shapes ``64×64×3×3``);
 * a missing value as an en dash; columns that are missing everywhere are dropped, and rows whose numbers
-  are all missing are dropped (``drop_empty=True``).
+  are all missing are dropped (``drop_empty=True``);
+* two-level columns (``pd.concat({"trained": a, "untrained": b}, axis=1)``) keep their levels; each column
+  is formatted by its last level (``("trained", "diversity")`` as ``diversity``).
 
 The result is a DataFrame of strings (the input is not changed); it displays as an HTML table in Jupyter and
 prints as text anywhere else.
@@ -65,15 +67,17 @@ def accuracy(v: Any, digits: int = 3) -> str:
 
 
 def number(v: Any) -> str:
-    """A float to 3 significant digits; a whole number as an integer."""
+    """A float to 3 significant digits (``0.51`` -> ``0.510``); a whole number or one from 1,000 up as an
+    integer (``1234.5`` -> ``1,234``)."""
     if _missing(v):
         return MISSING
     if isinstance(v, bool):
         return "yes" if v else "no"
     f = float(v)
-    if math.isfinite(f) and f == round(f) and abs(f) < 1e15:
-        return f"{round(f):,}"
-    return f"{f:.3g}"
+    if math.isfinite(f) and (f == round(f) or abs(f) >= 1000) and abs(f) < 1e15:
+        return f"{round(f):,}"  # 1,234 rather than 1.23e+03
+    text = f"{f:#.3g}"  # trailing zeros kept (0.510 beside 0.512, not 0.51), but not a bare "100."
+    return text.rstrip(".") if "e" not in text else text
 
 
 def value(v: Any) -> str:
@@ -99,6 +103,26 @@ def value(v: Any) -> str:
     return MISSING if _missing(v) else str(v)
 
 
+def _leaf_at(name: Any) -> int | None:
+    """Where the rules read a column name: its last non-empty level (a MultiIndex column), None for a str."""
+    if not isinstance(name, tuple):
+        return None
+    filled = [i for i, part in enumerate(name) if str(part) != ""]
+    return filled[-1] if filled else len(name) - 1
+
+
+def _leaf(name: Any) -> str:
+    """The name the rules read: ``"acc_mean"`` for ``"acc_mean"`` and for ``("trained", "acc_mean")``."""
+    at = _leaf_at(name)
+    return str(name) if at is None else str(name[at])
+
+
+def _with_leaf(name: Any, leaf: str) -> Any:
+    """``name`` with its rule-reading part replaced by ``leaf`` (the same kind: str or tuple)."""
+    at = _leaf_at(name)
+    return leaf if at is None else (*name[:at], leaf, *name[at + 1 :])
+
+
 def _is_count(name: str, col: pd.Series) -> bool:
     base = name.lower()
     named = base in _COUNT_NAMES or base.startswith("params") or base.endswith(("_count", "_cells"))
@@ -107,7 +131,8 @@ def _is_count(name: str, col: pd.Series) -> bool:
     return whole and (named or pd.api.types.is_integer_dtype(col) or pd.api.types.is_float_dtype(col))
 
 
-def _formatter(name: str, col: pd.Series, digits: int):
+def _formatter(name: Any, col: pd.Series, digits: int):
+    name = _leaf(name)
     base = name.lower()
     if pd.api.types.is_bool_dtype(col):
         return lambda v: MISSING if _missing(v) else ("yes" if v else "no")
@@ -137,7 +162,8 @@ def table(
 
     Args:
         columns: the columns to keep, in this order (names that are absent are skipped); None keeps all.
-        index: a column to use as the row labels (its values formatted too).
+        index: a column to use as the row labels (its values formatted too); with two-level columns, the
+            column ``(index, "")`` that ``reset_index`` makes of a named index.
         digits: decimals of accuracies.
         drop_empty: drop columns that are missing everywhere and rows whose numeric cells are all missing.
         intervals: join ``M_mean`` and ``M_ci95`` into one column ``M (mean ± 95% CI)`` (``M_std`` is dropped
@@ -155,29 +181,36 @@ def table(
             df = df[~df[numeric].isna().all(axis=1)]
     out = {}
     skip = set()
+    pairs = {}  # M_mean column -> its M_ci95 column
     if intervals:
         for name in df.columns:
-            if name.endswith("_mean") and f"{name[:-5]}_ci95" in df.columns:
-                skip.update({f"{name[:-5]}_ci95", f"{name[:-5]}_std"})
+            leaf = _leaf(name)
+            if leaf.endswith("_mean") and _with_leaf(name, leaf[:-5] + "_ci95") in df.columns:
+                pairs[name] = _with_leaf(name, leaf[:-5] + "_ci95")
+                skip.update({pairs[name], _with_leaf(name, leaf[:-5] + "_std")})
     for name in df.columns:
         if name in skip:
             continue
         col = df[name]
-        if intervals and name.endswith("_mean") and f"{name[:-5]}_ci95" in df.columns:
-            stem = name[:-5]
+        if name in pairs:
+            stem = _with_leaf(name, _leaf(name)[:-5])
             fmt = _formatter(stem, col, digits)
-            ci = df[f"{stem}_ci95"]
-            out[f"{stem} (mean ± 95% CI)"] = [
-                fmt(m) if _missing(c) else f"{fmt(m)} ± {fmt(c)}" for m, c in zip(col, ci)
+            out[_with_leaf(name, f"{_leaf(stem)} (mean ± 95% CI)")] = [
+                fmt(m) if _missing(c) else f"{fmt(m)} ± {fmt(c)}" for m, c in zip(col, df[pairs[name]])
             ]
             continue
         fmt = _formatter(name, col, digits)
         out[name] = [fmt(v) for v in col]
     result = pd.DataFrame(out, index=df.index)
     if index is not None:
-        if index not in result.columns:
+        # a str names a plain column, or the column ("layer", "") that reset_index makes of a MultiIndex frame
+        keys = [c for c in result.columns if c == index or (isinstance(c, tuple) and _leaf(c) == index
+                                                            and _leaf_at(c) == 0)]
+        if not keys:
             raise ValueError(f"index must be one of the kept columns {list(result.columns)}, got {index!r}")
-        result = result.set_index(index)
+        labels = result[keys[0]].to_list()
+        result = result.drop(columns=[keys[0]])
+        result.index = pd.Index(labels, name=index)
     else:
         result = result.reset_index(drop=True)
         result.index = result.index + 1
