@@ -20,7 +20,7 @@ from kwlab.instruments import metrics
 from kwlab.layers.attention import KWAttention
 from kwlab.layers.base import dynamic_layers
 from kwlab.layers.kernelwarehouse import KWConv2d
-from kwlab.methods.temperature import OFFICIAL_ANNEAL_STEPS, TemperatureSchedule, anneal_note
+from kwlab.methods.temperature import OFFICIAL_ANNEAL_STEPS, TemperatureSchedule, anneal_note, anneal_summary
 from kwlab.testing import tiny_run
 
 # ----------------------------------------------------------------------------------------- the metrics
@@ -436,3 +436,12 @@ def test_signed_histogram_leaves_nan_coefficients_out():
     counts = metrics.signed_histogram(a)
     assert counts.dtype == torch.long and int(counts.sum()) == 4
     assert torch.equal(counts, metrics.signed_histogram(a[~torch.isnan(a)]))
+
+
+def test_anneal_summary_counts_the_runs_and_spans_their_steps():
+    assert anneal_summary([], 15) is None
+    text = anneal_summary([(8, 16), (8, 32), (12, 16)], 5)
+    assert text.startswith("3 of 5 runs: the temperature anneal spans 8 to 12 optimizer steps of 16 to 32, ")
+    one = anneal_summary([(8, 16)], 1)
+    assert one.startswith("1 of 1 runs: the temperature anneal spans 8 optimizer steps of 16, ")
+    assert text.split(", far fewer")[1] == anneal_note(8, 16).split(", far fewer")[1]  # the same advice
