@@ -26,7 +26,13 @@ def test_table_formats_each_kind_of_column():
     )
     out = fmt.table(df)
     assert list(out.columns) == [
-        "label", "model_kwargs", "allowed", "params", "macs", "final_acc (mean ± 95% CI)", "ratio",
+        "label",
+        "model_kwargs",
+        "allowed",
+        "params",
+        "macs",
+        "final_acc (mean ± 95% CI)",
+        "ratio",
     ]  # the all-missing column is gone, mean/std/ci95 became one column
     assert len(out) == 2  # the row whose numbers are all missing is gone
     row = out.iloc[0]

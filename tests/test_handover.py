@@ -79,8 +79,17 @@ def test_probe_learned_statistics_equal_hand_computation(options):
     torch.manual_seed(2)
     if options == "nonlocal":
         net = _three_convs()
-        kwlab.convert(net, "kw", sharing="network", budget=0.5, cell_in=0.5, cell_out=0.5,
-                      nonlocal_basis_ratio=0.0625, init="kaiming", max_param_ratio=None)
+        kwlab.convert(
+            net,
+            "kw",
+            sharing="network",
+            budget=0.5,
+            cell_in=0.5,
+            cell_out=0.5,
+            nonlocal_basis_ratio=0.0625,
+            init="kaiming",
+            max_param_ratio=None,
+        )
         layer = net[1].eval()
         assert layer.attention.nonlocal_basis and layer.attention.num_nonlocal > 0
     else:
@@ -152,8 +161,18 @@ def test_pattern_init_changes_only_the_last_bias_to_a_scaled_pattern():
 def test_pattern_init_on_the_nonlocal_basis_sets_the_basis_bias():
     torch.manual_seed(4)
     net = _three_convs()
-    kwlab.convert(net, "kw", sharing="network", budget=0.5, cell_in=0.5, cell_out=0.5,
-                  nonlocal_basis_ratio=0.0625, init="kaiming", attention_init="pattern", max_param_ratio=None)
+    kwlab.convert(
+        net,
+        "kw",
+        sharing="network",
+        budget=0.5,
+        cell_in=0.5,
+        cell_out=0.5,
+        nonlocal_basis_ratio=0.0625,
+        init="kaiming",
+        attention_init="pattern",
+        max_param_ratio=None,
+    )
     att = net[1].attention
     assert att.nonlocal_basis
     assert att.fc2.bias is None
@@ -361,8 +380,12 @@ def test_handover_report_of_a_tiny_sweep_is_generated_from_its_numbers(tmp_path)
             "seeds": 2,
             "runs": [
                 {"method": "static"},
-                {"method": "kw", "budget": 1, "attention_init": ["official", "pattern"],
-                 "temperature_steps": 6},
+                {
+                    "method": "kw",
+                    "budget": 1,
+                    "attention_init": ["official", "pattern"],
+                    "temperature_steps": 6,
+                },
             ],
         }
     )
