@@ -26,7 +26,13 @@ def test_table_formats_each_kind_of_column():
     )
     out = fmt.table(df)
     assert list(out.columns) == [
-        "label", "model_kwargs", "allowed", "params", "macs", "final_acc (mean ± 95% CI)", "ratio",
+        "label",
+        "model_kwargs",
+        "allowed",
+        "params",
+        "macs",
+        "final_acc (mean ± 95% CI)",
+        "ratio",
     ]  # the all-missing column is gone, mean/std/ci95 became one column
     assert len(out) == 2  # the row whose numbers are all missing is gone
     row = out.iloc[0]
@@ -90,3 +96,34 @@ def test_table_keeps_two_level_columns_and_reads_their_last_level():
     assert out.loc["blocks.1.mlp.fc1", ("trained", "diversity")] == "0.000432"
     assert out.loc["blocks.1.mlp.fc1", ("untrained", "acc (mean ± 95% CI)")] == "0.400"
     assert fmt.table(both).index.tolist() == [1, 2]  # no index asked: rows numbered from 1
+
+
+def test_table_decimals_per_column():
+    df = pd.DataFrame({"method": ["Grad-CAM", "IG"], "r": [0.123456, -0.5], "x": [0.123456, 12.0]})
+    out = fmt.table(df, decimals={"r": 2, "image 0": 1})  # an absent name is no error
+    assert out["r"].tolist() == ["0.12", "-0.50"]
+    assert out["x"].tolist() == ["0.123", "12"]  # other columns keep their rule
+    s = pd.DataFrame({"acc_mean": [0.51234], "acc_ci95": [0.01234]})
+    assert fmt.table(s, decimals={"acc": 2}).iloc[0, 0] == "0.51 ± 0.01"  # a mean/CI pair by its stem
+
+
+def test_table_leaves_knobs_of_static_nets_empty():
+    """A results table (notebook 04): b, cell_in, sharing_range do not apply to a static net, whatever the
+    table holds there (load_results gives it b=1 and sharing_range "-")."""
+    df = pd.DataFrame(
+        {
+            "method": ["static", "kw", "kw"],
+            "b": [1.0, 1.0, 2.0],
+            "cell_in": [float("nan"), 1.0, 0.5],
+            "sharing_range": ["-", "stage", "layer"],
+            "params": [1000, 4000, 8000],
+        }
+    )
+    out = fmt.table(df)
+    assert out.iloc[0][["b", "cell_in", "sharing_range"]].tolist() == [fmt.MISSING] * 3
+    assert out.iloc[1][["b", "cell_in", "sharing_range"]].tolist() == ["1", "1", "stage"]
+    assert out.iloc[0]["params"] == "1,000"
+    # also when the method column is left out of the shown columns, and after empty rows are dropped
+    gap = pd.concat([df.iloc[[1]].assign(params=float("nan"), b=float("nan"), cell_in=float("nan")), df])
+    out = fmt.table(gap, ["b", "sharing_range", "params"])
+    assert out["b"].tolist() == [fmt.MISSING, "1", "2"] and out["sharing_range"].iloc[0] == fmt.MISSING

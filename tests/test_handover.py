@@ -20,7 +20,7 @@ from kwlab.instruments import metrics
 from kwlab.layers.attention import KWAttention
 from kwlab.layers.base import dynamic_layers
 from kwlab.layers.kernelwarehouse import KWConv2d
-from kwlab.methods.temperature import OFFICIAL_ANNEAL_STEPS, TemperatureSchedule, anneal_note
+from kwlab.methods.temperature import OFFICIAL_ANNEAL_STEPS, TemperatureSchedule, anneal_note, anneal_summary
 from kwlab.testing import tiny_run
 
 # ----------------------------------------------------------------------------------------- the metrics
@@ -79,8 +79,17 @@ def test_probe_learned_statistics_equal_hand_computation(options):
     torch.manual_seed(2)
     if options == "nonlocal":
         net = _three_convs()
-        kwlab.convert(net, "kw", sharing="network", budget=0.5, cell_in=0.5, cell_out=0.5,
-                      nonlocal_basis_ratio=0.0625, init="kaiming", max_param_ratio=None)
+        kwlab.convert(
+            net,
+            "kw",
+            sharing="network",
+            budget=0.5,
+            cell_in=0.5,
+            cell_out=0.5,
+            nonlocal_basis_ratio=0.0625,
+            init="kaiming",
+            max_param_ratio=None,
+        )
         layer = net[1].eval()
         assert layer.attention.nonlocal_basis and layer.attention.num_nonlocal > 0
     else:
@@ -152,8 +161,18 @@ def test_pattern_init_changes_only_the_last_bias_to_a_scaled_pattern():
 def test_pattern_init_on_the_nonlocal_basis_sets_the_basis_bias():
     torch.manual_seed(4)
     net = _three_convs()
-    kwlab.convert(net, "kw", sharing="network", budget=0.5, cell_in=0.5, cell_out=0.5,
-                  nonlocal_basis_ratio=0.0625, init="kaiming", attention_init="pattern", max_param_ratio=None)
+    kwlab.convert(
+        net,
+        "kw",
+        sharing="network",
+        budget=0.5,
+        cell_in=0.5,
+        cell_out=0.5,
+        nonlocal_basis_ratio=0.0625,
+        init="kaiming",
+        attention_init="pattern",
+        max_param_ratio=None,
+    )
     att = net[1].attention
     assert att.nonlocal_basis
     assert att.fc2.bias is None
@@ -361,8 +380,12 @@ def test_handover_report_of_a_tiny_sweep_is_generated_from_its_numbers(tmp_path)
             "seeds": 2,
             "runs": [
                 {"method": "static"},
-                {"method": "kw", "budget": 1, "attention_init": ["official", "pattern"],
-                 "temperature_steps": 6},
+                {
+                    "method": "kw",
+                    "budget": 1,
+                    "attention_init": ["official", "pattern"],
+                    "temperature_steps": 6,
+                },
             ],
         }
     )
@@ -436,3 +459,12 @@ def test_signed_histogram_leaves_nan_coefficients_out():
     counts = metrics.signed_histogram(a)
     assert counts.dtype == torch.long and int(counts.sum()) == 4
     assert torch.equal(counts, metrics.signed_histogram(a[~torch.isnan(a)]))
+
+
+def test_anneal_summary_counts_the_runs_and_spans_their_steps():
+    assert anneal_summary([], 15) is None
+    text = anneal_summary([(8, 16), (8, 32), (12, 16)], 5)
+    assert text.startswith("3 of 5 runs: the temperature anneal spans 8 to 12 optimizer steps of 16 to 32, ")
+    one = anneal_summary([(8, 16)], 1)
+    assert one.startswith("1 of 1 runs: the temperature anneal spans 8 optimizer steps of 16, ")
+    assert text.split(", far fewer")[1] == anneal_note(8, 16).split(", far fewer")[1]  # the same advice

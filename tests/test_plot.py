@@ -296,3 +296,39 @@ def test_layer_comparison_marks_degenerate_layers(probe):
         plot.layer_comparison({"a": s}, columns=("diversity",), degenerate=["nope"])
     with pytest.raises(ValueError, match="missing"):
         degenerate_layers(s.drop(columns="num_cells"))
+
+
+def test_negative_fraction_colourbar_has_integer_layer_ticks():
+    # 21 layers: a colour bar (no legend) from 0 to 20, which matplotlib's default ticks at 2.5, 7.5, ...
+    rows = [{"step": s, "layer": f"l{i}", "neg_frac": 0.01 * i} for s in (0, 10) for i in range(21)]
+    fig = plot.negative_fraction_over_training(pd.DataFrame(rows))
+    bar = fig.axes[1]
+    fig.canvas.draw()
+    ticks = [t for t in bar.get_yticks() if 0 <= t <= 20]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_learning_curves_chance_line_in_the_legend_of_accuracy_panels():
+    histories = {
+        "a": [
+            {"epoch": 1, "train_loss": 2.0, "test_acc": 0.3},
+            {"epoch": 2, "train_loss": 1.5, "test_acc": 0.4},
+        ]
+    }
+    loss, acc = plot.learning_curves(histories, chance=0.1).axes
+    chance = [ln for ln in acc.lines if ln.get_label() == "chance (0.10)"]
+    assert len(chance) == 1 and np.allclose(chance[0].get_ydata(), 0.1)
+    assert "chance (0.10)" in [t.get_text() for t in acc.get_legend().get_texts()]
+    assert acc.get_ylim()[0] == 0
+    assert [ln.get_label() for ln in loss.lines] == ["a"]  # not on the loss panel
+    assert len(plot.learning_curves(histories).axes[1].lines) == 1  # none without chance=
+
+
+def test_cell_usage_shares_a_colour_scale_with_vmax(probe):
+    usage = probe.cell_usage()
+    top = float(usage["mean_abs"].max()) * 3
+    fig = plot.cell_usage(probe, vmax=top)
+    panels = [a for a in fig.axes if a.images]
+    assert len(panels) == 2 and all(a.images[0].get_clim() == (0, top) for a in panels)
+    own = plot.cell_usage(usage, "layer1").axes[0].images[0].get_clim()[1]
+    assert own == pytest.approx(usage[usage["warehouse"] == "layer1"]["mean_abs"].max())

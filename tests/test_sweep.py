@@ -3,6 +3,7 @@ executors."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from kwlab.experiments.sweep import (
     run_ids,
     run_sweep,
 )
+from kwlab.experiments.train import fit
 from kwlab.testing import tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,3 +252,17 @@ def test_collect_results_ignores_unfinished_runs(tmp_path):
     (tmp_path / "o" / "runs" / "half").mkdir()
     (tmp_path / "o" / "runs" / "half" / "config.json").write_text("{}")
     assert len(collect_results(tmp_path / "o", write=False)) == 1
+
+
+# ------------------------------------------------------------------------------------- short anneals
+def test_a_sweep_warns_once_about_short_anneals_with_the_count_and_a_fit_still_warns(tmp_path, capsys):
+    run_sweep(_spec(), tmp_path / "sw", progress=True, log=lambda *a: None)  # runs would warn with bars
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "kwlab: warning:" in line]
+    assert len(warnings) == 1 and "2 of 3 runs" in warnings[0], warnings
+    notes = [
+        json.loads(p.read_text()).get("anneal_note")
+        for p in (tmp_path / "sw" / "runs").glob("*/results.json")
+    ]
+    assert sum(bool(n) for n in notes) == 2  # each run keeps its own record
+    fit(RunConfig.from_dict({**BASE, "method": "kw", "preset": "1x", "epochs": 1}), progress=True)
+    assert capsys.readouterr().err.count("kwlab: warning: the temperature anneal spans") == 1

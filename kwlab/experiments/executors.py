@@ -97,7 +97,7 @@ class Sequential:
         try:
             for config, run_dir in todo:
                 try:
-                    fit(config, run_dir, progress=progress)
+                    fit(config, run_dir, progress=progress, anneal_warning=False)  # one for the sweep
                 except KeyboardInterrupt:
                     raise
                 except Exception as err:  # noqa: BLE001 - recorded, the sweep goes on

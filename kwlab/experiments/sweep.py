@@ -19,7 +19,9 @@ resume from their last checkpoint. Runtime fields (``probe_every``, ``checkpoint
 :data:`kwlab.experiments.config.RUNTIME_FIELDS`) are not part of the identity: changing them never retrains
 a run, and a run directory of the same training config under another name is renamed and reused.
 Instruments that do not apply to a run (``probe_every`` on a static net) are skipped with a note in the
-run log and in config.json; the run trains as usual.
+run log and in config.json; the run trains as usual. Runs whose temperature anneal is short
+(:func:`kwlab.methods.temperature.anneal_note`, in each run's results) get one warning for the sweep, with
+their count, after the runs.
 
 ``OUT/results.csv`` (and ``results.parquet`` with pyarrow) and ``OUT/summary.csv`` (one row per
 configuration, mean/std/95% interval over seeds) are rewritten atomically after every finished run: one row
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +72,7 @@ from kwlab.experiments.spec import (
     run_ids,
     spec_hash,
 )
+from kwlab.methods.temperature import anneal_summary
 from kwlab.utils import atomic_write_text, git_revision
 
 __all__ = [
@@ -313,6 +317,27 @@ def _adopt_run_dirs(out: Path, configs: Sequence[RunConfig], ids: Sequence[str],
         log(f"run directory {rdir.name} holds run {wanted[key]} (same training config): renamed")
 
 
+def _warn_short_anneals(out: Path, ids: Sequence[str]) -> str | None:
+    """Print one warning (stderr) for the finished runs of ``ids`` whose temperature anneal is short, with
+    their count (:func:`kwlab.methods.temperature.anneal_summary`); the runs themselves do not print theirs,
+    and each keeps its own ``anneal_note`` in results.json and the results table. Returns the warning.
+
+    It comes after the runs: a run's anneal span in optimizer steps needs its loader's length, known once
+    the data are loaded."""
+    spans = []
+    for run_id in ids:
+        path = out / "runs" / run_id / "results.json"
+        if not path.exists():
+            continue
+        results = json.loads(path.read_text())
+        if results.get("anneal_note"):
+            spans.append((int(results["anneal_steps"]), int(results["total_steps"])))
+    warning = anneal_summary(spans, len(ids))
+    if warning:
+        print(f"kwlab: warning: {warning}", file=sys.stderr)
+    return warning
+
+
 @_guarded
 def run_sweep(
     spec: SweepSpec | str | os.PathLike,
@@ -385,6 +410,7 @@ def run_sweep(
     runner.run([(c, out / "runs" / i) for c, i in todo], done, progress=progress, log=log)
     bar.close()
     df = collect_results(out, ids)
+    _warn_short_anneals(out, ids)
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {len(configs)} runs failed: {failures}; see runs/<id>/error.txt. "

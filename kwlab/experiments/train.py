@@ -119,6 +119,8 @@ class Trainer:
         model: use this model instead of :func:`build_model` (its config fields are then informational).
         data: a preloaded :class:`kwlab.experiments.data.ImageData` (default: loaded from ``config``).
         progress: show tqdm bars.
+        anneal_warning: print the short-anneal warning (:attr:`anneal_note`; kept in the results either
+            way). A sweep turns it off and prints one warning for all its runs.
 
     Attributes:
         model, optimizer, scheduler, history (list of per-epoch metric dicts), step (global iteration),
@@ -134,6 +136,7 @@ class Trainer:
         model: nn.Module | None = None,
         data: Any = None,
         progress: bool = True,
+        anneal_warning: bool = True,
     ) -> None:
         config.validate()
         self.config, self.progress = config, progress
@@ -167,7 +170,7 @@ class Trainer:
         self.anneal_steps = config.anneal_steps(self.iters_per_epoch)
         self.temperature = setup.make_temperature(config, self.iters_per_epoch)
         self.anneal_note = setup.handover_note(self.model, self.anneal_steps, self.total_steps)
-        if self.anneal_note and self.is_main and progress:
+        if self.anneal_note and self.is_main and progress and anneal_warning:
             print(f"kwlab: warning: {self.anneal_note}", file=sys.stderr)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         #: notes: instruments the config asks for that do not apply to this run (recorded in config.json)

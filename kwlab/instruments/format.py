@@ -9,6 +9,10 @@ strings a reader wants to see, one rule per kind of column, so notebooks never s
 * other numbers to 3 significant digits, trailing zeros kept (``0.510``, ``18.2``); booleans as yes/no;
 * dicts and JSON objects (``model_kwargs``) as ``key=value``, lists of numbers joined by ``-`` (widths
   ``8-16-32``), tuples of numbers by ``×`` (shapes ``64×64×3×3``);
+* ``decimals={"r": 2}``: those columns as plain numbers to that many decimals instead;
+* in a table with a ``method`` column, the fields that do not apply to static nets (the KW knobs ``b``,
+  ``budget``, ``m``, ``cell_in``, ``cell_out``, ``sharing``, ``sharing_range``, ``preset``) are empty
+  (shown as missing) in the rows of static nets, whatever the table holds there (``b=1``, a ``-``);
 * a missing value as an en dash; columns that are missing everywhere are dropped, and rows whose numbers
   are all missing are dropped (``drop_empty=True``);
 * two-level columns (``pd.concat({"trained": a, "untrained": b}, axis=1)``) keep their levels; each column
@@ -33,6 +37,8 @@ __all__ = ["table", "count", "compute", "accuracy", "number", "value"]
 MISSING = "–"
 _COUNT_NAMES = ("params", "n_seeds", "num_cells", "num_mixtures", "num_classes", "seed", "epochs", "m", "n")
 _COMPUTE_NAMES = ("macs", "flops")
+#: Columns that do not apply to a static net (method "static"): shown as missing in its rows.
+DYNAMIC_ONLY = ("b", "budget", "m", "cell_in", "cell_out", "sharing", "sharing_range", "preset")
 
 
 def _missing(v: Any) -> bool:
@@ -131,9 +137,11 @@ def _is_count(name: str, col: pd.Series) -> bool:
     return whole and (named or pd.api.types.is_integer_dtype(col) or pd.api.types.is_float_dtype(col))
 
 
-def _formatter(name: Any, col: pd.Series, digits: int):
+def _formatter(name: Any, col: pd.Series, digits: int, decimals: Mapping[str, int] | None = None):
     name = _leaf(name)
     base = name.lower()
+    if decimals and name in decimals and pd.api.types.is_numeric_dtype(col):
+        return lambda v: accuracy(v, decimals[name])
     if pd.api.types.is_bool_dtype(col):
         return lambda v: MISSING if _missing(v) else ("yes" if v else "no")
     if not pd.api.types.is_numeric_dtype(col):
@@ -155,6 +163,7 @@ def table(
     *,
     index: str | None = None,
     digits: int = 3,
+    decimals: Mapping[str, int] | None = None,
     drop_empty: bool = True,
     intervals: bool = True,
 ) -> pd.DataFrame:
@@ -165,20 +174,31 @@ def table(
         index: a column to use as the row labels (its values formatted too); with two-level columns, the
             column ``(index, "")`` that ``reset_index`` makes of a named index.
         digits: decimals of accuracies.
+        decimals: column name -> decimals, for numeric columns shown to a fixed number of decimals (e.g.
+            ``{"r": 2}`` for correlations); a two-level column is named by its last level, a ``M_mean`` /
+            ``M_ci95`` pair by ``M``.
         drop_empty: drop columns that are missing everywhere and rows whose numeric cells are all missing.
         intervals: join ``M_mean`` and ``M_ci95`` into one column ``M (mean ± 95% CI)`` (``M_std`` is dropped
             when the interval is shown).
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+    methods = [c for c in df.columns if _leaf(c) == "method"]
+    # positions of static nets' rows, read before the method column may be left out
+    static = df[methods[0]].eq("static").to_numpy() if methods else None
     if columns is not None:
         df = df[[c for c in columns if c in df.columns]]
     if drop_empty and not df.empty:
         df = df.loc[:, [c for c in df.columns if not df[c].map(_missing).all()]]
-        numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not
-                   pd.api.types.is_bool_dtype(df[c]) and c != index]
+        numeric = [
+            c
+            for c in df.columns
+            if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) and c != index
+        ]
         if numeric:
-            df = df[~df[numeric].isna().all(axis=1)]
+            keep = (~df[numeric].isna().all(axis=1)).to_numpy()
+            df = df[keep]
+            static = static[keep] if static is not None else None
     out = {}
     skip = set()
     pairs = {}  # M_mean column -> its M_ci95 column
@@ -194,18 +214,23 @@ def table(
         col = df[name]
         if name in pairs:
             stem = _with_leaf(name, _leaf(name)[:-5])
-            fmt = _formatter(stem, col, digits)
+            fmt = _formatter(stem, col, digits, decimals)
             out[_with_leaf(name, f"{_leaf(stem)} (mean ± 95% CI)")] = [
                 fmt(m) if _missing(c) else f"{fmt(m)} ± {fmt(c)}" for m, c in zip(col, df[pairs[name]])
             ]
             continue
-        fmt = _formatter(name, col, digits)
+        fmt = _formatter(name, col, digits, decimals)
         out[name] = [fmt(v) for v in col]
+        if static is not None and _leaf(name) in DYNAMIC_ONLY:
+            out[name] = [MISSING if s else v for v, s in zip(out[name], static)]
     result = pd.DataFrame(out, index=df.index)
     if index is not None:
         # a str names a plain column, or the column ("layer", "") that reset_index makes of a MultiIndex frame
-        keys = [c for c in result.columns if c == index or (isinstance(c, tuple) and _leaf(c) == index
-                                                            and _leaf_at(c) == 0)]
+        keys = [
+            c
+            for c in result.columns
+            if c == index or (isinstance(c, tuple) and _leaf(c) == index and _leaf_at(c) == 0)
+        ]
         if not keys:
             raise ValueError(f"index must be one of the kept columns {list(result.columns)}, got {index!r}")
         labels = result[keys[0]].to_list()

@@ -14,11 +14,18 @@ notebooks/02_kernelwarehouse_anatomy.ipynb and notebooks/03_train_cifar.ipynb.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from kwlab.layers.attention import KWAttention
 
-__all__ = ["TemperatureSchedule", "OFFICIAL_ANNEAL_STEPS", "SHORT_ANNEAL_STEPS", "anneal_note"]
+__all__ = [
+    "TemperatureSchedule",
+    "OFFICIAL_ANNEAL_STEPS",
+    "SHORT_ANNEAL_STEPS",
+    "anneal_note",
+    "anneal_summary",
+]
 
 #: The official KW ResNet/ConvNeXt ImageNet recipe anneals over 20 epochs of ceil(1,281,167 / 4096) = 313
 #: optimizer steps (total batch 4096): 6,260 steps, of 93,900 in its 300 epochs. (Its MobileNetV2 recipe:
@@ -30,16 +37,43 @@ OFFICIAL_ANNEAL_STEPS = 20 * 313
 SHORT_ANNEAL_STEPS = OFFICIAL_ANNEAL_STEPS // 4
 
 
+_ANNEAL_ADVICE = (
+    "far fewer than the official {official:,} (ResNet recipe): the learned attention has few steps to take "
+    "over the function of the one-hot init pattern before tau reaches 0, so accuracy can drop at the end of "
+    "the anneal (watch test_acc_tau0); use temperature_steps or temperature_epochs for a longer anneal, or "
+    "attention_init='pattern'"
+)
+
+
 def anneal_note(anneal_steps: int | None, total_steps: int) -> str | None:
     """A warning for a KW anneal far shorter than the official one (None when it is not)."""
     if anneal_steps is None or anneal_steps >= SHORT_ANNEAL_STEPS:
         return None
     return (
-        f"the temperature anneal spans {anneal_steps} optimizer steps of {total_steps}, far fewer than the "
-        f"official {OFFICIAL_ANNEAL_STEPS:,} (ResNet recipe): the learned attention has few steps to take "
-        "over the function of the one-hot init pattern before tau reaches 0, so accuracy can drop at the end "
-        "of the anneal (watch test_acc_tau0); use temperature_steps or temperature_epochs for a longer "
-        "anneal, or attention_init='pattern'"
+        f"the temperature anneal spans {anneal_steps} optimizer steps of {total_steps}, "
+        + _ANNEAL_ADVICE.format(official=OFFICIAL_ANNEAL_STEPS)
+    )
+
+
+def _span(values: Sequence[int]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo} to {hi}"
+
+
+def anneal_summary(spans: Iterable[tuple[int, int]], runs: int) -> str | None:
+    """One warning for the runs of a sweep whose anneal is short (None when none is).
+
+    Args:
+        spans: ``(anneal_steps, total_steps)`` of each run that has an :func:`anneal_note`.
+        runs: the number of runs of the sweep.
+    """
+    spans = list(spans)
+    if not spans:
+        return None
+    anneals, totals = [a for a, _ in spans], [t for _, t in spans]
+    return (
+        f"{len(spans)} of {runs} runs: the temperature anneal spans {_span(anneals)} optimizer steps of "
+        f"{_span(totals)}, " + _ANNEAL_ADVICE.format(official=OFFICIAL_ANNEAL_STEPS)
     )
 
 

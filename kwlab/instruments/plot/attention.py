@@ -197,6 +197,7 @@ def cell_usage(
     *,
     value: str = "mean_abs",
     ax: Axes | None = None,
+    vmax: float | None = None,
     title: str | None = None,
 ) -> Figure:
     """Layer x cell matrix of a warehouse (``value``: ``"mean_abs"``, ``"top_count"`` or ``"top_frac"``).
@@ -205,6 +206,8 @@ def cell_usage(
         data: :meth:`Probe.cell_usage` table (layer, warehouse, cell, ...) or a probe.
         warehouse: which bank to draw; None draws every warehouse, one panel each (needs ``ax=None`` when
             there are several).
+        vmax: the top of the colour scale (default: each panel's largest value); pass one value to panels
+            that are compared, e.g. the largest over them, so that a colour means the same in each.
     """
     df = _table(data, "cell_usage")
     _require(df, ["layer", "warehouse", "cell", value], "cell_usage")
@@ -232,7 +235,9 @@ def cell_usage(
         part = df[df["warehouse"] == bank]
         order = list(dict.fromkeys(part["layer"]))
         mat = part.pivot_table(index="layer", columns="cell", values=value, aggfunc="sum").reindex(order)
-        im = a.imshow(mat.to_numpy(dtype=float), aspect="auto", cmap="magma", vmin=0, interpolation="nearest")
+        im = a.imshow(
+            mat.to_numpy(dtype=float), aspect="auto", cmap="magma", vmin=0, vmax=vmax, interpolation="nearest"
+        )
         fig.colorbar(im, ax=a, label=label)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.set_yticks(range(len(order)))

@@ -80,7 +80,9 @@ def negative_fraction_over_training(
         ax.legend(fontsize=7, ncol=2)
     else:  # too many lines for a legend: colour encodes depth
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, len(names) - 1))
-        ax.figure.colorbar(sm, ax=ax, label="layer index (depth)")
+        bar = ax.figure.colorbar(sm, ax=ax, label="layer index (depth)")
+        bar.locator = MaxNLocator(integer=True)  # layers are counted: no fractional ticks
+        bar.update_ticks()
     ax.set_title(title or f"{column} over training")
     return fig
 
@@ -90,6 +92,7 @@ def learning_curves(
     metrics: str | Sequence[str] = ("train_loss", "test_acc"),
     *,
     axes: Axes | Sequence[Axes] | None = None,
+    chance: float | None = None,
     title: str | None = None,
 ) -> Figure:
     """One panel per metric, one line per run, against the epoch.
@@ -100,6 +103,9 @@ def learning_curves(
         metrics: one metric name or several (one panel each). A run without a metric (or only NaN) has no
             line in that panel; a metric that no run has raises ValueError naming the metrics there are.
         axes: one Axes per metric (a single Axes for a single metric); None makes a new figure.
+        chance: the chance accuracy (e.g. ``1 / num_classes``): the accuracy panels (a metric whose name
+            contains ``acc``) get a dashed line there, labelled in the legend, and a y axis from 0, so that
+            a gap near chance looks as small as it is.
     """
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     if not names:
@@ -126,6 +132,9 @@ def learning_curves(
         ax.set_ylabel(_CURVE_LABELS.get(metric, metric))
         ax.set_title(_CURVE_LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
+        if chance is not None and "acc" in metric:
+            ax.axhline(chance, color="0.3", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+            ax.set_ylim(bottom=0)
         if ax.lines and len(histories) <= 12:
             ax.legend(fontsize=7)
     if title:
