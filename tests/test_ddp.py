@@ -177,6 +177,7 @@ def test_torchrun_executor_runs_a_sweep_under_ddp_and_records_a_failed_run(tmp_p
         ({"nproc_per_node": "2"}, "nproc_per_node must be an integer >= 1"),
         ({"torchrun_args": "--standalone"}, "torchrun_args must be a list of strings"),
         ({"gpus": 2}, "does not take \\['gpus'\\]"),
+        ({"workers": 2}, "does not take \\['workers'\\]"),
     ],
 )
 def test_torchrun_executor_refuses_bad_options_when_the_spec_loads(options, message):
@@ -190,6 +191,8 @@ def test_torchrun_executor_refuses_bad_options_when_the_spec_loads(options, mess
 def test_torchrun_executor_command_line():
     from kwlab.experiments.executors import make_executor
 
+    # the CLI's --workers overrides the file's nproc_per_node
+    assert make_executor({"kind": "torchrun", "nproc_per_node": 4}, workers=3).nproc_per_node == 3
     ex = make_executor({"kind": "torchrun", "nproc_per_node": 4, "torchrun_args": ["--nnodes=2"]})
     cmd = ex.command(Path("c.yaml"), Path("runs/a"))
     assert cmd[1:] == [

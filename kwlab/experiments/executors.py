@@ -188,12 +188,13 @@ class Torchrun:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], workers: int | None = None) -> Torchrun:
-        unknown = sorted(set(options) - {"kind", "nproc_per_node", "threads", "torchrun_args", "workers"})
+        unknown = sorted(set(options) - {"kind", "nproc_per_node", "threads", "torchrun_args"})
         if unknown:
             raise ConfigError(
                 f"executor torchrun does not take {unknown}; allowed: nproc_per_node, threads, torchrun_args"
             )
-        count = options.get("nproc_per_node", workers if workers is not None else 2)
+        # ``workers`` (the CLI's --workers) overrides the file's nproc_per_node, as for the processes kind
+        count = workers if workers is not None else options.get("nproc_per_node", 2)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigError(f"nproc_per_node must be an integer >= 1 (processes per run), got {count!r}")
         extra = options.get("torchrun_args", ["--standalone"])

@@ -317,22 +317,19 @@ def _adopt_run_dirs(out: Path, configs: Sequence[RunConfig], ids: Sequence[str],
         log(f"run directory {rdir.name} holds run {wanted[key]} (same training config): renamed")
 
 
-def _warn_short_anneals(out: Path, ids: Sequence[str]) -> str | None:
-    """Print one warning (stderr) for the finished runs of ``ids`` whose temperature anneal is short, with
+def _warn_short_anneals(results, n_runs: int) -> str | None:
+    """Print one warning (stderr) for the runs of the results table whose temperature anneal is short, with
     their count (:func:`kwlab.methods.temperature.anneal_summary`); the runs themselves do not print theirs,
     and each keeps its own ``anneal_note`` in results.json and the results table. Returns the warning.
 
     It comes after the runs: a run's anneal span in optimizer steps needs its loader's length, known once
     the data are loaded."""
     spans = []
-    for run_id in ids:
-        path = out / "runs" / run_id / "results.json"
-        if not path.exists():
-            continue
-        results = json.loads(path.read_text())
-        if results.get("anneal_note"):
-            spans.append((int(results["anneal_steps"]), int(results["total_steps"])))
-    warning = anneal_summary(spans, len(ids))
+    if "anneal_note" in results:
+        rows = results[results["in_current_spec"]] if "in_current_spec" in results else results
+        short = rows[rows["anneal_note"].fillna("").astype(bool)]
+        spans = [(int(a), int(t)) for a, t in zip(short["anneal_steps"], short["total_steps"])]
+    warning = anneal_summary(spans, n_runs)
     if warning:
         print(f"kwlab: warning: {warning}", file=sys.stderr)
     return warning
@@ -410,7 +407,7 @@ def run_sweep(
     runner.run([(c, out / "runs" / i) for c, i in todo], done, progress=progress, log=log)
     bar.close()
     df = collect_results(out, ids)
-    _warn_short_anneals(out, ids)
+    _warn_short_anneals(df, len(ids))
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {len(configs)} runs failed: {failures}; see runs/<id>/error.txt. "
