@@ -11,6 +11,11 @@ Dataset names (``RunConfig.data``):
 * ``"auto"`` (the default) -- CIFAR-10 wherever it is found (see :func:`resolve_auto`), else synthetic
   images with a visible notice;
 * ``"synthetic"`` -- generated in code, deterministic from a seed (see :func:`synthetic_images`);
+* ``"cued"`` -- the positive control of dynamic convolution (:mod:`kwlab.experiments.data_cued`): the
+  channel that carries the class is named by a global cue (the background tint). The images are the same
+  for every run (train generator seed 0, test seed 1), so runs of a sweep differ only in their own seed;
+  8 classes and 16 x 16 images unless ``image_size`` says otherwise; ``ImageData.test_cues`` holds the cue
+  of each test image;
 * ``"cifar10"`` / ``"cifar100"`` -- the standard python-pickle folders (``cifar-10-batches-py``,
   ``cifar-100-python``) under the data root; for CIFAR-10 also ``cifar10-jpg.zip`` (the 60,000
   JPEGs in ImageFolder layout). The root is the ``root`` argument, else ``$KWLAB_DATA``, else
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kwlab.experiments.data_cued import cued_images
 from kwlab.experiments.data_readers import (
     IMAGE_SUFFIXES,
     DatasetNotFoundError,
@@ -87,6 +93,8 @@ class ImageData:
         test_labels: ``(M,)`` int64.
         classes: class names, index = label.
         mean, std: per-channel statistics of the training images in [0, 1].
+        test_cues: ``data="cued"`` only: the cue of each test image ``(M,)`` (which channel carries the
+            class), for grouping the attention by cue; None for every other dataset.
     """
 
     name: str
@@ -97,6 +105,7 @@ class ImageData:
     classes: list[str]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    test_cues: Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -112,6 +121,9 @@ class ImageData:
             f"test={tuple(self.test_images.shape)}, classes={self.num_classes})"
         )
 
+
+#: Classes of ``data="cued"`` (the textons of :func:`kwlab.experiments.data_cued.cued_images`).
+CUED_CLASSES = 8
 
 # ----------------------------------------------------------------------------------------------------
 # Synthetic data
@@ -196,7 +208,7 @@ def load_data(
     """Load dataset ``name`` as uint8 arrays (decoding and caching on first use).
 
     Args:
-        name: ``"synthetic"``, ``"cifar10"``, ``"cifar100"`` or a path to an ImageFolder dir / .zip.
+        name: ``"synthetic"``, ``"cued"``, ``"cifar10"``, ``"cifar100"`` or a path to an ImageFolder dir / .zip.
         root: data root (default ``$KWLAB_DATA``, then ``./data``).
         image_size: side of the square images (default: 32 for synthetic/CIFAR, 224 for folders).
             CIFAR pickles are always 32.
@@ -226,6 +238,15 @@ def load_data(
         vx, vy = synthetic_images(n_test, num_classes=num_classes, image_size=size, seed=2 * seed + 1)
         mean, std = _channel_stats(tx)
         return ImageData("synthetic", tx, ty, vx, vy, [f"class{i}" for i in range(num_classes)], mean, std)
+    if kind == "cued":
+        size = image_size or 16
+        train = cued_images(train_samples or 20_000, num_classes=CUED_CLASSES, image_size=size, seed=0)
+        test = cued_images(test_samples or 4_000, num_classes=CUED_CLASSES, image_size=size, seed=1)
+        mean, std = _channel_stats(train.images)
+        names = [f"texton{i}" for i in range(CUED_CLASSES)]
+        return ImageData(
+            "cued", train.images, train.labels, test.images, test.labels, names, mean, std, test.cues
+        )
     if kind == "cifar-pickle":
         if image_size not in (None, 32):
             raise ValueError(f"image_size={image_size}: the CIFAR pickles are 32x32; leave image_size unset")

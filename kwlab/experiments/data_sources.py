@@ -13,7 +13,7 @@ from kwlab.experiments.data_readers import DatasetNotFoundError, find_split_base
 __all__ = ["CIFAR_FOLDERS", "DATASET_NAMES", "data_roots", "resolve_auto", "resolve_source"]
 
 #: The dataset names ``RunConfig.data`` accepts besides a path.
-DATASET_NAMES = ("auto", "synthetic", "cifar10", "cifar100")
+DATASET_NAMES = ("auto", "synthetic", "cued", "cifar10", "cifar100")
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _CIFAR_ZIPS = {"cifar10": ("cifar10-jpg.zip", "cifar10-jpg", "cifar10")}
 
@@ -77,7 +77,7 @@ def resolve_source(
     """Find where dataset ``name`` lives.
 
     Returns:
-        ``(kind, path)`` with kind ``"synthetic"``, ``"cifar-pickle"`` or ``"imagefolder"``.
+        ``(kind, path)`` with kind ``"synthetic"``, ``"cued"``, ``"cifar-pickle"`` or ``"imagefolder"``.
 
     Raises:
         DatasetNotFoundError: nothing found and the download failed or was not allowed.
@@ -85,8 +85,8 @@ def resolve_source(
     key = name.lower()
     if key == "auto":
         key = name = resolve_auto(root, download=download)[0]
-    if key == "synthetic":
-        return "synthetic", Path("")
+    if key in ("synthetic", "cued"):
+        return key, Path("")
     if key in CIFAR_FOLDERS:
         looked: list[str] = []
         roots = data_roots(root)

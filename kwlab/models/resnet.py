@@ -215,6 +215,10 @@ def _resnet20(num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64), **k
     return ResNet(BasicBlock, [3, 3, 3], widths=widths, num_classes=num_classes, stem="cifar", **kw)
 
 
+def _resnet8(num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64), **kw) -> ResNet:
+    return ResNet(BasicBlock, [1, 1, 1], widths=widths, num_classes=num_classes, stem="cifar", **kw)
+
+
 for _name, _builder, _presets, _size, _description in (
     ("resnet18", partial(ResNet, BasicBlock, [2, 2, 2, 2]), RESNET_PRESETS, 224, "ResNet-18 (ImageNet)"),
     ("resnet50", partial(ResNet, Bottleneck, [3, 4, 6, 3]), _R50_PRESETS, 224, "ResNet-50 (ImageNet)"),
@@ -226,6 +230,7 @@ for _name, _builder, _presets, _size, _description in (
         "ResNet-18 with a 3x3 stem and no max-pool (CIFAR)",
     ),
     ("resnet20_cifar", _resnet20, RESNET_PRESETS, 32, "ResNet-20 (16-32-64, CIFAR) with 1x1-conv shortcuts"),
+    ("resnet8_cifar", _resnet8, RESNET_PRESETS, 32, "ResNet-8: ResNet-20 with one block per stage (small tasks)"),
 ):
     register_model(
         ModelEntry(_name, _builder, _RESNET_KW, _presets, (3, _size, _size), description=_description)
