@@ -151,8 +151,8 @@ class Method:
         allowed values."""
         if not isinstance(value, str) or value not in self.attentions:
             raise ValueError(
-                f"attention={value!r} is not allowed for method={self.name!r}{where}; allowed: "
-                f"{list(self.attentions)}.{suggest(str(value), self.attentions)}"
+                f"attention must be one of {list(self.attentions)} for method={self.name!r}{where}, got "
+                f"{value!r}.{suggest(str(value), self.attentions)}"
             )
 
 
