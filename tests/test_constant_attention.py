@@ -1,5 +1,5 @@
 """``attention="constant"``: learned, input-independent mixing through the method's own normalisation and
-temperature (issue 28 item 2), for KW, DY-Conv, CondConv and ODConv; KernelDNA, DCD and FDConv refuse it.
+temperature (issue 28 item 2), for KW, DY-Conv, CondConv, ODConv and KernelDNA; DCD and FDConv refuse it.
 
 Every check is against a hand computation: the coefficients by formula from the constants, the layer output
 against a static conv whose weight is the mixture computed here, the parameter counts by formula.
@@ -19,6 +19,7 @@ from kwlab.layers.attention import KWConstantAttention, attention_parameter_coun
 from kwlab.layers.base import dynamic_layers
 from kwlab.layers.condconv import CondConv2d
 from kwlab.layers.dyconv import DynamicConv2d
+from kwlab.layers.kerneldna import KernelDNAConv2d
 from kwlab.layers.kernelwarehouse import KWConv2d
 from kwlab.layers.odconv import ODConv2d
 
@@ -75,6 +76,21 @@ def test_condconv_constant_is_the_static_conv_of_its_mixture():
     torch.testing.assert_close(layer.attention(x1)[1, 0], r, rtol=1e-6, atol=1e-7)
     for x in (x1, x2):
         torch.testing.assert_close(layer(x), F.conv2d(x, w, b, padding=1), rtol=1e-5, atol=1e-5)
+
+
+def test_kerneldna_constant_is_the_static_conv_of_its_gated_kernel():
+    torch.manual_seed(0)
+    layer = KernelDNAConv2d(C, OUT, 3, padding=1, attention="constant")
+    _randomise(layer)
+    with torch.no_grad():
+        layer.spatial_scale.normal_()
+        layer.filter_scale.normal_()
+    g = 1 / (1 + torch.exp(-layer.attention.z))  # sigmoid by hand, one gain per input channel
+    w = layer.parent_weight * (1 + layer.spatial_scale) * (1 + layer.filter_scale) * g.view(1, -1, 1, 1)
+    x1, x2 = _x(1), _x(2) * 2
+    assert torch.equal(layer.attention(x1), layer.attention(x2))
+    for x in (x1, x2):
+        torch.testing.assert_close(layer(x), F.conv2d(x, w, None, padding=1), rtol=1e-5, atol=1e-5)
 
 
 def _odconv_reference_weight(layer: ODConv2d, t: float) -> torch.Tensor:
@@ -185,6 +201,10 @@ def test_parameter_counts_by_formula():
     assert dw.filter_z is None and dw.kernel_z is None and _count(dw) == C + taps
     pw = ODConv2d(C, OUT, 1, num_kernels=2, attention="constant").attention
     assert pw.spatial_z is None and _count(pw) == C + OUT + 2
+    dna = KernelDNAConv2d(C, OUT, 3, reduction=4)
+    hd = max(C // 4, 1)
+    dna_head = C * hd + 2 * hd + hd * C + C
+    assert _count(KernelDNAConv2d(C, OUT, 3, attention="constant")) == _count(dna) - dna_head + C
     kw = KWConv2d(C, OUT, 3, budget=2)
     m, n = kw.num_mixtures, kw.warehouse.num_cells
     assert _count(kw.attention) == attention_parameter_count(C, m, n, budget=2)
@@ -195,14 +215,23 @@ def test_parameter_counts_by_formula():
     ) + m * (n + 1)
 
 
-@pytest.mark.parametrize("method", ["kw", "dyconv", "condconv", "odconv"])
-def test_model_parameters_kernels_unchanged_head_replaced(method):
+@pytest.mark.parametrize(
+    ("arch", "method"),
+    [
+        ("resnet20_cifar", "kw"),
+        ("resnet20_cifar", "dyconv"),
+        ("resnet20_cifar", "condconv"),
+        ("resnet20_cifar", "odconv"),
+        ("mobilenetv2_050", "kerneldna"),  # the official KernelDNA model
+    ],
+)
+def test_model_parameters_kernels_unchanged_head_replaced(arch, method):
     """A whole network: the same kernels (warehouse part), only the attention part changes, to the constants'
     size; the KW plan's attention count (by formula) says the same."""
     torch.manual_seed(0)
-    dyn = kwlab.create_model("resnet20_cifar", method=method, num_classes=10)
+    dyn = kwlab.create_model(arch, method=method, num_classes=10)
     torch.manual_seed(0)
-    con = kwlab.create_model("resnet20_cifar", method=method, num_classes=10, attention="constant")
+    con = kwlab.create_model(arch, method=method, num_classes=10, attention="constant")
     bd, bc = kwlab.parameter_breakdown(dyn), kwlab.parameter_breakdown(con)
     for part in ("static", "warehouse", "other"):
         assert bd[part] == bc[part], part
@@ -235,6 +264,7 @@ def test_model_parameters_kernels_unchanged_head_replaced(method):
         lambda: DynamicConv2d(C, OUT, 3, padding=1, attention="constant"),
         lambda: CondConv2d(C, OUT, 3, padding=1, attention="constant"),
         lambda: ODConv2d(C, OUT, 3, padding=1, attention="constant"),
+        lambda: KernelDNAConv2d(C, OUT, 3, padding=1, attention="constant"),
         lambda: KWConv2d(C, OUT, 3, padding=1, budget=2, attention="constant"),
         lambda: KWConv2d(C, OUT, 3, padding=1, budget=2, attention="constant", attention_init="pattern"),
     ],
@@ -301,7 +331,7 @@ def test_kw_and_condconv_temperature():
 
 
 # ------------------------------------------------------------------------------------ (e) bad values
-@pytest.mark.parametrize("cls", [DynamicConv2d, CondConv2d, ODConv2d])
+@pytest.mark.parametrize("cls", [DynamicConv2d, CondConv2d, ODConv2d, KernelDNAConv2d])
 @pytest.mark.parametrize("bad", ["Constant", 1, None, "static"])
 def test_family_layers_refuse_bad_values(cls, bad):
     with pytest.raises(ValueError, match=r"attention must be one of \('dynamic', 'constant'\)"):
@@ -318,9 +348,12 @@ def test_kw_refuses_bad_values():
         kwlab.create_model("resnet20_cifar", method="kw", attention="Constant", num_classes=10)
 
 
-@pytest.mark.parametrize("method", ["dyconv", "condconv", "odconv"])
+@pytest.mark.parametrize("method", ["dyconv", "condconv", "odconv", "kerneldna"])
 def test_front_doors_refuse_bad_values(method):
     net = nn.Sequential(nn.Conv2d(3, C, 3), nn.Conv2d(C, OUT, 3))
+    if method == "kerneldna":  # the official models' front door (the conversion is kwlab's pairing)
+        with pytest.raises(ValueError, match=r"attention must be one of \['dynamic', 'constant'\]"):
+            kwlab.create_model("resnet18", method=method, attention="Constant", num_classes=10)
     allowed = r"attention must be one of \['dynamic', 'constant'\] for method="
     for bad in ("Constant", 1):
         with pytest.raises(ValueError, match=rf"{allowed}'{method}', got {bad!r}"):
@@ -334,7 +367,7 @@ def test_front_doors_refuse_bad_values(method):
         RunConfig.from_dict({"method": method, "attention": 1})
 
 
-@pytest.mark.parametrize(("method", "why"), [("kerneldna", "gate"), ("dcd", "Phi"), ("fdconv", "KSM")])
+@pytest.mark.parametrize(("method", "why"), [("dcd", "Phi"), ("fdconv", "KSM")])
 def test_methods_without_the_control_say_why(method, why):
     with pytest.raises(
         ValueError, match=rf"attention='constant'.*method='{method}'.*{why}.*freeze_attention"
@@ -355,6 +388,7 @@ def test_methods_without_the_control_say_why(method, why):
         ("condconv", {"preset": "2x"}),
         ("odconv", {"preset": "2x"}),
         ("kw", {"attention_init": "pattern"}),
+        ("kerneldna", {"arch": "resnet18"}),
     ],
 )
 def test_config_round_trip(method, values):
@@ -365,9 +399,8 @@ def test_config_round_trip(method, values):
     torch.manual_seed(0)
     net = build_model(config, 10)
     torch.manual_seed(0)
-    direct = kwlab.create_model(
-        "resnet20_cifar", method=method, num_classes=10, attention="constant", **values
-    )
+    arch = values.pop("arch", "resnet20_cifar")
+    direct = kwlab.create_model(arch, method=method, num_classes=10, attention="constant", **values)
     layers = list(dynamic_layers(net))
     assert layers and all(not lay.attention.input_dependent for _, lay in layers)
     assert kwlab.parameter_breakdown(net) == kwlab.parameter_breakdown(direct)
@@ -385,7 +418,7 @@ def test_convert_front_door():
 
 def test_dynamic_default_unchanged():
     """attention="dynamic" is the default: the same layer, bit for bit, from the same seed."""
-    for cls in (DynamicConv2d, CondConv2d, ODConv2d):
+    for cls in (DynamicConv2d, CondConv2d, ODConv2d, KernelDNAConv2d):
         torch.manual_seed(0)
         a = cls(C, OUT, 3)
         torch.manual_seed(0)
@@ -397,11 +430,17 @@ def test_dynamic_default_unchanged():
 
 
 # ------------------------------------------------------------------------------------ instruments
-@pytest.mark.parametrize("method", ["kw", "dyconv", "condconv", "odconv"])
+@pytest.mark.parametrize("method", ["kw", "dyconv", "condconv", "odconv", "kerneldna"])
 def test_probe_freeze_and_temperature_on_constant_nets(method):
     torch.manual_seed(0)
     extra = {"attention_init": "pattern"} if method == "kw" else {}
-    net = kwlab.create_model("resnet20_cifar", method=method, num_classes=10, attention="constant", **extra)
+    if method == "kerneldna":
+        net = kwlab.create_model("resnet20_cifar", num_classes=10)
+        kwlab.convert(net, "kerneldna", wiring="pairing", stages="all", attention="constant")
+    else:
+        net = kwlab.create_model(
+            "resnet20_cifar", method=method, num_classes=10, attention="constant", **extra
+        )
     for _, layer in dynamic_layers(net):
         _randomise(layer)
     kwlab.set_temperature(net, 0.3)

@@ -165,13 +165,8 @@ def _kw_converter(model: nn.Module, *, preset: str | None = None, presets=None, 
 
 _PATTERNS = ("include", "exclude")
 _CONSTANT = "; `attention='constant'`: learned constants in place of the attention head (a control)"
-#: Why these methods have no ``attention="constant"`` control (each would have a meaning; none is built yet).
+#: Why these methods have no ``attention="constant"`` control (each would have one; neither is built yet).
 _NO_CONSTANT = {
-    "kerneldna": (
-        "its only input dependence is the SE gate on the input channels; a constant gate (a learned static "
-        "per-channel gain through the same sigmoid) would be its control, but kwlab does not build one yet "
-        "(its official models build the gates themselves); use freeze_attention to measure dependence"
-    ),
     "dcd": (
         "its input dependence is the channel scale Lambda(x) and the dynamic channel fusion Phi(x); constant "
         "ones would fold into a static kernel plus a static low-rank term, a control kwlab does not build "
@@ -262,16 +257,16 @@ METHODS: dict[str, Method] = {
             KernelDNAConv2d,
             None,
             "none",
-            ("wiring", "reduction", "stages", *_PATTERNS),
-            ("reduction",),
+            ("wiring", "reduction", "stages", "attention", *_PATTERNS),
+            ("reduction", "attention"),
             NO_TEMPERATURE,
             description=(
                 "KernelDNA: child convs share a parent kernel through input-channel gates; "
-                "no `attention='constant'` yet"
+                "`attention='constant'`: a learned constant gate in place of the SE gate (a control)"
             ),
             reference="arXiv 2503.23379; haiduo/KernelDNA",
             wiring=Wiring({"reduction": 4}, pairing=True),
-            no_attention=_NO_CONSTANT["kerneldna"],
+            attentions=ATTENTION_MODES,
         ),
         Method(
             "dcd",
