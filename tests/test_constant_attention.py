@@ -459,3 +459,26 @@ def test_probe_freeze_and_temperature_on_constant_nets(method):
     with kwlab.freeze_attention(net, x):
         torch.testing.assert_close(net(x), y, rtol=1e-4, atol=1e-5)  # the mean of a constant is itself
     torch.testing.assert_close(net(x), y)
+
+
+def test_kw_conversion_keeps_the_dynamic_warehouses():
+    """A generic conversion (traced stages, split where the attention would outweigh the cells): the
+    constant control gets the very warehouses of the dynamic net, although its own attention is tiny."""
+
+    def net():
+        torch.manual_seed(0)
+        convs = [nn.Conv2d(16, 16, 3, padding=1, bias=False) for _ in range(4)]
+        return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), *convs, nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
+
+    x = torch.randn(2, 3, 8, 8)
+    opts = dict(max_param_ratio=None, example_input=x, attention_share_warning=None)
+    dyn, con = net(), net()
+    kwlab.convert(dyn, "kw", **opts)
+    kwlab.convert(con, "kw", attention="constant", **opts)
+    banks = [(n, lay.bank, lay.warehouse.num_cells) for n, lay in dynamic_layers(dyn)]
+    assert len({b for _, b, _ in banks}) > 1  # the rule did split the stage here
+    assert banks == [(n, lay.bank, lay.warehouse.num_cells) for n, lay in dynamic_layers(con)]
+    constant_plan = kwlab.plan_kernelwarehouse(net(), attention="constant", **opts)
+    assert constant_plan.totals()["attention"] == sum(
+        lay.num_mixtures * (lay.warehouse.num_cells + 1) for _, lay in dynamic_layers(con)
+    )
