@@ -113,7 +113,7 @@ class RunConfig:
     spatial_partition: bool | None = None  # KW: cut kernels into 1x1 spatial cells (official: True)
     zero_cell: bool | None = None  # KW: the extra zero-cell slot (official: True)
     attention_init: str | None = None  # KW: "official" (default) or kwlab's "pattern" (see KWAttention)
-    attention: str | None = None  # KW: ATTENTION_FUNCTIONS; CondConv/DY-Conv/ODConv: "dynamic" | "constant"
+    attention: str | None = None  # KW: ATTENTION_FUNCTIONS; the family: "dynamic" or "constant" (METHODS)
     reduction: float | None = None
     drop_path_rate: float = 0.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
