@@ -256,8 +256,8 @@ class RunConfig:
             _choice("attention_init", self.attention_init, ATTENTION_INITS)
             if self.attention_init == "pattern" and self.attention not in (None, *PATTERN_FUNCTIONS):
                 raise ConfigError(
-                    f"attention_init='pattern' needs attention in {PATTERN_FUNCTIONS} (the functions with an "
-                    f"init pattern), got attention={self.attention!r}"
+                    "attention_init='pattern' needs attention='caf' or attention='constant' (the functions "
+                    f"with an init pattern), got attention={self.attention!r}"
                 )
         for name in ("temperature_start", "temperature_end"):
             value = getattr(self, name)

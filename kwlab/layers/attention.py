@@ -135,8 +135,8 @@ def check_attention_init(attention_init: str, function: str) -> None:
         raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
     if attention_init == "pattern" and function not in PATTERN_FUNCTIONS:
         raise ValueError(
-            f"attention_init='pattern' needs attention in {PATTERN_FUNCTIONS} (the functions with an init "
-            f"pattern), got attention={function!r}"
+            "attention_init='pattern' needs attention='caf' or attention='constant' (the functions with an "
+            f"init pattern), got attention={function!r}"
         )
 
 
