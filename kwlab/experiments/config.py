@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kwlab.layers.attention import ATTENTION_FUNCTIONS, ATTENTION_INITS, ATTENTION_NORMS
+from kwlab.layers.attention import ATTENTION_INITS, ATTENTION_NORMS, PATTERN_FUNCTIONS
 from kwlab.methods import METHODS, get_method, method_fields
 from kwlab.methods.kernelwarehouse import SHARING
 from kwlab.utils import suggest
@@ -113,7 +113,7 @@ class RunConfig:
     spatial_partition: bool | None = None  # KW: cut kernels into 1x1 spatial cells (official: True)
     zero_cell: bool | None = None  # KW: the extra zero-cell slot (official: True)
     attention_init: str | None = None  # KW: "official" (default) or kwlab's "pattern" (see KWAttention)
-    attention: str | None = None
+    attention: str | None = None  # KW: ATTENTION_FUNCTIONS; the family: "dynamic" or "constant" (METHODS)
     reduction: float | None = None
     drop_path_rate: float = 0.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -221,6 +221,11 @@ class RunConfig:
         given = [f for f in method_fields() if getattr(self, f) is not None and f not in spec.config_fields]
         if given:
             users = sorted(m.name for m in METHODS.values() if given[0] in m.config_fields)
+            if given[0] == "attention" and spec.no_attention:
+                raise ConfigError(
+                    f"attention={self.attention!r} is not a field of method={self.method!r}: "
+                    f"{spec.no_attention} (attention applies to {users})"
+                )
             raise ConfigError(
                 f"{', '.join(f'{f}={getattr(self, f)!r}' for f in given)}: not a field of "
                 f"method={self.method!r} ({given[0]} applies to {users}); the fields of "
@@ -240,17 +245,19 @@ class RunConfig:
                 raise ConfigError(f"{f.name} must be a finite number, got {value}")
         if self.sharing is not None:
             _choice("sharing", self.sharing, SHARING)
-        if self.attention is not None:
-            _choice("attention", self.attention, ATTENTION_FUNCTIONS)
+        if self.attention is not None:  # the allowed values are the method's (METHODS[method].attentions)
+            try:
+                spec.check_attention(self.attention)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if self.attention_norm is not None:
             _choice("attention_norm", self.attention_norm, ATTENTION_NORMS)
         if self.attention_init is not None:
             _choice("attention_init", self.attention_init, ATTENTION_INITS)
-            if self.attention_init == "pattern" and self.attention not in (None, "caf"):
+            if self.attention_init == "pattern" and self.attention not in (None, *PATTERN_FUNCTIONS):
                 raise ConfigError(
-                    "attention_init='pattern' needs attention='caf' (the only function with an init "
-                    f"pattern), "
-                    f"got attention={self.attention!r}"
+                    "attention_init='pattern' needs attention='caf' or attention='constant' (the functions "
+                    f"with an init pattern), got attention={self.attention!r}"
                 )
         for name in ("temperature_start", "temperature_end"):
             value = getattr(self, name)

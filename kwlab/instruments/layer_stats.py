@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from kwlab.instruments import metrics, statistics
+from kwlab.layers.attention import PATTERN_FUNCTIONS
 from kwlab.layers.base import DynamicLayer
 
 __all__ = ["LayerStats"]
@@ -37,7 +38,8 @@ class LayerStats:
         self.bank = layer.bank or name
         self.m, self.n = att.num_mixtures, att.num_cells
         self.zero_cell = bool(att.zero_cell)
-        self.learned = hasattr(att, "learned_tap") and getattr(att, "function", None) == "caf"
+        # the CAF's learned term z^ (KW "caf", and the "constant" control: z^ the same for every sample)
+        self.learned = hasattr(att, "learned_tap") and getattr(att, "function", None) in PATTERN_FUNCTIONS
         self.pattern = att.init_pattern if self.learned else None
         self.bins = bins
         self.keep = keep

@@ -48,7 +48,8 @@ class Statistic:
         weight: ``weight(alpha) -> 0-d tensor``, the batch's weight in the mean (e.g. its element count).
         source: "alpha" (``(B, m, n)``), "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only) or
             "learned" (KW's learned term before the blend with the init pattern, ``(B, m, slots)``, seen
-            through ``attention.learned_tap``; KW with ``attention="caf"`` only, NaN elsewhere).
+            through ``attention.learned_tap``; KW with ``attention="caf"`` or ``"constant"`` only, NaN
+            elsewhere).
     """
 
     column: str

@@ -28,6 +28,20 @@ the usual KW schedule (tau 1 -> 0) becomes DY-Conv's 30 -> 1 softmax temperature
 pattern. The zero-cell slot is kept for every function (it absorbs mass; switch it off with
 ``zero_cell=False``).
 
+``attention="constant"`` (:class:`KWConstantAttention`, kwlab's control, not the paper's): the head
+GAP -> fc1 -> norm -> fc2 is replaced by a learned parameter ``z`` of shape ``(m, slots)``, the same for every
+sample, which goes through the same CAF (signed L1 normalisation, ``learned_tap``, then
+``(1 - tau) * z^ + tau * beta``). It separates input dependence from the reparametrisation of the kernels by
+the warehouse: same cells, same normalisation, same temperature, no input dependence. Its init: with
+``attention_init="pattern"`` ``z = beta`` (so ``z^ = beta / (1 + 1e-3)``); with ``"official"`` every mixture's
+L1 mass sits on the zero cell (``z = e_zero``), so the learned term over the warehouse cells starts at
+exactly 0 -- the mean over inputs of the official init's zero-mean ``z^`` -- and the anneal must hand the
+function over from ``tau * beta`` as it must for the official dynamic init. ``z = 0`` is avoided: the
+normalisation's gradient there is ``1 / 1e-3``. Without a zero cell (``zero_cell=False``) there is nowhere
+to park the mass, so ``"official"`` starts at the pattern too. ``z`` has ``|z_j|_1 = 1`` at init; as with any
+scale-invariant parameter, its effective step size grows as weight decay shrinks it. The non-local basis is a
+parametrisation of fc2's rows and has no counterpart here: ``z`` covers every slot.
+
 Non-local basis (``nonlocal_basis_ratio < 1``, official ResNet50 KW 1/2x): fc2 has no bias and emits,
 per mixture, logits for the layer's own ``floor(b * m)`` cells, ``N_b = max(floor(n_nonlocal * ratio), 16)``
 basis logits and the zero cell; a shared ``fc3`` maps the basis to all other cells, which are put back
@@ -51,6 +65,7 @@ from .warehouse import check_budget, owned_cells
 
 __all__ = [
     "KWAttention",
+    "KWConstantAttention",
     "ATTENTION_FUNCTIONS",
     "ATTENTION_NORMS",
     "ATTENTION_INITS",
@@ -60,7 +75,10 @@ __all__ = [
     "attention_parameter_count",
 ]
 
-ATTENTION_FUNCTIONS = ("caf", "caf_noinit", "softmax", "sigmoid")
+#: KW's ``attention`` values: the CAF, its ablations, and kwlab's input-independent control "constant"
+ATTENTION_FUNCTIONS = ("caf", "caf_noinit", "softmax", "sigmoid", "constant")
+#: the functions with an init pattern (``attention_init="pattern"`` applies; the probe sees ``z^``)
+PATTERN_FUNCTIONS = ("caf", "constant")
 ATTENTION_NORMS = ("batch", "layer", "none")
 ATTENTION_INITS = ("official", "pattern")
 #: Default ``pattern_scale`` of ``attention_init="pattern"`` (chosen by measurement; README, "the handover").
@@ -94,8 +112,12 @@ def attention_parameter_count(
     norm: str = "batch",
     zero_cell: bool = True,
     nonlocal_basis_ratio: float = 1.0,
+    function: str = "caf",
 ) -> int:
-    """Parameters of a :class:`KWAttention` with these arguments, by formula (nothing is allocated)."""
+    """Parameters of a :class:`KWAttention` with these arguments, by formula (nothing is allocated);
+    ``function="constant"``: of a :class:`KWConstantAttention` (``m * slots``)."""
+    if function == "constant":
+        return num_mixtures * (num_cells + (1 if zero_cell else 0))
     hidden = max(int(in_channels * reduction), 16)
     slots = num_cells + (1 if zero_cell else 0)
     count = in_channels * hidden + (hidden if norm != "batch" else 0) + (2 * hidden if norm != "none" else 0)
@@ -111,10 +133,10 @@ def check_attention_init(attention_init: str, function: str) -> None:
     """Refuse an unknown ``attention_init``, and ``"pattern"`` with a function that has no init pattern."""
     if attention_init not in ATTENTION_INITS:
         raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
-    if attention_init == "pattern" and function != "caf":
+    if attention_init == "pattern" and function not in PATTERN_FUNCTIONS:
         raise ValueError(
-            f"attention_init='pattern' needs attention='caf' (the only function with an init pattern), "
-            f"got attention={function!r}"
+            "attention_init='pattern' needs attention='caf' or attention='constant' (the functions with an "
+            f"init pattern), got attention={function!r}"
         )
 
 
@@ -161,12 +183,16 @@ class KWAttention(DynamicAttention):
         dtype=None,
     ) -> None:
         check_attention_init(attention_init, function)
-        if isinstance(pattern_scale, bool) or not isinstance(pattern_scale, (int, float)) or not (
-            0 < pattern_scale < float("inf")
+        if (
+            isinstance(pattern_scale, bool)
+            or not isinstance(pattern_scale, (int, float))
+            or not (0 < pattern_scale < float("inf"))
         ):
             raise ValueError(f"pattern_scale must be a finite number > 0, got {pattern_scale!r}")
         if function not in ATTENTION_FUNCTIONS:
             raise ValueError(f"attention must be one of {ATTENTION_FUNCTIONS}, got {function!r}")
+        if function == "constant":
+            raise ValueError("attention='constant' has no head: build a KWConstantAttention")
         if norm not in ATTENTION_NORMS:
             raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {norm!r}")
         b = check_budget(budget)
@@ -282,4 +308,91 @@ class KWAttention(DynamicAttention):
                 if self.attention_init == "pattern"
                 else ""
             )
+        )
+
+
+class KWConstantAttention(DynamicAttention):
+    """kwlab's input-independent control of the CAF: alpha ``(B, m, n)`` from a learned ``z (m, slots)``.
+
+    ``z^ = z / (sum_t |z_t| + 1e-3)`` passes through ``learned_tap``, then ``(1 - tau) * z^ + tau * beta``,
+    exactly as :class:`KWAttention` with ``function="caf"``; every sample gets the same coefficients. Init
+    (see the module doc): ``attention_init="pattern"``: ``z = beta``; ``"official"``: ``z = e_zero`` (all L1
+    mass on the zero cell, learned term 0 over the cells), or ``beta`` when there is no zero cell.
+
+    Args:
+        num_mixtures: m.
+        num_cells: n, the size of the layer's warehouse.
+        start_cell, budget: where the layer's init pattern starts, and the warehouse's budget b.
+        zero_cell: keep the extra zero-cell slot (official: yes).
+        temperature: initial tau.
+        attention_init: "official" or "pattern".
+
+    Parameters: ``z`` only (``m * slots``), in place of fc1, the norm and fc2.
+    """
+
+    temperature_contract = KWAttention.temperature_contract
+    input_dependent = False
+    function = "constant"
+
+    def __init__(
+        self,
+        num_mixtures: int,
+        num_cells: int,
+        *,
+        start_cell: int = 0,
+        budget: float = 1.0,
+        zero_cell: bool = True,
+        temperature: float = 1.0,
+        attention_init: str = "official",
+        device=None,
+        dtype=None,
+    ) -> None:
+        check_attention_init(attention_init, "constant")
+        b = check_budget(budget)
+        if b < 1 and not zero_cell:
+            raise ValueError(
+                "budget < 1 needs the zero cell (its init pattern points mixtures at it); "
+                "use zero_cell=True or a budget >= 1"
+            )
+        super().__init__(
+            num_mixtures, num_cells, zero_cell=zero_cell, temperature=check_tau(temperature, "temperature")
+        )
+        if device is not None:
+            self.temperature = self.temperature.to(device)
+        self.attention_init = attention_init
+        self.learned_tap = Tap()
+        self.slots = num_cells + (1 if zero_cell else 0)
+        self.z = nn.Parameter(torch.empty(num_mixtures, self.slots, device=device, dtype=dtype))
+        beta = init_pattern(num_mixtures, num_cells, start_cell, budget, device=device, dtype=dtype)
+        if not zero_cell:
+            beta = beta[:, :num_cells]
+        self.register_buffer("init_pattern", beta)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``z = beta`` ("pattern", or no zero cell), else ``z = e_zero`` (see the class doc)."""
+        if self.z.device.type == "meta":
+            return
+        with torch.no_grad():
+            if self.attention_init == "pattern" or not self.zero_cell:
+                self.z.copy_(self.init_pattern)
+            else:
+                self.z.zero_()
+                self.z[:, -1] = 1.0
+
+    def logits(self, x: Tensor) -> Tensor:
+        """``z`` broadcast over the batch of ``x``, shape ``(B, m, slots)``."""
+        return self.z.unsqueeze(0).expand(x.shape[0], -1, -1)
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        z = self.logits(x)
+        z = z / (z.abs().sum(dim=-1, keepdim=True) + 1e-3)
+        z = self.learned_tap(z)
+        tau = self.temperature
+        return (1.0 - tau) * z + tau * self.init_pattern
+
+    def extra_repr(self) -> str:
+        return (
+            f"function='constant', num_mixtures={self.num_mixtures}, num_cells={self.num_cells}, "
+            f"zero_cell={self.zero_cell}, attention_init={self.attention_init!r}"
         )

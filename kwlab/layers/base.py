@@ -47,6 +47,8 @@ __all__ = [
     "parameter_breakdown",
     "BREAKDOWN_PARTS",
     "KeepsLayout",
+    "ATTENTION_MODES",
+    "check_attention_mode",
 ]
 
 
@@ -106,6 +108,9 @@ class DynamicAttention(nn.Module):
 
     temperature_contract: TemperatureContract = NO_TEMPERATURE
     uses_temperature: bool = True
+    #: False for the ``attention="constant"`` controls: the coefficients are learned constants, the same
+    #: for every sample (see :func:`check_attention_mode`)
+    input_dependent: bool = True
 
     def __init__(
         self, num_mixtures: int, num_cells: int, *, zero_cell: bool = False, temperature: float = 0.0
@@ -275,6 +280,20 @@ def dynamic_layers(model: nn.Module) -> Iterator[tuple[str, DynamicLayer]]:
     for name, module in model.named_modules():
         if isinstance(module, DynamicLayer):
             yield name, module
+
+
+#: The ``attention`` values of the whole-kernel family layers (CondConv, DY-Conv, ODConv): "dynamic" (the
+#: method's own input-dependent attention, the default) or "constant" (kwlab's control: learned constants,
+#: the same for every sample, through the same sigmoid/softmax and temperature).
+ATTENTION_MODES = ("dynamic", "constant")
+
+
+def check_attention_mode(value: Any, layer: str) -> str:
+    """``value`` if it is one of :data:`ATTENTION_MODES`, else a ValueError naming the parameter, the layer
+    and the allowed values."""
+    if not isinstance(value, str) or value not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {ATTENTION_MODES} for {layer}, got {value!r}")
+    return value
 
 
 def check_divisor(value: float, name: str = "temperature") -> float:

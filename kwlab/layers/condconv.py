@@ -7,6 +7,11 @@ Aggregation rule, per sample::
     r(x) = sigmoid(R @ GAP(x) + c)            (B, E)   one Linear, NOT normalised, no temperature
     W(x) = sum_e r_e(x) W_e,  b(x) = sum_e r_e(x) b_e
 
+``attention="constant"`` (kwlab's control, not the paper's): :class:`CondConvConstantRouting` replaces the
+routing Linear by E learned logits ``z``, the same for every sample, through the same sigmoid (CondConv has
+no temperature). They start at 0: every routing weight 0.5, the centre of the dynamic routing at init (its
+Linear's outputs are small). Parameters: the experts as before, the routing's ``I*E + E`` replaced by ``E``.
+
 Checked against the paper (Yang et al., NeurIPS 2019, eq. 1-2) and the timm
 implementation (``timm/layers/cond_conv2d.py``). Differences from timm: the routing function lives in
 the layer (timm shares one routing Linear across the expand/depthwise/project convs of a block), and
@@ -26,13 +31,20 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry, like_conv
+from .base import (
+    DynamicAttention,
+    DynamicLayer,
+    check_attention_mode,
+    check_positive_int,
+    conv_geometry,
+    like_conv,
+)
 
 # dynamic_conv is fx-wrapped where it is defined; wrapping its name here too keeps the call a leaf
 # when a model using this module is traced with torch.fx.symbolic_trace.
 torch.fx.wrap("dynamic_conv")
 
-__all__ = ["CondConv2d", "CondConvRouting", "KernelBankConv2d"]
+__all__ = ["CondConv2d", "CondConvRouting", "CondConvConstantRouting", "KernelBankConv2d"]
 
 
 def _init_like_conv(weight: Tensor, bias: Tensor | None) -> None:
@@ -140,6 +152,29 @@ class CondConvRouting(DynamicAttention):
         return torch.sigmoid(self.fc(x.mean((2, 3)))).unsqueeze(1)
 
 
+class CondConvConstantRouting(DynamicAttention):
+    """kwlab's input-independent control of CondConv: ``sigmoid(z)`` of E learned logits ``z``, the same for
+    every sample, alpha ``(B, 1, E)``. ``z`` starts at 0 (every routing weight 0.5). No temperature.
+
+    Args:
+        num_experts: E.
+    """
+
+    uses_temperature = False
+    input_dependent = False
+
+    def __init__(self, num_experts: int, *, device=None, dtype=None) -> None:
+        super().__init__(1, num_experts, temperature=1.0)
+        self.z = nn.Parameter(torch.zeros(num_experts, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        """``z = 0``: every routing weight 0.5."""
+        nn.init.zeros_(self.z)
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.z).view(1, 1, -1).expand(x.shape[0], -1, -1)
+
+
 class CondConv2d(KernelBankConv2d):
     """Conditionally parameterised 2D convolution: a sigmoid-routed sum of ``num_experts`` kernels.
 
@@ -147,6 +182,8 @@ class CondConv2d(KernelBankConv2d):
 
     Args:
         num_experts: E, number of expert kernels (timm default 4; the ResNet18 "8x" table row uses 8).
+        attention: "dynamic" (the paper's routing, default) or "constant" (kwlab's control:
+            :class:`CondConvConstantRouting`, E learned logits starting at 0, no input dependence).
 
     Shapes:
         x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``.
@@ -169,10 +206,12 @@ class CondConv2d(KernelBankConv2d):
         bias: bool = False,
         *,
         num_experts: int = 4,
+        attention: str = "dynamic",
         padding_mode: str = "zeros",
         device=None,
         dtype=None,
     ) -> None:
+        check_attention_mode(attention, "CondConv2d (method 'condconv')")
         super().__init__()
         factory = dict(device=device, dtype=dtype)
         self._init_bank(
@@ -189,11 +228,17 @@ class CondConv2d(KernelBankConv2d):
             (num_experts, out_channels) if bias else None,
             factory,
         )
-        self.attention = CondConvRouting(in_channels, num_experts, **factory)
+        if attention == "constant":
+            self.attention = CondConvConstantRouting(num_experts, **factory)
+        else:
+            self.attention = CondConvRouting(in_channels, num_experts, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         _init_like_conv(self.weight, self.bias)
+        if isinstance(self.attention, CondConvConstantRouting):
+            self.attention.reset_parameters()
+            return
         self.attention.fc.reset_parameters()
 
     @classmethod
@@ -205,4 +250,5 @@ class CondConv2d(KernelBankConv2d):
         return super().from_conv(conv, **kwargs)
 
     def extra_repr(self) -> str:
-        return _conv_repr(self) + f", num_experts={self.num_experts}"
+        extra = ", attention='constant'" if not self.attention.input_dependent else ""
+        return _conv_repr(self) + f", num_experts={self.num_experts}" + extra

@@ -16,6 +16,12 @@ so that early attention is near-uniform and every kernel gets trained. In kwlab 
 The stored T must be a finite number > 0 (the constructor refuses others; ``kwlab.set_temperature`` maps
 the anneal position tau in [0, 1] to T = 1 + 29 * tau).
 
+``attention="constant"`` (kwlab's control, not the paper's): :class:`DyConvConstantAttention` replaces the
+head FC1/FC2 by K learned logits ``z``, the same for every sample, through the same ``softmax(z / T)`` and
+the same temperature. They start at 0: a uniform softmax, which is what DY-Conv's attention gives at
+T = 30 anyway (its logits at init are small, divided by 30). Parameters: the kernels as before, the head's
+``C*Hd + Hd*K + K`` replaced by ``K``.
+
 There is no official code. Checked against the paper (Chen et al., CVPR 2020, eq. 1-3 and sec. 4)
 and the widely used reimplementation kaijieshi7/Dynamic-convolution-Pytorch; differences from the
 latter: hidden width ``max(int(C * reduction), 1)`` (not ``int(C/4) + 1``) and kernels initialised like
@@ -32,10 +38,10 @@ import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DynamicAttention, TemperatureContract, check_divisor
+from .base import DynamicAttention, TemperatureContract, check_attention_mode, check_divisor
 from .condconv import KernelBankConv2d, _conv_repr, _init_like_conv
 
-__all__ = ["DynamicConv2d", "DyConvAttention"]
+__all__ = ["DynamicConv2d", "DyConvAttention", "DyConvConstantAttention"]
 
 #: the paper's schedule: the softmax divisor T goes 30 -> 1 over the first 10 epochs
 DYCONV_TEMPERATURE = TemperatureContract("softmax divisor T (30 -> 1); evaluated at T = 1", 30.0, 1.0, 10.0)
@@ -80,6 +86,33 @@ class DyConvAttention(DynamicAttention):
         return torch.softmax(self.logits(x) / self.temperature, dim=-1).unsqueeze(1)
 
 
+class DyConvConstantAttention(DynamicAttention):
+    """kwlab's input-independent control of DY-Conv: ``softmax(z / T)`` of K learned logits ``z``, the same
+    for every sample, alpha ``(B, 1, K)``. ``z`` starts at 0 (a uniform softmax: what the dynamic attention
+    gives at T = 30). The temperature contract is DY-Conv's (T = 30 -> 1).
+
+    Args:
+        num_kernels: K.
+        temperature: initial T (30).
+    """
+
+    temperature_contract = DYCONV_TEMPERATURE
+    input_dependent = False
+
+    def __init__(self, num_kernels: int, *, temperature: float = 30.0, device=None, dtype=None) -> None:
+        check_divisor(temperature)
+        super().__init__(1, num_kernels, temperature=temperature)
+        self.z = nn.Parameter(torch.zeros(num_kernels, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        """``z = 0``: the uniform softmax."""
+        nn.init.zeros_(self.z)
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        alpha = torch.softmax(self.z / self.temperature, dim=-1)
+        return alpha.view(1, 1, -1).expand(x.shape[0], -1, -1)
+
+
 class DynamicConv2d(KernelBankConv2d):
     """Dynamic convolution (DY-Conv): a softmax-attention mixture of ``num_kernels`` kernels (and biases).
 
@@ -89,6 +122,8 @@ class DynamicConv2d(KernelBankConv2d):
         num_kernels: K (paper: 4).
         reduction: attention hidden width ``max(int(C * reduction), 1)``.
         temperature: initial softmax temperature (see the module docstring for the schedule).
+        attention: "dynamic" (the paper's, default) or "constant" (kwlab's control:
+            :class:`DyConvConstantAttention`, K learned logits starting at 0, no input dependence).
 
     Shapes:
         x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``.
@@ -110,10 +145,12 @@ class DynamicConv2d(KernelBankConv2d):
         num_kernels: int = 4,
         reduction: float = 0.25,
         temperature: float = 30.0,
+        attention: str = "dynamic",
         padding_mode: str = "zeros",
         device=None,
         dtype=None,
     ) -> None:
+        check_attention_mode(attention, "DynamicConv2d (method 'dyconv')")
         super().__init__()
         factory = dict(device=device, dtype=dtype)
         self._init_bank(
@@ -130,14 +167,22 @@ class DynamicConv2d(KernelBankConv2d):
             (num_kernels, out_channels) if bias else None,
             factory,
         )
-        self.attention = DyConvAttention(
-            in_channels, num_kernels, reduction=reduction, temperature=temperature, **factory
-        )
+        if attention == "constant":
+            if not reduction > 0:
+                raise ValueError(f"reduction must be > 0, got {reduction!r}")
+            self.attention = DyConvConstantAttention(num_kernels, temperature=temperature, **factory)
+        else:
+            self.attention = DyConvAttention(
+                in_channels, num_kernels, reduction=reduction, temperature=temperature, **factory
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Each kernel like ``nn.Conv2d``; attention Linears with PyTorch's default init."""
+        """Each kernel like ``nn.Conv2d``; attention Linears with PyTorch's default init (constant: z = 0)."""
         _init_like_conv(self.weight, self.bias)
+        if isinstance(self.attention, DyConvConstantAttention):
+            self.attention.reset_parameters()
+            return
         self.attention.fc1.reset_parameters()
         self.attention.fc2.reset_parameters()
 
@@ -150,4 +195,5 @@ class DynamicConv2d(KernelBankConv2d):
         return super().from_conv(conv, **kwargs)
 
     def extra_repr(self) -> str:
-        return _conv_repr(self) + f", num_kernels={self.num_kernels}"
+        extra = ", attention='constant'" if not self.attention.input_dependent else ""
+        return _conv_repr(self) + f", num_kernels={self.num_kernels}" + extra

@@ -25,6 +25,12 @@ the gate by a fixed per-channel gain, which makes the child a static conv.
 Batch size 1 in training mode: the gate's BatchNorm uses the running statistics for that forward (see
 :class:`kwlab.layers.odconv.BatchNorm2dSafe`; the official model crashes there).
 
+``attention="constant"`` (kwlab's control, not the paper's): :class:`KernelDNAConstantGate` replaces the SE
+gate by I learned logits ``z``, the same for every sample, through the same sigmoid (no temperature). They
+start at 0: every channel gain 0.5, the centre of the dynamic gate at init. The child is then a static conv
+(the gate folds into its kernel's input axis); it differs from the dynamic child by input dependence only.
+Parameters: the gate's ``I*Hd + 2*Hd + Hd*I + I`` replaced by ``I``.
+
 Sharing: ``KernelDNAConv2d(..., parent=conv)`` shares ``conv.weight`` (the very same Parameter, so
 ``model.parameters()`` lists it once). A shared kernel is saved once, under the parent's name: the child's
 ``state_dict`` leaves out ``parent_weight`` and ``load_state_dict`` does not ask for it. With
@@ -46,11 +52,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry, like_conv
+from .base import (
+    DynamicAttention,
+    DynamicLayer,
+    check_attention_mode,
+    check_positive_int,
+    conv_geometry,
+    like_conv,
+)
 from .condconv import _conv_repr
 from .norm import BatchNorm2dSafe
 
-__all__ = ["KernelDNAConv2d", "KernelDNAGate", "OfficialLayout"]
+__all__ = ["KernelDNAConv2d", "KernelDNAGate", "KernelDNAConstantGate", "OfficialLayout"]
 
 
 class OfficialLayout(NamedTuple):
@@ -110,6 +123,29 @@ class KernelDNAGate(DynamicAttention):
         return torch.sigmoid(self.fc2(h)).flatten(1).unsqueeze(1)
 
 
+class KernelDNAConstantGate(DynamicAttention):
+    """kwlab's input-independent control of the KernelDNA gate: ``sigmoid(z)`` of I learned logits ``z``, the
+    same for every sample, alpha ``(B, 1, I)``. ``z`` starts at 0 (every gain 0.5). No temperature.
+
+    Args:
+        in_channels: I.
+    """
+
+    uses_temperature = False
+    input_dependent = False
+
+    def __init__(self, in_channels: int, *, device=None, dtype=None) -> None:
+        super().__init__(1, in_channels, temperature=1.0)
+        self.z = nn.Parameter(torch.zeros(in_channels, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        """``z = 0``: every channel gain 0.5."""
+        nn.init.zeros_(self.z)
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.z).view(1, 1, -1).expand(x.shape[0], -1, -1)
+
+
 class KernelDNAConv2d(DynamicLayer):
     """A KernelDNA child conv: the parent's kernel, statically modulated, on SE-gated inputs.
 
@@ -120,6 +156,8 @@ class KernelDNAConv2d(DynamicLayer):
             ``groups`` must match); None: the layer owns a fresh kernel (kaiming-normal, fan_out).
             The child keeps its own stride, padding and dilation.
         reduction: rd of the input gate (4).
+        attention: "dynamic" (the SE gate, default) or "constant" (kwlab's control:
+            :class:`KernelDNAConstantGate`, I learned logits starting at 0, no input dependence).
 
     Shapes:
         x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``; ``parent_weight``
@@ -140,13 +178,23 @@ class KernelDNAConv2d(DynamicLayer):
         *,
         parent: nn.Conv2d | None = None,
         reduction: int = 4,
+        attention: str = "dynamic",
         padding_mode: str = "zeros",
         device=None,
         dtype=None,
     ) -> None:
+        check_attention_mode(attention, "KernelDNAConv2d (method 'kerneldna')")
         super().__init__()
         geo = conv_geometry(
-            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
+            2,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
             asymmetric_same=True,  # F.conv2d on the whole kernel pads like nn.Conv2d
         )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -183,7 +231,11 @@ class KernelDNAConv2d(DynamicLayer):
         if self.bias is not None:
             bound = 1.0 / math.sqrt(shape[1] * shape[2] * shape[3])
             nn.init.uniform_(self.bias, -bound, bound)
-        self.attention = KernelDNAGate(in_channels, reduction=reduction, **factory)
+        if attention == "constant":
+            check_positive_int("reduction", reduction)
+            self.attention = KernelDNAConstantGate(in_channels, **factory)
+        else:
+            self.attention = KernelDNAGate(in_channels, reduction=reduction, **factory)
         self.register_state_dict_post_hook(_drop_shared_kernel)
         self.register_load_state_dict_pre_hook(_fill_shared_kernel)
 
@@ -220,4 +272,5 @@ class KernelDNAConv2d(DynamicLayer):
 
     def extra_repr(self) -> str:
         s = _conv_repr(self)
+        s += ", attention='constant'" if not self.attention.input_dependent else ""
         return s + (f", parent={self.parent_name!r}" if self.parent_name else "")

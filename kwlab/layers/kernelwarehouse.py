@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..ops import CellLayout, assemble_kernel, kw_conv, mix_cells
-from .attention import KWAttention
+from .attention import KWAttention, KWConstantAttention
 from .base import DynamicLayer, KeepsLayout, conv_geometry
 from .warehouse import LayerSpec, WarehouseOptions, owned_cell_count, plan_warehouses
 
@@ -178,22 +178,35 @@ class _KWConvNd(DynamicLayer):
             )
         self.start_cell = start_cell
         self.end_cell = start_cell + owned_cell_count(lay.num_mixtures, wh.options.budget)
-        self.attention = KWAttention(
-            in_channels,
-            lay.num_mixtures,
-            wh.num_cells,
-            start_cell=start_cell,
-            budget=wh.options.budget,
-            reduction=wh.options.reduction,
-            function=attention,
-            norm=attention_norm,
-            zero_cell=zero_cell,
-            nonlocal_basis_ratio=nonlocal_basis_ratio,
-            attention_init=attention_init,
-            temperature=temperature,
-            device=device,
-            dtype=dtype,
-        )
+        if attention == "constant":  # kwlab's input-independent control (see KWConstantAttention)
+            self.attention = KWConstantAttention(
+                lay.num_mixtures,
+                wh.num_cells,
+                start_cell=start_cell,
+                budget=wh.options.budget,
+                zero_cell=zero_cell,
+                attention_init=attention_init,
+                temperature=temperature,
+                device=device,
+                dtype=dtype,
+            )
+        else:
+            self.attention = KWAttention(
+                in_channels,
+                lay.num_mixtures,
+                wh.num_cells,
+                start_cell=start_cell,
+                budget=wh.options.budget,
+                reduction=wh.options.reduction,
+                function=attention,
+                norm=attention_norm,
+                zero_cell=zero_cell,
+                nonlocal_basis_ratio=nonlocal_basis_ratio,
+                attention_init=attention_init,
+                temperature=temperature,
+                device=device,
+                dtype=dtype,
+            )
         self.bias = nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype)) if bias else None
         if warehouse is None:
             self.reset_parameters()

@@ -26,6 +26,13 @@ Temperature: ``T`` divides the logits of all four attentions; the official recip
 30 -> 1 over the first 10 epochs (``TemperatureSchedule(iters, epochs=10, start=30.0, end=1.0)``, see
 ``kwlab.methods.METHODS["odconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
 
+``attention="constant"`` (kwlab's control, not the paper's): :class:`ODConvConstantAttention` replaces the
+squeeze and the four heads by four learned constants ``z_c (I)``, ``z_f (O)``, ``z_s (kh*kw)``, ``z_w (n)``
+(the skipped heads stay skipped), the same for every sample, each through its own sigmoid/softmax divided
+by the same T. They start at 0: channel, filter and spatial attentions 0.5 and a uniform kernel softmax,
+the centre of what the official init gives at T = 30. Parameters: the kernels as before, the attention's
+``I*Hd + 2*Hd + (Hd + 1)*(I + O + kh*kw + n)`` (for the heads that exist) replaced by ``I + O + kh*kw + n``.
+
 Batch size 1 in training mode: BatchNorm cannot compute statistics from one value per channel (the
 attention's map is 1x1 after GAP), the failure reported in OSVAI/ODConv issue #27. kwlab's
 :class:`BatchNorm2dSafe` then normalises with the running statistics, as in eval mode, and leaves them
@@ -52,6 +59,7 @@ from kwlab.ops import dynamic_conv
 from .base import (
     DynamicAttention,
     TemperatureContract,
+    check_attention_mode,
     check_divisor,
     check_positive_int,
     init_attention_head,
@@ -61,7 +69,7 @@ from .norm import BatchNorm2dSafe
 
 torch.fx.wrap("dynamic_conv")
 
-__all__ = ["ODConv2d", "ODConvAttention", "ODConvAttentions"]
+__all__ = ["ODConv2d", "ODConvAttention", "ODConvConstantAttention", "ODConvAttentions"]
 
 #: the official schedule: the softmax divisor T goes 30 -> 1 over the first 10 epochs; evaluation at T = 1
 ODCONV_TEMPERATURE = TemperatureContract(
@@ -183,6 +191,88 @@ class ODConvAttention(DynamicAttention):
         return f"hidden={self.hidden}, num_kernels={self.num_cells}, skipped={heads}"
 
 
+class ODConvConstantAttention(ODConvAttention):
+    """kwlab's input-independent control of ODConv: four learned constants through the official four
+    functions and temperature (see the module doc); the same protocol as :class:`ODConvAttention`
+    (``attention(x)`` is the kernel attention, ``all_attentions``, ``pop_heads``, ``frozen_alpha``).
+
+    Parameters ``channel_z (I)``, ``filter_z (O)``, ``spatial_z (kh*kw)``, ``kernel_z (n)``; a head the
+    official code skips (filter for depthwise convs, spatial for 1x1, kernel for n = 1) is None. All start
+    at 0 (sigmoid 0.5, uniform softmax).
+
+    Args:
+        in_channels, out_channels, kernel_size, groups: the conv's geometry (decide which heads exist).
+        num_kernels: n.
+        temperature: initial T (30).
+    """
+
+    input_dependent = False
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        num_kernels: int,
+        *,
+        temperature: float = 30.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        check_divisor(temperature)
+        DynamicAttention.__init__(self, 1, num_kernels, temperature=temperature)
+        factory = dict(device=device, dtype=dtype)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = tuple(kernel_size)
+        depthwise = in_channels == groups and in_channels == out_channels
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        z = lambda n: nn.Parameter(torch.zeros(n, **factory))  # noqa: E731
+        self.channel_z = z(in_channels)
+        self.filter_z = None if depthwise else z(out_channels)
+        self.spatial_z = None if taps == 1 else z(taps)
+        self.kernel_z = None if num_kernels == 1 else z(num_kernels)
+
+    def reset_parameters(self) -> None:
+        """Every constant 0 (sigmoid 0.5, uniform softmax)."""
+        for p in (self.channel_z, self.filter_z, self.spatial_z, self.kernel_z):
+            if p is not None:
+                nn.init.zeros_(p)
+
+    def _constant_kernel(self, b) -> Tensor:
+        if self.kernel_z is None:
+            return self.channel_z.new_ones(b, 1, 1)
+        return torch.softmax(self.kernel_z / self.temperature, dim=-1).view(1, 1, -1).expand(b, -1, -1)
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        """Kernel attention ``(B, 1, n)``, the same for every sample."""
+        return self._constant_kernel(x.shape[0])
+
+    def all_attentions(self, x: Tensor) -> ODConvAttentions:
+        """All four attentions (the same for every sample of ``x``); the kernel attention passes through
+        ``tap`` and honours ``frozen_alpha`` as in :class:`ODConvAttention`."""
+        t = self.temperature
+        b = x.shape[0]
+        channel = torch.sigmoid(self.channel_z / t).view(1, -1).expand(b, -1)
+        if self.filter_z is None:
+            filt = self.channel_z.new_ones(b, self.out_channels)
+        else:
+            filt = torch.sigmoid(self.filter_z / t).view(1, -1).expand(b, -1)
+        if self.spatial_z is None:
+            spatial = self.channel_z.new_ones(b, *self.kernel_size)
+        else:
+            spatial = torch.sigmoid(self.spatial_z / t).view(1, *self.kernel_size).expand(b, -1, -1)
+        if self.frozen_alpha is not None:
+            kernel = self.frozen_alpha.unsqueeze(0).expand(b, -1, -1)
+        else:
+            kernel = self.tap(self._constant_kernel(b))
+        return ODConvAttentions(channel, filt, spatial, kernel)
+
+    def extra_repr(self) -> str:
+        heads = [n for n in ("filter", "spatial", "kernel") if getattr(self, f"{n}_z") is None]
+        return f"constant, num_kernels={self.num_cells}, skipped={heads}"
+
+
 class ODConv2d(KernelBankConv2d):
     """Omni-dimensional dynamic 2D convolution.
 
@@ -194,6 +284,8 @@ class ODConv2d(KernelBankConv2d):
         reduction: attention hidden width ``max(int(in_channels * reduction), min_hidden)`` (1/16).
         min_hidden: 16.
         temperature: initial T of all four attentions (see the module docstring).
+        attention: "dynamic" (the official attention, default) or "constant" (kwlab's control:
+            :class:`ODConvConstantAttention`, four learned constants starting at 0, no input dependence).
 
     Shapes:
         x ``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')``;
@@ -217,10 +309,12 @@ class ODConv2d(KernelBankConv2d):
         reduction: float = 1 / 16,
         min_hidden: int = 16,
         temperature: float = 30.0,
+        attention: str = "dynamic",
         padding_mode: str = "zeros",
         device=None,
         dtype=None,
     ) -> None:
+        check_attention_mode(attention, "ODConv2d (method 'odconv')")
         super().__init__()
         factory = dict(device=device, dtype=dtype)
         self._init_bank(
@@ -239,17 +333,31 @@ class ODConv2d(KernelBankConv2d):
         )
         # 1x1 with a single kernel: the kernel is static up to a per-sample scalar -> plain conv
         self._static_kernel = self.kernel_size == (1, 1) and num_kernels == 1
-        self.attention = ODConvAttention(
-            in_channels,
-            out_channels,
-            self.kernel_size,
-            groups,
-            num_kernels,
-            reduction=reduction,
-            min_hidden=min_hidden,
-            temperature=temperature,
-            **factory,
-        )
+        if attention == "constant":
+            if not reduction > 0:
+                raise ValueError(f"reduction must be > 0, got {reduction!r}")
+            check_positive_int("min_hidden", min_hidden)
+            self.attention = ODConvConstantAttention(
+                in_channels,
+                out_channels,
+                self.kernel_size,
+                groups,
+                num_kernels,
+                temperature=temperature,
+                **factory,
+            )
+        else:
+            self.attention = ODConvAttention(
+                in_channels,
+                out_channels,
+                self.kernel_size,
+                groups,
+                num_kernels,
+                reduction=reduction,
+                min_hidden=min_hidden,
+                temperature=temperature,
+                **factory,
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -288,4 +396,5 @@ class ODConv2d(KernelBankConv2d):
         return super().from_conv(conv, **kwargs)
 
     def extra_repr(self) -> str:
-        return _conv_repr(self) + f", num_kernels={self.num_kernels}"
+        extra = ", attention='constant'" if not self.attention.input_dependent else ""
+        return _conv_repr(self) + f", num_kernels={self.num_kernels}" + extra

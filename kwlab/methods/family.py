@@ -90,6 +90,10 @@ DY-Conv 4x 45.47M (KW/ODConv table: 45.47M); CondConv 8x 88.62M (table: 81.35M; 
 not documented and no kwlab wiring reproduces it); KernelDNA pairing 6.12M (official wiring, with its extra
 depth: 9.24M, see :mod:`kwlab.models.kerneldna`).
 
+Constant attention: ``attention="constant"`` (CondConv, DY-Conv, ODConv, KernelDNA) builds each layer with
+learned constants in place of its attention head (kwlab's control for input dependence; see each layer's
+module doc); a conversion with it keeps the same wiring. DCD and FDConv refuse it (their rows say why).
+
 Temperatures: DY-Conv and ODConv anneal T from 30 to 1 over 10 epochs (their rows in
 :data:`kwlab.methods.METHODS` hold the contract); new layers start at T = 30.
 """

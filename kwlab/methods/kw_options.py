@@ -62,6 +62,9 @@ class KWOptions:
             :class:`kwlab.layers.KWAttention` and :class:`kwlab.layers.WarehouseOptions`.
         attention_init: "official" (the official attention init) or "pattern" (kwlab's: the attention alone
             reproduces the init pattern at init, so tau = 0 and tau = 1 start close; see KWAttention).
+            ``attention="constant"`` (kwlab's control, :class:`kwlab.layers.attention.KWConstantAttention`):
+            the traced stage rule still sizes warehouses by the dynamic head's cost, so the control gets the
+            same warehouses as the dynamic net; the plan counts its ``m * (n + 1)`` constants.
         init: "static" (fill cells from the current weights) or "kaiming" (official init).
         warehouse_options: per-warehouse overrides of budget/cell_in/cell_out/spatial_partition/reduction.
         warehouse_order: creation order of the warehouses (official ``weights`` index order).

@@ -65,6 +65,7 @@ def plan_for(model: nn.Module, opts: KWOptions) -> KWPlan:
                 wp.num_cells,
                 budget=wp.options.budget,
                 reduction=wp.options.reduction,
+                function=opts.attention,
                 **opts.attention_kwargs,
             )
             for n in wp.layers

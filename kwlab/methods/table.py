@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from kwlab.layers.attention import KWAttention
-from kwlab.layers.base import NO_TEMPERATURE, DynamicLayer, TemperatureContract
+from kwlab.layers.attention import ATTENTION_FUNCTIONS, KWAttention
+from kwlab.layers.base import ATTENTION_MODES, NO_TEMPERATURE, DynamicLayer, TemperatureContract
 from kwlab.layers.condconv import CondConv2d
 from kwlab.layers.dcd import DCDConv2d, DCDLinear
 from kwlab.layers.dyconv import DYCONV_TEMPERATURE, DynamicConv2d
@@ -67,6 +67,11 @@ class Method:
             ``init="kaiming"``, instead of cells copied from the static weights).
         wiring: the family's :class:`~kwlab.methods.wiring.Wiring` (which convs the layer takes, its
             defaults, its rule); None for a method that does not swap convs one for one (static, KW).
+        attentions: the values of its ``attention`` option (the first is the default): KW's functions
+            (:data:`kwlab.layers.attention.ATTENTION_FUNCTIONS`), the family's ``("dynamic", "constant")``
+            (:data:`kwlab.layers.base.ATTENTION_MODES`); empty: the method has no ``attention`` option.
+        no_attention: why a method without an ``attention`` option has no ``attention="constant"`` control
+            (said when one is asked for).
     """
 
     name: str
@@ -81,6 +86,8 @@ class Method:
     reference: str = ""
     train_options: Mapping[str, Any] = field(default_factory=dict)
     wiring: Wiring | None = None
+    attentions: tuple[str, ...] = ()
+    no_attention: str = ""
 
     def __post_init__(self) -> None:
         derived = getattr(self.converter, "from_wiring", False)  # dataclasses.replace derives it anew
@@ -122,6 +129,13 @@ class Method:
     def check_options(self, options: Mapping[str, Any], where: str = "") -> None:
         """Refuse options this method does not take, naming the allowed ones."""
         unknown = sorted(k for k in options if k not in self.options)
+        if "attention" in unknown and self.no_attention:
+            raise ValueError(
+                f"option attention={options['attention']!r} does not apply to method={self.name!r}{where}: "
+                f"{self.no_attention}"
+            )
+        if "attention" in options and "attention" not in unknown:
+            self.check_attention(options["attention"], where)
         if unknown:
             owners = sorted(m.name for m in METHODS.values() if unknown[0] in m.options)
             elsewhere = (
@@ -130,6 +144,15 @@ class Method:
             raise ValueError(
                 f"option(s) {unknown} do not apply to method={self.name!r}{where}{elsewhere}; "
                 f"allowed: {list(self.options)}.{suggest(unknown[0], self.options)}"
+            )
+
+    def check_attention(self, value: Any, where: str = "") -> None:
+        """Refuse an ``attention`` value this method does not have, naming the option, the method and the
+        allowed values."""
+        if not isinstance(value, str) or value not in self.attentions:
+            raise ValueError(
+                f"attention must be one of {list(self.attentions)} for method={self.name!r}{where}, got "
+                f"{value!r}.{suggest(str(value), self.attentions)}"
             )
 
 
@@ -141,6 +164,20 @@ def _kw_converter(model: nn.Module, *, preset: str | None = None, presets=None, 
 
 
 _PATTERNS = ("include", "exclude")
+_CONSTANT = "; `attention='constant'`: learned constants in place of the attention head (a control)"
+#: Why these methods have no ``attention="constant"`` control (each would have one; neither is built yet).
+_NO_CONSTANT = {
+    "dcd": (
+        "its input dependence is the channel scale Lambda(x) and the dynamic channel fusion Phi(x); constant "
+        "ones would fold into a static kernel plus a static low-rank term, a control kwlab does not build "
+        "yet; use freeze_attention to measure dependence"
+    ),
+    "fdconv": (
+        "its input dependence is the KSM global/local attention and the frequency band modulation; "
+        "constant ones would be a static Fourier-parametrised kernel, a control kwlab does not build yet; "
+        "use freeze_attention to measure dependence"
+    ),
+}
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -169,57 +206,67 @@ METHODS: dict[str, Method] = {
             description="KernelWarehouse: kernels cut into cells mixed from warehouses shared across layers",
             reference="Li & Yao, ICML 2024; OSVAI/KernelWarehouse",
             train_options={"init": "kaiming"},
+            attentions=ATTENTION_FUNCTIONS,
         ),
         Method(
             "condconv",
             CondConv2d,
             None,
             "count",
-            ("num_experts", *_PATTERNS),
-            ("preset",),
+            ("num_experts", "attention", *_PATTERNS),
+            ("preset", "attention"),
             NO_TEMPERATURE,
             "num_experts",
-            description="CondConv: sigmoid-routed mixture of expert kernels",
+            description="CondConv: sigmoid-routed mixture of expert kernels" + _CONSTANT,
             reference="Yang et al. 2019; block convs, stem and downsample static",
             wiring=Wiring({"num_experts": 8}),  # the ResNet18 "8x" row
+            attentions=ATTENTION_MODES,
         ),
         Method(
             "dyconv",
             DynamicConv2d,
             None,
             "count",
-            ("num_kernels", "reduction", "temperature", *_PATTERNS),
-            ("preset", "reduction"),
+            ("num_kernels", "reduction", "temperature", "attention", *_PATTERNS),
+            ("preset", "reduction", "attention"),
             DYCONV_TEMPERATURE,
             "num_kernels",
-            description="DY-Conv: softmax mixture of whole kernels",
+            description="DY-Conv: softmax mixture of whole kernels" + _CONSTANT,
             reference="Chen et al. 2020; every conv but the stem",
             wiring=Wiring({"num_kernels": 4}, static_downsample=False),
+            attentions=ATTENTION_MODES,
         ),
         Method(
             "odconv",
             ODConv2d,
             None,
             "count",
-            ("num_kernels", "reduction", "min_hidden", "temperature", *_PATTERNS),
-            ("preset", "reduction"),
+            ("num_kernels", "reduction", "min_hidden", "temperature", "attention", *_PATTERNS),
+            ("preset", "reduction", "attention"),
             ODCONV_TEMPERATURE,
             "num_kernels",
-            description="ODConv: four attentions (channel, filter, spatial, kernel) over a kernel bank",
+            description=(
+                "ODConv: four attentions (channel, filter, spatial, kernel) over a kernel bank" + _CONSTANT
+            ),
             reference="Li et al. 2022; OSVAI/ODConv models/od_resnet.py",
             wiring=Wiring({"num_kernels": 4}),
+            attentions=ATTENTION_MODES,
         ),
         Method(
             "kerneldna",
             KernelDNAConv2d,
             None,
             "none",
-            ("wiring", "reduction", "stages", *_PATTERNS),
-            ("reduction",),
+            ("wiring", "reduction", "stages", "attention", *_PATTERNS),
+            ("reduction", "attention"),
             NO_TEMPERATURE,
-            description="KernelDNA: child convs share a parent kernel through input-channel gates",
+            description=(
+                "KernelDNA: child convs share a parent kernel through input-channel gates; "
+                "`attention='constant'`: a learned constant gate in place of the SE gate (a control)"
+            ),
             reference="arXiv 2503.23379; haiduo/KernelDNA",
             wiring=Wiring({"reduction": 4}, pairing=True),
+            attentions=ATTENTION_MODES,
         ),
         Method(
             "dcd",
@@ -231,7 +278,8 @@ METHODS: dict[str, Method] = {
             NO_TEMPERATURE,
             description=(
                 "DCD: static kernel, channel scale and a low-rank dynamic channel fusion P Phi(x) Q^T "
-                "computed on activations; no temperature (none in the official code)"
+                "computed on activations; no temperature (none in the official code); "
+                "no `attention='constant'` yet"
             ),
             reference="Li et al., ICLR 2021; liyunsheng13/dcd models/imagenet/resnet_dcd.py",
             wiring=Wiring(
@@ -239,6 +287,7 @@ METHODS: dict[str, Method] = {
                 rule="DCD's official wiring makes the dense block convs of ResNets and MobileNetV2 dynamic",
                 classifier=DCDLinear.from_linear,
             ),
+            no_attention=_NO_CONSTANT["dcd"],
         ),
         Method(
             "fdconv",
@@ -250,7 +299,7 @@ METHODS: dict[str, Method] = {
             NO_TEMPERATURE,
             description=(
                 "FDConv: disjoint Fourier-band kernels with KSM global/local attention and frequency band "
-                "modulation; no temperature schedule (kernel_temp fixed at 1)"
+                "modulation; no temperature schedule (kernel_temp fixed at 1); no `attention='constant'` yet"
             ),
             reference="Chen et al., CVPR 2025; Linwei-Chen/FDConv FDConv_detection/mmdet_custom/FDConv.py",
             wiring=Wiring(
@@ -261,6 +310,7 @@ METHODS: dict[str, Method] = {
                     "stem and downsample static"
                 ),
             ),
+            no_attention=_NO_CONSTANT["fdconv"],
         ),
     )
 }

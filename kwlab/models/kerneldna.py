@@ -32,7 +32,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from kwlab.layers.kerneldna import KernelDNAConv2d, OfficialLayout
+from kwlab.layers.base import check_attention_mode
+from kwlab.layers.kerneldna import KernelDNAConstantGate, KernelDNAConv2d, OfficialLayout
 
 from .mobilenetv2 import MobileNetV2, make_divisible
 from .registry import register_method_builder
@@ -61,6 +62,18 @@ def _child(parent: nn.Conv2d, reduction: int = 4) -> KernelDNAConv2d:
         p.in_channels, p.out_channels, p.kernel_size, 1, p.kernel_size[0] // 2, parent=p, reduction=reduction
     )
     return child
+
+
+def _constant_gates(model: nn.Module, attention: str) -> nn.Module:
+    """``attention="constant"``: every child's SE gate replaced by a :class:`KernelDNAConstantGate` (after the
+    official build, so the rest of the model is built from the same random draws as the dynamic one)."""
+    check_attention_mode(attention, "the official KernelDNA models")
+    if attention == "constant":
+        for m in model.modules():
+            if isinstance(m, KernelDNAConv2d):
+                w = m.parent_weight
+                m.attention = KernelDNAConstantGate(m.in_channels, device=w.device, dtype=w.dtype)
+    return model
 
 
 def _check_no_options(arch: str, options: dict[str, Any]) -> None:
@@ -128,8 +141,9 @@ class KernelDNABasicStage(nn.Module):
         )
 
 
-def kerneldna_resnet18(num_classes: int = 1000, **options: Any) -> ResNet:
-    """Official KernelDNA ResNet18: resnet18 with ``layer3``/``layer4`` as :class:`KernelDNABasicStage`."""
+def kerneldna_resnet18(num_classes: int = 1000, *, attention: str = "dynamic", **options: Any) -> ResNet:
+    """Official KernelDNA ResNet18: resnet18 with ``layer3``/``layer4`` as :class:`KernelDNABasicStage`
+    (``attention="constant"``: kwlab's constant-gate control)."""
     _check_no_options("resnet18", options)
     model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
     for name in ("layer3", "layer4"):
@@ -138,7 +152,7 @@ def kerneldna_resnet18(num_classes: int = 1000, **options: Any) -> ResNet:
             block0.conv1.in_channels, block0.conv1.out_channels, block0.conv1.stride[0], block0.downsample
         )
         setattr(model, name, stage)
-    return model
+    return _constant_gates(model, attention)
 
 
 # ---------------------------------------------------------------------------------------------- ResNet50
@@ -255,13 +269,14 @@ class KernelDNALayer4(nn.Module):
         )
 
 
-def kerneldna_resnet50(num_classes: int = 1000, **options: Any) -> ResNet:
-    """Official KernelDNA ResNet50: resnet50 with :class:`KernelDNALayer3` and :class:`KernelDNALayer4`."""
+def kerneldna_resnet50(num_classes: int = 1000, *, attention: str = "dynamic", **options: Any) -> ResNet:
+    """Official KernelDNA ResNet50: resnet50 with :class:`KernelDNALayer3` and :class:`KernelDNALayer4`
+    (``attention="constant"``: kwlab's constant-gate control)."""
     _check_no_options("resnet50", options)
     model = ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
     model.layer3 = KernelDNALayer3(256, 3)
     model.layer4 = KernelDNALayer4(512, 1)
-    return model
+    return _constant_gates(model, attention)
 
 
 # ---------------------------------------------------------------------------------------------- MobileNetV2
@@ -385,10 +400,13 @@ class KernelDNAMobileNetV2(MobileNetV2):
         return OfficialLayout({}, (("classifier.1.", "classifier."),))
 
 
-def kerneldna_mobilenetv2(num_classes: int = 1000, width_mult: float = 1.0, **options: Any) -> MobileNetV2:
-    """Official KernelDNA MobileNetV2 at ``width_mult`` 1.0 (``get_mobilenet_v2``) or 0.5 (``..._1d2``)."""
+def kerneldna_mobilenetv2(
+    num_classes: int = 1000, width_mult: float = 1.0, *, attention: str = "dynamic", **options: Any
+) -> MobileNetV2:
+    """Official KernelDNA MobileNetV2 at ``width_mult`` 1.0 (``get_mobilenet_v2``) or 0.5 (``..._1d2``)
+    (``attention="constant"``: kwlab's constant-gate control)."""
     _check_no_options(f"mobilenetv2 x{width_mult}", options)
-    return KernelDNAMobileNetV2(num_classes, width_mult)
+    return _constant_gates(KernelDNAMobileNetV2(num_classes, width_mult), attention)
 
 
 register_method_builder("resnet18", "kerneldna", kerneldna_resnet18)
