@@ -353,3 +353,56 @@ def test_clean_train_accuracy_defaults_on_and_restores_train_mode(tmp_path):
     assert trainer.model.training and 0 <= value <= 1
     trainer.model.eval()
     assert clean_train_accuracy(trainer)["train_acc_clean"] == value and not trainer.model.training
+
+
+# --------------------------------------------------------------- test_acc_tau0_recal over the anneal
+class _RecalByHand(Callback):
+    """At each epoch's end: the model at tau = 0 with every BatchNorm's statistics measured again (reset,
+    cumulative average over the first 20 batches of the epoch's training loader, train mode, no gradient),
+    then its test accuracy -- written out here, not through kwlab.experiments.accuracies."""
+
+    def __init__(self) -> None:
+        self.values: list[float | None] = []
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        import copy
+
+        from kwlab.layers.base import set_temperature
+
+        if metrics["temperature"] in (None, 0.0):
+            self.values.append(None)
+            return
+        net = copy.deepcopy(trainer.model)
+        set_temperature(net, 0.0)
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        net.train()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            for i, (x, _) in enumerate(trainer.train_loader):
+                if i == 20:
+                    break
+                net(x)
+            net.eval()
+            correct = total = 0
+            for x, y in trainer.test_loader:
+                correct += int((net(x).argmax(1) == y).sum())
+                total += len(y)
+        self.values.append(correct / total)
+
+
+def test_tau0_recal_accuracy_is_recorded_every_epoch_of_the_anneal(tmp_path):
+    cfg = RunConfig.from_dict(
+        {**TINY, "method": "kw", "preset": "1x", "epochs": 4, "temperature_epochs": 3.5, "train_samples": 128}
+    )
+    by_hand = _RecalByHand()
+    results = Trainer(cfg, tmp_path / "r", callbacks=[by_hand], progress=False).fit()
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    taus = [r["temperature"] for r in rows]
+    assert taus[:3] == sorted(taus[:3], reverse=True) and taus[2] > 0 and taus[3] == 0.0
+    curve = [r["test_acc_tau0_recal"] for r in rows]
+    assert all(isinstance(v, float) for v in curve)  # a point for every epoch, against its tau
+    assert curve[:3] == pytest.approx(by_hand.values[:3], abs=1e-9)
+    assert curve[3] == rows[3]["test_acc"]  # after the anneal the net is at tau = 0
+    assert results["min_acc_tau0_recal"] == min(curve)

@@ -46,7 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry, like_conv
+from .base import (
+    DynamicAttention,
+    DynamicLayer,
+    check_positive_int,
+    conv_geometry,
+    fold_input_scale,
+    like_conv,
+)
 from .condconv import _conv_repr
 from .norm import BatchNorm2dSafe
 
@@ -146,7 +153,15 @@ class KernelDNAConv2d(DynamicLayer):
     ) -> None:
         super().__init__()
         geo = conv_geometry(
-            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
+            2,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
             asymmetric_same=True,  # F.conv2d on the whole kernel pads like nn.Conv2d
         )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -200,6 +215,13 @@ class KernelDNAConv2d(DynamicLayer):
         if self.spatial_scale is not None:
             w = w * (1 + self.spatial_scale)
         return w * (1 + self.filter_scale)
+
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """The child's static kernel with the input gate folded in, ``(B, O, I/g, kh, kw)``."""
+        gate = self.attention(x)[:, 0]
+        return fold_input_scale(
+            self.kernel().unsqueeze(0).expand(gate.shape[0], -1, -1, -1, -1), gate, self.groups
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         gate = self.attention(x)
