@@ -175,15 +175,16 @@ def test_kernel_variation_against_a_per_sample_loop_and_its_cases():
     flat = kernels.reshape(5, -1).double()
     mean = flat.mean(0)
     loop = sum(float((flat[b] - mean).norm() / mean.norm()) for b in range(5)) / 5
-    assert metrics.kernel_variation(kernels).item() == pytest.approx(loop, rel=1e-12)
+    assert metrics.kernel_variation(kernels).item() == pytest.approx(loop, rel=1e-5)  # float32
+    assert metrics.kernel_variation(kernels.double()).item() == pytest.approx(loop, rel=1e-12)
     # magnitude-aware: W and 2W point the same way (sample_variation 0) but differ by a third of their mean
     w = torch.randn(1, 8, generator=g)
     pair = torch.cat([w, 2 * w])
     assert metrics.sample_variation(pair).item() == pytest.approx(0.0, abs=1e-12)
-    assert metrics.kernel_variation(pair).item() == pytest.approx(1 / 3, rel=1e-9)
+    assert metrics.kernel_variation(pair).item() == pytest.approx(1 / 3, rel=1e-6)
     # the same kernel for every sample: 0; a common scale changes nothing
     assert metrics.kernel_variation(w.expand(4, -1)).item() == 0.0
-    assert metrics.kernel_variation(3 * kernels).item() == pytest.approx(loop, rel=1e-6)  # fp32 product
+    assert metrics.kernel_variation(3 * kernels).item() == pytest.approx(loop, rel=1e-5)
     # nothing to compare against: NaN (left out of means), never a number
     assert math.isnan(metrics.kernel_variation(torch.stack([w[0], -w[0]])).item())  # mean kernel 0
     bad = kernels.clone()

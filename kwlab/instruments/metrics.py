@@ -279,7 +279,9 @@ def kernel_variation(kernels: Tensor) -> Tensor:
     Unlike :func:`sample_variation` (a cosine of the attention) it sees magnitudes: attention that scales a
     kernel up for one sample and down for another moves it, and it compares methods whose attentions have
     nothing in common, through the kernels they produce (``DynamicLayer.effective_kernels``). 0 = every
-    sample gets the same kernel (the layer is effectively static). Computed in float64.
+    sample gets the same kernel (the layer is effectively static). Computed in float32 (float64 for a
+    float64 input): the deviations are formed before they are squared, so nothing cancels, and float64
+    costs the probe 5-8x more (a KW ResNet-20 at batch 128: 1.6 s against 0.3 s a batch on one thread).
 
     Args:
         kernels: ``(B, ...)`` per-sample kernels, ``B >= 2``.
@@ -289,7 +291,8 @@ def kernel_variation(kernels: Tensor) -> Tensor:
     """
     if kernels.dim() < 2 or kernels.shape[0] < 2:
         raise ValueError(f"kernel_variation needs a batch of >= 2 kernels, got shape {tuple(kernels.shape)}")
-    flat = kernels.reshape(kernels.shape[0], -1).double()
+    dtype = torch.float64 if kernels.dtype == torch.float64 else torch.float32
+    flat = kernels.reshape(kernels.shape[0], -1).to(dtype)
     mean = flat.mean(0, keepdim=True)
     ratio = (flat - mean).norm(dim=1).mean() / mean.norm()
     finite = torch.isfinite(flat).all() & (mean.norm() > 0)
