@@ -287,3 +287,26 @@ def test_dcd_classifier_kernel_is_the_linear_map_of_each_sample():
     for b in range(3):
         assert torch.allclose(kernels[b] @ x[b], out[b], atol=1e-5)
     assert metrics.kernel_variation(kernels).item() > 1e-3
+
+
+def test_kw_linear_kernels_are_each_samples_weight_matrix():
+    """KWLinear (a KW ViT's value and MLP layers): ``tokens_b @ W_b[..., 0].T + bias = layer(x)[b]``."""
+    import kwlab
+    from kwlab.instruments.probe import capture
+    from kwlab.layers.base import dynamic_layers
+
+    torch.manual_seed(0)
+    model = kwlab.create_model("vit_cifar", method="kw", num_classes=4).eval()
+    kwlab.set_temperature(model, 0.3)
+    x = torch.randn(3, 3, 32, 32)
+    inputs = capture(model, x, "inputs")
+    for name, layer in list(dynamic_layers(model))[:4]:
+        tokens = inputs[name]
+        with torch.no_grad():
+            kernels = layer.effective_kernels(tokens)
+            out = layer(tokens)
+        assert kernels.shape == (3, layer.out_features, layer.in_features, 1)
+        for b in range(3):
+            ref = tokens[b] @ kernels[b, :, :, 0].T + (0 if layer.bias is None else layer.bias)
+            assert torch.allclose(ref, out[b], atol=1e-4, rtol=1e-4), name
+        assert metrics.kernel_variation(kernels).item() > 0
