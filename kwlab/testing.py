@@ -146,6 +146,10 @@ class MixtureConv2d(DynamicLayer):
         mixed = mix_cells(alpha, self.get_cells())  # (B, m, out/m, in, k, k)
         return mixed.reshape(alpha.shape[0], self.out_channels, *mixed.shape[3:])
 
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """Per-sample kernels ``(B, out, in, k, k)`` for input ``x`` (:meth:`weight_from_alpha`)."""
+        return self.weight_from_alpha(self.attention(x))
+
     def forward(self, x: Tensor) -> Tensor:
         alpha = self.attention(x)
         return dynamic_conv(x, self.weight_from_alpha(alpha), None, self.stride, self.padding)

@@ -101,6 +101,8 @@ def test_ddp_equals_single_process_and_resumes(tmp_path, one_thread):
     for key in ("final_train_loss", "final_loss"):
         assert abs(results[key] - ref[key]) <= 1e-5 * abs(ref[key]), key
     assert results["final_acc"] == ref["final_acc"]
+    # the clean train accuracy is sharded and summed like the test accuracy: the same number
+    assert results["final_train_acc_clean"] == ref["final_train_acc_clean"] is not None
     _assert_same_weights(_weights(tmp_path / "ddp"), _weights(tmp_path / "single"))
 
     # resume: a run stopped after epoch 1 (single process) is finished by torchrun, equal to the uninterrupted

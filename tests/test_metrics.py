@@ -166,3 +166,147 @@ def test_grid_share_finds_a_two_pixel_grid():
     assert metrics.grid_share(tile, 4)[0] == pytest.approx(1.0) and metrics.grid_share(tile, 2)[0] < 1
     with pytest.raises(ValueError, match="multiples of period"):
         metrics.grid_share(torch.zeros(1, 5, 4))
+
+
+# ------------------------------------------------------------------------------- kernel variation
+def test_kernel_variation_against_a_per_sample_loop_and_its_cases():
+    g = torch.Generator().manual_seed(0)
+    kernels = torch.randn(5, 4, 3, 3, 3, generator=g)
+    flat = kernels.reshape(5, -1).double()
+    mean = flat.mean(0)
+    loop = sum(float((flat[b] - mean).norm() / mean.norm()) for b in range(5)) / 5
+    assert metrics.kernel_variation(kernels).item() == pytest.approx(loop, rel=1e-5)  # float32
+    assert metrics.kernel_variation(kernels.double()).item() == pytest.approx(loop, rel=1e-12)
+    # magnitude-aware: W and 2W point the same way (sample_variation 0) but differ by a third of their mean
+    w = torch.randn(1, 8, generator=g)
+    pair = torch.cat([w, 2 * w])
+    assert metrics.sample_variation(pair).item() == pytest.approx(0.0, abs=1e-12)
+    assert metrics.kernel_variation(pair).item() == pytest.approx(1 / 3, rel=1e-6)
+    # the same kernel for every sample: 0; a common scale changes nothing
+    assert metrics.kernel_variation(w.expand(4, -1)).item() == 0.0
+    assert metrics.kernel_variation(3 * kernels).item() == pytest.approx(loop, rel=1e-5)
+    # nothing to compare against: NaN (left out of means), never a number
+    assert math.isnan(metrics.kernel_variation(torch.stack([w[0], -w[0]])).item())  # mean kernel 0
+    bad = kernels.clone()
+    bad[1, 0, 0, 0, 0] = float("inf")
+    assert math.isnan(metrics.kernel_variation(bad).item())
+    with pytest.raises(ValueError, match=">= 2"):
+        metrics.kernel_variation(kernels[:1])
+
+
+def test_effective_cell_fraction():
+    frac = metrics.effective_cell_fraction(ALPHA)  # n = 4 cells
+    assert frac[0, 0].item() == pytest.approx(2**1.5 / 4)
+    assert frac[1, 0].item() == pytest.approx(1 / 4)  # one-hot: 1 of 4
+    assert metrics.effective_cell_fraction(torch.full((2, 3, 5), -0.2)).allclose(torch.ones(2, 3))
+
+
+# ------------------------------------------------------------------- every method's per-sample kernels
+def _dynamic_layer_inputs(method: str, train: bool):
+    """Every dynamic layer of a small ResNet-20 of ``method`` (channels 24-32-32, wide enough for FDConv),
+    with every parameter moved off its init so that each attention varies, and the input each layer saw."""
+    import kwlab
+    from kwlab.experiments.accuracies import recalibrate_batchnorm
+    from kwlab.instruments.probe import capture
+    from kwlab.layers.base import dynamic_layers
+
+    torch.manual_seed(0)
+    options = {"kerneldna": {"wiring": "pairing"}, "fdconv": {"kernel_num": 4}}.get(method, {})
+    model = kwlab.create_model("resnet20_cifar", method=method, num_classes=4, widths=[24, 32, 32], **options)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "bn" not in name and "norm" not in name:
+                p.add_(torch.randn_like(p) * (0.3 * p.abs().mean() + 0.05))
+    kwlab.set_temperature(model, 0.3)  # KW at tau = 1 is its one-hot init pattern: constant attention
+    # BatchNorm statistics of these weights (DCD's latent ones overflow without)
+    recalibrate_batchnorm(model, [torch.randn(16, 3, 8, 8) for _ in range(4)], 4)
+    model.train(train)
+    x = torch.randn(4, 3, 8, 8)
+    inputs = capture(model, x, "inputs")
+    return [(name, layer, inputs[name]) for name, layer in dynamic_layers(model)]
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("method", ["kw", "condconv", "dyconv", "odconv", "kerneldna", "dcd", "fdconv"])
+def test_effective_kernels_reproduce_each_samples_output(method, train):
+    """conv(x_b, W_b) equals the layer's output for sample b up to a constant per output channel (the bias;
+    exactly, where the layer has none), for every dynamic layer of every method, in eval and train mode."""
+    import torch.nn.functional as F
+
+    layers = _dynamic_layer_inputs(method, train)
+    assert layers
+    variations = []
+    for name, layer, x in layers:
+        if x.dim() != 4:  # DCD's classifier: test_dcd_classifier_kernel_is_the_linear_map_of_each_sample
+            continue
+        with torch.no_grad():
+            out = layer(x)
+            kernels = layer.effective_kernels(x)
+            seen = layer.FBM(x) if getattr(layer, "FBM", None) is not None else x  # FDConv: kernel after FBM
+        assert kernels.shape[0] == x.shape[0]
+        for b in range(x.shape[0]):
+            ref = F.conv2d(
+                seen[b : b + 1].double(),
+                kernels[b].double(),
+                None,
+                layer.stride,
+                layer.padding,
+                layer.dilation,
+                getattr(layer, "groups", 1),
+            )[0]
+            residual = out[b].double() - ref
+            scale = out[b].abs().max().item() + 1e-6
+            constant = residual.mean((-2, -1), keepdim=True)
+            assert (residual - constant).abs().max().item() <= 2e-4 * scale, (name, b)
+            if getattr(layer, "bias", None) is None and method != "dcd":
+                assert constant.abs().max().item() <= 2e-4 * scale, (name, b)
+        variations.append(metrics.kernel_variation(kernels).item())
+    # every layer's kernel moves with the input
+    assert all(v > 1e-4 for v in variations), list(zip([n for n, *_ in layers], variations))
+
+
+def test_kernel_variation_is_zero_for_a_constant_attention():
+    for method in ("kw", "dyconv"):
+        for _, layer, x in _dynamic_layer_inputs(method, train=False):
+            with torch.no_grad():
+                alpha = layer.attention(x)[0]
+                layer.attention.frozen_alpha = alpha.clone()
+                value = metrics.kernel_variation(layer.effective_kernels(x)).item()
+            assert value == pytest.approx(0.0, abs=1e-6), method
+
+
+def test_dcd_classifier_kernel_is_the_linear_map_of_each_sample():
+    from kwlab.layers.dcd import DCDLinear
+
+    torch.manual_seed(0)
+    layer = DCDLinear(12, 5, bias=False, latent_dim=4, squeeze=6).eval()
+    x = torch.randn(3, 12)
+    with torch.no_grad():  # running statistics at (0, 1) and BN shifts at 0: no constant, an exact map
+        kernels = layer.effective_kernels(x)
+        out = layer(x)
+    for b in range(3):
+        assert torch.allclose(kernels[b] @ x[b], out[b], atol=1e-5)
+    assert metrics.kernel_variation(kernels).item() > 1e-3
+
+
+def test_kw_linear_kernels_are_each_samples_weight_matrix():
+    """KWLinear (a KW ViT's value and MLP layers): ``tokens_b @ W_b[..., 0].T + bias = layer(x)[b]``."""
+    import kwlab
+    from kwlab.instruments.probe import capture
+    from kwlab.layers.base import dynamic_layers
+
+    torch.manual_seed(0)
+    model = kwlab.create_model("vit_cifar", method="kw", num_classes=4).eval()
+    kwlab.set_temperature(model, 0.3)
+    x = torch.randn(3, 3, 32, 32)
+    inputs = capture(model, x, "inputs")
+    for name, layer in list(dynamic_layers(model))[:4]:
+        tokens = inputs[name]
+        with torch.no_grad():
+            kernels = layer.effective_kernels(tokens)
+            out = layer(tokens)
+        assert kernels.shape == (3, layer.out_features, layer.in_features, 1)
+        for b in range(3):
+            ref = tokens[b] @ kernels[b, :, :, 0].T + (0 if layer.bias is None else layer.bias)
+            assert torch.allclose(ref, out[b], atol=1e-4, rtol=1e-4), name
+        assert metrics.kernel_variation(kernels).item() > 0

@@ -183,6 +183,25 @@ def test_learning_curves_draw_each_history():
         plot.learning_curves(histories, ("train_loss", "test_acc"), axes=[ax])
 
 
+def test_learning_curves_draw_the_clean_train_accuracy_dashed_beside_test_accuracy():
+    histories = {
+        "a": [
+            {"epoch": 1, "train_loss": 2.0, "test_acc": 0.3, "train_acc_clean": 0.35},
+            {"epoch": 2, "train_loss": 1.5, "test_acc": 0.4, "train_acc_clean": 0.5},
+        ],
+        "off": [{"epoch": 1, "train_loss": 2.0, "test_acc": 0.2, "train_acc_clean": None}],
+    }
+    loss, acc = plot.learning_curves(histories).axes
+    assert [ln.get_label() for ln in acc.lines] == ["a", "a (train, clean)", "off"]
+    dashed = acc.lines[1]
+    assert dashed.get_linestyle() == "--" and dashed.get_color() == acc.lines[0].get_color()
+    assert np.allclose(dashed.get_ydata(), [0.35, 0.5])
+    assert [ln.get_label() for ln in loss.lines] == ["a", "off"]  # only beside test accuracy
+    assert len(plot.learning_curves(histories, "test_acc", clean_train=False).axes[0].lines) == 2
+    # the clean accuracy as a panel of its own
+    assert plot.learning_curves(histories, "train_acc_clean").axes[0].get_ylabel().startswith("clean train")
+
+
 def test_kernel_cells_shows_the_cut():
     from kwlab.ops import CellLayout, cell_index_map, split_kernel
 

@@ -49,6 +49,16 @@ def test_summary_matches_reference_statistics():
         assert row["zero_mass"] == pytest.approx(metrics.zero_cell_mass(full).item(), rel=1e-5)
         assert row["entropy"] == pytest.approx(metrics.attention_entropy(alpha).mean().item(), rel=1e-5)
         assert row["effective_cells"] == pytest.approx(metrics.effective_cells(alpha).mean().item(), rel=1e-5)
+        assert row["effective_cell_fraction"] == pytest.approx(
+            metrics.effective_cells(alpha).mean().item() / alpha.shape[-1], rel=1e-5
+        )
+        # per batch, the kernels the layer mixed from its cells for each sample, then the mean over batches
+        layer = dict(net.named_modules())[name]
+        per_batch = [
+            metrics.kernel_variation(layer.weight_from_alpha(f[name][..., :-1])).item() for f in fulls
+        ]
+        assert row["kernel_variation"] == pytest.approx(sum(per_batch) / len(per_batch), rel=1e-5)
+        assert row["kernel_batches_skipped"] == 0
         div = sum(metrics.pairwise_cosine_distance(f[name][..., :-1].double()).item() for f in fulls) / len(
             fulls
         )
@@ -119,7 +129,7 @@ def test_hooks_removed_after_normal_and_failing_runs():
     assert hook_count(model) == 0
     probe = Probe(model)
     with probe:
-        assert hook_count(model) == 2 * len(LAYERS)  # attention + tap per layer
+        assert hook_count(model) == 3 * len(LAYERS)  # attention, tap and the kernel hook per layer
     assert hook_count(model) == 0
     with pytest.raises(RuntimeError, match="boom"):
         with Probe(model):
@@ -307,6 +317,13 @@ def test_kw_resnet20_statistics_match_reference(kw_resnet20):
             metrics.effective_cells(alpha).mean().item(), rel=1e-5
         )
         assert s.loc[name, "temperature"] == pytest.approx(0.3)
+        with torch.no_grad():  # the kernels assembled from the warehouse for each sample, by ops directly
+            from kwlab.ops import assemble_kernel, mix_cells
+
+            kernels = assemble_kernel(mix_cells(alpha, layers[name].warehouse.cells), layers[name].layout)
+        assert s.loc[name, "kernel_variation"] == pytest.approx(
+            metrics.kernel_variation(kernels).item(), rel=1e-5
+        )
         assert s.loc[name, "bank"] == layers[name].bank
         u = usage[usage["layer"] == name].sort_values("cell")
         assert u["top_count"].tolist() == metrics.top_cell_counts(alpha).tolist()
@@ -314,3 +331,48 @@ def test_kw_resnet20_statistics_match_reference(kw_resnet20):
     # layers of one warehouse index the same cells
     for _bank, part in usage.groupby("warehouse"):
         assert part.groupby("layer")["cell"].count().nunique() == 1
+
+
+def test_kernel_hook_changes_no_state_in_train_mode():
+    """The kernel hook reruns each layer's attention (KW's attention BatchNorm in train mode): outputs,
+    BatchNorm statistics and the RNG are as without the probe, and its other hooks count one call."""
+    import copy
+
+    import kwlab
+
+    torch.manual_seed(0)
+    model = kwlab.create_model("resnet20_cifar", method="kw", preset="1x", num_classes=10).train()
+    kwlab.set_temperature(model, 0.3)
+    twin = copy.deepcopy(model)
+    x = torch.randn(6, 3, 16, 16)
+    torch.manual_seed(5)
+    plain = twin(x)
+    plain.square().sum().backward()  # the saved tensors of the graph are intact (no in-place write)
+    after_plain = torch.rand(3)
+    torch.manual_seed(5)
+    with Probe(model) as probe:
+        probed = model(x)
+    probed.square().sum().backward()
+    after_probed = torch.rand(3)
+    assert torch.equal(plain, probed) and torch.equal(after_plain, after_probed)
+    for (k, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(p.grad, q.grad), k
+    for (k, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), k
+    s = probe.summary()
+    assert (s["n_samples"] == 6).all() and (s["kernel_batches_skipped"] == 0).all()
+    assert s["kernel_variation"].notna().all() and (s["kernel_variation"] > 0).all()
+    assert hook_count(model) == 0
+
+
+def test_non_finite_kernels_are_left_out_and_counted():
+    net = make_net()
+    with torch.no_grad():
+        net.stem.get_cells().zero_()  # the stem's mean kernel is 0: no scale, its statistic is NaN
+    with Probe(net) as probe:
+        for x, y in batches(3):
+            probe.record(x, y)
+    s = probe.summary().set_index("layer")
+    assert math.isnan(s.loc["stem", "kernel_variation"]) and s.loc["stem", "kernel_batches_skipped"] == 3
+    assert (s.loc[["layer1.0.conv", "layer1.1.conv"], "kernel_batches_skipped"] == 0).all()
+    assert s.loc[["layer1.0.conv", "layer1.1.conv"], "kernel_variation"].notna().all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,6 +153,10 @@ def test_resume_is_exact(tmp_path):
     hist = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     hist_b = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [h["test_loss"] for h in hist] == [h["test_loss"] for h in hist_b]
+    # the clean train accuracy's history survives the resume, every epoch of it
+    assert [h["train_acc_clean"] for h in hist] == [h["train_acc_clean"] for h in hist_b]
+    assert all(isinstance(h["train_acc_clean"], float) for h in hist_b) and len(hist_b) == 3
+    assert resumed["final_train_acc_clean"] == full["final_train_acc_clean"] == hist[-1]["train_acc_clean"]
     import pandas as pd
 
     from kwlab.experiments.callbacks import load_history
@@ -201,3 +206,203 @@ def test_static_cnn_learns_synthetic_data(one_thread):
     chance = 0.1
     assert results["best_acc"] > chance + 5 * math.sqrt(chance * (1 - chance) / 200)
     assert results["final_train_loss"] < math.log(10) - 0.2
+
+
+# ------------------------------------------------------------------------------ clean train accuracy
+def test_train_eval_samples_is_checked_and_resolved():
+    from kwlab.experiments.setup import TRAIN_EVAL_SEED, train_eval_indices
+
+    for bad in (-1, "many", True, 2.5):
+        with pytest.raises(ConfigError, match="train_eval_samples"):
+            RunConfig.from_dict({"train_eval_samples": bad})
+    with pytest.raises(ConfigError, match="train_eval_samples"):
+        RunConfig(train_eval_samples=-3).validate()
+    assert RunConfig.from_dict({"train_eval_samples": 3.0}).train_eval_samples == 3
+    # default: min(train set, max(test set, 2000)); 0 = off; a cap above the train set takes all of it
+    assert len(train_eval_indices(50_000, 10_000, None)) == 10_000
+    assert len(train_eval_indices(5_000, 1_000, None)) == 2_000
+    assert len(train_eval_indices(64, 32, None)) == 64
+    assert len(train_eval_indices(64, 32, 10**6)) == 64
+    assert train_eval_indices(64, 32, 0) is None
+    # a fixed subset from a private generator: the same every call, sorted, distinct, and the global RNG
+    # untouched (it is not drawn from the run's seed)
+    before = torch.get_rng_state()
+    a = train_eval_indices(50_000, 10_000, 500)
+    assert torch.equal(before, torch.get_rng_state())
+    torch.manual_seed(123)
+    assert torch.equal(a, train_eval_indices(50_000, 10_000, 500))
+    assert torch.equal(a, a.sort().values) and len(a.unique()) == 500 and int(a.max()) < 50_000
+    assert torch.equal(
+        a,
+        torch.randperm(50_000, generator=torch.Generator().manual_seed(TRAIN_EVAL_SEED))[:500].sort().values,
+    )
+
+
+def test_new_fields_keep_the_hashes_of_committed_results():
+    """train_eval_samples at its default (None) leaves every committed training hash unchanged: the rows of
+    data/results/*/results.csv that store a config_hash and data/checkpoints/*/run.json."""
+    import pandas as pd
+
+    from kwlab.experiments.reproduce import recorded_config
+
+    root = Path(__file__).parents[1] / "data"
+    checked = 0
+    for table in sorted(root.glob("results/*/results.csv")):
+        for _, row in pd.read_csv(table).iterrows():
+            config = recorded_config(row)
+            assert config.train_eval_samples is None
+            stored = row.get("config_hash")
+            if not isinstance(stored, str):  # a table written before results stored their hash
+                continue
+            assert config.training_hash() == stored, (table, row["run_id"])
+            assert config.replace(train_eval_samples=100).training_hash() != config.training_hash()
+            checked += 1
+    for record in sorted(root.glob("checkpoints/*/run.json")):
+        stored = json.loads(record.read_text())
+        if "config_hash" in stored:
+            assert RunConfig.from_dict(stored["config"]).training_hash() == stored["config_hash"], record
+            checked += 1
+    assert checked >= 40
+    assert "train_eval_samples" not in RunConfig().training_dict()
+    assert RunConfig().training_hash() == "b410ee1fb73d3a26"
+
+
+class _Snapshots(Callback):
+    """The model's weights and temperature at the end of every epoch (after the epoch's measurements)."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[dict[str, torch.Tensor], float | None]] = []
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        self.states.append((state, metrics["temperature"]))
+
+
+def _clean_accuracy_by_hand(cfg: RunConfig, state: dict, tau: float | None, samples: int) -> float:
+    """A fresh model with ``state``, in eval mode at temperature ``tau``, over the first ``samples`` images of
+    the fixed permutation, normalised by hand (no loader), in batches of 7."""
+    from kwlab.experiments.setup import TRAIN_EVAL_SEED, build_model, load_config_data
+    from kwlab.layers.base import set_temperature
+
+    data = load_config_data(cfg)
+    model = build_model(cfg, data.num_classes)
+    model.load_state_dict(state)
+    model.eval()
+    if tau is not None:
+        set_temperature(model, tau)
+    n = len(data.train_labels)
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(TRAIN_EVAL_SEED))[:samples]
+    x = data.train_images[idx].permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(data.mean).view(1, 3, 1, 1)) / torch.tensor(data.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        pred = torch.cat([model(x[i : i + 7]).argmax(1) for i in range(0, samples, 7)])
+    return float((pred == data.train_labels[idx]).float().mean())
+
+
+def test_clean_train_accuracy_changes_no_training_and_equals_a_hand_computation(tmp_path):
+    # KW (BatchNorm, a temperature still > 0 at the end), augmentation on, 40 of the 128 training images
+    cfg = RunConfig.from_dict(
+        {
+            **TINY,
+            "method": "kw",
+            "preset": "1x",
+            "temperature_epochs": 4,
+            "train_eval_samples": 40,
+            "train_samples": 128,
+            "optimizer": "adamw",
+            "lr": 0.01,
+        }
+    )
+    snapshots = _Snapshots()
+    on = Trainer(cfg, tmp_path / "on", callbacks=[snapshots], progress=False).fit()
+    off = fit(cfg.replace(train_eval_samples=0), tmp_path / "off", progress=False)
+    a = torch.load(tmp_path / "on" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:  # weights and BatchNorm running statistics, bit for bit
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    for key in ("final_acc", "final_loss", "final_train_loss", "final_train_acc", "min_acc_tau0_recal"):
+        assert on[key] == off[key], key
+    hist_on = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    hist_off = [json.loads(line) for line in (tmp_path / "off" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["train_acc_clean"] for h in hist_off] == [None] * 3 and off["final_train_acc_clean"] is None
+    assert on["final_train_acc_clean"] == hist_on[-1]["train_acc_clean"]
+    assert 0 < hist_on[-1]["temperature"] < 1  # measured at the evaluation temperature, not at tau = 0
+    # every epoch's value equals the hand computation on that epoch's weights (the values move: 0.125, 0.25,
+    # 0.1 when written)
+    by_hand = [_clean_accuracy_by_hand(cfg, state, tau, 40) for state, tau in snapshots.states]
+    assert [h["train_acc_clean"] for h in hist_on] == pytest.approx(by_hand, abs=1e-6)
+    assert len(set(by_hand)) > 1
+    final = torch.load(tmp_path / "on" / "checkpoint.pt", weights_only=True)["model"]
+    assert on["final_train_acc_clean"] == pytest.approx(
+        _clean_accuracy_by_hand(cfg, final, hist_on[-1]["temperature"], 40), abs=1e-6
+    )
+    resolved = json.loads((tmp_path / "on" / "config.json").read_text())["resolved"]
+    assert resolved["train_eval_samples"] == 40
+
+
+def test_clean_train_accuracy_defaults_on_and_restores_train_mode(tmp_path):
+    cfg = RunConfig.from_dict({**TINY, "epochs": 1})
+    trainer = Trainer(cfg, None, progress=False)
+    assert trainer.train_eval_loader.num_samples == 64  # min(64 train images, max(32, 2000))
+    trainer.model.train()
+    from kwlab.experiments.accuracies import clean_train_accuracy
+
+    value = clean_train_accuracy(trainer)["train_acc_clean"]
+    assert trainer.model.training and 0 <= value <= 1
+    trainer.model.eval()
+    assert clean_train_accuracy(trainer)["train_acc_clean"] == value and not trainer.model.training
+
+
+# --------------------------------------------------------------- test_acc_tau0_recal over the anneal
+class _RecalByHand(Callback):
+    """At each epoch's end: the model at tau = 0 with every BatchNorm's statistics measured again (reset,
+    cumulative average over the first 20 batches of the epoch's training loader, train mode, no gradient),
+    then its test accuracy -- written out here, not through kwlab.experiments.accuracies."""
+
+    def __init__(self) -> None:
+        self.values: list[float | None] = []
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        import copy
+
+        from kwlab.layers.base import set_temperature
+
+        if metrics["temperature"] in (None, 0.0):
+            self.values.append(None)
+            return
+        net = copy.deepcopy(trainer.model)
+        set_temperature(net, 0.0)
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        net.train()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            for i, (x, _) in enumerate(trainer.train_loader):
+                if i == 20:
+                    break
+                net(x)
+            net.eval()
+            correct = total = 0
+            for x, y in trainer.test_loader:
+                correct += int((net(x).argmax(1) == y).sum())
+                total += len(y)
+        self.values.append(correct / total)
+
+
+def test_tau0_recal_accuracy_is_recorded_every_epoch_of_the_anneal(tmp_path):
+    cfg = RunConfig.from_dict(
+        {**TINY, "method": "kw", "preset": "1x", "epochs": 4, "temperature_epochs": 3.5, "train_samples": 128}
+    )
+    by_hand = _RecalByHand()
+    results = Trainer(cfg, tmp_path / "r", callbacks=[by_hand], progress=False).fit()
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    taus = [r["temperature"] for r in rows]
+    assert taus[:3] == sorted(taus[:3], reverse=True) and taus[2] > 0 and taus[3] == 0.0
+    curve = [r["test_acc_tau0_recal"] for r in rows]
+    assert all(isinstance(v, float) for v in curve)  # a point for every epoch, against its tau
+    assert curve[:3] == pytest.approx(by_hand.values[:3], abs=1e-9)
+    assert curve[3] == rows[3]["test_acc"]  # after the anneal the net is at tau = 0
+    assert results["min_acc_tau0_recal"] == min(curve)

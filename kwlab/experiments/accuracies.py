@@ -1,8 +1,10 @@
-"""Test accuracies beyond the plain one: at temperature 0 while the anneal runs, with the attention frozen
-after training, and the BatchNorm recalibration both use.
+"""Accuracies beyond the plain test accuracy: the clean train accuracy, the test accuracy at temperature 0
+while the anneal runs, with the attention frozen after training, and the BatchNorm recalibration the last
+two use.
 
 Each function takes the :class:`~kwlab.experiments.train.Trainer` (its ``model``, ``evaluate``,
-``train_loader``, ``test_loader`` and ``temperature``) and leaves the trained model as it found it: changed
+``loss_and_accuracy``, ``train_loader``, ``train_eval_loader``, ``test_loader`` and ``temperature``) and
+leaves the trained model as it found it: changed
 statistics are measured on a copy, and the training RNG is not touched.
 """
 
@@ -18,7 +20,13 @@ from torch import nn
 from kwlab.instruments.freeze import freeze_attention
 from kwlab.layers.base import set_temperature
 
-__all__ = ["RECALIBRATION_BATCHES", "frozen_accuracies", "recalibrate_batchnorm", "tau0_accuracies"]
+__all__ = [
+    "RECALIBRATION_BATCHES",
+    "clean_train_accuracy",
+    "frozen_accuracies",
+    "recalibrate_batchnorm",
+    "tau0_accuracies",
+]
 
 #: Training batches that :func:`recalibrate_batchnorm` runs for ``test_acc_tau0_recal`` and
 #: ``final_acc_frozen_recal``.
@@ -44,6 +52,24 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> n
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return model.eval()
+
+
+def clean_train_accuracy(trainer: Any) -> dict[str, float | None]:
+    """``train_acc_clean``: the accuracy of the trained model on a fixed subset of the training set
+    (``trainer.train_eval_loader``, see :func:`kwlab.experiments.setup.train_eval_indices`), measured like
+    the test accuracy -- eval mode (BatchNorm running statistics, nothing updated), no augmentation, the
+    model's current temperature, sharded over DDP ranks and summed. Reads no RNG; the model's train/eval
+    mode is restored. None when the measurement is off (``train_eval_samples=0``).
+    """
+    loader = getattr(trainer, "train_eval_loader", None)
+    if loader is None:
+        return {"train_acc_clean": None}
+    was_training = trainer.model.training
+    try:
+        _, acc = trainer.loss_and_accuracy(loader)
+    finally:
+        trainer.model.train(was_training)
+    return {"train_acc_clean": acc}
 
 
 def tau0_accuracies(trainer: Any, metrics: dict[str, Any]) -> dict[str, float | None]:

@@ -59,7 +59,7 @@ RUNTIME_FIELDS = ("checkpoint", "device", "compile", "probe_every", "recipe")
 #: Fields added after results were first committed, with their defaults: a field at its default is left out
 #: of :meth:`RunConfig.training_hash` (and of :meth:`RunConfig.training_dict`), so every config written
 #: before the field existed keeps its hash (its run directories resume, ``kwlab reproduce`` matches).
-LATER_FIELDS: dict[str, Any] = {"temperature_steps": None, "attention_init": None}
+LATER_FIELDS: dict[str, Any] = {"temperature_steps": None, "attention_init": None, "train_eval_samples": None}
 
 #: ``arch="module:function"`` may not name these modules (or their submodules): they run programs, load
 #: code or pickles, or reach the interpreter. Sweep files stay trusted input all the same (see build_model).
@@ -96,7 +96,10 @@ class RunConfig:
     Runtime: ``seed``, ``device`` ("auto"|"cpu"|"cuda"), ``amp`` (:data:`AMP_MODES`: True = CUDA only,
     "bf16" on every device), ``channels_last`` (:data:`CHANNELS_LAST_MODES`: True = CUDA only, "always" on
     every device), ``compile`` (:data:`COMPILE_MODES`: ``torch.compile`` of the training model),
-    ``probe_every`` (training steps between probe recordings; 0 = off), ``probe_samples``, ``checkpoint``
+    ``probe_every`` (training steps between probe recordings; 0 = off), ``probe_samples``,
+    ``train_eval_samples`` (training images of the clean train accuracy measured after every epoch, a
+    fixed subset: :func:`kwlab.experiments.setup.train_eval_indices`; None = ``min(train set,
+    max(test set, 2000))``, 0 = off), ``checkpoint``
     (keep the final checkpoint), ``recipe`` (name of the recipe the fields came from; informational).
     Floats must be finite; numeric strings (YAML 1.1 reads ``1e-3`` as one) are accepted for float fields.
     :meth:`training_hash` covers every field but :data:`RUNTIME_FIELDS`.
@@ -144,6 +147,7 @@ class RunConfig:
     compile: bool | str = False
     probe_every: int = 0
     probe_samples: int = 512
+    train_eval_samples: int | None = None
     checkpoint: bool = True
     recipe: str | None = None
 
@@ -298,6 +302,15 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 (or null), got {value}")
+        if self.train_eval_samples is not None and (
+            isinstance(self.train_eval_samples, bool)
+            or not isinstance(self.train_eval_samples, int)
+            or self.train_eval_samples < 0
+        ):
+            raise ConfigError(
+                f"train_eval_samples must be an integer >= 0 (training images of the clean train accuracy; "
+                f"0 = off, null = the default), got {self.train_eval_samples!r}"
+            )
         if self.budget is not None and self.budget <= 0:
             raise ConfigError(f"budget must be > 0, got {self.budget}")
 

@@ -97,6 +97,9 @@ def config_record(trainer: Any) -> dict[str, Any]:
             "image_size": data.image_size,
             "train_samples": len(data.train_labels),
             "test_samples": len(data.test_labels),
+            "train_eval_samples": (
+                trainer.train_eval_loader.num_samples if trainer.train_eval_loader is not None else 0
+            ),
             "iters_per_epoch": trainer.iters_per_epoch,
             "amp": trainer.use_amp,
             "amp_dtype": str(trainer.amp_dtype).removeprefix("torch.") if trainer.use_amp else None,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from kwlab._compat import import_module
 from kwlab.experiments.callbacks import Callback, FinalProbeCallback, ProbeCallback
@@ -41,6 +41,7 @@ __all__ = [
     "is_distributed",
     "load_config_data",
     "make_loaders",
+    "make_train_eval_loader",
     "make_optimizer",
     "make_scheduler",
     "make_temperature",
@@ -50,6 +51,8 @@ __all__ = [
     "resolve_builder",
     "resolve_device",
     "seed_everything",
+    "TRAIN_EVAL_SEED",
+    "train_eval_indices",
     "uses_channels_last",
 ]
 
@@ -289,6 +292,48 @@ def make_loaders(
         data.test_images, data.test_labels, batch_size=max(config.batch_size, 256), train=False, **common
     )
     return train, test
+
+
+#: Seed of the private generator that picks the clean train accuracy's subset (:func:`train_eval_indices`):
+#: a constant, so the subset is the same in every epoch and every run of a sweep, whatever the run's seed.
+TRAIN_EVAL_SEED = 20_241_207
+
+
+def train_eval_indices(train_size: int, test_size: int, samples: int | None) -> Tensor | None:
+    """The training images of the clean train accuracy: a fixed random subset, sorted.
+
+    ``samples`` is ``config.train_eval_samples``: None = ``min(train_size, max(test_size, 2000))``, 0 =
+    off (returns None), larger than the training set = all of it. The subset is drawn by a generator seeded
+    with :data:`TRAIN_EVAL_SEED` (independent of the run's seed; the global RNG is not touched), so it is a
+    function of ``(train_size, samples)`` alone.
+    """
+    k = min(train_size, max(test_size, 2000)) if samples is None else min(int(samples), train_size)
+    if k <= 0:
+        return None
+    g = torch.Generator().manual_seed(TRAIN_EVAL_SEED)
+    return torch.randperm(train_size, generator=g)[:k].sort().values
+
+
+def make_train_eval_loader(
+    data: ImageData, config: RunConfig, device: torch.device, channels_last: bool
+) -> DeviceLoader | None:
+    """The loader of the clean train accuracy: the :func:`train_eval_indices` subset of the training
+    images, in order, without augmentation, in batches like the test loader (None when off). Building it
+    draws no randomness."""
+    idx = train_eval_indices(len(data.train_labels), len(data.test_labels), config.train_eval_samples)
+    if idx is None:
+        return None
+    return DeviceLoader(
+        data.train_images[idx],
+        data.train_labels[idx],
+        batch_size=max(config.batch_size, 256),
+        train=False,
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        channels_last=channels_last,
+        dtype=torch.float32,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------

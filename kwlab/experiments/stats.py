@@ -49,6 +49,7 @@ METRICS = (
     "final_loss",
     "final_train_loss",
     "final_train_acc",
+    "final_train_acc_clean",
     "throughput",
     "train_time",
     *headline_metrics(),

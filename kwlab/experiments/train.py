@@ -18,7 +18,8 @@ One run = one model trained on one dataset with one recipe. The loop is delibera
 Run directory layout (all files written atomically: tmp file + ``os.replace``)::
 
     config.json     resolved RunConfig + git revision + environment
-    metrics.jsonl   one line per finished epoch
+    metrics.jsonl   one line per finished epoch (train_acc: running mean over the augmented training
+                    batches; train_acc_clean: the clean train accuracy, see below)
     checkpoint.pt   state after the last finished epoch (torch.load(weights_only=True))
     probe/          the probe's tables on test images after training (dynamic models;
                     kwlab.experiments.callbacks.FinalProbeCallback; read with kwlab.instruments.probe.load)
@@ -42,6 +43,14 @@ accuracy drops at the end of the anneal and recovers only as far as the remainin
 the results warn about such anneals (:func:`kwlab.methods.temperature.anneal_note`), and while the anneal
 runs every epoch also measures ``test_acc_tau0``: the test accuracy at tau = 0, what the net computes
 without the pattern (after the anneal it equals ``test_acc`` and is not measured twice).
+
+Clean train accuracy. ``train_acc`` is a running mean over the epoch's augmented batches while the weights
+move, so it cannot say whether a net is capacity-bound. After every epoch the trainer also measures
+``train_acc_clean`` (:func:`kwlab.experiments.accuracies.clean_train_accuracy`): eval mode, no augmentation,
+the evaluation temperature, on a fixed subset of the training set (``train_eval_samples`` images, the same
+in every epoch and every run: :func:`kwlab.experiments.setup.train_eval_indices`). It reads no RNG and
+changes no state, so training is bit-identical with it on or off; the results keep its last value as
+``final_train_acc_clean``.
 
 The pieces of a run come from :mod:`kwlab.experiments.setup` (config -> device, model, loaders, optimizer,
 schedules, callbacks); the run directory's records from :mod:`kwlab.experiments.rundir`; the accuracies
@@ -67,6 +76,7 @@ from torch import Tensor, nn
 from kwlab.experiments import setup
 from kwlab.experiments.accuracies import (
     RECALIBRATION_BATCHES,
+    clean_train_accuracy,
     frozen_accuracies,
     recalibrate_batchnorm,
     tau0_accuracies,
@@ -124,7 +134,7 @@ class Trainer:
 
     Attributes:
         model, optimizer, scheduler, history (list of per-epoch metric dicts), step (global iteration),
-        epoch (next epoch to run), run_dir, config, data, train_loader, test_loader.
+        epoch (next epoch to run), run_dir, config, data, train_loader, test_loader, train_eval_loader.
     """
 
     def __init__(
@@ -161,6 +171,10 @@ class Trainer:
         self.ddp_model: nn.Module = setup.training_model(self.model, self.device, self.compile_mode)
         self.train_loader, self.test_loader = setup.make_loaders(
             self.data, config, self.device, self.channels_last, self.rank, self.world_size
+        )
+        #: the fixed training subset of the clean train accuracy (None when ``train_eval_samples=0``)
+        self.train_eval_loader = setup.make_train_eval_loader(
+            self.data, config, self.device, self.channels_last
         )
         self.iters_per_epoch = len(self.train_loader)
         self.optimizer = setup.make_optimizer(self.model, config)
@@ -314,17 +328,24 @@ class Trainer:
             "epoch_time": elapsed,
         }
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
         """Loss and accuracy on the test set (sharded over DDP ranks), of ``model`` (default: the trained
         model)."""
+        loss, acc = self.loss_and_accuracy(self.test_loader, model)
+        return {"test_loss": loss, "test_acc": acc}
+
+    @torch.no_grad()
+    def loss_and_accuracy(self, loader: Iterable, model: nn.Module | None = None) -> tuple[float, float]:
+        """Mean loss and accuracy of ``model`` (default: the trained model) over ``loader``'s batches, in
+        eval mode at the model's current temperature, under the run's autocast; under DDP each rank takes
+        every ``world_size``-th batch and the sums are all-reduced. Leaves the model in eval mode."""
         net = self.model if model is None else model
         net.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = torch.zeros((), device=self.device)
         criterion = nn.CrossEntropyLoss(reduction="sum")
-        for i, (x, y) in enumerate(self.test_loader):
+        for i, (x, y) in enumerate(loader):
             if self.world_size > 1 and i % self.world_size != self.rank:
                 continue
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
@@ -333,7 +354,7 @@ class Trainer:
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         totals = self._all_reduce(torch.stack([loss_sum, correct, seen]))
-        return {"test_loss": float(totals[0] / totals[2]), "test_acc": float(totals[1] / totals[2])}
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
     def _all_reduce(self, t: Tensor) -> Tensor:
         if is_distributed():
@@ -379,6 +400,7 @@ class Trainer:
         )
         for epoch in bar:
             metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), **self.evaluate()}
+            metrics.update(clean_train_accuracy(self))
             metrics.update(tau0_accuracies(self, metrics))
             self.best_acc = max(self.best_acc, metrics["test_acc"])
             self.history.append(metrics)
@@ -421,6 +443,7 @@ class Trainer:
             "final_loss": last.get("test_loss"),
             "final_train_loss": last.get("train_loss"),
             "final_train_acc": last.get("train_acc"),
+            "final_train_acc_clean": last.get("train_acc_clean"),
             "throughput": sum(timed) / len(timed) if timed else None,
             "train_time": sum(m["epoch_time"] for m in self.history),
             "config_hash": self.config.training_hash(),

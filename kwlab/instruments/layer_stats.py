@@ -58,6 +58,7 @@ class LayerStats:
         self.n_kept = 0
         self.pending_full: Tensor | None = None
         self.pending_learned: Tensor | None = None
+        self.pending_kernels = False  # the last attention call was recorded: its kernels are due
 
     def _zeros(self, device: torch.device) -> dict[str, Tensor]:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
@@ -69,6 +70,7 @@ class LayerStats:
         }
         for stat in statistics.STATISTICS:
             acc[stat.column], acc[stat.column + ":w"] = z(()), z(())
+        acc["kernel_batches_skipped"] = z(())
         return acc
 
     def update(
@@ -92,7 +94,7 @@ class LayerStats:
             "learned": learned.detach().float() if learned is not None and self.learned else None,
         }
         for stat in statistics.STATISTICS:
-            x = sources[stat.source]
+            x = sources.get(stat.source)  # "kernels": update_kernels
             if x is None:
                 continue
             w = stat.weight(x).double()
@@ -119,6 +121,23 @@ class LayerStats:
                 else torch.full((take.shape[0],), -1, dtype=torch.long)
             )
             self.n_kept += take.shape[0]
+
+    def update_kernels(self, kernels: Tensor) -> None:
+        """Add the per-sample effective kernels ``(B, ...)`` of one recorded batch (the statistics whose
+        ``source`` is "kernels"). A non-finite value is left out of the mean and counted in
+        ``kernel_batches_skipped`` (no host sync)."""
+        k = kernels.detach()
+        if self.acc is None:
+            self.acc = self._zeros(k.device)
+        acc = self.acc
+        for stat in statistics.STATISTICS:
+            if stat.source != "kernels":
+                continue
+            value, w = stat.metric(k).double(), stat.weight(k).double()
+            finite = torch.isfinite(value)
+            acc[stat.column] += torch.where(finite, value * w, torch.zeros_like(value))
+            acc[stat.column + ":w"] += torch.where(finite, w, torch.zeros_like(w))
+            acc["kernel_batches_skipped"] += (~finite).double()
 
     def _add_classes(self, a: Tensor, labels: Tensor) -> None:
         means, counts = metrics.class_means(a.double(), labels.to(a.device))  # one small sync per batch
@@ -173,4 +192,5 @@ class LayerStats:
         cm = self.class_means()
         row["class_distance"] = float(metrics.between_class_distance(cm[0])) if cm is not None else nan
         row["temperature"] = float(self._temperature) if self._temperature is not None else nan
+        row["kernel_batches_skipped"] = int(self._get("kernel_batches_skipped"))
         return row

@@ -11,6 +11,16 @@ included. :class:`Probe` hooks both, and per layer accumulates (without keeping 
 * ``entropy`` and ``effective_cells = exp(entropy)`` of each mixture's ``p = |alpha| / sum |alpha|``;
 * ``diversity``: mean pairwise cosine distance between the samples' flattened ``alpha`` within a batch,
   averaged over batches;
+* ``kernel_variation``: ``mean_b ||W_b - mean W|| / ||mean W||`` over the batch's per-sample effective
+  kernels (:meth:`DynamicLayer.effective_kernels <kwlab.layers.base.DynamicLayer.effective_kernels>`, every
+  method), recomputed from the layer's input after its forward by a third hook, on the layer itself (no
+  gradient, RNG forked, the probe's other hooks silent, and the layer's buffers -- BatchNorm statistics --
+  swapped for copies meanwhile, so the originals are never written). Its cost is one more attention pass
+  and ``B`` kernels per recorded batch; where ``B`` kernels would exceed :data:`KERNEL_ELEMENTS` numbers,
+  only the first ``KERNEL_ELEMENTS // kernel size`` samples (at least 2) are used (in training mode their
+  attention BatchNorm then sees that sub-batch). A non-finite batch value is left out of the mean and
+  counted in ``kernel_batches_skipped``;
+* ``effective_cell_fraction``: ``effective_cells / n``, the share of the cells a mixture can use;
 * per-class mean attention and ``class_distance`` (mean pairwise cosine distance of the class means) when
   labels are given;
 * the temperature at capture time; optionally the first ``keep`` samples' ``alpha`` for heatmaps.
@@ -57,6 +67,7 @@ from kwlab.methods.surgery import select
 from kwlab.utils import progress_bar as tqdm
 
 __all__ = [
+    "KERNEL_ELEMENTS",
     "Probe",
     "ProbeResult",
     "capture",
@@ -64,6 +75,11 @@ __all__ = [
     "select_layers",
     *statistics.__all__,  # re-exported: the statistics table's names
 ]
+
+
+#: The most numbers the per-sample kernels of one recorded batch may take (``kernel_variation``): a batch
+#: whose ``B`` kernels would exceed it uses its first ``max(2, KERNEL_ELEMENTS // kernel size)`` samples.
+KERNEL_ELEMENTS = 2**24
 
 
 # ----------------------------------------------------------------------------------------------- selection
@@ -166,6 +182,7 @@ class Probe:
         self._stats = {name: LayerStats(name, layer, edges, keep) for name, layer in self._layers}
         self._handles: list[Any] = []
         self._labels: Tensor | None = None
+        self._inner = False  # True while the kernel hook reruns a layer's attention: hooks stay silent
 
     # ------------------------------------------------------------------------------------------ hooks
     @property
@@ -191,6 +208,8 @@ class Probe:
                         layer.attention.learned_tap.register_forward_hook(self._learned_hook(stats))
                     )
                 self._handles.append(layer.attention.register_forward_hook(self._alpha_hook(stats, layer)))
+                if type(layer).effective_kernels is not DynamicLayer.effective_kernels:
+                    self._handles.append(layer.register_forward_hook(self._kernel_hook(stats, layer)))
         except BaseException:
             self.stop()
             raise
@@ -203,6 +222,7 @@ class Probe:
         for s in self._stats.values():
             s.pending_full = None
             s.pending_learned = None
+            s.pending_kernels = False
         return self
 
     def __enter__(self) -> Probe:
@@ -211,26 +231,57 @@ class Probe:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    @staticmethod
-    def _tap_hook(stats: LayerStats):
+    def _tap_hook(self, stats: LayerStats):
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            stats.pending_full = output  # reference only; consumed by the attention hook right after
+            if not self._inner:
+                stats.pending_full = output  # reference only; consumed by the attention hook right after
 
         return hook
 
-    @staticmethod
-    def _learned_hook(stats: LayerStats):
+    def _learned_hook(self, stats: LayerStats):
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            stats.pending_learned = output  # consumed by the attention hook right after
+            if not self._inner:
+                stats.pending_learned = output  # consumed by the attention hook right after
+
+        return hook
+
+    def _kernel_hook(self, stats: LayerStats, layer: DynamicLayer):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if self._inner or not stats.pending_kernels:
+                return
+            stats.pending_kernels = False
+            x = inputs[0].detach()
+            take = min(x.shape[0], max(2, KERNEL_ELEMENTS // _kernel_numel(layer)))
+            if take < 2:
+                return
+            # the layer's buffers are swapped for copies while its attention runs again, so that training-mode
+            # BatchNorm updates land on the copies: the originals (saved for backward) are never written
+            owners = [
+                (m, name, buf) for m in layer.modules() for name, buf in m._buffers.items() if buf is not None
+            ]
+            self._inner = True
+            try:
+                for m, name, buf in owners:
+                    m._buffers[name] = buf.clone()
+                with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                    kernels = layer.effective_kernels(x[:take])
+            finally:
+                self._inner = False
+                for m, name, buf in owners:
+                    m._buffers[name] = buf
+            stats.update_kernels(kernels)
 
         return hook
 
     def _alpha_hook(self, stats: LayerStats, layer: DynamicLayer):
         def hook(module: nn.Module, inputs: Any, alpha: Tensor) -> None:
+            if self._inner:
+                return
             full, stats.pending_full = stats.pending_full, None
             learned, stats.pending_learned = stats.pending_learned, None
             record = stats.calls % self.every == 0
             stats.calls += 1
+            stats.pending_kernels = record
             if not record:
                 return
             labels = self._labels
@@ -465,6 +516,16 @@ class Probe:
 
 
 # ------------------------------------------------------------------------------------------- batches
+def _kernel_numel(layer: nn.Module) -> int:
+    """Numbers in one sample's kernel (an upper bound: groups ignored), for :data:`KERNEL_ELEMENTS`."""
+    fan_in = getattr(layer, "in_channels", None) or getattr(layer, "in_features", 1)
+    fan_out = getattr(layer, "out_channels", None) or getattr(layer, "out_features", 1)
+    size = 1
+    for k in getattr(layer, "kernel_size", (1,)):
+        size *= int(k)
+    return max(1, int(fan_in) * int(fan_out) * size)
+
+
 def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
     if isinstance(batch, Tensor):
         return batch, None

@@ -46,10 +46,14 @@ class Statistic:
         metric: ``metric(alpha) -> 0-d tensor`` for one batch (``full`` coefficients when ``source="full"``);
             ``metric(learned, pattern, tau)`` when ``source="learned"``.
         weight: ``weight(alpha) -> 0-d tensor``, the batch's weight in the mean (e.g. its element count).
-        source: "alpha" (``(B, m, n)``), "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only) or
+        source: "alpha" (``(B, m, n)``), "full" (``(B, m, n + 1)``, zero cell last; zero-cell methods only),
             "learned" (KW's learned term before the blend with the init pattern, ``(B, m, slots)``, seen
             through ``attention.learned_tap``; KW with ``attention="caf"`` or ``"constant"`` only, NaN
-            elsewhere).
+            elsewhere) or
+            "kernels" (the per-sample effective kernels ``(B, ...)`` of
+            :meth:`DynamicLayer.effective_kernels <kwlab.layers.base.DynamicLayer.effective_kernels>`,
+            every method; a batch whose value is not finite is left out of the mean and counted in
+            ``kernel_batches_skipped``).
     """
 
     column: str
@@ -91,10 +95,13 @@ STATISTICS: tuple[Statistic, ...] = (
     Statistic("zero_mass", metrics.zero_cell_mass, _mixtures, source="full"),
     Statistic("entropy", lambda a: metrics.attention_entropy(a).mean(), _mixtures),
     Statistic("effective_cells", lambda a: metrics.effective_cells(a).mean(), _mixtures),
+    Statistic("effective_cell_fraction", lambda a: metrics.effective_cell_fraction(a).mean(), _mixtures),
     # 1 - cos cancels in fp32: computed in float64; a batch of one sample has no pairs (weight 0)
     Statistic("diversity", _diversity, _has_pairs),
     Statistic("mean_abs", lambda a: metrics.cell_mean_abs(a).mean(), _elements),
     Statistic("sample_variation", _sample_variation, _has_pairs),
+    # magnitude-aware, on the kernels themselves: ||W_b - mean W|| / ||mean W|| (every method)
+    Statistic("kernel_variation", metrics.kernel_variation, _has_pairs, source="kernels"),
     # KW's learned attention alone, before the blend with the one-hot init pattern (the handover)
     Statistic("learned_own_share", lambda z, p, t: metrics.own_cell_share(z, p), _mixtures, "learned"),
     Statistic("learned_to_pattern_norm", metrics.learned_to_pattern_norm, _samples, "learned"),
@@ -103,17 +110,20 @@ STATISTICS: tuple[Statistic, ...] = (
 
 #: The columns of the summary that name a layer; the statistics follow (:func:`summary_columns`).
 LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples")
-#: Summary columns computed beside :data:`STATISTICS`: from the per-class means and the layer's temperature.
-EXTRA_COLUMNS = ("class_distance", "temperature")
+#: Summary columns computed beside :data:`STATISTICS`: from the per-class means, the layer's temperature, and
+#: the recorded batches whose kernel statistics were not finite (left out of their means).
+EXTRA_COLUMNS = ("class_distance", "temperature", "kernel_batches_skipped")
 #: The probe's headline columns: their means over layers are a run's ``probe_<column>`` results (the final
 #: probe of :mod:`kwlab.experiments.train`, the sweep's results table, its summary and the report).
 HEADLINE = (
     "neg_frac",
     "effective_cells",
+    "effective_cell_fraction",
     "diversity",
     "class_distance",
     "entropy",
     "sample_variation",
+    "kernel_variation",
     "learned_own_share",
     "learned_sample_variation",
 )

@@ -188,6 +188,26 @@ class DynamicLayer(KeepsLayout):
         """Name of the parameter bank that ``alpha``'s last axis indexes."""
         return getattr(self, "_bank", "") or ""
 
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """The kernel each sample of ``x`` is convolved with, ``(B, O, I/groups, *kernel_size)`` (a
+        :class:`KWLinear <kwlab.layers.KWLinear>` or DCD classifier: ``(B, O, I, ...)``): the static kernel
+        ``W_b`` with ``conv(x_b, W_b) + c_b = self(x)[b]``, ``c_b`` a constant per output channel (the
+        bias). Every input-dependent factor is folded in: mixed kernels, input- and output-channel and
+        spatial attentions. Runs the layer's attention on ``x`` as ``forward`` does (in the current
+        train/eval mode, through ``attention.tap``). The probe's ``kernel_variation`` reads it
+        (:func:`kwlab.instruments.metrics.kernel_variation`); each method documents what its kernel
+        leaves out (FDConv: the frequency band modulation of the input; DCD: see its class)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its per-sample kernels")
+
+
+def fold_input_scale(weight: Tensor, scale: Tensor, groups: int = 1) -> Tensor:
+    """Per-sample kernels ``weight (B, O, I/groups, ...)`` with a per-sample input-channel scale ``scale
+    (B, I)`` folded in: ``conv(x * scale, W) = conv(x, W * scale)`` where output channel ``o`` of group
+    ``g`` reads input channels ``g * I/groups + j``."""
+    b, o, ig = weight.shape[:3]
+    per_out = scale.view(b, groups, 1, ig).expand(b, groups, o // groups, ig).reshape(b, o, ig)
+    return weight * per_out.view(b, o, ig, *([1] * (weight.dim() - 3)))
+
 
 def check_positive_int(name: str, value: Any) -> int:
     """``value`` if it is a whole number >= 1, else a ValueError naming ``name``."""

@@ -114,6 +114,10 @@ class KernelBankConv2d(DynamicLayer):
         bias = None if self.bias is None else r @ self.bias
         return weight, bias
 
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """``sum_k alpha_bk W_k`` ``(B, O, I/g, kh, kw)`` (the per-kernel bias is the constant ``c_b``)."""
+        return self.per_sample_kernel(self.attention(x))[0]
+
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.per_sample_kernel(self.attention(x))
         return dynamic_conv(

@@ -207,6 +207,40 @@ class DCDAttention(DynamicAttention):
         return f"pool={self.pool}, latent_dim={self.latent_dim}, squeeze={self.squeeze_dim}"
 
 
+def _bn_affine(bn: nn.Module, u: Tensor) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` per channel with ``bn(u) = scale * u + shift`` for this batch ``u (B, C, ...)``:
+    the batch statistics where :func:`kwlab.layers.norm.batch_safe_batch_norm` uses them (training mode,
+    more than one value per channel), else the running statistics. Reads ``bn``, updates nothing."""
+    if bn.training and (bn.running_mean is None or u.numel() > u.shape[1]):
+        dims = [d for d in range(u.dim()) if d != 1]
+        mean, var = u.mean(dims), u.var(dims, unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale + (bn.bias if bn.bias is not None else 0.0)
+    return scale, shift
+
+
+def _dcd_kernels(
+    layer: nn.Module, x: Tensor, w0: Tensor, q: Tensor, p: Tensor, latent_in: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(Lambda (B, O), W0, M (B, O, I))``: DCD's per-sample kernel is ``Lambda_b W0 + M_b`` (``M_b`` at
+    the centre tap), ``M_b = P (diag(s2) Phi_b + 1) diag(s1) Q`` with ``s1``, ``s2`` the scales of the
+    latent BatchNorms (:func:`_bn_affine`); ``latent_in`` is ``q(x)``."""
+    att = layer.attention.all_attentions(x)
+    s1, c1 = _bn_affine(layer.bn1, latent_in)
+    b, lat = latent_in.shape[:2]
+    z = latent_in * s1.view(1, -1, *([1] * (latent_in.dim() - 2))) + c1.view(
+        1, -1, *([1] * (latent_in.dim() - 2))
+    )
+    s2, _ = _bn_affine(layer.bn2, torch.matmul(att.phi, z.reshape(b, lat, -1)))
+    eye = torch.eye(lat, dtype=att.phi.dtype, device=att.phi.device)
+    mix = (s2[None, :, None] * att.phi + eye) * s1[None, None, :]  # (B, L, L)
+    return att.scale, w0, p @ mix @ q  # (B, O, I)
+
+
 def _latent_mix(phi: Tensor, z: Tensor, bn: nn.Module) -> Tensor:
     """``BN_b(Phi z) + z`` for ``z`` ``(B, L, N)``."""
     return bn(torch.matmul(phi, z)) + z
@@ -317,6 +351,21 @@ class DCDConv2d(DynamicLayer):
         self.bn2.reset_parameters()
         self.attention.reset_parameters()
 
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """``Lambda_b W0 + P (diag(s2) Phi_b + 1) diag(s1) Q`` ``(B, O, I, kh, kw)``, the second term at the
+        centre tap (the dynamic path is a strided 1x1 convolution there). ``s1``, ``s2`` are the latent
+        BatchNorms' scales for this batch (batch statistics in training mode, running ones in eval mode);
+        their shifts and the static bias make the constant ``c_b``. ``groups == 1`` only."""
+        if self.groups != 1:
+            raise NotImplementedError("DCDConv2d.effective_kernels: groups > 1 has no dense latent path")
+        scale, w0, m = _dcd_kernels(
+            self, x, self.conv.weight, self.q.weight[:, :, 0, 0], self.p.weight[:, :, 0, 0], self.q(x)
+        )
+        weight = scale[:, :, None, None, None] * w0
+        ch, cw = ((k - 1) // 2 for k in self.kernel_size)
+        weight[:, :, :, ch, cw] += m
+        return weight
+
     def forward(self, x: Tensor) -> Tensor:
         code = self.attention.code(x)
         phi = self.attention(x, code)
@@ -386,6 +435,13 @@ class DCDLinear(DynamicLayer):
     @property
     def bias(self) -> Tensor | None:
         return self.cls.bias
+
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """``Lambda_b W + P (diag(s2) Phi_b + 1) diag(s1) Q`` ``(B, O, I)`` (as :class:`DCDConv2d`)."""
+        scale, w0, m = _dcd_kernels(
+            self, x, self.cls.weight, self.cls_q.weight, self.cls_p.weight, self.cls_q(x)
+        )
+        return scale[:, :, None] * w0 + m
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2:

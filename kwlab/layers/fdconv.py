@@ -452,6 +452,25 @@ class FDConv2d(DynamicLayer):
         ones = self.dft_weight.new_full((1, 1, n), 1.0 / n)
         return self.fdw_kernel(ones)[0] / self.param_ratio
 
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """``filter_o * channel_i * spatial * local * W_fdw(band_b)`` ``(B, O, I, k, k)``: the kernel the
+        layer convolves the *modulated* input with; the frequency band modulation of the input (FBM, 3x3
+        layers) is an input-dependent transform of ``x`` before the kernel and is not in it, so
+        ``self(x)[b] = conv(FBM(x)_b, W_b) + bias``."""
+        att = self.attention.all_attentions(x)
+        b = x.shape[0]
+        o, i, k = self.out_channels, self.in_channels, self.kernel_size[0]
+        weight = self.fdw_kernel(att.kernel) * att.spatial[:, None, None]
+        if self.KSM_Local is not None:
+            logits = self.KSM_Local(F.adaptive_avg_pool2d(x, 1).flatten(1))
+            weight = (
+                weight
+                * torch.sigmoid(logits.view(b, o, k, k, i).permute(0, 1, 4, 2, 3))
+                * self.attention.att_multi
+            )
+        weight = weight * att.channel[:, None, :, None, None]
+        return weight * att.filter[:, :, None, None, None]
+
     def forward(self, x: Tensor) -> Tensor:
         pooled = F.adaptive_avg_pool2d(x, 1)
         h = self.attention.squeeze(x)

@@ -58,6 +58,7 @@ from .base import (
     check_attention_mode,
     check_positive_int,
     conv_geometry,
+    fold_input_scale,
     like_conv,
 )
 from .condconv import _conv_repr
@@ -252,6 +253,13 @@ class KernelDNAConv2d(DynamicLayer):
         if self.spatial_scale is not None:
             w = w * (1 + self.spatial_scale)
         return w * (1 + self.filter_scale)
+
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """The child's static kernel with the input gate folded in, ``(B, O, I/g, kh, kw)``."""
+        gate = self.attention(x)[:, 0]
+        return fold_input_scale(
+            self.kernel().unsqueeze(0).expand(gate.shape[0], -1, -1, -1, -1), gate, self.groups
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         gate = self.attention(x)

@@ -236,6 +236,10 @@ class _KWConvNd(DynamicLayer):
         """The per-sample kernels ``(B, O, I/g, *k)`` this layer would use for input ``x``."""
         return assemble_kernel(mix_cells(self.attention(x), self.warehouse.cells), self.layout)
 
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """The kernels assembled from the warehouse's cells for ``x`` (:meth:`kernel`)."""
+        return self.kernel(x)
+
     def _empty_output(self, x: Tensor) -> Tensor:
         """The output for an empty batch (as ``nn.ConvNd`` gives: an empty tensor of the right shape)."""
         conv = (F.conv1d, F.conv2d, F.conv3d)[self.dim - 1]
@@ -312,6 +316,11 @@ class KWLinear(_KWConvNd):
     @property
     def out_features(self) -> int:
         return self.out_channels
+
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """``(B, O, I, 1)``: the weight matrix each sample's tokens are multiplied by."""
+        x = _check_linear_input(x, self.in_channels)
+        return self.kernel(x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2))
 
     def forward(self, x: Tensor) -> Tensor:
         x = _check_linear_input(x, self.in_channels)

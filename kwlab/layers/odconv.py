@@ -62,6 +62,7 @@ from .base import (
     check_attention_mode,
     check_divisor,
     check_positive_int,
+    fold_input_scale,
     init_attention_head,
 )
 from .condconv import KernelBankConv2d, _conv_repr
@@ -367,6 +368,14 @@ class ODConv2d(KernelBankConv2d):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         self.attention.reset_parameters()
+
+    def effective_kernels(self, x: Tensor) -> Tensor:
+        """All four attentions folded into one kernel per sample: ``filter_o * channel_i * spatial *
+        sum_k kernel_k W_k`` ``(B, O, I/g, kh, kw)``."""
+        att = self.attention.all_attentions(x)
+        weight = (att.kernel[:, 0] @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
+        weight = weight * att.spatial[:, None, None] * att.filter[:, :, None, None, None]
+        return fold_input_scale(weight, att.channel, self.groups)
 
     def forward(self, x: Tensor) -> Tensor:
         self.attention(x)  # through the module, so that the probe's hooks see the kernel attention

@@ -24,6 +24,7 @@ _CURVE_LABELS = {
     "test_loss": "test loss",
     "train_acc": "training accuracy",
     "test_acc": "test accuracy",
+    "train_acc_clean": "clean train accuracy (eval mode, fixed subset)",
     "temperature": "temperature tau (end of epoch)",
     "lr": "learning rate",
     "test_acc_tau0": "test accuracy at tau = 0",
@@ -40,8 +41,12 @@ def _records(history: Any) -> list[Mapping[str, Any]]:
 
 
 def _curve(history: Any, metric: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) of ``metric`` in one history, NaN and absent epochs dropped."""
-    pairs = [(r["epoch"], r[metric]) for r in _records(history) if metric in r and r[metric] == r[metric]]
+    """(epochs, values) of ``metric`` in one history, NaN, None and absent epochs dropped."""
+    pairs = [
+        (r["epoch"], r[metric])
+        for r in _records(history)
+        if r.get(metric) is not None and r[metric] == r[metric]
+    ]
     return [float(e) for e, _ in pairs], [float(v) for _, v in pairs]
 
 
@@ -93,6 +98,7 @@ def learning_curves(
     *,
     axes: Axes | Sequence[Axes] | None = None,
     chance: float | None = None,
+    clean_train: bool = True,
     title: str | None = None,
 ) -> Figure:
     """One panel per metric, one line per run, against the epoch.
@@ -106,6 +112,10 @@ def learning_curves(
         chance: the chance accuracy (e.g. ``1 / num_classes``): the accuracy panels (a metric whose name
             contains ``acc``) get a dashed line there, labelled in the legend, and a y axis from 0, so that
             a gap near chance looks as small as it is.
+        clean_train: in the ``test_acc`` panel, draw each run's clean train accuracy (``train_acc_clean``:
+            eval mode, no augmentation, a fixed training subset) as a dashed line of the run's colour beside
+            its test accuracy (runs recorded without it have no dashed line). A net whose clean train
+            accuracy sits at its test accuracy is not fitting its training set better than new images.
     """
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     if not names:
@@ -127,6 +137,10 @@ def learning_curves(
         for i, (run, (xs, ys)) in enumerate(curves[metric].items()):
             if xs:
                 ax.plot(xs, ys, marker="o", markersize=3, color=f"C{i % 10}", label=run)
+            if clean_train and metric == "test_acc":
+                cx, cy = _curve(histories[run], "train_acc_clean")
+                if cx:
+                    ax.plot(cx, cy, linestyle="--", color=f"C{i % 10}", label=f"{run} (train, clean)")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(_CURVE_LABELS.get(metric, metric))
