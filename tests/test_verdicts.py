@@ -1,0 +1,194 @@
+"""The three verdicts (differs / equivalent / not resolved), checked against the worked example and Holm's
+example of shared/reference/verdicts.md, against scipy's own tests, and against a Monte Carlo power run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from kwlab.experiments.stats import (
+    VERDICTS,
+    compare,
+    compare_all,
+    config_labels,
+    detectable_difference,
+    holm,
+    summarize,
+    tost,
+)
+
+A = (0.612, 0.598, 0.605, 0.621, 0.609)  # verdicts.md's worked example
+B = (0.601, 0.590, 0.611, 0.603, 0.596)
+FORBIDDEN = ("no difference", "as well as", "did not change", "no effect", "real", "better")
+
+
+def _table(arms: dict[str, tuple], seeds: dict[str, tuple] | None = None, metric="final_acc") -> pd.DataFrame:
+    rows = []
+    for method, values in arms.items():
+        for s, v in zip((seeds or {}).get(method, range(len(values))), values):
+            rows.append(
+                {
+                    "run_id": f"{method}-{s}",
+                    "arch": "resnet20_cifar",
+                    "method": method,
+                    "seed": s,
+                    "model_kwargs": "{}",
+                    metric: v,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _words_ok(text: str) -> None:
+    for word in FORBIDDEN:
+        assert word not in text.lower(), (word, text)
+
+
+def test_worked_example_of_verdicts_md_number_for_number():
+    df = _table({"kw": A, "static": B})
+    c = compare(df, {"method": "kw"}, {"method": "static"}, margin=0.015)
+    d = np.subtract(A, B)
+    assert c.n == 5 and c.test == "paired t"
+    assert round(c.diff, 4) == 0.0088 and round(float(d.std(ddof=1)), 4) == 0.0090
+    assert round(c.se, 5) == 0.00404
+    assert (round(c.ci_low, 4), round(c.ci_high, 4)) == (-0.0024, 0.0200)
+    assert round(c.p_value, 4) == 0.0951
+    assert (round(c.p_lower, 4), round(c.p_upper, 4), round(c.p_tost, 4)) == (0.0021, 0.0999, 0.0999)
+    assert (round(c.tost_low, 4), round(c.tost_high, 4)) == (0.0002, 0.0174)
+    assert c.verdict == "not resolved" and c.verdict in VERDICTS
+    # the same numbers from scipy's own paired test
+    ref = stats.ttest_rel(A, B)
+    ci = ref.confidence_interval(0.95)
+    assert c.p_value == pytest.approx(ref.pvalue) and (c.ci_low, c.ci_high) == pytest.approx(
+        (ci.low, ci.high)
+    )
+    # TOST by shifting the data: two one-sided tests of d + M > 0 and d - M < 0
+    lower = stats.ttest_1samp(d + 0.015, 0.0, alternative="greater").pvalue
+    upper = stats.ttest_1samp(d - 0.015, 0.0, alternative="less").pvalue
+    assert (c.p_lower, c.p_upper) == pytest.approx((lower, upper))
+    t = tost(d, 0.015)
+    assert (t.p_lower, t.p_upper, t.p) == pytest.approx((lower, upper, upper)) and not t.equivalent
+    assert "not resolved at this size: the design detects differences of about" in c.text
+    assert f"{c.mdd:.3f}" in c.text and c.mdd == pytest.approx(detectable_difference(float(d.std(ddof=1)), 5))
+    _words_ok(c.text)
+
+
+def test_holm_matches_the_example_and_a_brute_force_definition():
+    assert holm([0.010, 0.040, 0.030]) == pytest.approx([0.030, 0.060, 0.060])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.uniform(0, 0.2, size=rng.integers(1, 8))
+        k = len(p)
+        order = np.argsort(p)
+        expected = np.empty(k)
+        for rank, i in enumerate(order):  # the definition: max over j <= i of min(1, (k - j + 1) p(j))
+            expected[i] = max(min(1.0, (k - j) * p[order[j]]) for j in range(rank + 1))
+        assert holm(p) == pytest.approx(expected)
+    out = holm([0.01, float("nan"), 0.02])  # a NaN is not a comparison: k = 2
+    assert math.isnan(out[1]) and out[[0, 2]] == pytest.approx([0.02, 0.02])
+    with pytest.raises(ValueError, match="p_values"):
+        holm([0.5, 1.5])
+
+
+def test_detectable_difference_by_monte_carlo_and_by_the_normal_formula():
+    mdd = detectable_difference(0.015, 3)
+    assert mdd == pytest.approx(0.049, abs=0.0005)  # verdicts.md: "about 0.049"
+    # Monte Carlo: with true difference mdd and sd 0.015, a paired t test at 0.05 rejects 80% of the time
+    rng = np.random.default_rng(1234)
+    d = rng.normal(mdd, 0.015, size=(40_000, 3))
+    p = stats.ttest_1samp(d, 0.0, axis=1).pvalue
+    assert float((p < 0.05).mean()) == pytest.approx(0.8, abs=0.01)
+    # large n: the normal approximation (z_{0.975} + z_{0.8}) s / sqrt(n)
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    assert detectable_difference(1.0, 400) == pytest.approx(z / 20, rel=0.01)
+    assert math.isnan(detectable_difference(0.015, 1))
+    with pytest.raises(ValueError, match="power"):
+        detectable_difference(0.015, 3, power=1.5)
+
+
+def test_differs_is_holm_corrected_within_the_family():
+    rng = np.random.default_rng(3)
+    base = 0.6 + rng.normal(0, 0.02, 5)
+    arms = {
+        "static": tuple(base),
+        "kw": tuple(base - 0.05 + np.array([0.002, -0.001, 0.001, -0.002, 0.0])),  # clearly lower
+        "dy": tuple(base + np.array([0.012, 0.004, 0.010, 0.001, 0.006])),  # raw p = 0.029
+        "cc": tuple(base + np.array([0.013, 0.003, 0.011, 0.002, 0.005])),  # raw p = 0.037
+    }
+    df = _table(arms)
+    pairs = [({"method": m}, {"method": "static"}) for m in ("kw", "dy", "cc")]
+    table = compare_all(df, pairs, margin=0.005)  # dy and cc differ by about 0.007: not within 0.005
+    raw = [stats.ttest_rel(arms[m], arms["static"]).pvalue for m in ("kw", "dy", "cc")]
+    assert list(table["p"]) == pytest.approx(raw)
+    assert list(table["p_holm"]) == pytest.approx(list(holm(raw)))
+    assert table["p_holm"].iloc[1] == pytest.approx(2 * raw[1])  # second smallest of 3: times 2
+    assert max(raw[1:]) < 0.05 <= min(table["p_holm"].iloc[1:])  # significant alone, not after Holm
+    assert list(table["verdict"]) == ["differs", "not resolved", "not resolved"]
+    text = table["text"].iloc[0]
+    assert text.startswith("static is higher than kw by 0.050 ± ") and "Holm-adjusted p = " in text
+    assert "over 3 comparisons" in text
+    alone = compare(df, {"method": "dy"}, {"method": "static"})
+    assert alone.verdict == "differs" and alone.text.startswith("dy is higher than static by")
+    for t in table["text"]:
+        _words_ok(t)
+
+
+def test_equivalent_when_the_90_percent_interval_lies_inside_the_margin():
+    rng = np.random.default_rng(5)
+    b = 0.6 + rng.normal(0, 0.02, 8)
+    a = b + np.array([0.002, -0.003, 0.001, 0.000, -0.001, 0.003, -0.002, 0.001])
+    df = _table({"kw": tuple(a), "static": tuple(b)})
+    c = compare(df, {"method": "kw"}, {"method": "static"}, margin=0.015)
+    d = a - b
+    h = stats.t.ppf(0.95, 7) * stats.sem(d)
+    assert (c.tost_low, c.tost_high) == pytest.approx((d.mean() - h, d.mean() + h))
+    assert -0.015 < c.tost_low and c.tost_high < 0.015 and c.verdict == "equivalent"
+    assert c.text.startswith("kw and static are equivalent within ±0.015")
+    # the same data with a margin narrower than the interval: not resolved
+    narrow = compare(df, {"method": "kw"}, {"method": "static"}, margin=0.001)
+    assert narrow.verdict == "not resolved"
+    with pytest.raises(ValueError, match="margin"):
+        compare(df, {"method": "kw"}, {"method": "static"}, margin=-0.01)
+
+
+def test_unpaired_arms_use_welch_and_say_so():
+    df = _table(
+        {"kw": (0.50, 0.52, 0.49, 0.51), "static": (0.60, 0.63, 0.58)},
+        seeds={"kw": (0, 1, 2, 3), "static": (10, 11, 12)},
+    )
+    c = compare(df, {"method": "kw"}, {"method": "static"})
+    ref = stats.ttest_ind([0.50, 0.52, 0.49, 0.51], [0.60, 0.63, 0.58], equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert c.test == "Welch t" and c.p_value == pytest.approx(ref.pvalue)
+    assert (c.ci_low, c.ci_high) == pytest.approx((ci.low, ci.high))
+    assert "Welch" in c.text and c.verdict == "differs"
+    with pytest.raises(ValueError, match="share no seed"):
+        compare(df, {"method": "kw"}, {"method": "static"}, paired=True)
+
+
+def test_non_finite_values_are_left_out_and_counted_never_a_verdict():
+    df = _table({"kw": (0.5, float("nan"), 0.52, 0.51), "static": (0.6, 0.61, float("inf"), 0.62)})
+    c = compare(df, {"method": "kw"}, {"method": "static"})
+    assert c.n == 2 and c.n_dropped == 2 and "2 non-finite value(s) left out" in c.text
+    assert c.diff == pytest.approx(np.mean([0.5 - 0.6, 0.51 - 0.62]))
+    one = _table({"kw": (0.5, float("nan")), "static": (0.6, 0.61)})
+    c = compare(one, {"method": "kw"}, {"method": "static"})
+    assert c.verdict == "not resolved" and c.n == 1 and math.isnan(c.p_value) and "no interval" in c.text
+
+
+def test_configurations_that_share_a_label_stay_apart():
+    df = _table({"static": (0.5, 0.6, 0.55, 0.7, 0.72, 0.71)}).assign(seed=[0, 1, 2, 0, 1, 2])
+    df["lr"] = [0.1, 0.1, 0.1, 0.01, 0.01, 0.01]
+    labels = config_labels(df)
+    assert set(labels) == {"static (lr=0.1)", "static (lr=0.01)"}
+    summary = summarize(df, metrics=["final_acc"])
+    assert len(summary) == 2 and summary["label"].is_unique and summary["config_id"].is_unique
+    assert list(summary["final_acc_mean"]) == pytest.approx([0.55, 0.71])
+    c = compare(df, {"lr": 0.01}, {"lr": 0.1})
+    assert c.a == "static (lr=0.01)" and c.verdict == "differs"
+    with pytest.raises(ValueError, match="several configurations"):
+        compare(df, {"method": "static"}, {"lr": 0.1})
