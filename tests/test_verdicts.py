@@ -192,3 +192,79 @@ def test_configurations_that_share_a_label_stay_apart():
     assert c.a == "static (lr=0.01)" and c.verdict == "differs"
     with pytest.raises(ValueError, match="several configurations"):
         compare(df, {"method": "static"}, {"lr": 0.1})
+
+
+# ------------------------------------------------------------------------------ the sweep file's block
+def _spec(verdicts=None, runs=None):
+    from kwlab.experiments.spec import SweepSpec
+    from kwlab.testing import tiny_run
+
+    d = {
+        "name": "v",
+        "base": tiny_run(),
+        "seeds": 2,
+        "runs": runs or [{"method": "static"}, {"method": "kw", "budget": 1, "sharing": ["layer", "stage"]}],
+    }
+    if verdicts is not None:
+        d["verdicts"] = verdicts
+    return SweepSpec.from_dict(d)
+
+
+def test_sweep_verdicts_block_defaults_and_leaves_training_hashes_alone():
+    import hashlib
+    import json
+
+    from kwlab.experiments.spec import expand, run_ids, spec_hash
+
+    plain = _spec()
+    assert plain.verdicts == {}
+    old = {k: v for k, v in plain.to_dict().items() if k not in ("executor", "description", "data_notice")}
+    old.pop("verdicts")  # the hash of a spec without the block is the one it had before the block existed
+    assert (
+        spec_hash(plain)
+        == hashlib.sha1(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    )
+    pairs = [[{"method": "kw", "sharing": "layer"}, {"method": "static"}]]
+    declared = _spec({"comparisons": pairs})
+    assert declared.verdicts == {"margin": 0.015, "metric": "final_acc", "alpha": 0.05, "comparisons": pairs}
+    assert declared.to_dict()["verdicts"]["comparisons"] == pairs  # saved with the sweep (sweep.json)
+    a, b = expand(plain), expand(declared)
+    assert [c.training_hash() for c in a] == [c.training_hash() for c in b] and run_ids(a) == run_ids(b)
+    assert spec_hash(declared) != spec_hash(plain)
+
+
+@pytest.mark.parametrize(
+    ("block", "match"),
+    [
+        ({"margn": 0.01}, "unknown key 'margn'. Did you mean 'margin'"),
+        ({"margin": -0.01}, r"verdicts\.margin must be a positive number"),
+        ({"margin": True}, r"verdicts\.margin"),
+        ({"alpha": 0.7}, r"verdicts\.alpha"),
+        ({"metric": "final_accc"}, r"verdicts\.metric.*Did you mean 'final_acc'"),
+        ({"comparisons": [[{"method": "kw"}]]}, r"verdicts\.comparisons\[0\] must be a pair"),
+        (
+            {"comparisons": [[{"method": "kw"}, {"lrr": 0.1}]]},
+            r"comparisons\[0\]\[1\]: unknown config field 'lrr'",
+        ),
+        ({"comparisons": [[{"method": "kw"}, {"seed": 0}]]}, r"comparisons\[0\]\[1\]: 'seed'"),
+        ({"comparisons": [[{"method": "kw"}, {}]]}, r"comparisons\[0\]\[1\] must be a non-empty mapping"),
+        ("0.015", "verdicts must be a mapping"),
+    ],
+)
+def test_sweep_verdicts_block_refuses_bad_values_naming_the_key(block, match):
+    from kwlab.experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        _spec(block)
+
+
+def test_a_declared_comparison_must_pick_exactly_one_configuration():
+    from kwlab.experiments.config import ConfigError
+    from kwlab.experiments.spec import expand
+
+    spec = _spec({"comparisons": [[{"method": "kw"}, {"method": "static"}]]})  # kw: layer and stage
+    with pytest.raises(ConfigError, match=r"verdicts\.comparisons\[0\]\[0\] .* picks 2 configurations"):
+        expand(spec)
+    spec = _spec({"comparisons": [[{"method": "kw", "sharing": "layer"}, {"method": "dyconv"}]]})
+    with pytest.raises(ConfigError, match=r"verdicts\.comparisons\[0\]\[1\] .* picks no configuration"):
+        expand(spec)
