@@ -43,6 +43,8 @@ __all__ = [
     "compare",
     "compare_all",
     "compare_family",
+    "estimate",
+    "decide",
     "comparison_table",
     "Comparison",
     "COMPARISON_COLUMNS",
@@ -561,10 +563,6 @@ def _estimate(
     """Everything of a comparison but its verdict (:func:`_decide` adds it)."""
     if metric not in results.columns:
         raise ValueError(f"metric {metric!r} is not a results column; columns: {list(results.columns)}")
-    _check_alpha(alpha)
-    _check_margin(margin)
-    if higher_is_better is None:
-        higher_is_better = not ("loss" in metric or "time" in metric)
     labels_all = config_labels(results)
     keys_all = config_keys(results)
     arms, labels = [], []
@@ -581,17 +579,48 @@ def _estimate(
         labels.append(str(labels_all[rows.index[0]]))
     name_a, name_b = names or tuple(labels)
     ra, rb = arms
-    seeds_a = set(ra["seed"]) if "seed" in ra else set()
-    seeds_b = set(rb["seed"]) if "seed" in rb else set()
-    shared = seeds_a & seeds_b
+    va = ra.set_index("seed")[metric] if "seed" in ra else ra[metric]
+    vb = rb.set_index("seed")[metric] if "seed" in rb else rb[metric]
+    return estimate(
+        va,
+        vb,
+        (name_a, name_b),
+        metric,
+        alpha=alpha,
+        margin=margin,
+        higher_is_better=higher_is_better,
+        paired=paired,
+    )
+
+
+def estimate(
+    values_a: pd.Series,
+    values_b: pd.Series,
+    names: tuple[str, str],
+    metric: str,
+    *,
+    alpha: float = ALPHA,
+    margin: float = DEFAULT_MARGIN,
+    higher_is_better: bool | None = None,
+    paired: bool | None = None,
+) -> Comparison:
+    """The estimate and tests of ``a - b`` from two series indexed by seed, before any verdict (a family
+    of them gets its verdicts from :func:`decide`, which applies Holm). Paired over the shared seeds, or
+    Welch when ``paired`` is False or (None) no seed is shared."""
+    _check_alpha(alpha)
+    _check_margin(margin)
+    if higher_is_better is None:
+        higher_is_better = not ("loss" in metric or "time" in metric)
+    name_a, name_b = names
+    shared = set(values_a.index) & set(values_b.index)
     if paired is None:
         paired = bool(shared)
     if paired and not shared:
         raise ValueError(
             f"{name_a!r} and {name_b!r} share no seed: nothing to pair (use paired=False: Welch)"
         )
-    va = pd.to_numeric(ra.set_index("seed")[metric] if "seed" in ra else ra[metric], errors="coerce")
-    vb = pd.to_numeric(rb.set_index("seed")[metric] if "seed" in rb else rb[metric], errors="coerce")
+    va = pd.to_numeric(values_a, errors="coerce")
+    vb = pd.to_numeric(values_b, errors="coerce")
     common = dict(
         a=name_a, b=name_b, metric=metric, higher_is_better=higher_is_better, verdict="", alpha=alpha
     )
@@ -749,9 +778,17 @@ def compare_family(
                 paired=paired,
             )
         )
-    adjusted = holm([c.p_value for c in raw]) if raw else np.array([])
-    k = int(np.isfinite([c.p_value for c in raw]).sum()) if raw else 0
-    return [_decide(c, float(p), k) for c, p in zip(raw, adjusted)]
+    return decide(raw)
+
+
+def decide(estimates: Sequence[Comparison]) -> list[Comparison]:
+    """Verdicts for one family of estimates (:func:`estimate`): the p-values adjusted together by
+    :func:`holm` (those without a finite p-value are not counted), then the three verdicts."""
+    if not estimates:
+        return []
+    adjusted = holm([c.p_value for c in estimates])
+    k = int(np.isfinite([c.p_value for c in estimates]).sum())
+    return [_decide(c, float(p), k) for c, p in zip(estimates, adjusted)]
 
 
 #: The columns of :func:`compare_all`'s table.
