@@ -289,6 +289,11 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
         for idx in rows.index:
             parts = [f"{c}={_plain(df.at[idx, c])}" for c in differing]
             out[idx] = f"{label} ({', '.join(parts)})"
+    for label in dict.fromkeys(out):  # still shared (fields whose text is equal): the config id decides
+        same = out == label
+        if keys[same].nunique() > 1:
+            for idx in out[same].index:
+                out[idx] = f"{label} [{config_id(keys[idx])}]"
     return out
 
 
