@@ -129,7 +129,7 @@ def test_differs_is_holm_corrected_within_the_family():
     assert max(raw[1:]) < 0.05 <= min(table["p_holm"].iloc[1:])  # significant alone, not after Holm
     assert list(table["verdict"]) == ["differs", "not resolved", "not resolved"]
     text = table["text"].iloc[0]
-    assert text.startswith("static is higher than kw by 0.050 ± ") and "Holm-adjusted p = " in text
+    assert text.startswith("static is higher than kw by 0.050 ± ") and "Holm-adjusted p " in text
     assert "over 3 comparisons" in text
     alone = compare(df, {"method": "dy"}, {"method": "static"})
     assert alone.verdict == "differs" and alone.text.startswith("dy is higher than static by")
@@ -268,3 +268,77 @@ def test_a_declared_comparison_must_pick_exactly_one_configuration():
     spec = _spec({"comparisons": [[{"method": "kw", "sharing": "layer"}, {"method": "dyconv"}]]})
     with pytest.raises(ConfigError, match=r"verdicts\.comparisons\[0\]\[1\] .* picks no configuration"):
         expand(spec)
+
+
+# ------------------------------------------------------------- runs identified by configuration, not label
+def _lr_sweep(tmp_path):
+    """A fake sweep directory: static and kw runs that differ only in ``lr`` (one label each), 3 seeds, with
+    per-epoch metrics."""
+    import json
+
+    rows = []
+    for method in ("static", "kw"):
+        for lr, level in ((0.1, 0.40), (0.01, 0.60)):
+            for seed in range(3):
+                rid = f"{method}-lr{lr}-s{seed}"
+                acc = level + (0.05 if method == "kw" else 0.0) + 0.01 * seed
+                rows.append(
+                    {
+                        "run_id": rid,
+                        "arch": "resnet20_cifar",
+                        "method": method,
+                        "lr": lr,
+                        "seed": seed,
+                        "budget": 1.0 if method == "kw" else None,
+                        "sharing": "layer" if method == "kw" else None,
+                        "model_kwargs": "{}",
+                        "data": "synthetic",
+                        "epochs": 2,
+                        "num_classes": 10,
+                        "final_acc": acc,
+                        "best_acc": acc,
+                        "params": 100 if method == "static" else 150,
+                        "macs": 1000,
+                        "train_time": 1.0,
+                    }
+                )
+                run = tmp_path / "runs" / rid
+                run.mkdir(parents=True)
+                lines = [json.dumps({"epoch": e, "test_acc": acc * e / 2}) for e in (1, 2)]
+                (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    df = pd.DataFrame(rows)
+    df.to_csv(tmp_path / "results.csv", index=False)
+    return df
+
+
+def test_a_sweep_over_lr_keeps_its_configurations_apart_in_tables_and_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kwlab.experiments.findings import findings, load_results
+    from kwlab.experiments.handover import epoch_table
+    from kwlab.experiments.report import _knob_hue, make_report
+    from kwlab.experiments.stats import config_label
+    from kwlab.instruments import plot
+
+    df = _lr_sweep(tmp_path)
+    assert df.apply(config_label, axis=1).nunique() == 2  # the short labels merge lr = 0.1 and 0.01
+    page = make_report(tmp_path)
+    summary = pd.read_csv(page.parent / "summary.csv")
+    assert len(summary) == 4 and summary["label"].is_unique
+    assert sorted(summary["final_acc_mean"].round(3)) == [0.41, 0.46, 0.61, 0.66]
+    finding = (page.parent / "finding.md").read_text()
+    for label in ("static (lr=0.1)", "static (lr=0.01)", "kw b=1 layer (lr=0.1)", "kw b=1 layer (lr=0.01)"):
+        assert f"- {label}: final_acc" in finding, label
+    assert "Differences that are real" not in finding and "Comparisons (" in finding
+    # each net is compared with the static net of its own recipe (same lr), never across lr
+    assert "kw b=1 layer (lr=0.01) is higher than static (lr=0.01) by 0.050" in finding
+    assert "kw b=1 layer (lr=0.01) is higher than static (lr=0.1)" not in finding
+    epochs = epoch_table(tmp_path, load_results(tmp_path))
+    assert epochs["config_id"].nunique() == 4 and epochs.groupby("config_id")["label"].nunique().eq(1).all()
+    fig = plot.over_training(epochs, "test_acc", x="epoch", hue="label", tau=False)
+    assert len([ln for ln in fig.axes[0].lines if "(n=3)" in ln.get_label()]) == 4
+    assert (page.parent / "training_curves.png").exists()
+    dyn = load_results(tmp_path).query("method == 'kw'")
+    assert set(_knob_hue(dyn, "b")) == {"lr=0.1", "lr=0.01"}  # a knob plot draws one line per lr
+    assert len(findings(df)) > 4

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from kwlab.experiments.handover import epoch_table, handover_findings, is_handover_study
-from kwlab.experiments.stats import ALPHA, DEFAULT_MARGIN, VERDICTS, compare_family, summarize
+from kwlab.experiments.stats import ALPHA, DEFAULT_MARGIN, VERDICTS, compare_family, config_columns, summarize
 from kwlab.models import model_entry
 
 __all__ = [
@@ -120,23 +120,40 @@ def load_verdicts(sweep_dir: str | os.PathLike) -> dict[str, Any]:
     return {}
 
 
+def _recipe_key(summary: pd.DataFrame) -> pd.Series:
+    """Per configuration, its training recipe: the config columns that do not decide the model (lr, epochs,
+    data, ...), as text. A dynamic net is compared with static nets trained by the same recipe."""
+    from kwlab.experiments.config import RunConfig  # noqa: PLC0415 - beside its sibling imports at the top
+
+    model = set(RunConfig.model_fields())
+    cols = [c for c in config_columns(summary) if c not in model]
+    if not cols:
+        return pd.Series([""] * len(summary), index=summary.index)
+    return summary[cols].astype(str).agg("|".join, axis=1)
+
+
 def default_pairs(summary: pd.DataFrame) -> list[tuple[int, int, str]]:
     """The comparisons a finding makes when the sweep declares none, as (row of a, row of b, why) over the
-    rows of ``summary``: every configuration against the first static one, and every dynamic one against
-    the static net of the closest parameter count and the one of the closest MACs."""
+    rows of ``summary``: every configuration against the first static net of its training recipe (the
+    first static one when its recipe has none), and every dynamic one against the static net of the
+    closest parameter count and the one of the closest MACs (among the static nets of its recipe)."""
     static = summary[summary["method"] == "static"]
     if not len(static):
         return []
-    ref = static.index[0]
+    recipe = _recipe_key(summary)
     pairs: dict[tuple[int, int], list[str]] = {}
     for i in summary.index:
+        same = static[recipe[static.index] == recipe[i]]
+        ref = (same if len(same) else static).index[0]
         if i != ref:
             pairs.setdefault((i, ref), [])
     for i, row in summary[summary["method"] != "static"].iterrows():
-        for col, why in (("params", "matched parameters"), ("macs", "matched MACs")):
-            if col not in static or pd.isna(row.get(col)) or static[col].isna().all():
+        same = static[recipe[static.index] == recipe[i]]
+        pool = same if len(same) else static
+        for col, why in (("params", "closest parameter count"), ("macs", "closest MACs")):
+            if col not in pool or pd.isna(row.get(col)) or pool[col].isna().all():
                 continue
-            closest = (static[col] - row[col]).abs().idxmin()
+            closest = (pool[col] - row[col]).abs().idxmin()
             pairs.setdefault((i, closest), []).append(why)
     return [(a, b, " and ".join(why)) for (a, b), why in pairs.items()]
 

@@ -496,9 +496,10 @@ class Comparison:
 
 
 def _fmt_p(p: float) -> str:
+    """``= 0.095``, ``< 0.001`` or ``= n/a``: what follows "p" in a sentence."""
     if not math.isfinite(p):
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+        return "= n/a"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def _decide(c: Comparison, p_holm: float, family_size: int) -> Comparison:
@@ -513,7 +514,7 @@ def _decide(c: Comparison, p_holm: float, family_size: int) -> Comparison:
         design = f"Welch t, unpaired arms (no shared seed), n = {c.n} and {c.n_b}"
     if c.n_dropped:
         design += f"; {c.n_dropped} non-finite value(s) left out"
-    holm_text = f"Holm-adjusted p = {_fmt_p(p_holm)}" + (
+    holm_text = f"Holm-adjusted p {_fmt_p(p_holm)}" + (
         f" over {family_size} comparisons" if family_size > 1 else ""
     )
     if math.isfinite(p_holm) and p_holm < c.alpha and c.diff != 0:
@@ -524,20 +525,20 @@ def _decide(c: Comparison, p_holm: float, family_size: int) -> Comparison:
             f"({holm_text}; {design})"
         )
         if math.isfinite(c.p_tost) and c.p_tost < c.alpha:
-            text += f"; the difference also lies within ±{c.margin:g} (TOST p = {_fmt_p(c.p_tost)})"
+            text += f"; the difference also lies within ±{c.margin:g} (TOST p {_fmt_p(c.p_tost)})"
     elif math.isfinite(c.p_tost) and c.p_tost < c.alpha:
         verdict = "equivalent"
         conf = round(100 * (1 - 2 * c.alpha))
         text = (
             f"{name_a} and {name_b} are equivalent within ±{c.margin:g} {m}: difference {c.diff:+.3f}, "
-            f"{conf}% interval ({c.tost_low:+.3f}, {c.tost_high:+.3f}) (TOST p = {_fmt_p(c.p_tost)}; "
+            f"{conf}% interval ({c.tost_low:+.3f}, {c.tost_high:+.3f}) (TOST p {_fmt_p(c.p_tost)}; "
             f"{holm_text}; {design})"
         )
     else:
         verdict = "not resolved"
         if math.isfinite(c.half_width):
             est = f"{m} difference {c.diff:+.3f} ± {c.half_width:.3f}"
-            tests = f"{holm_text}, TOST p = {_fmt_p(c.p_tost)} for ±{c.margin:g}"
+            tests = f"{holm_text}, TOST p {_fmt_p(c.p_tost)} for ±{c.margin:g}"
             size = (
                 f"the design detects differences of about {c.mdd:.3f}"
                 if math.isfinite(c.mdd)
