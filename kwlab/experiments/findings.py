@@ -16,7 +16,14 @@ from typing import Any
 import pandas as pd
 
 from kwlab.experiments.handover import epoch_table, handover_findings, is_handover_study
-from kwlab.experiments.stats import ALPHA, DEFAULT_MARGIN, VERDICTS, compare_family, config_columns, summarize
+from kwlab.experiments.stats import (
+    ALPHA,
+    DEFAULT_MARGIN,
+    compare_family,
+    config_columns,
+    summarize,
+    verdict_lines,
+)
 from kwlab.models import model_entry
 
 __all__ = [
@@ -27,7 +34,6 @@ __all__ = [
     "findings",
     "default_pairs",
     "load_verdicts",
-    "verdict_lines",
     "knob_table",
     "load_results",
     "short_number",
@@ -129,7 +135,11 @@ def _recipe_key(summary: pd.DataFrame) -> pd.Series:
     cols = [c for c in config_columns(summary) if c not in model]
     if not cols:
         return pd.Series([""] * len(summary), index=summary.index)
-    return summary[cols].astype(str).agg("|".join, axis=1)
+    return (
+        summary[cols]
+        .map(lambda v: "-" if v is None or (isinstance(v, float) and v != v) else str(v))
+        .agg("|".join, axis=1)
+    )
 
 
 def default_pairs(summary: pd.DataFrame) -> list[tuple[int, int, str]]:
@@ -185,29 +195,6 @@ def _budget_note(summary: pd.DataFrame, a: int, b: int, why: str) -> str:
         f"{short_number(ra.get('macs'))} vs {short_number(rb.get('macs'))} MACs"
     )
     return f" [{text}{'; ' + why if why else ''}]"
-
-
-def verdict_lines(comparisons: list, notes: list[str], alpha: float, margin: float) -> list[str]:
-    """The three headings, each with its comparisons (text from the numbers plus ``notes``)."""
-    lines: list[str] = []
-    groups = {v: [(c, n) for c, n in zip(comparisons, notes) if c.verdict == v] for v in VERDICTS}
-    if groups["differs"]:
-        lines.append(f"Differs (Holm-adjusted, α = {alpha:g}):")
-        lines += [f"- {c.text}{n}" for c, n in groups["differs"]]
-    if groups["equivalent"]:
-        lines.append(f"Equivalent within ±{margin:g}:")
-        lines += [f"- {c.text}{n}" for c, n in groups["equivalent"]]
-    if groups["not resolved"]:
-        mdds = [c.mdd for c, _ in groups["not resolved"] if pd.notna(c.mdd)]
-        if not mdds:
-            size = "n/a"
-        elif f"{min(mdds):.3f}" == f"{max(mdds):.3f}":
-            size = f"{min(mdds):.3f}"
-        else:
-            size = f"{min(mdds):.3f} to {max(mdds):.3f}"
-        lines.append(f"Not resolved at this size (detectable difference ≈ {size}):")
-        lines += [f"- {c.text}{n}" for c, n in groups["not resolved"]]
-    return lines
 
 
 def findings(
@@ -272,8 +259,8 @@ def findings(
         f"Comparisons ({len(comparisons)}, {which}; margin ±{margin:g} {metric}, {source}): paired by "
         f"seed (Welch's t where two arms share no seed); 'differs' needs a Holm-adjusted p < {alpha:g} over "
         f"these {len(comparisons)} comparisons, 'equivalent' needs both one-sided TOST tests to reject at "
-        f"{alpha:g}; the detectable difference is the true difference a two-sided t test at {alpha:g} finds "
-        "with power 0.8 at the observed spread and number of seeds."
+        f"{alpha:g}; the detectable difference is the true difference a two-sided t test at {alpha:g} "
+        "(before the adjustment) finds with power 0.8 at the observed spread and number of seeds."
     )
     lines += verdict_lines(comparisons, notes, alpha, margin)
     return lines

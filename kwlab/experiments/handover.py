@@ -38,6 +38,7 @@ from kwlab.experiments.stats import (
     decide,
     estimate,
     mean_ci,
+    verdict_lines,
 )
 from kwlab.experiments.train import Trainer
 from kwlab.instruments.probe import capture
@@ -138,7 +139,7 @@ def handover_findings(
     kw = df[df["method"] == "kw"].assign(config_id=ids, label=labels)
     lines = ["The handover (KW runs; mean ± 95% t-interval over seeds):"]
     estimates: list = []
-    slots: list[tuple[int, str]] = []  # (line index, prefix) for each estimate's verdict
+    prefixes: list[str] = []  # what each estimate is, before its verdict's words
     for cid, group in kw.groupby("config_id", sort=False):
         label = group["label"].iloc[0]
         acc = mean_ci(group["final_acc"].tolist())
@@ -201,27 +202,23 @@ def handover_findings(
             c = estimate(
                 _seeded(group, "final_acc"),
                 _seeded(group, column),
-                (f"{label} final_acc", f"{short}"),
+                ("final_acc", short),
                 "accuracy",
                 alpha=alpha,
                 margin=margin,
             )
             estimates.append(c)
-            lines.append("")
-            slots.append((len(lines) - 1, f"  {what} {c.diff:+.3f}: "))
+            prefixes.append(f"{label}: {what} {c.diff:+.3f}: ")
     # the same init, anneals of different length; the same anneal, different inits
-    contrasts = _contrasts(kw, margin, alpha)
-    if contrasts:
+    for metric, c in _contrasts(kw, margin, alpha):
+        estimates.append(c)
+        prefixes.append(f"{metric}: ")
+    if estimates:
         lines.append(
-            "Comparisons of KW configurations that differ in one setting (paired by seed; Holm-adjusted "
-            "together with the dynamic gains above):"
+            "The dynamic gains and the comparisons of KW configurations that differ in one setting (paired "
+            f"by seed; one family of {len(estimates)}, Holm-adjusted together; margin ±{margin:g}):"
         )
-        for metric, c in contrasts:
-            estimates.append(c)
-            lines.append("")
-            slots.append((len(lines) - 1, f"- {metric}: "))
-    for (at, prefix), c in zip(slots, decide(estimates)):
-        lines[at] = prefix + c.text
+        lines += verdict_lines(decide(estimates), [""] * len(estimates), alpha, margin, prefixes)
     return lines
 
 

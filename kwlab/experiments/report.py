@@ -61,6 +61,8 @@ __all__ = [
     "finding_text",
     "summary_table",
     "publish",
+    "refresh",
+    "RUN_FIGURES",
     # from kwlab.experiments.findings
     "KNOB_STATISTICS",
     "derive_columns",
@@ -158,13 +160,19 @@ def _statistics_vs_knob(dyn: pd.DataFrame, knob: str, logx: bool):
 
     columns = [c for c in KNOB_STATISTICS if c in dyn and dyn[c].notna().any()]
     fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
-    for ax, column in zip(axes[0], columns):
-        plot.metric_vs_knob(dyn, knob, column, ax=ax, logx=logx, error="ci95", title=KNOB_STATISTICS[column])
+    data = dyn.assign(**{_HUE: _knob_hue(dyn, knob)})
+    for i, (ax, column) in enumerate(zip(axes[0], columns)):
+        plot.metric_vs_knob(
+            data, knob, column, hue=_HUE, ax=ax, logx=logx, error="ci95", title=KNOB_STATISTICS[column]
+        )
         ax.set_ylabel(KNOB_STATISTICS[column])
+        if i and ax.get_legend() is not None:  # one legend, on the first panel
+            ax.get_legend().remove()
     fig.tight_layout()
     return fig
 
 
+_HUE = "other settings"
 #: Config columns a knob plot shows on its axis (the derived knob and the fields it comes from).
 _KNOB_SOURCES = {
     "b": ("b", "budget", "preset"),
@@ -179,7 +187,8 @@ def _knob_hue(dyn: pd.DataFrame, knob: str) -> pd.Series:
     Configurations that differ in a field the plot does not show never share a point."""
     skip = set(_KNOB_SOURCES[knob]) | {"seed"}
     cols = [c for c in ("b", "m", "sharing_range") if c not in skip]
-    cols += [c for c in config_columns(dyn) if c not in skip and c not in ("budget", "cell_in", "cell_out")]
+    derived_from = ("budget", "cell_in", "cell_out", "sharing", "preset")  # shown as b, m and sharing_range
+    cols += [c for c in config_columns(dyn) if c not in skip and c not in derived_from]
     varying = [c for c in cols if dyn[c].astype(str).nunique() > 1]
     if not varying:
         return pd.Series(["all"] * len(dyn), index=dyn.index)
@@ -249,7 +258,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         if dyn["b"].nunique() > 1:
             save(
                 plot.metric_vs_knob(
-                    dyn.assign(hue=_knob_hue(dyn, "b")), "b", "final_acc", hue="hue", logx=True, **ci
+                    dyn.assign(**{_HUE: _knob_hue(dyn, "b")}), "b", "final_acc", hue=_HUE, logx=True, **ci
                 ),
                 "accuracy_vs_budget.png",
                 "Final test accuracy against budget b (mean ± 95% CI over seeds), one line per combination "
@@ -258,10 +267,10 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
             if "probe_diversity" in dyn and dyn["probe_diversity"].notna().any():
                 save(
                     plot.metric_vs_knob(
-                        dyn.assign(hue=_knob_hue(dyn, "b")),
+                        dyn.assign(**{_HUE: _knob_hue(dyn, "b")}),
                         "b",
                         "probe_diversity",
-                        hue="hue",
+                        hue=_HUE,
                         logx=True,
                         error="ci95",
                     ),
@@ -271,7 +280,9 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
                 )
         if dyn["m"].nunique() > 1:
             save(
-                plot.metric_vs_knob(dyn.assign(hue=_knob_hue(dyn, "m")), "m", "final_acc", hue="hue", **ci),
+                plot.metric_vs_knob(
+                    dyn.assign(**{_HUE: _knob_hue(dyn, "m")}), "m", "final_acc", hue=_HUE, **ci
+                ),
                 "accuracy_vs_m.png",
                 "Final test accuracy against m, the number of cells per kernel (1 / (cell_in * cell_out)); "
                 "mean ± 95% CI.",
@@ -279,10 +290,10 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         if dyn["sharing_range"].nunique() > 1:
             save(
                 plot.metric_vs_knob(
-                    dyn.assign(hue=_knob_hue(dyn, "sharing_range")),
+                    dyn.assign(**{_HUE: _knob_hue(dyn, "sharing_range")}),
                     "sharing_range",
                     "final_acc",
-                    hue="hue",
+                    hue=_HUE,
                     **ci,
                 ),
                 "accuracy_vs_sharing.png",
@@ -517,4 +528,69 @@ def publish(sweep_dir: str | os.PathLike, dest: str | os.PathLike, *, title: str
     ]
     readme = dest / "README.md"
     readme.write_text("\n".join(lines))
+    return readme
+
+
+#: Figures :func:`refresh` cannot draw from results.csv (per-epoch metrics or probe tables of the runs).
+RUN_FIGURES = ("training_curves.png", "attention_heatmap.png", "cell_usage.png", "negative_fraction.png")
+
+
+def refresh(dest: str | os.PathLike) -> Path:
+    """Regenerate a reference result's finding, ``summary.csv`` and the figures drawn from ``results.csv``
+    alone, from its committed ``results.csv`` and ``sweep.yaml`` (its verdicts block, if any), without the
+    run directories. Figures that need the runs' per-epoch metrics or probe tables (:data:`RUN_FIGURES`,
+    ``handover_*.png``) are kept as they are, except ``training_curves.png`` of an earlier kwlab, which keyed
+    runs by a label and merged configurations: it is removed (``publish`` from the sweep draws it again).
+    The README's "Finding" and "Figures" sections are rewritten; the rest of it is kept.
+
+    Returns:
+        Path of the README.
+    """
+    dest = Path(dest)
+    if not (dest / "results.csv").exists():
+        raise FileNotFoundError(f"{dest / 'results.csv'} not found: refresh needs a published result")
+    df = pd.read_csv(dest / "results.csv")
+    write_table(summarize(df), dest / "summary.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(dest / "results.csv", Path(tmp) / "results.csv")
+        if (dest / "sweep.yaml").exists():
+            shutil.copy(dest / "sweep.yaml", Path(tmp) / "sweep.yaml")
+        make_report(tmp, Path(tmp) / "report")
+        finding = (Path(tmp) / "report" / "finding.md").read_text()
+        (dest / "figures").mkdir(exist_ok=True)
+        for png in (Path(tmp) / "report").glob("*.png"):
+            shutil.copy(png, dest / "figures" / png.name)
+    stale = dest / "figures" / "training_curves.png"
+    removed = stale.exists()
+    stale.unlink(missing_ok=True)
+    note = (
+        "Regenerated from `results.csv` by `kwlab.experiments.report.refresh` (the run directories are not "
+        "committed): the figures drawn from per-epoch metrics or probe tables are those of the first publish"
+        + (
+            "; `training_curves.png` was removed because it keyed runs by a short label and merged "
+            "configurations (redrawn per configuration when the sweep is published again)"
+            if removed
+            else ""
+        )
+        + "."
+    )
+    figures = sorted(p.name for p in (dest / "figures").glob("*.png"))
+    readme = dest / "README.md"
+    text = readme.read_text()
+    head, _, rest = text.partition("## Finding\n")
+    _, _, tail = rest.partition("## Reproduce one run")
+    body = [
+        "## Finding",
+        "",
+        note,
+        "",
+        finding.strip(),
+        "",
+        "## Figures",
+        "",
+        *[f"![{f}](figures/{f})" for f in figures],
+        "",
+        "",
+    ]
+    readme.write_text(head + "\n".join(body) + ("## Reproduce one run" + tail if tail else ""))
     return readme

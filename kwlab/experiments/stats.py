@@ -46,6 +46,7 @@ __all__ = [
     "estimate",
     "decide",
     "comparison_table",
+    "verdict_lines",
     "Comparison",
     "COMPARISON_COLUMNS",
     "VERDICTS",
@@ -864,3 +865,31 @@ def compare_all(
     """:func:`compare_family` as a table: one row per pair with a, b, n, diff, ci, p, p_holm, p_tost,
     mdd, verdict and text (all columns: :data:`COMPARISON_COLUMNS`)."""
     return comparison_table(compare_family(results, pairs, metric, margin=margin, alpha=alpha, paired=paired))
+
+
+def verdict_lines(
+    comparisons: list, notes: list[str], alpha: float, margin: float, prefixes: list[str] | None = None
+) -> list[str]:
+    """The three headings (Differs / Equivalent / Not resolved), each with its comparisons: ``prefix``,
+    the text generated from the numbers, then ``note``."""
+    prefixes = prefixes or [""] * len(comparisons)
+    items = list(zip(comparisons, prefixes, notes))
+    lines: list[str] = []
+    groups = {v: [(c, p, n) for c, p, n in items if c.verdict == v] for v in VERDICTS}
+    if groups["differs"]:
+        lines.append(f"Differs (Holm-adjusted, α = {alpha:g}):")
+        lines += [f"- {p}{c.text}{n}" for c, p, n in groups["differs"]]
+    if groups["equivalent"]:
+        lines.append(f"Equivalent within ±{margin:g}:")
+        lines += [f"- {p}{c.text}{n}" for c, p, n in groups["equivalent"]]
+    if groups["not resolved"]:
+        mdds = [c.mdd for c, _, _ in groups["not resolved"] if pd.notna(c.mdd)]
+        if not mdds:
+            size = "n/a"
+        elif f"{min(mdds):.3f}" == f"{max(mdds):.3f}":
+            size = f"{min(mdds):.3f}"
+        else:
+            size = f"{min(mdds):.3f} to {max(mdds):.3f}"
+        lines.append(f"Not resolved at this size (detectable difference ≈ {size}):")
+        lines += [f"- {p}{c.text}{n}" for c, p, n in groups["not resolved"]]
+    return lines
