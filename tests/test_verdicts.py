@@ -342,3 +342,57 @@ def test_a_sweep_over_lr_keeps_its_configurations_apart_in_tables_and_figures(tm
     dyn = load_results(tmp_path).query("method == 'kw'")
     assert set(_knob_hue(dyn, "b")) == {"lr=0.1", "lr=0.01"}  # a knob plot draws one line per lr
     assert len(findings(df)) > 4
+
+
+def test_declared_comparisons_are_the_findings_family(tmp_path):
+    from kwlab.experiments.findings import findings
+
+    df = _lr_sweep(tmp_path)
+    declared = {
+        "margin": 0.02,
+        "metric": "final_acc",
+        "alpha": 0.05,
+        "comparisons": [[{"method": "kw", "lr": 0.1}, {"method": "static", "lr": 0.1}]],
+    }
+    text = "\n".join(findings(df, None, declared))
+    assert "Comparisons (1, declared in the sweep file; margin ±0.02 final_acc" in text
+    assert "kw b=1 layer (lr=0.1) is higher than static (lr=0.1) by 0.050" in text
+    assert "Holm-adjusted p" in text and "over 1 comparisons" not in text  # a family of one
+    assert text.count("is higher than") == 1
+    with pytest.raises(ValueError, match=r"verdicts\.comparisons\[0\]\[1\]"):
+        findings(df, None, {**declared, "comparisons": [[{"method": "kw", "lr": 0.1}, {"method": "static"}]]})
+
+
+def test_refreshed_reference_result_quotes_recomputed_numbers(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kwlab.experiments.report import refresh
+
+    src = Path(__file__).resolve().parents[1] / "data" / "results" / "cifar10_resnet20_handover"
+    dest = tmp_path / "handover"
+    shutil.copytree(src, dest)
+    text = refresh(dest).read_text()
+    assert "Differences that are real" not in text and "Differs (Holm-adjusted, α = 0.05):" in text
+    assert "Not resolved at this size (detectable difference ≈" in text
+    df = pd.read_csv(dest / "results.csv")
+    labels = config_labels(df)
+    a = df[labels == "static 8-16-32"].set_index("seed")["final_acc"]
+    b = df[labels == "kw b=1 layer init=official anneal=4ep 8-16-32"].set_index("seed")["final_acc"]
+    ref = stats.ttest_rel(a.sort_index(), b.sort_index())
+    half = (ref.confidence_interval(0.95).high - ref.confidence_interval(0.95).low) / 2
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("- static 8-16-32 is higher than kw b=1 layer init=official anneal=4ep")
+    )
+    assert f"by {(a - b).mean():.3f} ± {half:.3f} final_acc" in line
+    p_holm = float(line.split("Holm-adjusted p = ")[1].split()[0])
+    k = int(line.split(" over ")[1].split()[0])
+    assert (
+        ref.pvalue <= p_holm + 5e-4 and p_holm <= k * ref.pvalue + 5e-4
+    )  # Holm lies between raw and Bonferroni
+    assert not (dest / "figures" / "training_curves.png").exists()
