@@ -63,23 +63,29 @@ def test_summary_statistics_match_scipy_on_fixed_numbers():
     assert kw["final_acc_ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * stats.sem([0.2, 0.2, 0.5]))
 
 
-def test_compare_says_no_difference_on_identical_inputs_and_detects_a_clear_one():
-    same = _runs([0.5, 0.6, 0.55], [0.5, 0.6, 0.55])
+def test_compare_reaches_one_of_three_verdicts_on_fixed_numbers():
+    same = _runs([0.5, 0.6, 0.55], [0.5, 0.6, 0.55])  # zero differences, zero spread: inside any margin
     c = compare(same, {"method": "static"}, {"method": "kw"})
-    assert "no difference detected at this scale (n = 3)" in c.verdict and not c.significant
+    assert c.verdict == "equivalent" and not c.significant and c.p_tost == 0.0
     noisy = _runs([0.5, 0.6, 0.55], [0.52, 0.57, 0.56])  # differences -0.02, 0.03, -0.01: CI holds 0
-    assert "no difference detected" in compare(noisy, {"method": "static"}, {"method": "kw"}).verdict
+    c = compare(noisy, {"method": "static"}, {"method": "kw"})
+    assert c.verdict == "not resolved" and "the design detects differences of about" in c.text
     clear = _runs([0.50, 0.61, 0.55], [0.30, 0.40, 0.36])
     c = compare(clear, {"method": "static"}, {"method": "kw"})
     d = np.array([0.20, 0.21, 0.19])
     lo, hi = stats.t.interval(0.95, df=2, loc=d.mean(), scale=stats.sem(d))
-    assert c.significant and c.diff == pytest.approx(0.20)
+    assert c.significant and c.diff == pytest.approx(0.20) and c.verdict == "differs"
     assert (c.ci_low, c.ci_high) == pytest.approx((lo, hi))
-    assert c.verdict.startswith("static is better than kw by 0.200 ± ")
+    assert c.text.startswith("static is higher than kw by 0.200 ± ")
     flipped = compare(clear, {"method": "kw"}, {"method": "static"})
-    assert flipped.verdict.startswith("static is better than kw") and flipped.diff == pytest.approx(-0.2)
+    assert flipped.text.startswith("static is higher than kw") and flipped.diff == pytest.approx(-0.2)
     with pytest.raises(ValueError, match="share no seed"):
-        compare(_runs([0.5], [0.4], seeds=(0,)).assign(seed=[0, 1]), {"method": "static"}, {"method": "kw"})
+        compare(
+            _runs([0.5], [0.4], seeds=(0,)).assign(seed=[0, 1]),
+            {"method": "static"},
+            {"method": "kw"},
+            paired=True,
+        )
 
 
 # ------------------------------------------------------------------------------------------- sweeps

@@ -1,6 +1,6 @@
 """A sweep's finding in words, generated from its results table: :func:`load_results` (results.csv with
 derived columns), :func:`summary_table` (one row per configuration), :func:`findings` (each configuration's
-accuracy with its interval and budget, and which paired differences are real at this scale),
+accuracy with its interval and budget, and the three verdicts of its comparisons),
 :func:`knob_table` (knobs, budgets and attention statistics as markdown) and :func:`finding_text` (what
 ``kwlab sweep`` prints).
 
@@ -16,7 +16,14 @@ from typing import Any
 import pandas as pd
 
 from kwlab.experiments.handover import epoch_table, handover_findings, is_handover_study
-from kwlab.experiments.stats import compare, config_label, summarize
+from kwlab.experiments.stats import (
+    ALPHA,
+    DEFAULT_MARGIN,
+    compare_family,
+    config_columns,
+    summarize,
+    verdict_lines,
+)
 from kwlab.models import model_entry
 
 __all__ = [
@@ -25,6 +32,8 @@ __all__ = [
     "derive_columns",
     "finding_text",
     "findings",
+    "default_pairs",
+    "load_verdicts",
     "knob_table",
     "load_results",
     "short_number",
@@ -98,18 +107,117 @@ def summary_table(df: pd.DataFrame, metric: str = "final_acc") -> pd.DataFrame:
     return summarize(df, metrics=[m for m in (metric, "best_acc", "final_acc", "train_time") if m in df])
 
 
-def findings(df: pd.DataFrame, metric: str = "final_acc") -> list[str]:
+def load_verdicts(sweep_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``verdicts`` block a sweep declared (:func:`kwlab.experiments.spec.parse_verdicts`): from the
+    sweep directory's ``sweep.json``, else its ``sweep.yaml`` (a reference result); ``{}`` when none."""
+    import json  # noqa: PLC0415 - only here
+
+    import yaml  # noqa: PLC0415 - only here
+
+    from kwlab.experiments.spec import parse_verdicts  # noqa: PLC0415 - spec imports executors
+
+    sweep_dir = Path(sweep_dir)
+    if (sweep_dir / "sweep.json").exists():
+        spec = json.loads((sweep_dir / "sweep.json").read_text()).get("spec", {})
+        return parse_verdicts(spec.get("verdicts") or None, source=str(sweep_dir / "sweep.json"))
+    if (sweep_dir / "sweep.yaml").exists():
+        spec = yaml.safe_load((sweep_dir / "sweep.yaml").read_text()) or {}
+        return parse_verdicts(spec.get("verdicts"), source=str(sweep_dir / "sweep.yaml"))
+    return {}
+
+
+def _recipe_key(summary: pd.DataFrame) -> pd.Series:
+    """Per configuration, its training recipe: the config columns that do not decide the model (lr, epochs,
+    data, ...), as text. A dynamic net is compared with static nets trained by the same recipe."""
+    from kwlab.experiments.config import RunConfig  # noqa: PLC0415 - beside its sibling imports at the top
+
+    model = set(RunConfig.model_fields())
+    cols = [c for c in config_columns(summary) if c not in model]
+    if not cols:
+        return pd.Series([""] * len(summary), index=summary.index)
+    return (
+        summary[cols]
+        .map(lambda v: "-" if v is None or (isinstance(v, float) and v != v) else str(v))
+        .agg("|".join, axis=1)
+    )
+
+
+def default_pairs(summary: pd.DataFrame) -> list[tuple[int, int, str]]:
+    """The comparisons a finding makes when the sweep declares none, as (row of a, row of b, why) over the
+    rows of ``summary``: every configuration against the first static net of its training recipe (the
+    first static one when its recipe has none), and every dynamic one against the static net of the
+    closest parameter count and the one of the closest MACs (among the static nets of its recipe)."""
+    static = summary[summary["method"] == "static"]
+    if not len(static):
+        return []
+    recipe = _recipe_key(summary)
+    pairs: dict[tuple[int, int], list[str]] = {}
+    for i in summary.index:
+        same = static[recipe[static.index] == recipe[i]]
+        ref = (same if len(same) else static).index[0]
+        if i != ref:
+            pairs.setdefault((i, ref), [])
+    for i, row in summary[summary["method"] != "static"].iterrows():
+        same = static[recipe[static.index] == recipe[i]]
+        pool = same if len(same) else static
+        for col, why in (("params", "closest parameter count"), ("macs", "closest MACs")):
+            if col not in pool or pd.isna(row.get(col)) or pool[col].isna().all():
+                continue
+            closest = (pool[col] - row[col]).abs().idxmin()
+            pairs.setdefault((i, closest), []).append(why)
+    return [(a, b, " and ".join(why)) for (a, b), why in pairs.items()]
+
+
+def _declared_pairs(df: pd.DataFrame, summary: pd.DataFrame, declared: list) -> list[tuple[int, int, str]]:
+    from kwlab.experiments.stats import select  # noqa: PLC0415 - beside its sibling imports at the top
+
+    out = []
+    for i, pair in enumerate(declared):
+        rows = []
+        for j, side in enumerate(pair):
+            picked = select(df, side)
+            ids = set(picked["run_id"])
+            hits = [k for k, r in summary.iterrows() if ids and ids <= set(str(r["run_ids"]).split())]
+            if len(hits) != 1:
+                raise ValueError(
+                    f"verdicts.comparisons[{i}][{j}] = {side} picks {len(set(ids))} runs that are not one "
+                    "configuration of the results"
+                )
+            rows.append(hits[0])
+        out.append((rows[0], rows[1], "declared in the sweep file"))
+    return out
+
+
+def _budget_note(summary: pd.DataFrame, a: int, b: int, why: str) -> str:
+    ra, rb = summary.loc[a], summary.loc[b]
+    text = (
+        f"{short_number(ra.get('params'))} vs {short_number(rb.get('params'))} parameters, "
+        f"{short_number(ra.get('macs'))} vs {short_number(rb.get('macs'))} MACs"
+    )
+    return f" [{text}{'; ' + why if why else ''}]"
+
+
+def findings(
+    df: pd.DataFrame, metric: str | None = None, verdicts: dict[str, Any] | None = None
+) -> list[str]:
     """The finding of a results table, generated from its numbers (one sentence per line).
 
     Lists every configuration's ``metric`` (mean ± 95% t-interval, n seeds) with its parameters and MACs,
-    flags configurations that are not above chance, and compares by seed-paired t-intervals
-    (:func:`kwlab.experiments.stats.compare`): each configuration against the first static one, and each
-    dynamic one against the static net of the closest parameter count.
+    flags configurations that are not above chance, and compares configurations with the three verdicts
+    of :func:`kwlab.experiments.stats.compare` (differs after Holm over this finding's comparisons,
+    equivalent within the margin, not resolved with the detectable difference). The comparisons are the
+    sweep's declared ones (``verdicts``, see :func:`kwlab.experiments.spec.parse_verdicts`), else
+    :func:`default_pairs` (matched parameters and matched MACs where the table has them). Configurations
+    are told apart by their config columns, never by their labels.
     """
 
     if df.empty:
         return ["No finished runs."]
-    summary = summary_table(df, metric)
+    verdicts = dict(verdicts or {})
+    metric = metric or verdicts.get("metric", "final_acc")
+    margin = float(verdicts.get("margin", DEFAULT_MARGIN))
+    alpha = float(verdicts.get("alpha", ALPHA))
+    summary = summary_table(df, metric).reset_index(drop=True)
     chance = chance_level(df)
     lines = []
     data = ", ".join(sorted({str(v) for v in df["data"].dropna()})) if "data" in df else "?"
@@ -135,37 +243,26 @@ def findings(df: pd.DataFrame, metric: str = "final_acc") -> list[str]:
         if low <= chance + 0.02:
             line += f" -- NOT clearly above chance ({chance:.2f}): nothing it shows should be read as learned"
         lines.append(line)
-    labels = df.apply(config_label, axis=1)
-    static = summary[summary["method"] == "static"]
-    pairs: list[tuple[str, str, str]] = []
-    if len(static):
-        ref = static.iloc[0]["label"]
-        pairs += [(r["label"], ref, "") for _, r in summary.iterrows() if r["label"] != ref]
-        for _, r in summary[summary["method"] != "static"].iterrows():
-            closest = static.iloc[(static["params"] - r["params"]).abs().argsort().iloc[0]]
-            if closest["label"] != ref:
-                pairs.append((r["label"], closest["label"], " (closest parameter count)"))
-    real, unclear = [], []
-    for a, b, why in pairs:
-        if a not in set(labels) or b not in set(labels):
-            continue
-        try:
-            c = compare(df, a, b, metric)
-        except ValueError:
-            continue
-        pa = summary.set_index("label").loc[a, "params"]
-        pb = summary.set_index("label").loc[b, "params"]
-        text = f"{c.verdict} [{short_number(pa)} vs {short_number(pb)} parameters{why}]"
-        (real if c.significant else unclear).append(text)
-    if real:
-        lines.append("Differences that are real at this scale (paired by seed, 95% interval excludes 0):")
-        lines += [f"- {t}" for t in real]
-    if unclear:
-        lines.append(
-            "Differences not detected at this scale (the interval contains 0; more seeds or a "
-            "larger scale may or may not show one):"
-        )
-        lines += [f"- {t}" for t in unclear]
+    declared = verdicts.get("comparisons")
+    pairs = _declared_pairs(df, summary, declared) if declared else default_pairs(summary)
+    if not pairs:
+        return lines
+    selectors = [
+        tuple({"run_id": str(summary.loc[k, "run_ids"]).split()} for k in (a, b)) for a, b, _ in pairs
+    ]
+    names = [(summary.loc[a, "label"], summary.loc[b, "label"]) for a, b, _ in pairs]
+    comparisons = compare_family(df, selectors, metric, margin=margin, alpha=alpha, names=names)
+    notes = [_budget_note(summary, a, b, why) for a, b, why in pairs]
+    source = "declared in the sweep file" if verdicts else "kwlab's default: the sweep file declares none"
+    which = "declared in the sweep file" if declared else "chosen by kwlab: the sweep file declares none"
+    lines.append(
+        f"Comparisons ({len(comparisons)}, {which}; margin ±{margin:g} {metric}, {source}): paired by "
+        f"seed (Welch's t where two arms share no seed); 'differs' needs a Holm-adjusted p < {alpha:g} over "
+        f"these {len(comparisons)} comparisons, 'equivalent' needs both one-sided TOST tests to reject at "
+        f"{alpha:g}; the detectable difference is the true difference a two-sided t test at {alpha:g} "
+        "(before the adjustment) finds with power 0.8 at the observed spread and number of seeds."
+    )
+    lines += verdict_lines(comparisons, notes, alpha, margin)
     return lines
 
 
@@ -217,11 +314,13 @@ def _fmt_ci(row: pd.Series, metric: str) -> str:
     return f"{mean:.3f}" + ("" if half is None or pd.isna(half) else f" ± {half:.3f}")
 
 
-def finding_text(sweep_dir: str | os.PathLike, metric: str = "final_acc") -> str:
+def finding_text(sweep_dir: str | os.PathLike, metric: str | None = None) -> str:
     """:func:`findings` of a sweep directory as text (what ``kwlab sweep`` prints at the end), with the
-    handover's sentences (:func:`kwlab.experiments.handover.handover_findings`) when its runs measured it."""
+    handover's sentences (:func:`kwlab.experiments.handover.handover_findings`) when its runs measured it.
+    The comparisons and margin are those the sweep declared (:func:`load_verdicts`)."""
     df = load_results(sweep_dir)
-    lines = findings(df, metric)
+    verdicts = load_verdicts(sweep_dir)
+    lines = findings(df, metric, verdicts)
     if not df.empty and is_handover_study(df):
-        lines += ["", *handover_findings(df, epoch_table(sweep_dir, df))]
+        lines += ["", *handover_findings(df, epoch_table(sweep_dir, df), verdicts)]
     return "\n".join(lines)

@@ -29,7 +29,17 @@ import torch
 from kwlab.experiments.accuracies import frozen_accuracies
 from kwlab.experiments.callbacks import load_history
 from kwlab.experiments.config import RunConfig
-from kwlab.experiments.stats import compare, config_label, mean_ci
+from kwlab.experiments.stats import (
+    ALPHA,
+    DEFAULT_MARGIN,
+    config_id,
+    config_keys,
+    config_labels,
+    decide,
+    estimate,
+    mean_ci,
+    verdict_lines,
+)
 from kwlab.experiments.train import Trainer
 from kwlab.instruments.probe import capture
 from kwlab.layers.base import dynamic_layers, set_temperature
@@ -57,26 +67,42 @@ def _read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _identity(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per row: the configuration's id (:func:`kwlab.experiments.stats.config_id`) and its display label
+    (unique per configuration)."""
+    return config_keys(df).map(config_id), config_labels(df)
+
+
 def epoch_table(sweep_dir: str | os.PathLike, df: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch metrics of every run (``runs/<run_id>/metrics.jsonl``), with ``label`` and ``seed``."""
+    """Per-epoch metrics of every run (``runs/<run_id>/metrics.jsonl``), with ``config_id`` (the identity
+    of its configuration), ``label`` (for display; unique per configuration), ``run_id`` and ``seed``."""
     frames = []
-    for _, row in df.iterrows():
+    ids, labels = _identity(df)
+    for idx, row in df.iterrows():
         path = Path(sweep_dir) / "runs" / str(row["run_id"]) / "metrics.jsonl"
         if path.exists():
-            frames.append(pd.DataFrame(_read_lines(path)).assign(label=config_label(row), seed=row["seed"]))
+            frames.append(
+                pd.DataFrame(_read_lines(path)).assign(
+                    config_id=ids[idx], label=labels[idx], run_id=row["run_id"], seed=row["seed"]
+                )
+            )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def probe_history_table(sweep_dir: str | os.PathLike, df: pd.DataFrame) -> pd.DataFrame:
-    """The training-probe history of every run that has one, with ``label`` and ``seed``."""
+    """The training-probe history of every run that has one, with ``config_id``, ``label``, ``run_id`` and
+    ``seed`` (as :func:`epoch_table`)."""
 
     frames = []
-    for _, row in df.iterrows():
+    ids, labels = _identity(df)
+    for idx, row in df.iterrows():
         try:
             hist = load_history(Path(sweep_dir) / "runs" / str(row["run_id"]))
         except FileNotFoundError:
             continue
-        frames.append(hist.assign(label=config_label(row), seed=row["seed"]))
+        frames.append(
+            hist.assign(config_id=ids[idx], label=labels[idx], run_id=row["run_id"], seed=row["seed"])
+        )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -84,45 +110,52 @@ def _fmt(mean: float, half: float) -> str:
     return f"{mean:.3f}" + ("" if pd.isna(half) else f" ± {half:.3f}")
 
 
-def _paired(df: pd.DataFrame, label: str, a: str, b: str) -> tuple[float, float, int]:
-    """Mean and 95% t half-width of ``a - b`` over the seeds of one configuration."""
-    rows = df[df.apply(config_label, axis=1) == label]
-    diff = pd.to_numeric(rows[a], errors="coerce") - pd.to_numeric(rows[b], errors="coerce")
-    mean, _, half = mean_ci(diff.dropna().tolist())
-    return mean, half, int(diff.notna().sum())
+def _seeded(rows: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(rows.set_index("seed")[column], errors="coerce")
 
 
-def _interval_text(mean: float, half: float, n: int, what: str) -> str:
-    if n < 2 or pd.isna(half):
-        return f"{what} {mean:+.3f} (n = {n}: no interval)"
-    if mean - half <= 0 <= mean + half:
-        return f"{what} {mean:+.3f} ± {half:.3f}: no difference detected at this scale (n = {n})"
-    return f"{what} {mean:+.3f} ± {half:.3f} (n = {n}, 95% interval excludes 0)"
-
-
-def handover_findings(df: pd.DataFrame, epochs: pd.DataFrame | None = None) -> list[str]:
+def handover_findings(
+    df: pd.DataFrame, epochs: pd.DataFrame | None = None, verdicts: dict | None = None
+) -> list[str]:
     """Sentences on the handover of every KW configuration of ``df``, generated from the numbers.
+
+    The dynamic gains (within each configuration, paired by run) and the comparisons of KW configurations
+    that differ in one setting are one family: their p-values are Holm-adjusted together and each gets one
+    of the three verdicts (:func:`kwlab.experiments.stats.decide`; margin and alpha from ``verdicts``).
+    Configurations are grouped by their config columns, never by their labels.
 
     Args:
         df: results (one row per run) with ``final_acc``, ``final_acc_tau0``, ``min_acc_tau0``,
             ``final_acc_frozen`` and the probe's learned-attention columns.
         epochs: :func:`epoch_table` of the same runs (adds the epoch of the lowest tau = 0 accuracy).
+        verdicts: the sweep's declared ``verdicts`` block (margin, alpha); defaults when None.
     """
-    kw = df[df["method"] == "kw"].copy()
-    if kw.empty or not is_handover_study(df):
+    if "method" not in df or df[df["method"] == "kw"].empty or not is_handover_study(df):
         return []
-    kw["label"] = kw.apply(config_label, axis=1)
+    verdicts = verdicts or {}
+    margin = float(verdicts.get("margin", DEFAULT_MARGIN))
+    alpha = float(verdicts.get("alpha", ALPHA))
+    ids, labels = _identity(df)
+    kw = df[df["method"] == "kw"].assign(config_id=ids, label=labels)
     lines = ["The handover (KW runs; mean ± 95% t-interval over seeds):"]
-    for label, group in kw.groupby("label", sort=False):
+    estimates: list = []
+    prefixes: list[str] = []  # what each estimate is, before its verdict's words
+    for cid, group in kw.groupby("config_id", sort=False):
+        label = group["label"].iloc[0]
         acc = mean_ci(group["final_acc"].tolist())
         low = mean_ci(pd.to_numeric(group["min_acc_tau0"], errors="coerce").tolist())
         steps = group["anneal_steps"].iloc[0] if "anneal_steps" in group else None
         total = group["total_steps"].iloc[0] if "total_steps" in group else None
         where = ""
         if epochs is not None and not epochs.empty and "test_acc_tau0" in epochs:
-            e = epochs[epochs["label"] == label].groupby("epoch")["test_acc_tau0"].mean()
+            key = "config_id" if "config_id" in epochs else "label"
+            e = epochs[epochs[key] == (cid if key == "config_id" else label)].groupby("epoch")[
+                "test_acc_tau0"
+            ]
+            e = e.mean()
             if len(e):
-                where = f" (lowest at epoch {int(e.idxmin())})"
+                n_runs = group["run_id"].nunique() if "run_id" in group else len(group)
+                where = f" (lowest of the mean over {n_runs} runs at epoch {int(e.idxmin())})"
         line = (
             f"- {label}: anneal {int(steps):,d} of {int(total):,d} optimizer steps; test accuracy at tau = 0 "
             f"fell to {_fmt(low[0], low[2])}{where} and the run ended at {_fmt(acc[0], acc[2])}"
@@ -148,33 +181,49 @@ def handover_findings(df: pd.DataFrame, epochs: pd.DataFrame | None = None) -> l
             line += "; after training: " + ", ".join(extras)
         lines.append(line + ".")
         recal = "final_acc_frozen_recal" in group and group["final_acc_frozen_recal"].notna().any()
+        gains = []
         if recal:
-            mean, half, n = _paired(df, label, "final_acc", "final_acc_frozen_recal")
-            lines.append(
-                "  "
-                + _interval_text(
-                    mean,
-                    half,
-                    n,
-                    "dynamic gain (final_acc - accuracy with the attention "
-                    "frozen to its mean, BatchNorm statistics measured again for the frozen net):",
+            gains.append(
+                (
+                    "final_acc_frozen_recal",
+                    "dynamic gain (final_acc - accuracy with the attention frozen to its mean, BatchNorm "
+                    "statistics measured again for the frozen net)",
+                    "frozen, recalibrated",
                 )
             )
         if "final_acc_frozen" in group and group["final_acc_frozen"].notna().any():
-            mean, half, n = _paired(df, label, "final_acc", "final_acc_frozen")
             what = (
-                "with the trained BatchNorm statistics (stale for the frozen net), the drop is"
+                "with the trained BatchNorm statistics (stale for the frozen net), the drop"
                 if recal
-                else "dynamic gain (final_acc - accuracy with the attention frozen to its mean):"
+                else "dynamic gain (final_acc - accuracy with the attention frozen to its mean)"
             )
-            lines.append("  " + _interval_text(mean, half, n, what))
+            gains.append(("final_acc_frozen", what, "frozen"))
+        for column, what, short in gains:
+            c = estimate(
+                _seeded(group, "final_acc"),
+                _seeded(group, column),
+                ("final_acc", short),
+                "accuracy",
+                alpha=alpha,
+                margin=margin,
+            )
+            estimates.append(c)
+            prefixes.append(f"{label}: {what} {c.diff:+.3f}: ")
     # the same init, anneals of different length; the same anneal, different inits
-    lines += _contrasts(kw, df)
+    for metric, c in _contrasts(kw, margin, alpha):
+        estimates.append(c)
+        prefixes.append(f"{metric}: ")
+    if estimates:
+        lines.append(
+            "The dynamic gains and the comparisons of KW configurations that differ in one setting (paired "
+            f"by seed; one family of {len(estimates)}, Holm-adjusted together; margin ±{margin:g}):"
+        )
+        lines += verdict_lines(decide(estimates), [""] * len(estimates), alpha, margin, prefixes)
     return lines
 
 
-def _contrasts(kw: pd.DataFrame, df: pd.DataFrame) -> list[str]:
-    out = []
+def _contrasts(kw: pd.DataFrame, margin: float, alpha: float) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
     keys = [c for c in ("attention_init", "temperature_epochs", "temperature_steps") if c in kw]
     if not keys:
         return out
@@ -182,19 +231,27 @@ def _contrasts(kw: pd.DataFrame, df: pd.DataFrame) -> list[str]:
     for vary in keys:
         fixed = [c for c in keys if c != vary]
         for _, group in kw.groupby(fixed, sort=False, dropna=False) if fixed else [(None, kw)]:
-            labels = list(dict.fromkeys(group["label"]))
-            if len(labels) != 2:
+            ids = list(dict.fromkeys(group["config_id"]))
+            if len(ids) != 2:
                 continue
-            a, b = labels[1], labels[0]
+            rows_a, rows_b = (group[group["config_id"] == i] for i in (ids[1], ids[0]))
+            names = (rows_a["label"].iloc[0], rows_b["label"].iloc[0])
             for metric in ("final_acc", "min_acc_tau0", "min_acc_tau0_recal", "final_acc_frozen_recal"):
+                if metric not in group or group[metric].isna().all():
+                    continue
                 try:
-                    c = compare(df, a, b, metric)
+                    c = estimate(
+                        _seeded(rows_a, metric),
+                        _seeded(rows_b, metric),
+                        names,
+                        metric,
+                        alpha=alpha,
+                        margin=margin,
+                    )
                 except ValueError:
                     continue
                 if c.n:
-                    out.append(f"- {metric}: {c.verdict}")
-    if out:
-        out.insert(0, "Paired comparisons (by seed) of KW configurations that differ in one setting:")
+                    out.append((metric, c))
     return out
 
 

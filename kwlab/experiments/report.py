@@ -7,13 +7,14 @@
   t-interval, every seed as a dot, parameters and MACs in the label, and the chance level 1/K;
 * ``accuracy_vs_params.png`` -- the same means and intervals against the parameter count;
 * ``finding.md`` -- the finding, generated from the numbers (:func:`kwlab.experiments.findings.findings`):
-  each configuration's accuracy with its interval and budget, which paired differences are real at this
-  scale and which are not (:func:`kwlab.experiments.stats.compare`), and whether the data were real
-  CIFAR-10;
+  each configuration's accuracy with its interval and budget, the three verdicts of its comparisons
+  (differs after Holm, equivalent within the declared margin, not resolved with the detectable
+  difference; :func:`kwlab.experiments.stats.compare_all`), and whether the data were real CIFAR-10;
 * ``accuracy_vs_budget.png`` / ``diversity_vs_budget.png`` -- against the budget b, one line per sharing
   range; ``accuracy_vs_m.png`` when the cell count m (= 1 / (cell_in * cell_out)) varies;
   ``accuracy_vs_sharing.png`` -- against the sharing range, one line per b;
-* ``training_curves.png`` -- test accuracy per epoch of every run;
+* ``training_curves.png`` -- test accuracy per epoch, one line per configuration (mean and 95% t-interval
+  over its seeds);
 * ``negative_fraction.png``, ``cell_usage.png``, ``attention_heatmap.png`` -- probe tables of the best
   dynamic run;
 * ``index.html`` -- the results table and every figure.
@@ -42,12 +43,13 @@ from kwlab.experiments.findings import (
     findings,
     knob_table,
     load_results,
+    load_verdicts,
     short_number,
     summary_table,
 )
 from kwlab.experiments.handover import epoch_table, handover_figures, handover_findings, is_handover_study
 from kwlab.experiments.results import collect_results
-from kwlab.experiments.stats import config_label, summarize
+from kwlab.experiments.stats import config_columns, config_labels, summarize
 from kwlab.instruments.probe_store import load as load_probe
 from kwlab.instruments.statistics import headline_metrics
 from kwlab.utils import write_table
@@ -59,6 +61,8 @@ __all__ = [
     "finding_text",
     "summary_table",
     "publish",
+    "refresh",
+    "RUN_FIGURES",
     # from kwlab.experiments.findings
     "KNOB_STATISTICS",
     "derive_columns",
@@ -93,7 +97,7 @@ def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
     for i, (_, row) in enumerate(summary.iterrows()):
         y = n - 1 - i
         colour = f"C{i % 10}"  # one colour per configuration; squares: static
-        runs = df[df.apply(config_label, axis=1) == row["label"]]
+        runs = df[df["run_id"].astype(str).isin(str(row["run_ids"]).split())]  # by id, never by label
         ax.scatter(runs[metric], [y] * len(runs), s=14, color=colour, alpha=0.5, zorder=2)
         ax.errorbar(
             row[f"{metric}_mean"], y, xerr=row[f"{metric}_ci95"], fmt="o", color=colour, capsize=4, zorder=3
@@ -156,20 +160,43 @@ def _statistics_vs_knob(dyn: pd.DataFrame, knob: str, logx: bool):
 
     columns = [c for c in KNOB_STATISTICS if c in dyn and dyn[c].notna().any()]
     fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
-    for ax, column in zip(axes[0], columns):
-        plot.metric_vs_knob(dyn, knob, column, ax=ax, logx=logx, error="ci95", title=KNOB_STATISTICS[column])
+    data = dyn.assign(**{_HUE: _knob_hue(dyn, knob)})
+    for i, (ax, column) in enumerate(zip(axes[0], columns)):
+        plot.metric_vs_knob(
+            data, knob, column, hue=_HUE, ax=ax, logx=logx, error="ci95", title=KNOB_STATISTICS[column]
+        )
         ax.set_ylabel(KNOB_STATISTICS[column])
+        if i and ax.get_legend() is not None:  # one legend, on the first panel
+            ax.get_legend().remove()
     fig.tight_layout()
     return fig
 
 
-def _short_label(row: pd.Series) -> str:
-    if row["method"] == "static":
-        return "static"
-    parts = [str(row["method"]), f"b={row['b']:g}"]
-    if row.get("sharing_range") not in (None, "-", "default"):
-        parts.append(str(row["sharing_range"]))
-    return " ".join(parts)
+_HUE = "other settings"
+#: Config columns a knob plot shows on its axis (the derived knob and the fields it comes from).
+_KNOB_SOURCES = {
+    "b": ("b", "budget", "preset"),
+    "m": ("m", "cell_in", "cell_out", "preset"),
+    "sharing_range": ("sharing_range", "sharing"),
+}
+
+
+def _knob_hue(dyn: pd.DataFrame, knob: str) -> pd.Series:
+    """One line per combination of everything else that varies: the config columns (and derived knobs)
+    other than ``knob`` whose values differ between the dynamic runs, written ``sharing=layer, m=4``.
+    Configurations that differ in a field the plot does not show never share a point."""
+    skip = set(_KNOB_SOURCES[knob]) | {"seed"}
+    cols = [c for c in ("b", "m", "sharing_range") if c not in skip]
+    derived_from = ("budget", "cell_in", "cell_out", "sharing", "preset")  # shown as b, m and sharing_range
+    cols += [c for c in config_columns(dyn) if c not in skip and c not in derived_from]
+    varying = [c for c in cols if dyn[c].astype(str).nunique() > 1]
+    if not varying:
+        return pd.Series(["all"] * len(dyn), index=dyn.index)
+
+    def text(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return dyn[varying].apply(lambda r: ", ".join(f"{c}={text(r[c])}" for c in varying), axis=1)
 
 
 def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
@@ -220,24 +247,32 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
             "accuracy_vs_params.png",
             "Final test accuracy (mean ± 95% CI over seeds) against parameter count; dashed: chance.",
         )
-        finding = findings(df)
+        verdicts = load_verdicts(sweep_dir)
+        finding = findings(df, None, verdicts)
         (out / "finding.md").write_text("\n".join(finding) + "\n")
-        df["label"] = [_short_label(r) for _, r in df.iterrows()]
-        dyn = df[df["method"] != "static"]
+        df["label"] = config_labels(df)  # display only: unique per configuration, never used to group
+        dyn = df[df["method"] != "static"].copy()
         ci = dict(
             error="ci95", chance=chance_level(df)
         )  # knob plots: mean ± 95% CI over seeds, y from 0, chance
         if dyn["b"].nunique() > 1:
             save(
-                plot.metric_vs_knob(dyn, "b", "final_acc", hue="sharing_range", logx=True, **ci),
+                plot.metric_vs_knob(
+                    dyn.assign(**{_HUE: _knob_hue(dyn, "b")}), "b", "final_acc", hue=_HUE, logx=True, **ci
+                ),
                 "accuracy_vs_budget.png",
-                "Final test accuracy against budget b (mean ± 95% CI over seeds), one line per sharing "
-                "range.",
+                "Final test accuracy against budget b (mean ± 95% CI over seeds), one line per combination "
+                "of the other settings that vary.",
             )
             if "probe_diversity" in dyn and dyn["probe_diversity"].notna().any():
                 save(
                     plot.metric_vs_knob(
-                        dyn, "b", "probe_diversity", hue="sharing_range", logx=True, error="ci95"
+                        dyn.assign(**{_HUE: _knob_hue(dyn, "b")}),
+                        "b",
+                        "probe_diversity",
+                        hue=_HUE,
+                        logx=True,
+                        error="ci95",
                     ),
                     "diversity_vs_budget.png",
                     "Attention diversity (mean pairwise cosine distance of samples' attention, mean over "
@@ -245,7 +280,9 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
                 )
         if dyn["m"].nunique() > 1:
             save(
-                plot.metric_vs_knob(dyn, "m", "final_acc", hue="sharing_range", **ci),
+                plot.metric_vs_knob(
+                    dyn.assign(**{_HUE: _knob_hue(dyn, "m")}), "m", "final_acc", hue=_HUE, **ci
+                ),
                 "accuracy_vs_m.png",
                 "Final test accuracy against m, the number of cells per kernel (1 / (cell_in * cell_out)); "
                 "mean ± 95% CI.",
@@ -253,15 +290,15 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         if dyn["sharing_range"].nunique() > 1:
             save(
                 plot.metric_vs_knob(
-                    dyn.assign(b=dyn["b"].map(lambda v: f"b={v:g}")),
+                    dyn.assign(**{_HUE: _knob_hue(dyn, "sharing_range")}),
                     "sharing_range",
                     "final_acc",
-                    hue="b",
+                    hue=_HUE,
                     **ci,
                 ),
                 "accuracy_vs_sharing.png",
                 "Final test accuracy against the warehouse sharing range (mean ± 95% CI over seeds), one "
-                "line per budget.",
+                "line per combination of the other settings that vary.",
             )
         for knob, logx in (("b", True), ("m", False), ("sharing_range", False)):
             if dyn[knob].nunique() > 1 and any(c in dyn and dyn[c].notna().any() for c in KNOB_STATISTICS):
@@ -273,23 +310,27 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
                 )
         if is_handover_study(df):
             handover_figures(sweep_dir, df, save)
-            finding += [""] + handover_findings(df, epoch_table(sweep_dir, df))
+            finding += [""] + handover_findings(df, epoch_table(sweep_dir, df), verdicts)
             (out / "finding.md").write_text("\n".join(finding) + "\n")
         if len(dyn) and any(dyn[k].nunique() > 1 for k in ("b", "m", "sharing_range")):
             finding += ["", *knob_table(df)]
             (out / "finding.md").write_text("\n".join(finding) + "\n")
-        histories = {}
-        for _, row in df.iterrows():
-            mfile = sweep_dir / "runs" / row["run_id"] / "metrics.jsonl"
-            if mfile.exists():
-                histories[row["label"]] = pd.DataFrame(
-                    [json.loads(line) for line in mfile.read_text().splitlines() if line.strip()]
-                )
-        if histories:
+        epochs = epoch_table(sweep_dir, df)
+        if not epochs.empty and "test_acc" in epochs and epochs["test_acc"].notna().any():
+            n_conf = epochs["config_id"].nunique()
             save(
-                plot.learning_curves(histories, "test_acc", title="Test accuracy per epoch"),
+                plot.over_training(
+                    epochs,
+                    "test_acc",
+                    x="epoch",
+                    hue="label",
+                    chance=chance_level(df),
+                    tau=False,
+                    title="Test accuracy per epoch",
+                ),
                 "training_curves.png",
-                "Test accuracy per epoch of every run.",
+                f"Test accuracy per epoch, one line per configuration ({n_conf}; runs grouped by their "
+                "config columns): mean over seeds with the 95% t-interval; dotted: chance.",
             )
         probed = [
             r
@@ -487,4 +528,69 @@ def publish(sweep_dir: str | os.PathLike, dest: str | os.PathLike, *, title: str
     ]
     readme = dest / "README.md"
     readme.write_text("\n".join(lines))
+    return readme
+
+
+#: Figures :func:`refresh` cannot draw from results.csv (per-epoch metrics or probe tables of the runs).
+RUN_FIGURES = ("training_curves.png", "attention_heatmap.png", "cell_usage.png", "negative_fraction.png")
+
+
+def refresh(dest: str | os.PathLike) -> Path:
+    """Regenerate a reference result's finding, ``summary.csv`` and the figures drawn from ``results.csv``
+    alone, from its committed ``results.csv`` and ``sweep.yaml`` (its verdicts block, if any), without the
+    run directories. Figures that need the runs' per-epoch metrics or probe tables (:data:`RUN_FIGURES`,
+    ``handover_*.png``) are kept as they are, except ``training_curves.png`` of an earlier kwlab, which keyed
+    runs by a label and merged configurations: it is removed (``publish`` from the sweep draws it again).
+    The README's "Finding" and "Figures" sections are rewritten; the rest of it is kept.
+
+    Returns:
+        Path of the README.
+    """
+    dest = Path(dest)
+    if not (dest / "results.csv").exists():
+        raise FileNotFoundError(f"{dest / 'results.csv'} not found: refresh needs a published result")
+    df = pd.read_csv(dest / "results.csv")
+    write_table(summarize(df), dest / "summary.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(dest / "results.csv", Path(tmp) / "results.csv")
+        if (dest / "sweep.yaml").exists():
+            shutil.copy(dest / "sweep.yaml", Path(tmp) / "sweep.yaml")
+        make_report(tmp, Path(tmp) / "report")
+        finding = (Path(tmp) / "report" / "finding.md").read_text()
+        (dest / "figures").mkdir(exist_ok=True)
+        for png in (Path(tmp) / "report").glob("*.png"):
+            shutil.copy(png, dest / "figures" / png.name)
+    stale = dest / "figures" / "training_curves.png"
+    removed = stale.exists()
+    stale.unlink(missing_ok=True)
+    note = (
+        "Regenerated from `results.csv` by `kwlab.experiments.report.refresh` (the run directories are not "
+        "committed): the figures drawn from per-epoch metrics or probe tables are those of the first publish"
+        + (
+            "; `training_curves.png` was removed because it keyed runs by a short label and merged "
+            "configurations (redrawn per configuration when the sweep is published again)"
+            if removed
+            else ""
+        )
+        + "."
+    )
+    figures = sorted(p.name for p in (dest / "figures").glob("*.png"))
+    readme = dest / "README.md"
+    text = readme.read_text()
+    head, _, rest = text.partition("## Finding\n")
+    _, _, tail = rest.partition("## Reproduce one run")
+    body = [
+        "## Finding",
+        "",
+        note,
+        "",
+        finding.strip(),
+        "",
+        "## Figures",
+        "",
+        *[f"![{f}](figures/{f})" for f in figures],
+        "",
+        "",
+    ]
+    readme.write_text(head + "\n".join(body) + ("## Reproduce one run" + tail if tail else ""))
     return readme

@@ -10,6 +10,11 @@ A sweep file::
       - {method: static}            # entry is a sub-grid of that entry only
       - {method: kw, preset: ["1/2x", "1x", "2x"], sharing: [layer, stage]}
     seeds: 3                        # runs per configuration (default 3): seeds 0, 1, 2 unless seed is set
+    verdicts:                       # optional, declared before the runs: the comparisons of the finding
+      margin: 0.015                 # equivalence margin M in the metric's unit (default 0.015 = 1.5 points)
+      metric: final_acc             # the metric compared (default final_acc); alpha: 0.05 (default)
+      comparisons:                  # pairs [a, b]; each side a mapping of config fields that picks one
+        - [{method: kw, preset: 1x}, {method: static}]      # configuration (default: what findings picks)
     executor: {kind: sequential}    # or processes (workers: N), torchrun (nproc_per_node: N), submitit
                                     # (slurm_* options), submitit-local;
                                     # threads: torch threads per run (processes: 1 per worker process)
@@ -17,7 +22,9 @@ A sweep file::
 Every config is expanded and checked (:func:`expand`) before any training starts; the ``executor`` section
 is checked when the spec loads (:func:`kwlab.experiments.executors.make_executor`). A run directory is named
 by the hashed fields that vary across the sweep plus the run's :meth:`RunConfig.training_hash`
-(:func:`run_ids`); :func:`spec_hash` identifies what a spec trains.
+(:func:`run_ids`); :func:`spec_hash` identifies what a spec trains (and, when declared, its verdicts block).
+The ``verdicts`` block never enters a run's ``training_hash``: it says how the runs are compared, not what
+they train (:func:`parse_verdicts`, :func:`check_verdicts`).
 """
 
 from __future__ import annotations
@@ -45,9 +52,14 @@ __all__ = [
     "config_hash",
     "run_ids",
     "spec_hash",
+    "parse_verdicts",
+    "check_verdicts",
+    "VERDICT_KEYS",
 ]
 
-_SPEC_KEYS = ("name", "base", "grid", "runs", "seeds", "executor", "description")
+_SPEC_KEYS = ("name", "base", "grid", "runs", "seeds", "executor", "description", "verdicts")
+#: The keys of a sweep file's ``verdicts`` block.
+VERDICT_KEYS = ("margin", "metric", "alpha", "comparisons")
 DEFAULT_SEEDS = 3
 
 
@@ -64,6 +76,7 @@ class SweepSpec:
     description: str = ""
     seeds: int = DEFAULT_SEEDS
     data_notice: str = ""
+    verdicts: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "sweep") -> SweepSpec:
@@ -101,7 +114,9 @@ class SweepSpec:
             raise ConfigError(
                 f"{source}: 'seeds' must be an integer >= 1 (runs per configuration), got {seeds!r}"
             )
+        verdicts = parse_verdicts(d.get("verdicts"), source=source)
         return cls(
+            verdicts=verdicts,
             seeds=seeds,
             name=name,
             base=dict(base),
@@ -122,6 +137,7 @@ class SweepSpec:
             "executor": self.executor,
             "description": self.description,
             "data_notice": self.data_notice,
+            "verdicts": self.verdicts,
         }
 
 
@@ -208,7 +224,93 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
                     if key not in seen:
                         seen.add(key)
                         configs.append(config)
+    check_verdicts(spec, configs)
     return configs
+
+
+def parse_verdicts(block: Any, *, source: str = "sweep") -> dict[str, Any]:
+    """Check a sweep file's ``verdicts`` block and fill its defaults: ``margin`` (default
+    :data:`kwlab.experiments.stats.DEFAULT_MARGIN`), ``metric`` (default ``final_acc``), ``alpha`` (default
+    0.05) and ``comparisons`` (a list of ``[a, b]`` pairs, each a non-empty mapping of config fields without
+    ``seed``; absent: the findings' default comparisons). An absent block gives ``{}``.
+
+    Raises:
+        ConfigError: naming the key (``verdicts.margin``, ``verdicts.comparisons[1][0].lr``, ...).
+    """
+    from kwlab.experiments.stats import ALPHA, DEFAULT_MARGIN, METRICS  # noqa: PLC0415 - pandas, scipy
+
+    if block is None:
+        return {}
+    where = f"{source}: verdicts"
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {list(VERDICT_KEYS)}, got {block!r}")
+    for key in block:
+        if key not in VERDICT_KEYS:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}.{suggest(key, VERDICT_KEYS)} (allowed: {list(VERDICT_KEYS)})"
+            )
+    out: dict[str, Any] = {}
+    margin = block.get("margin", DEFAULT_MARGIN)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < float("inf"):
+        raise ConfigError(f"{where}.margin must be a positive number in the metric's unit, got {margin!r}")
+    out["margin"] = float(margin)
+    metric = block.get("metric", "final_acc")
+    if metric not in METRICS:
+        raise ConfigError(f"{where}.metric: {metric!r} is not a result metric.{suggest(metric, METRICS)}")
+    out["metric"] = metric
+    alpha = block.get("alpha", ALPHA)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
+        raise ConfigError(f"{where}.alpha must be a number in (0, 0.5), got {alpha!r}")
+    out["alpha"] = float(alpha)
+    if "comparisons" in block:
+        pairs = block["comparisons"]
+        if not isinstance(pairs, list) or not pairs:
+            raise ConfigError(f"{where}.comparisons must be a non-empty list of [a, b] pairs, got {pairs!r}")
+        fields = RunConfig.field_names()
+        checked = []
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ConfigError(f"{where}.comparisons[{i}] must be a pair [a, b], got {pair!r}")
+            for j, side in enumerate(pair):
+                at = f"{where}.comparisons[{i}][{j}]"
+                if not isinstance(side, dict) or not side:
+                    raise ConfigError(f"{at} must be a non-empty mapping of config fields, got {side!r}")
+                for key in side:
+                    if key == "seed":
+                        raise ConfigError(f"{at}: 'seed' cannot pick a configuration (seeds are paired)")
+                    if key not in fields:
+                        raise ConfigError(f"{at}: unknown config field {key!r}.{suggest(key, fields)}")
+            if pair[0] == pair[1]:
+                raise ConfigError(f"{where}.comparisons[{i}] compares a configuration with itself")
+            checked.append([dict(pair[0]), dict(pair[1])])
+        out["comparisons"] = checked
+    return out
+
+
+def _matches(config: RunConfig, selector: dict[str, Any]) -> bool:
+    values = config.to_dict()
+    return all(values.get(k) == v for k, v in selector.items())
+
+
+def check_verdicts(spec: SweepSpec, configs: Sequence[RunConfig]) -> None:
+    """Each side of each declared comparison picks exactly one configuration of the sweep (any number of
+    seeds); raises ConfigError naming the comparison otherwise."""
+    pairs = (spec.verdicts or {}).get("comparisons") or []
+    if not pairs:
+        return
+    by_config: dict[str, RunConfig] = {}
+    for c in configs:
+        d = {k: v for k, v in c.training_dict().items() if k != "seed"}
+        by_config.setdefault(json.dumps(d, sort_keys=True, default=str), c)
+    for i, pair in enumerate(pairs):
+        for j, side in enumerate(pair):
+            hits = [c for c in by_config.values() if _matches(c, side)]
+            if len(hits) != 1:
+                what = "no configuration" if not hits else f"{len(hits)} configurations"
+                raise ConfigError(
+                    f"sweep {spec.name!r}: verdicts.comparisons[{i}][{j}] = {side} picks {what} of the "
+                    "sweep; each side must pick exactly one (add config fields to tell them apart)"
+                )
 
 
 def config_hash(config: RunConfig) -> str:
@@ -238,4 +340,8 @@ def run_ids(configs: Sequence[RunConfig]) -> list[str]:
 def spec_hash(spec: SweepSpec) -> str:
     """Hash of what a sweep spec trains (everything but ``executor``, ``description`` and notices)."""
     d = {k: v for k, v in spec.to_dict().items() if k not in ("executor", "description", "data_notice")}
+    if not d.get(
+        "verdicts"
+    ):  # a spec without a verdicts block keeps the hash it had before the block existed
+        d.pop("verdicts", None)
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
