@@ -38,6 +38,7 @@ __all__ = [
     "checkpoints_dir",
     "export_checkpoint",
     "load_checkpoint",
+    "load_run",
     "randomize_attention",
 ]
 
@@ -323,6 +324,25 @@ def export_checkpoint(run_dir: str | os.PathLike, name: str, root: str | os.Path
     atomic_torch_save(state["model"], out / "model.pt")
     atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
     return out
+
+
+def load_run(run_dir: str | os.PathLike):
+    """``(model, config)`` of a finished kwlab run directory (its ``checkpoint.pt`` and ``config.json``), the
+    model in eval mode at the temperature it ended with. Loaded with ``torch.load(weights_only=True)``
+    (strict). Raises FileNotFoundError naming the file when the run kept no checkpoint."""
+    from .experiments.config import RunConfig  # noqa: PLC0415 - teaching stays importable without experiments
+    from .experiments.setup import build_model  # noqa: PLC0415 - as above
+
+    run_dir = Path(run_dir)
+    for needed in ("checkpoint.pt", "config.json"):
+        if not (run_dir / needed).exists():
+            raise FileNotFoundError(f"no finished run at {run_dir}: {run_dir / needed} does not exist")
+    record = json.loads((run_dir / "config.json").read_text())
+    config = RunConfig.from_dict(record["config"])
+    model = build_model(config, int(record["resolved"]["num_classes"]))
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.eval(), config
 
 
 def load_checkpoint(name: str, root: str | os.PathLike | None = None):
