@@ -351,3 +351,19 @@ def test_cell_usage_shares_a_colour_scale_with_vmax(probe):
     assert len(panels) == 2 and all(a.images[0].get_clim() == (0, top) for a in panels)
     own = plot.cell_usage(usage, "layer1").axes[0].images[0].get_clim()[1]
     assert own == pytest.approx(usage[usage["warehouse"] == "layer1"]["mean_abs"].max())
+
+
+def test_tau0_recal_curve_draws_against_the_anneal_position():
+    """metrics.jsonl rows of two seeds: test_acc_tau0_recal against tau, the mean over seeds per tau."""
+    rows = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3, 1, 2, 3],
+            "seed": [0, 0, 0, 1, 1, 1],
+            "temperature": [0.7, 0.4, 0.1, 0.7, 0.4, 0.1],
+            "test_acc_tau0_recal": [0.1, 0.2, 0.4, 0.12, 0.25, 0.38],
+        }
+    )
+    fig = plot.over_training(rows, "test_acc_tau0_recal", x="temperature", hue=None, tau=False)
+    line = fig.axes[0].lines[0]
+    assert np.allclose(line.get_xdata(), [0.1, 0.4, 0.7])
+    assert np.allclose(line.get_ydata(), [0.39, 0.225, 0.11])

@@ -376,3 +376,16 @@ def test_non_finite_kernels_are_left_out_and_counted():
     assert math.isnan(s.loc["stem", "kernel_variation"]) and s.loc["stem", "kernel_batches_skipped"] == 3
     assert (s.loc[["layer1.0.conv", "layer1.1.conv"], "kernel_batches_skipped"] == 0).all()
     assert s.loc[["layer1.0.conv", "layer1.1.conv"], "kernel_variation"].notna().all()
+
+
+def test_a_layer_without_a_kernel_form_records_nan_not_an_error():
+    from kwlab.layers.dcd import DCDConv2d
+
+    torch.manual_seed(0)
+    layer = DCDConv2d(8, 8, 3, padding=1, groups=2, latent_dim=2, squeeze=4)  # grouped: no dense latent path
+    with pytest.raises(NotImplementedError, match="groups"):
+        layer.effective_kernels(torch.randn(2, 8, 6, 6))
+    with Probe(layer) as probe:
+        layer(torch.randn(4, 8, 6, 6))
+    row = probe.summary().iloc[0]
+    assert math.isnan(row["kernel_variation"]) and row["n_samples"] == 4 and hook_count(layer) == 0

@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -322,3 +323,25 @@ def test_no_method_is_special_cased_by_name_outside_its_row():
         code = inspect.getsource(module)
         assert not re.search(r"""(name|method) *[!=]= *["']kw["']""", code), module.__name__
     assert METHODS["kw"].train_options == {"init": "kaiming"}
+
+
+def test_summary_carries_the_clean_train_accuracy_and_the_new_probe_columns():
+    from kwlab.experiments.stats import summarize
+
+    results = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c"],
+            "method": ["kw", "kw", "kw"],
+            "seed": [0, 1, 2],
+            "final_acc": [0.5, 0.6, 0.7],
+            "final_train_acc_clean": [0.6, 0.7, 0.8],
+            "probe_kernel_variation": [0.1, 0.2, 0.3],
+            "probe_effective_cell_fraction": [0.4, 0.5, 0.6],
+        }
+    )
+    row = summarize(results).iloc[0]
+    assert row["n_seeds"] == 3
+    assert row["final_train_acc_clean_mean"] == pytest.approx(0.7)
+    assert row["final_train_acc_clean_std"] == pytest.approx(0.1)
+    assert row["probe_kernel_variation_mean"] == pytest.approx(0.2)
+    assert row["probe_effective_cell_fraction_mean"] == pytest.approx(0.5)
