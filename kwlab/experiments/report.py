@@ -560,19 +560,14 @@ def refresh(dest: str | os.PathLike) -> Path:
         (dest / "figures").mkdir(exist_ok=True)
         for png in (Path(tmp) / "report").glob("*.png"):
             shutil.copy(png, dest / "figures" / png.name)
-    stale = dest / "figures" / "training_curves.png"
-    removed = stale.exists()
-    stale.unlink(missing_ok=True)
+    (dest / "figures" / "training_curves.png").unlink(missing_ok=True)
     note = (
-        "Regenerated from `results.csv` by `kwlab.experiments.report.refresh` (the run directories are not "
-        "committed): the figures drawn from per-epoch metrics or probe tables are those of the first publish"
-        + (
-            "; `training_curves.png` was removed because it keyed runs by a short label and merged "
-            "configurations (redrawn per configuration when the sweep is published again)"
-            if removed
-            else ""
-        )
-        + "."
+        "Regenerated from `results.csv` by `kwlab.experiments.report.refresh` (the run directories are "
+        "not committed): the figures drawn from per-epoch metrics or probe tables are those of the first "
+        "publish. "
+        "`training_curves.png` is left out: the earlier kwlab that drew it keyed runs by a short label and "
+        "merged configurations, and the per-epoch metrics needed to draw it per configuration are not "
+        "committed (`publish` from the sweep directory draws it, one line per configuration)."
     )
     figures = sorted(p.name for p in (dest / "figures").glob("*.png"))
     readme = dest / "README.md"
