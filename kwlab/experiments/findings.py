@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from kwlab.experiments.handover import epoch_table, handover_findings, is_handover_study
-from kwlab.experiments.stats import compare, config_label, summarize
+from kwlab.experiments.stats import compare, config_label, left_out_text, split_nonfinite, summarize
 from kwlab.models import model_entry
 
 __all__ = [
@@ -109,6 +109,10 @@ def findings(df: pd.DataFrame, metric: str = "final_acc") -> list[str]:
 
     if df.empty:
         return ["No finished runs."]
+    df, left = split_nonfinite(df)  # runs whose numbers are not finite: left out, and counted
+    left_line = [f"**{left_out_text(left)}** (see each run's results.json notes)"] if len(left) else []
+    if df.empty:
+        return ["No finished runs with finite numbers.", *left_line]
     summary = summary_table(df, metric)
     chance = chance_level(df)
     lines = []
@@ -122,6 +126,7 @@ def findings(df: pd.DataFrame, metric: str = "final_acc") -> list[str]:
     scale += f", {int(summary['n_seeds'].min())} seeds per configuration"
     lines.append(f"Scale: {scale}; {metric} as mean ± half-width of the 95% t-interval over seeds.")
     lines += [f"**{n}**" for n in notices]
+    lines += left_line
     for _, row in summary.iterrows():
         mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci95"]
         att = row.get("params_attention")
@@ -183,6 +188,7 @@ def knob_table(df: pd.DataFrame) -> list[str]:
     and the attention statistics (mean ± 95% t-interval over seeds), generated from ``df``."""
 
     metrics = ["final_acc", *[c for c in KNOB_STATISTICS if c in df]]
+    df, _ = split_nonfinite(df)  # findings() counts the runs left out
     summary = summarize(df, metrics=metrics)
     heads = ["configuration", "b", "m", "sharing", "params (attention)", "MACs", "final acc"]
     heads += [KNOB_STATISTICS[c] for c in KNOB_STATISTICS if f"{c}_mean" in summary]
