@@ -96,8 +96,8 @@ def nonfinite_runs(results: pd.DataFrame) -> pd.Series:
     if "nonfinite" in results:
         mask |= results["nonfinite"].map(_truthy).astype(bool)
     if "final_loss" in results:
-        loss = pd.to_numeric(results["final_loss"], errors="coerce")
-        mask |= results["final_loss"].notna() & ~np.isfinite(loss.fillna(np.inf).to_numpy())
+        loss = pd.to_numeric(results["final_loss"], errors="coerce").to_numpy(dtype=float)
+        mask |= ~np.isfinite(loss)
     return mask
 
 
