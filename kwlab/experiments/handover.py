@@ -133,7 +133,8 @@ def handover_findings(df: pd.DataFrame, epochs: pd.DataFrame | None = None) -> l
         if recal_low.notna().any():
             rec = mean_ci(recal_low.tolist())
             line += (
-                f"; with BatchNorm statistics measured again at tau = 0 its lowest was {_fmt(rec[0], rec[2])}"
+                f"; with BatchNorm statistics measured again at tau = 0 its lowest was "
+                f"{_fmt(rec[0], rec[2])}"
             )
         cols = {
             "probe_learned_own_share": "the learned attention's weight on the pattern's cell",
@@ -151,14 +152,8 @@ def handover_findings(df: pd.DataFrame, epochs: pd.DataFrame | None = None) -> l
         if recal:
             mean, half, n = _paired(df, label, "final_acc", "final_acc_frozen_recal")
             lines.append(
-                "  "
-                + _interval_text(
-                    mean,
-                    half,
-                    n,
-                    "dynamic gain (final_acc - accuracy with the attention "
-                    "frozen to its mean, BatchNorm statistics measured again for the frozen net):",
-                )
+                "  " + _interval_text(mean, half, n, "dynamic gain (final_acc - accuracy with the attention "
+                "frozen to its mean, BatchNorm statistics measured again for the frozen net):")
             )
         if "final_acc_frozen" in group and group["final_acc_frozen"].notna().any():
             mean, half, n = _paired(df, label, "final_acc", "final_acc_frozen")

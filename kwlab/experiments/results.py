@@ -71,13 +71,8 @@ def _build_unchecked(config: RunConfig, num_classes: int):
 
     preset, options = config.method_options()
     return create_model(
-        config.arch,
-        method=config.method,
-        preset=preset,
-        num_classes=num_classes,
-        max_param_ratio=None,
-        **options,
-        **config.model_kwargs,
+        config.arch, method=config.method, preset=preset, num_classes=num_classes, max_param_ratio=None,
+        **options, **config.model_kwargs,
     )
 
 

@@ -294,8 +294,6 @@ def learned_to_pattern_norm(learned: Tensor, pattern: Tensor, tau: float | Tenso
     if denom == 0:
         return torch.tensor(float("inf"), dtype=torch.float64)
     return num / denom
-
-
 def grid_share(maps: Tensor, period: int = 2) -> Tensor:
     """Share of a map's variation that repeats on a grid of ``period`` pixels.
 

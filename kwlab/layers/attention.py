@@ -161,10 +161,8 @@ class KWAttention(DynamicAttention):
         dtype=None,
     ) -> None:
         check_attention_init(attention_init, function)
-        if (
-            isinstance(pattern_scale, bool)
-            or not isinstance(pattern_scale, (int, float))
-            or not (0 < pattern_scale < float("inf"))
+        if isinstance(pattern_scale, bool) or not isinstance(pattern_scale, (int, float)) or not (
+            0 < pattern_scale < float("inf")
         ):
             raise ValueError(f"pattern_scale must be a finite number > 0, got {pattern_scale!r}")
         if function not in ATTENTION_FUNCTIONS:

@@ -146,15 +146,7 @@ class KernelDNAConv2d(DynamicLayer):
     ) -> None:
         super().__init__()
         geo = conv_geometry(
-            2,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            padding_mode,
+            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode,
             asymmetric_same=True,  # F.conv2d on the whole kernel pads like nn.Conv2d
         )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups

@@ -204,7 +204,9 @@ def _rename(key: str, renames: list[tuple[str, str]], reverse: bool = False) -> 
     return key
 
 
-def _map_layout_keys(model: nn.Module, official: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+def _map_layout_keys(
+    model: nn.Module, official: Mapping[str, Tensor]
+) -> tuple[dict[str, Tensor], list[str]]:
     """Official KernelDNA keys -> kwlab keys (stacks split); also the stacked tensors whose shape is wrong."""
     stacks, renames = _layout_tables(model)
     mapped: dict[str, Tensor] = {}

@@ -176,7 +176,9 @@ def create_model(
         # cells: parameter_breakdown and the results tables report it) nor warned about: a method's size
         # guard is off unless max_param_ratio is passed, KW's attention-share warning unless
         # attention_share_warning is.
-        unguarded = {k: None for k in ("max_param_ratio", "attention_share_warning") if k in spec.options}
+        unguarded = {
+            k: None for k in ("max_param_ratio", "attention_share_warning") if k in spec.options
+        }
         settings = {**spec.train_options, **unguarded, **settings, **options}
         if entry.kw_prepare is not None and spec.presets == "arch":  # the arch's own presets need it
             settings = entry.kw_prepare(model, "1x" if preset is None else preset, settings)
