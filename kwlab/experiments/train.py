@@ -213,7 +213,7 @@ class Trainer:
             "history": json.dumps(self.history),
             "epoch": self.epoch,
             "step": self.step,
-            "best_acc": self.best_acc if any(finite(m.get("test_acc")) for m in self.history) else math.nan,
+            "best_acc": self.best_acc,
             "config_hash": self.config.training_hash(),
             "config": json.dumps(self.config.to_dict(), default=str),
         }
