@@ -11,19 +11,24 @@ statistics are measured on a copy, and the training RNG is not touched.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from kwlab.instruments.freeze import freeze_attention
+from kwlab.instruments.freeze import NonFiniteAttentionError, freeze_attention
 from kwlab.layers.base import set_temperature
 
 __all__ = [
+    "NONFINITE_FIELDS",
     "RECALIBRATION_BATCHES",
     "clean_train_accuracy",
+    "finite",
     "frozen_accuracies",
+    "nan_min",
+    "nonfinite_notes",
     "recalibrate_batchnorm",
     "tau0_accuracies",
 ]
@@ -109,8 +114,93 @@ def frozen_accuracies(trainer: Any, batches: int) -> dict[str, float]:
     copy). ``final_acc - final_acc_frozen_recal`` is what the input-dependence of the attention adds (the
     *dynamic gain*); the gap to ``final_acc_frozen`` also counts the stale statistics.
     """
-    with freeze_attention(trainer.model, trainer.test_loader, max_batches=batches):
+    try:
+        frozen = freeze_attention(trainer.model, trainer.test_loader, max_batches=batches)
+    except NonFiniteAttentionError:  # NaN attention: no frozen net to measure (nonfinite_notes says so)
+        return {"final_acc_frozen": math.nan, "final_acc_frozen_recal": math.nan}
+    with frozen:
         plain = trainer.evaluate()["test_acc"]
         net = copy.deepcopy(trainer.model)  # keeps the frozen attention
     recalibrate_batchnorm(net, trainer.train_loader, RECALIBRATION_BATCHES)
     return {"final_acc_frozen": plain, "final_acc_frozen_recal": trainer.evaluate(net)["test_acc"]}
+
+
+def finite(value: Any) -> bool:
+    """Whether ``value`` is a finite number (None, NaN, inf and non-numbers are not)."""
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def nan_min(values: Iterable[Any]) -> float | None:
+    """Minimum of the values that are not None; NaN if any of them is NaN (Python's ``min`` would return
+    whichever value comes first); None if there are none."""
+    kept = [float(v) for v in values if v is not None]
+    if not kept:
+        return None
+    return math.nan if any(math.isnan(v) for v in kept) else min(kept)
+
+
+#: results field -> what went non-finite when it is NaN or infinite (:func:`nonfinite_notes`)
+NONFINITE_FIELDS = {
+    "final_loss": "test loss",
+    "final_acc": "test logits",
+    "final_train_loss": "train loss",
+    "final_acc_tau0": "test logits at tau = 0",
+    "min_acc_tau0": "test logits at tau = 0",
+    "min_acc_tau0_recal": "test logits at tau = 0 after BatchNorm recalibration",
+    "final_acc_frozen": "frozen accuracy (attention means or logits with the attention frozen)",
+    "final_acc_frozen_recal": "frozen accuracy after BatchNorm recalibration",
+}
+
+#: what to do when a DCD model's eval-mode outputs are not finite
+DCD_REMEDY = (
+    "DCD in eval mode normalises its latent products with BatchNorm running statistics, and with barely "
+    "trained ones they overflow (the official DCD model gives NaN too): train more steps, or before "
+    "evaluating run a few tens of batches through the model in train mode under torch.no_grad() so the "
+    "running statistics (momentum 0.1) forget their init (a fresh DCD ResNet-20 needed 10-30 such batches "
+    "in kwlab's tests; resetting them and measuring on a few batches, recalibrate_batchnorm, did not suffice)"
+)
+
+
+def nonfinite_notes(
+    results: dict[str, Any], history: list[dict[str, Any]], model: Any = None
+) -> dict[str, Any]:
+    """Mark a run whose numbers come from non-finite values: ``results["nonfinite"]`` (bool),
+    ``results["nonfinite_what"]`` (what went non-finite, comma-separated; None when all is finite), and a
+    sentence in ``results["notes"]`` saying what went non-finite, where and from which epoch. An accuracy
+    read from non-finite logits is already NaN (:meth:`Trainer.evaluate`); ``final_train_acc`` of a
+    non-finite train loss is made NaN here. A model with DCD layers gets :data:`DCD_REMEDY`. Returns
+    ``results``."""
+    what: list[str] = []
+    for field, where in NONFINITE_FIELDS.items():
+        value = results.get(field)
+        if value is not None and not finite(value) and where not in what:
+            what.append(where)
+    if not finite(results.get("final_train_loss")) and results.get("final_train_loss") is not None:
+        results["final_train_acc"] = math.nan  # the argmax of NaN logits is not an accuracy
+    results["nonfinite"] = bool(what)
+    results["nonfinite_what"] = ", ".join(what) or None
+    if what:
+        first = {
+            key: next((m["epoch"] for m in history if m.get(key) is not None and not finite(m[key])), None)
+            for key in ("test_loss", "train_loss", "test_acc")
+        }
+        since = "; ".join(f"{k.replace('_', ' ')} from epoch {e}" for k, e in first.items() if e is not None)
+        note = (
+            f"non-finite numbers (NaN or inf): {', '.join(what)}"
+            + (f" ({since} of {len(history)})" if since else "")
+            + "; the accuracies measured from them are NaN, and summaries, findings and plots leave this "
+            "run out"
+        )
+        if model is not None and _has_dcd(model):
+            note += ". " + DCD_REMEDY
+        results["notes"] = "; ".join(n for n in (results.get("notes"), note) if n)
+    return results
+
+
+def _has_dcd(model: Any) -> bool:
+    from kwlab.layers.dcd import DCDConv2d, DCDLinear  # noqa: PLC0415
+
+    return any(isinstance(m, (DCDConv2d, DCDLinear)) for m in model.modules())

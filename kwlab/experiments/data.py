@@ -208,7 +208,8 @@ def load_data(
     """Load dataset ``name`` as uint8 arrays (decoding and caching on first use).
 
     Args:
-        name: ``"synthetic"``, ``"cued"``, ``"cifar10"``, ``"cifar100"`` or a path to an ImageFolder dir / .zip.
+        name: ``"synthetic"``, ``"cued"``, ``"cifar10"``, ``"cifar100"`` or a path to an ImageFolder dir
+            / .zip.
         root: data root (default ``$KWLAB_DATA``, then ``./data``).
         image_size: side of the square images (default: 32 for synthetic/CIFAR, 224 for folders).
             CIFAR pickles are always 32.

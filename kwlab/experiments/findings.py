@@ -21,6 +21,8 @@ from kwlab.experiments.stats import (
     DEFAULT_MARGIN,
     compare_family,
     config_columns,
+    left_out_text,
+    split_nonfinite,
     summarize,
     verdict_lines,
 )
@@ -217,6 +219,10 @@ def findings(
     metric = metric or verdicts.get("metric", "final_acc")
     margin = float(verdicts.get("margin", DEFAULT_MARGIN))
     alpha = float(verdicts.get("alpha", ALPHA))
+    df, left = split_nonfinite(df)  # runs whose numbers are not finite: left out, and counted
+    left_line = [f"**{left_out_text(left)}** (see each run's results.json notes)"] if len(left) else []
+    if df.empty:
+        return ["No finished runs with finite numbers.", *left_line]
     summary = summary_table(df, metric).reset_index(drop=True)
     chance = chance_level(df)
     lines = []
@@ -230,6 +236,7 @@ def findings(
     scale += f", {int(summary['n_seeds'].min())} seeds per configuration"
     lines.append(f"Scale: {scale}; {metric} as mean ± half-width of the 95% t-interval over seeds.")
     lines += [f"**{n}**" for n in notices]
+    lines += left_line
     for _, row in summary.iterrows():
         mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci95"]
         att = row.get("params_attention")
@@ -280,6 +287,7 @@ def knob_table(df: pd.DataFrame) -> list[str]:
     and the attention statistics (mean ± 95% t-interval over seeds), generated from ``df``."""
 
     metrics = ["final_acc", *[c for c in KNOB_STATISTICS if c in df]]
+    df, _ = split_nonfinite(df)  # findings() counts the runs left out
     summary = summarize(df, metrics=metrics)
     heads = ["configuration", "b", "m", "sharing", "params (attention)", "MACs", "final acc"]
     heads += [KNOB_STATISTICS[c] for c in KNOB_STATISTICS if f"{c}_mean" in summary]

@@ -49,7 +49,13 @@ from kwlab.experiments.findings import (
 )
 from kwlab.experiments.handover import epoch_table, handover_figures, handover_findings, is_handover_study
 from kwlab.experiments.results import collect_results
-from kwlab.experiments.stats import config_columns, config_labels, summarize
+from kwlab.experiments.stats import (
+    config_columns,
+    config_labels,
+    left_out_text,
+    split_nonfinite,
+    summarize,
+)
 from kwlab.instruments.probe_store import load as load_probe
 from kwlab.instruments.statistics import headline_metrics
 from kwlab.utils import write_table
@@ -214,9 +220,12 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out is not None else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    df = load_results(sweep_dir)
+    every_run = load_results(sweep_dir)
+    df, left = split_nonfinite(every_run)  # runs with non-finite numbers: in no figure, counted in the notes
     figures: list[tuple[str, str]] = []
     notes: list[str] = []
+    if len(left):
+        notes.append(f"{left_out_text(left)}: in no figure or summary (see each run's results.json notes).")
     finding: list[str] = []
     summary = pd.DataFrame()
 
@@ -232,10 +241,11 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         figures.append((name, caption))
 
     if df.empty:
-        notes.append("No finished runs yet.")
+        notes.append("No finished runs with finite numbers yet." if len(left) else "No finished runs yet.")
     else:
         summary = summary_table(df)
-        write_table(summary, out / "summary.csv")
+        # the table on disk also lists the runs left out (n_left_out, left_out), the figures only the rest
+        write_table(summary_table(every_run) if len(left) else summary, out / "summary.csv")
         save(
             _accuracy_by_config(df, summary, "final_acc"),
             "accuracy_by_config.png",
@@ -248,7 +258,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
             "Final test accuracy (mean ± 95% CI over seeds) against parameter count; dashed: chance.",
         )
         verdicts = load_verdicts(sweep_dir)
-        finding = findings(df, None, verdicts)
+        finding = findings(every_run, None, verdicts)  # counts the runs left out
         (out / "finding.md").write_text("\n".join(finding) + "\n")
         df["label"] = config_labels(df)  # display only: unique per configuration, never used to group
         dyn = df[df["method"] != "static"].copy()

@@ -34,6 +34,9 @@ __all__ = [
     "BUDGET_COLUMNS",
     "mean_ci",
     "summarize",
+    "nonfinite_runs",
+    "split_nonfinite",
+    "left_out_text",
     "config_columns",
     "config_label",
     "select",
@@ -90,7 +93,61 @@ BUDGET_COLUMNS = (
     "total_steps",
 )
 PROVENANCE_COLUMNS = ("git_revision", "machine", "torch_version", "threads", "data_notice", "anneal_note")
-_NOT_CONFIG = {"run_id", "seed", "epochs_done", *METRICS, *BUDGET_COLUMNS, *PROVENANCE_COLUMNS}
+_NOT_CONFIG = {
+    "run_id",
+    "seed",
+    "epochs_done",
+    "nonfinite",
+    "nonfinite_what",
+    *METRICS,
+    *BUDGET_COLUMNS,
+    *PROVENANCE_COLUMNS,
+}
+
+
+def _truthy(v: Any) -> bool:
+    return (
+        v is True
+        or (isinstance(v, (int, float, np.bool_)) and not _isnan(v) and bool(v))
+        or (isinstance(v, str) and v.strip().lower() == "true")
+    )
+
+
+def nonfinite_runs(results: pd.DataFrame) -> pd.Series:
+    """Boolean mask of the runs whose numbers come from non-finite values: ``nonfinite`` is true (the
+    trainer's flag), or, for records written before the flag existed, ``final_loss`` is NaN or infinite."""
+    mask = pd.Series(False, index=results.index)
+    if "nonfinite" in results:
+        mask |= results["nonfinite"].map(_truthy).astype(bool)
+    if "final_loss" in results:
+        loss = pd.to_numeric(results["final_loss"], errors="coerce").to_numpy(dtype=float)
+        mask |= ~np.isfinite(loss)
+    return mask
+
+
+def _reason(row: pd.Series) -> str:
+    what = row.get("nonfinite_what")
+    return f"non-finite {what}" if isinstance(what, str) and what else "non-finite test loss"
+
+
+def split_nonfinite(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(kept, left_out)``: the runs with finite numbers, and those :func:`nonfinite_runs` flags."""
+    mask = nonfinite_runs(results) if not results.empty else pd.Series(False, index=results.index)
+    return results[~mask], results[mask]
+
+
+def left_out_text(left_out: pd.DataFrame) -> str:
+    """``"1 run left out: non-finite test loss"`` (``"2 runs left out: ..."`` with each reason and its
+    count); ``""`` when nothing is left out."""
+    if left_out.empty:
+        return ""
+    reasons: dict[str, int] = {}
+    for _, row in left_out.iterrows():
+        reasons[_reason(row)] = reasons.get(_reason(row), 0) + 1
+    n = len(left_out)
+    why = "; ".join(r if len(reasons) == 1 else f"{r} ({c})" for r, c in reasons.items())
+    ids = " ".join(str(v) for v in left_out["run_id"]) if "run_id" in left_out else ""
+    return f"{n} run{'s' if n != 1 else ''} left out: {why}" + (f" [{ids}]" if ids else "")
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -182,8 +239,11 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
 
     Columns: the configuration's config fields, ``label``, ``n_seeds``, ``seeds``, the budget columns
     (``params``, ``params_attention``, ``params_warehouse``, ``macs``, ...), provenance (git revision,
-    machine, torch version, threads; several values are joined by ``;``), ``run_ids`` and, for every
-    metric ``M``, ``M_mean``, ``M_std`` and ``M_ci95``.
+    machine, torch version, threads; several values are joined by ``;``), ``run_ids``, ``n_left_out`` and
+    ``left_out`` (the runs left out because their numbers are not finite, :func:`nonfinite_runs`, with the
+    reason: ``"1 run left out: non-finite test loss"``) and, for every metric ``M``, ``M_mean``, ``M_std``
+    and ``M_ci95`` over the runs kept. A configuration whose every run is left out keeps its row, with
+    ``n_seeds`` 0 and NaN metrics. ``summary.attrs["left_out"]`` says it for the whole table.
     """
     if results.empty:
         return pd.DataFrame()
@@ -191,9 +251,27 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
     cols = config_columns(results)
     keys = config_keys(results)
     labels = config_labels(results)
+    bad = nonfinite_runs(results)
     rows = []
     for key in dict.fromkeys(keys):
-        group = results[keys == key]
+        group = results[(keys == key) & ~bad]
+        left = results[(keys == key) & bad]
+        if group.empty:  # every run left out: the row says so, with no numbers
+            first = left.iloc[0]
+            rows.append(
+                {
+                    **{c: first[c] for c in cols},
+                    "label": config_label(first),
+                    "n_seeds": 0,
+                    "seeds": "",
+                    **{c: first[c] for c in BUDGET_COLUMNS if c in left},
+                    "run_ids": "",
+                    "n_left_out": len(left),
+                    "left_out": left_out_text(left),
+                    **{f"{m}_{s}": math.nan for m in metrics for s in ("mean", "std", "ci95")},
+                }
+            )
+            continue
         first = group.iloc[0]
         row: dict[str, Any] = {c: first[c] for c in cols}
         row["label"] = labels[group.index[0]]
@@ -208,11 +286,14 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
                 values = [str(v) for v in dict.fromkeys(group[c]) if not _isnan(v)]
                 row[c] = ";".join(values)
         row["run_ids"] = " ".join(group["run_id"]) if "run_id" in group else ""
+        row["n_left_out"], row["left_out"] = len(left), left_out_text(left)
         for m in metrics:
             mean, std, ci = mean_ci(pd.to_numeric(group[m], errors="coerce").tolist())
             row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_ci95"] = mean, std, ci
         rows.append(row)
-    return pd.DataFrame(rows)
+    summary = pd.DataFrame(rows)
+    summary.attrs["left_out"] = left_out_text(results[bad])
+    return summary
 
 
 Selector = Mapping[str, Any] | str | Callable[[pd.DataFrame], "pd.Series"]

@@ -77,7 +77,10 @@ from kwlab.experiments import setup
 from kwlab.experiments.accuracies import (
     RECALIBRATION_BATCHES,
     clean_train_accuracy,
+    finite,
     frozen_accuracies,
+    nan_min,
+    nonfinite_notes,
     recalibrate_batchnorm,
     tau0_accuracies,
 )
@@ -344,6 +347,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = torch.zeros((), device=self.device)
+        nonfinite = torch.zeros((), device=self.device)  # samples whose logits hold NaN or inf
         criterion = nn.CrossEntropyLoss(reduction="sum")
         for i, (x, y) in enumerate(loader):
             if self.world_size > 1 and i % self.world_size != self.rank:
@@ -352,9 +356,12 @@ class Trainer:
                 logits = net(x)
             loss_sum += criterion(logits.float(), y)
             correct += (logits.argmax(1) == y).sum()
+            nonfinite += (~torch.isfinite(logits).all(1)).sum()
             seen += len(y)
-        totals = self._all_reduce(torch.stack([loss_sum, correct, seen]))
-        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+        totals = self._all_reduce(torch.stack([loss_sum, correct, seen, nonfinite]))
+        # an accuracy read from NaN logits is the argmax of NaN, not a number: NaN (see nonfinite_notes)
+        acc = float(totals[1] / totals[2]) if totals[3] == 0 else math.nan
+        return float(totals[0] / totals[2]), acc
 
     def _all_reduce(self, t: Tensor) -> Tensor:
         if is_distributed():
@@ -402,7 +409,8 @@ class Trainer:
             metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), **self.evaluate()}
             metrics.update(clean_train_accuracy(self))
             metrics.update(tau0_accuracies(self, metrics))
-            self.best_acc = max(self.best_acc, metrics["test_acc"])
+            if not math.isnan(metrics["test_acc"]):  # max(0.3, nan) is 0.3 but max(0.0, nan) is 0.0
+                self.best_acc = max(self.best_acc, metrics["test_acc"])
             self.history.append(metrics)
             self._call("on_epoch_end", epoch, metrics)
             self.epoch = epoch + 1
@@ -432,14 +440,9 @@ class Trainer:
             "epochs_done": len(self.history),
             "final_acc": last.get("test_acc"),
             "final_acc_tau0": last.get("test_acc_tau0"),
-            "min_acc_tau0_recal": min(
-                (m["test_acc_tau0_recal"] for m in self.history if m.get("test_acc_tau0_recal") is not None),
-                default=None,
-            ),
-            "min_acc_tau0": min(
-                (m["test_acc_tau0"] for m in self.history if m.get("test_acc_tau0") is not None), default=None
-            ),
-            "best_acc": self.best_acc,
+            "min_acc_tau0_recal": nan_min(m.get("test_acc_tau0_recal") for m in self.history),
+            "min_acc_tau0": nan_min(m.get("test_acc_tau0") for m in self.history),
+            "best_acc": self.best_acc if any(finite(m.get("test_acc")) for m in self.history) else math.nan,
             "final_loss": last.get("test_loss"),
             "final_train_loss": last.get("train_loss"),
             "final_train_acc": last.get("train_acc"),
@@ -463,7 +466,7 @@ class Trainer:
             fields = getattr(cb, "result_fields", None)
             if fields is not None:
                 out.update(fields(self))
-        return out
+        return nonfinite_notes(out, self.history, self.model)
 
 
 def fit(

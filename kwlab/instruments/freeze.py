@@ -27,7 +27,16 @@ from torch import Tensor, nn
 from kwlab.instruments.probe import Probe
 from kwlab.layers.base import dynamic_layers
 
-__all__ = ["FrozenAttention", "freeze_attention", "unfreeze_attention"]
+__all__ = ["FrozenAttention", "NonFiniteAttentionError", "freeze_attention", "unfreeze_attention"]
+
+
+class NonFiniteAttentionError(ValueError):
+    """:func:`freeze_attention` measured a non-finite mean attention (NaN or infinite inputs, or a layer
+    whose outputs overflow): nothing was frozen. ``layers`` holds the names of the layers concerned."""
+
+    def __init__(self, message: str, layers: list[str]) -> None:
+        super().__init__(message)
+        self.layers = layers
 
 
 class FrozenAttention:
@@ -92,6 +101,15 @@ def freeze_attention(
     if empty:
         raise RuntimeError(f"layers {empty} were never called on the data; cannot freeze them")
     means = probe.mean_alpha()
+    bad = [name for name, mean in means.items() if not bool(torch.isfinite(mean).all())]
+    if bad:  # refuse before any layer is touched: the model stays as it was
+        raise NonFiniteAttentionError(
+            f"freeze_attention: the mean attention of {len(bad)} of {len(means)} layer(s) is not finite "
+            f"(NaN or inf), first {bad[:3]}; nothing was frozen and the model is unchanged. Allowed: data "
+            f"whose inputs are finite and a model whose attention is finite on them (check the batches "
+            f"given as 'loader' for NaN/inf samples, e.g. torch.isfinite(x).all())",
+            bad,
+        )
     previous: dict[str, Tensor | None] = {}
     for name, layer in probe._layers:
         att = layer.attention

@@ -67,6 +67,7 @@ class LayerStats:
             "cell_abs": z(self.n),
             "top": z(self.n),
             "alpha_sum": z(self.m, self.n),
+            "nonfinite": z(()),  # samples whose alpha held NaN or inf
         }
         for stat in statistics.STATISTICS:
             acc[stat.column], acc[stat.column + ":w"] = z(()), z(())
@@ -88,6 +89,7 @@ class LayerStats:
         if self.acc is None:
             self.acc = self._zeros(a.device)
         acc = self.acc
+        acc["nonfinite"] += (~torch.isfinite(a.reshape(b, -1)).all(1)).sum()
         sources = {
             "alpha": a,
             "full": full.detach().float() if full is not None and self.zero_cell else None,
@@ -182,9 +184,14 @@ class LayerStats:
             "num_mixtures": self.m,
             "num_cells": self.n,
             "n_samples": self.n_samples,
+            "nonfinite_samples": int(self._get("nonfinite")),
         }
-        if self.acc is None:
+        if self.acc is None or row["nonfinite_samples"] > 0:
+            # no attention recorded, or a NaN/inf attention: every statistic is NaN (a NaN alpha would
+            # otherwise count as neg_frac 0, a cell never on top, ...)
             row.update({k: nan for k in statistics.summary_columns() if k not in row})
+            if self.acc is not None:
+                row["temperature"] = float(self._temperature) if self._temperature is not None else nan
             return row
         for stat in statistics.STATISTICS:
             w = float(self._get(stat.column + ":w"))

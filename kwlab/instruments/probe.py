@@ -47,6 +47,7 @@ accumulator the hooks feed in :mod:`kwlab.instruments.layer_stats`, and saving a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -397,6 +398,9 @@ class Probe:
                 continue
             cell_abs = (s._get("cell_abs") / (s.n_samples * s.m)).tolist()
             top = s._get("top").tolist()
+            bad = float(s._get("nonfinite")) > 0  # NaN attention: no usage to report (argmax of NaN)
+            share = [math.nan if bad else t / (s.n_samples * s.m) for t in top]
+            cell_abs = [math.nan] * s.n if bad else cell_abs
             for c in range(s.n):
                 rows.append(
                     {
@@ -405,7 +409,7 @@ class Probe:
                         "cell": c,
                         "mean_abs": cell_abs[c],
                         "top_count": int(top[c]),
-                        "top_frac": top[c] / (s.n_samples * s.m),
+                        "top_frac": share[c],
                     }
                 )
         return pd.DataFrame(rows, columns=["layer", "warehouse", "cell", "mean_abs", "top_count", "top_frac"])
@@ -425,7 +429,7 @@ class Probe:
                         "bin_left": edges[i],
                         "bin_right": edges[i + 1],
                         "count": int(c),
-                        "frac": c / (s.n_samples * s.m * s.n),
+                        "frac": math.nan if float(s._get("nonfinite")) > 0 else c / (s.n_samples * s.m * s.n),
                     }
                 )
         return pd.DataFrame(rows, columns=["layer", "bin_left", "bin_right", "count", "frac"])

@@ -109,7 +109,8 @@ STATISTICS: tuple[Statistic, ...] = (
 )
 
 #: The columns of the summary that name a layer; the statistics follow (:func:`summary_columns`).
-LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples")
+#: ``nonfinite_samples``: samples whose attention held NaN or inf (the layer's statistics are then NaN)
+LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples", "nonfinite_samples")
 #: Summary columns computed beside :data:`STATISTICS`: from the per-class means, the layer's temperature, and
 #: the recorded batches whose kernel statistics were not finite (left out of their means).
 EXTRA_COLUMNS = ("class_distance", "temperature", "kernel_batches_skipped")
@@ -143,7 +144,12 @@ def headline_metrics() -> tuple[str, ...]:
 
 def headline(summary: pd.DataFrame) -> dict[str, float]:
     """``{"probe_<column>": mean over layers}`` for every :data:`HEADLINE` column of a summary table (NaN
-    where no layer has a value)."""
+    where no layer has a value). A layer whose attention was not finite (``nonfinite_samples > 0``) makes
+    every headline NaN: a mean over the other layers would report a number for a network whose attention
+    is NaN."""
+    nan = float("nan")
+    if "nonfinite_samples" in summary and (pd.to_numeric(summary["nonfinite_samples"]) > 0).any():
+        return {name: nan for name in headline_metrics()}
     out = {}
     for name, column in zip(headline_metrics(), HEADLINE):
         values = summary[column].dropna() if column in summary else ()

@@ -51,6 +51,7 @@ calibrate the statistics on a few batches in train mode, before probing or evalu
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -241,6 +242,30 @@ def _dcd_kernels(
     return att.scale, w0, p @ mix @ q  # (B, O, I)
 
 
+def _check_eval_output(layer: nn.Module, x: Tensor, out: Tensor) -> None:
+    """Warn, once per layer, where a DCD layer first turns finite inputs into non-finite outputs in eval
+    mode (fresh BatchNorm statistics: see the module docstring), saying what to do; the layers after it,
+    which only pass the NaN on, stay silent. Skipped while compiling or tracing, on the meta device and for
+    fake tensors (no values there)."""
+    if getattr(layer, "_nonfinite_warned", False) or not isinstance(out, Tensor):
+        return
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or out.device.type == "meta":
+        return
+    from torch._subclasses.fake_tensor import FakeTensor  # noqa: PLC0415
+
+    if isinstance(out, FakeTensor) or bool(torch.isfinite(out).all()) or not bool(torch.isfinite(x).all()):
+        return
+    from kwlab.experiments.accuracies import DCD_REMEDY  # noqa: PLC0415
+
+    layer._nonfinite_warned = True
+    warnings.warn(
+        f"{type(layer).__name__}({layer.extra_repr()}) turns finite inputs into non-finite outputs (NaN or "
+        f"inf) in eval mode. {DCD_REMEDY}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def _latent_mix(phi: Tensor, z: Tensor, bn: nn.Module) -> Tensor:
     """``BN_b(Phi z) + z`` for ``z`` ``(B, L, N)``."""
     return bn(torch.matmul(phi, z)) + z
@@ -373,7 +398,10 @@ class DCDConv2d(DynamicLayer):
         z = self.bn1(self.q(x))
         b, c, h, w = z.shape
         z = _latent_mix(phi, z.reshape(b, c, h * w), self.bn2).view(b, c, h, w)
-        return self.p(z) + r
+        out = self.p(z) + r
+        if not self.training:
+            _check_eval_output(self, x, out)
+        return out
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> DCDConv2d:
@@ -451,7 +479,10 @@ class DCDLinear(DynamicLayer):
         r = self.cls(x) * self.attention.scale(code)
         z = self.bn1(self.cls_q(x))
         z = self.bn2(torch.matmul(phi, z.unsqueeze(-1)).squeeze(-1)) + z
-        return self.cls_p(z) + r
+        out = self.cls_p(z) + r
+        if not self.training:
+            _check_eval_output(self, x, out)
+        return out
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> DCDLinear:

@@ -308,12 +308,21 @@ class FrequencyBandModulation(nn.Module):
 
 @functools.lru_cache(maxsize=64)
 def _cached_bands(rows: int, cols: int, kernel_num: int) -> Tensor:
-    return frequency_bands(rows, cols, kernel_num)
+    # always computed on the CPU, whatever device context the caller builds in: a model first built under
+    # ``with torch.device("meta")`` (the trainer's and sweep's pre-check) must not leave a meta tensor here
+    with torch.device("cpu"):
+        bands = frequency_bands(rows, cols, kernel_num)
+    assert bands.device.type == "cpu", bands.device
+    return bands
 
 
-def _build_bands(out_channels: int, in_channels: int, k: int, kernel_num: int) -> Tensor:
-    """The band map of a layer (sorting the frequencies is the slow part; layers of one shape share it)."""
-    return _cached_bands(out_channels * k, in_channels * k, kernel_num).clone()
+def _build_bands(out_channels: int, in_channels: int, k: int, kernel_num: int, device=None) -> Tensor:
+    """The band map of a layer on ``device`` (None: the current default device, e.g. inside
+    ``with torch.device("meta")``). Sorting the frequencies is the slow part, so layers of one shape share
+    one CPU map from a cache; each layer gets its own copy on its device."""
+    bands = _cached_bands(out_channels * k, in_channels * k, kernel_num)
+    target = torch.device(device) if device is not None else torch.empty(0).device
+    return bands.clone() if target.type == "cpu" else bands.to(target)
 
 
 class FDConv2d(DynamicLayer):
@@ -380,8 +389,8 @@ class FDConv2d(DynamicLayer):
         self.kernel_num, self.param_ratio = kernel_num, param_ratio
         k = self.kernel_size[0]
         factory = dict(device=device, dtype=dtype)
-        bands = _build_bands(out_channels, in_channels, k, kernel_num)
-        self.register_buffer("bands", bands.to(device) if device is not None else bands, persistent=False)
+        bands = _build_bands(out_channels, in_channels, k, kernel_num, device)
+        self.register_buffer("bands", bands, persistent=False)
         self.alpha_scale = min(out_channels, in_channels) // 2 * kernel_num * param_ratio
         self.dft_weight = nn.Parameter(
             torch.empty(param_ratio, out_channels * k, in_channels * k // 2 + 1, 2, **factory)

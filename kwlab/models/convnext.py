@@ -149,7 +149,7 @@ class ConvNeXt(nn.Module):
         for i in range(3):
             down = nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)
             self.downsample_layers.append(nn.Sequential(LayerNorm2d(dims[i], eps=1e-6), down))
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # CPU: works on meta
         self.stages = nn.ModuleList()
         cur = 0
         for i in range(4):

@@ -230,7 +230,7 @@ for _name, _builder, _presets, _size, _description in (
         "ResNet-18 with a 3x3 stem and no max-pool (CIFAR)",
     ),
     ("resnet20_cifar", _resnet20, RESNET_PRESETS, 32, "ResNet-20 (16-32-64, CIFAR) with 1x1-conv shortcuts"),
-    ("resnet8_cifar", _resnet8, RESNET_PRESETS, 32, "ResNet-8: ResNet-20 with one block per stage (small tasks)"),
+    ("resnet8_cifar", _resnet8, RESNET_PRESETS, 32, "ResNet-8: one block per stage (small tasks)"),
 ):
     register_model(
         ModelEntry(_name, _builder, _RESNET_KW, _presets, (3, _size, _size), description=_description)

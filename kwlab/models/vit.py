@@ -213,7 +213,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # CPU: works on meta
         self.blocks = nn.Sequential(
             *[Block(embed_dim, num_heads, mlp_ratio, drop_rate, rates[i]) for i in range(depth)]
         )

@@ -15,6 +15,20 @@ from .style import _ci95, _fig_ax, _require
 __all__ = ["accuracy_vs_params", "metric_vs_knob"]
 
 
+def _finite_runs(data: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows whose numbers are finite, and the text that counts the rest ("1 run left out: non-finite
+    test loss"; :func:`kwlab.experiments.stats.split_nonfinite`)."""
+    from kwlab.experiments.stats import left_out_text, split_nonfinite  # noqa: PLC0415 - no import cycle
+
+    kept, left = split_nonfinite(data)
+    return kept, left_out_text(left)
+
+
+def _note_left_out(ax: Axes, text: str) -> None:
+    if text:
+        ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, color="0.35", va="bottom")
+
+
 def _budget_text(value) -> str:
     """``2.0`` -> ``"b=2"``, ``0.25`` -> ``"b=1/4"``; anything else as text."""
     try:
@@ -58,7 +72,9 @@ def accuracy_vs_params(
         chance: draw the chance level (dashed, in the legend) and start the y-axis at 0.
     """
     _require(data, [x, y, hue] + ([label] if label else []), "accuracy_vs_params")
+    data, left_out = _finite_runs(data)  # runs with non-finite numbers: not drawn, counted on the axes
     fig, ax = _fig_ax(ax, (9.0, 4.5) if legend else (6.0, 4.0))
+    _note_left_out(ax, left_out)
     scale = 1e6 if float(data[x].max()) > 1e5 else 1.0
     if legend:
         keys = [hue] + ([label] if label else [])
@@ -160,7 +176,9 @@ def metric_vs_knob(
     _require(data, [x, y] + ([hue] if hue else []), "metric_vs_knob")
     if error not in ("std", "ci95"):
         raise ValueError(f"error must be 'std' or 'ci95', got {error!r}")
+    data, left_out = _finite_runs(data)  # runs with non-finite numbers: not drawn, counted on the axes
     fig, ax = _fig_ax(ax)
+    _note_left_out(ax, left_out)
     groups = data.groupby(hue, sort=False) if hue else [(None, data)]
     for i, (key, part) in enumerate(groups):
         stats = part.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
