@@ -20,6 +20,7 @@ from torch import nn
 
 from kwlab.instruments.freeze import NonFiniteAttentionError, freeze_attention
 from kwlab.layers.base import set_temperature
+from kwlab.layers.dcd import DCD_REMEDY
 
 __all__ = [
     "NONFINITE_FIELDS",
@@ -155,13 +156,6 @@ NONFINITE_FIELDS = {
 }
 
 #: what to do when a DCD model's eval-mode outputs are not finite
-DCD_REMEDY = (
-    "DCD in eval mode normalises its latent products with BatchNorm running statistics, and with barely "
-    "trained ones they overflow (the official DCD model gives NaN too): train more steps, or before "
-    "evaluating run a few tens of batches through the model in train mode under torch.no_grad() so the "
-    "running statistics (momentum 0.1) forget their init (a fresh DCD ResNet-20 needed 10-30 such batches "
-    "in kwlab's tests; resetting them and measuring on a few batches, recalibrate_batchnorm, did not suffice)"
-)
 
 
 def nonfinite_notes(
@@ -171,8 +165,8 @@ def nonfinite_notes(
     ``results["nonfinite_what"]`` (what went non-finite, comma-separated; None when all is finite), and a
     sentence in ``results["notes"]`` saying what went non-finite, where and from which epoch. An accuracy
     read from non-finite logits is already NaN (:meth:`Trainer.evaluate`); ``final_train_acc`` of a
-    non-finite train loss is made NaN here. A model with DCD layers gets :data:`DCD_REMEDY`. Returns
-    ``results``."""
+    non-finite train loss is made NaN here. A model with DCD layers gets
+    :data:`kwlab.layers.dcd.DCD_REMEDY`. Returns ``results``."""
     what: list[str] = []
     for field, where in NONFINITE_FIELDS.items():
         value = results.get(field)

@@ -208,6 +208,16 @@ class DCDAttention(DynamicAttention):
         return f"pool={self.pool}, latent_dim={self.latent_dim}, squeeze={self.squeeze_dim}"
 
 
+#: What to do when a DCD net gives non-finite outputs in eval mode (the warning and the run's notes).
+DCD_REMEDY = (
+    "DCD in eval mode normalises its latent products with BatchNorm running statistics, and with barely "
+    "trained ones they overflow (the official DCD model gives NaN too): train more steps, or before "
+    "evaluating run a few tens of batches through the model in train mode under torch.no_grad() so the "
+    "running statistics (momentum 0.1) forget their init (a fresh DCD ResNet-20 needed 10-30 such batches "
+    "in kwlab's tests; resetting them and measuring on a few batches, recalibrate_batchnorm, did not suffice)"
+)
+
+
 def _bn_affine(bn: nn.Module, u: Tensor) -> tuple[Tensor, Tensor]:
     """``(scale, shift)`` per channel with ``bn(u) = scale * u + shift`` for this batch ``u (B, C, ...)``:
     the batch statistics where :func:`kwlab.layers.norm.batch_safe_batch_norm` uses them (training mode,
@@ -255,8 +265,6 @@ def _check_eval_output(layer: nn.Module, x: Tensor, out: Tensor) -> None:
 
     if isinstance(out, FakeTensor) or bool(torch.isfinite(out).all()) or not bool(torch.isfinite(x).all()):
         return
-    from kwlab.experiments.accuracies import DCD_REMEDY  # noqa: PLC0415
-
     layer._nonfinite_warned = True
     warnings.warn(
         f"{type(layer).__name__}({layer.extra_repr()}) turns finite inputs into non-finite outputs (NaN or "
