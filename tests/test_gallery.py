@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +84,114 @@ def test_streams_read_as_jupyterlab_shows_them():
         ("stdout", "KW acc 0.176\n"),
         (None, None),
     ]
+
+
+FORMULA = r"W(x) = \sum_{k=1}^{K} \pi_k(x)\, W_k"
+
+
+def _formula_and_widget_notebook():
+    """A markdown formula and an ipywidgets view (a slider and an Output widget that shows a figure), with
+    the widget state as nbclient saves it (``Widget.get_manager_state``)."""
+    widgets = pytest.importorskip("ipywidgets")
+    nb = nbformat.v4.new_notebook()
+    text = f"The mixture $${FORMULA}$$ with $K$ kernels; `$HOME` is code."
+    nb.cells = [nbformat.v4.new_markdown_cell(text)]
+    slider = widgets.SelectionSlider(options=[("1/4", 0.25), ("1", 1.0)], value=1.0, description="budget b")
+    out = widgets.Output()
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    figure = {"image/png": png, "text/plain": "<Figure>"}
+    out.outputs = ({"output_type": "display_data", "data": figure, "metadata": {}},)
+    box = widgets.VBox([widgets.HBox([slider]), out])
+    cell = nbformat.v4.new_code_cell("box")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=box._repr_mimebundle_())]
+    nb.cells.append(cell)
+    state = widgets.Widget.get_manager_state(drop_defaults=True, widgets=[box, box.children[0], slider, out])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": state}
+    return nb, png
+
+
+def test_pages_load_nothing_from_the_network():
+    """nbconvert's own page loads MathJax, require.js and the widget manager from CDNs; the gallery's loads
+    nothing, keeps the formula (MathML with its TeX, or the TeX itself) and shows the widget's last state."""
+    from nbconvert import HTMLExporter
+
+    from kwlab.gallery import offline_exporter, remote_references, widget_snapshots
+
+    nb, png = _formula_and_widget_notebook()
+    stock, _ = HTMLExporter().from_notebook_node(nb)
+    assert any("mathjax" in u.lower() for u in remote_references(stock))  # the check sees what it must
+    assert any("html-manager" in u for u in remote_references(stock))
+
+    assert widget_snapshots(nb) == 1
+    page, _ = offline_exporter().from_notebook_node(nb)
+    assert remote_references(page) == []
+    assert not re.search(r"<(script|link)\b[^>]*\b(src|href)=[\"']?(https?:)?//", page, re.I)
+    assert html.escape(FORMULA, quote=False) in page  # the TeX, as an annotation or as the fallback
+    try:
+        import latex2mathml  # noqa: F401
+    except ImportError:
+        assert f"$${html.escape(FORMULA, quote=False)}$$" in page
+    else:
+        assert '<math display="block">' in page and '<math display="inline">' in page
+    assert "<code>$HOME</code>" in page  # a dollar in code is not maths
+    assert "budget b" in page and png in page  # the slider's label and the figure it last showed
+    assert "widget-state+json" not in page and "widget-view+json" not in page
+
+
+def test_remote_references_tells_loads_from_links():
+    from kwlab.gallery import remote_references
+
+    page = """<html><head><script src="https://cdn.example.org/x.js"></script>
+    <link rel="stylesheet" href="//fonts.example.org/f.css"><style>/* see https://example.org */
+    body{background:url(https://img.example.org/b.png)}</style>
+    <script type="module">import m from "https://cdn.example.org/m.mjs";</script>
+    <script type="application/vnd.jupyter.widget-state+json">{"a": "https://not.loaded.org"}</script>
+    </head><body><a href="https://example.org/paper">a link</a><img src="data:image/png;base64,AAAA">
+    <math xmlns="http://www.w3.org/1998/Math/MathML"></math></body></html>"""
+    assert sorted(remote_references(page)) == [
+        "//fonts.example.org/f.css",
+        "https://cdn.example.org/m.mjs",
+        "https://cdn.example.org/x.js",
+        "https://img.example.org/b.png",
+    ]
+
+
+def test_widget_snapshots_without_saved_state_keep_their_text():
+    from kwlab.gallery import widget_snapshots
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("w")
+    view = {"model_id": "gone", "version_major": 2, "version_minor": 0}
+    data = {"application/vnd.jupyter.widget-view+json": view, "text/plain": "IntSlider(3)"}
+    cell.outputs = [nbformat.v4.new_output("display_data", data=data)]
+    nb.cells = [cell]
+    assert widget_snapshots(nb) == 0
+    assert cell.outputs[0].data == {"text/plain": "IntSlider(3)"}
+
+
+@pytest.mark.slow
+def test_gallery_pages_of_an_executed_widget_work_offline(tmp_path, own_kernel, monkeypatch):
+    """End to end: a kernel runs interactive_output with a figure; the gallery page loads nothing and shows
+    the slider's value and the figure."""
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("matplotlib")
+    from kwlab.gallery import main, remote_references
+
+    src = tmp_path / "nbs"
+    src.mkdir()
+    nb = nbformat.v4.new_notebook()
+    code = (
+        "import ipywidgets as w, matplotlib\nmatplotlib.use('module://matplotlib_inline.backend_inline')\n"
+        "import matplotlib.pyplot as plt\nfrom IPython.display import display\n"
+        "s = w.IntSlider(value=3, min=1, max=5, description='cells n')\n"
+        "def draw(n):\n    fig, ax = plt.subplots(); ax.plot(range(n)); display(fig); plt.close(fig)\n"
+        "display(w.VBox([s, w.interactive_output(draw, {'n': s})]))"
+    )
+    nb.cells = [nbformat.v4.new_markdown_cell(f"$${FORMULA}$$"), nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, src / "01_widget.ipynb")
+    monkeypatch.setenv("KWLAB_RUNS", str(tmp_path / "runs"))
+    assert main([str(src), str(tmp_path / "out"), "--timeout", "120"]) == 0
+    page = (tmp_path / "out" / "01_widget.html").read_text()
+    assert remote_references(page) == []
+    assert html.escape(FORMULA, quote=False) in page
+    assert "cells n" in page and 'src="data:image/png;base64,' in page

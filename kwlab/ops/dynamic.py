@@ -141,7 +141,9 @@ def dynamic_conv(
         bias: ``(O,)`` static or ``(B, O)`` per-sample, or None.
         stride, padding, dilation, groups: as in ``torch.nn.functional.conv2d`` (``padding`` may be
             ``"same"`` or ``"valid"``).
-        algorithm: one of :data:`ALGORITHMS`; ``"auto"`` picks the fastest exact one (see
+        algorithm: one of :data:`ALGORITHMS`; ``"auto"`` picks an exact one by a rule table measured once
+            with benchmarks/bench_speed.py (it does not time this call, so it need not be the fastest on
+            this machine; :func:`kwlab.ops.set_benchmark` times the candidates instead; see
             :mod:`kwlab.ops.select`).
     Returns:
         ``(B, O, *spatial_out)``.

@@ -107,7 +107,8 @@ def choose(
     channels: int,
     out_channels: int,
 ) -> str:
-    """The rule table: the algorithm measured fastest for this kind of shape (benchmarks/README.md).
+    """The rule table: the algorithm measured fastest for this kind of shape on the benchmark machine
+    (benchmarks/README.md). Nothing is timed here, so on another machine it need not be the fastest.
 
     * 1x1 without padding (and linear layers): ``"matmul"`` (one batched matrix product, no im2col).
     * CUDA, k x k: ``"grouped"`` (cuDNN's grouped kernels).
