@@ -245,6 +245,21 @@ class DynamicLayer(KeepsLayout):
 
     attention: DynamicAttention
 
+    # TorchScript cannot represent these layers (custom autograd Functions, Python-side dispatch on shapes):
+    # refuse it by name and point at what works, instead of a deep compiler error or a trace that bakes in
+    # one batch's control flow.
+    _JIT_REFUSAL = (
+        "{what} does not support kwlab's dynamic layers ({layer}); export with torch.export.export(model, "
+        "(x,), dynamic_shapes={{'x': {{0: torch.export.Dim('batch')}}}}) (any batch size) "
+        "or compile it with torch.compile"
+    )
+
+    def __prepare_scriptable__(self):  # noqa: ANN204 (called by torch.jit.script on every submodule)
+        raise RuntimeError(self._JIT_REFUSAL.format(what="torch.jit.script", layer=type(self).__name__))
+
+    def _slow_forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202 (nn.Module calls it under jit.trace only)
+        raise RuntimeError(self._JIT_REFUSAL.format(what="torch.jit.trace", layer=type(self).__name__))
+
     @property
     def bank(self) -> str:
         """Name of the parameter bank that ``alpha``'s last axis indexes."""
