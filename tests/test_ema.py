@@ -172,3 +172,21 @@ def test_temperature_is_state_but_not_a_buffer(one_thread):
     empty = _model("kw").to_empty(device="cpu")
     empty.load_state_dict(model.state_dict())
     assert kwlab.get_temperature(empty) == 0.25
+
+
+@pytest.mark.parametrize("name", ["kw1x_layer_resnet20_8-16-32", "static_resnet20_8-16-32"])
+def test_committed_checkpoints_load_with_their_temperature_and_layout(name):
+    """Every committed checkpoint loads (weights_only=True, strict) into the same state_dict layout, key for
+    key in the same order and value for value (the temperature included), so its logits are unchanged."""
+    from kwlab.teaching import checkpoints_dir, load_checkpoint
+
+    saved = torch.load(checkpoints_dir() / name / "model.pt", map_location="cpu", weights_only=True)
+    model, _, _ = load_checkpoint(name)
+    state = model.state_dict()
+    assert list(state) == list(saved)
+    for key, value in saved.items():
+        assert torch.equal(state[key], value), key
+    temps = [k for k in saved if k.endswith("attention.temperature")]
+    assert bool(temps) == name.startswith("kw")
+    for key in temps:  # restored into the layer, not only reported by state_dict
+        assert float(model.get_submodule(key[: -len(".temperature")]).temperature) == float(saved[key])
