@@ -137,3 +137,20 @@ def test_convert_takes_example_input_for_every_method(method, one_thread):
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="example_input"):
         kwlab.convert(_net(), method, example_input=torch.randn(2, 5, 16, 16), **options)
+
+
+def test_a_loop_over_methods_passes_one_keyword_set(one_thread):
+    """Options of other methods are accepted where they change nothing (None, KW's warning threshold) and
+    refused by name where they would change something."""
+    x = torch.randn(2, 3, 16, 16)
+    shared = dict(example_input=x, attention_share_warning=None)
+    kwlab.convert(_net(), "kw", **shared, num_kernels=None)  # a family option left unset
+    for method in ("condconv", "odconv"):
+        torch.manual_seed(1)
+        got = kwlab.convert(_net(), method, **shared, sharing=None, budget=None)  # KW options left unset
+        torch.manual_seed(1)
+        want = kwlab.convert(_net(), method)
+        for (k, a), b in zip(got.state_dict().items(), want.state_dict().values()):
+            assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match=r"option\(s\) \['sharing'\] do not apply to method='condconv'"):
+        kwlab.convert(_net(), "condconv", sharing="layer")
