@@ -322,7 +322,8 @@ def _adopt_run_dirs(out: Path, configs: Sequence[RunConfig], ids: Sequence[str],
 def _warn_short_anneals(results, n_runs: int) -> str | None:
     """Log one warning (the ``kwlab.sweep`` logger; stderr by default) for the runs of the results table
     whose temperature anneal is short, with their count (:func:`kwlab.methods.temperature.anneal_summary`);
-    the runs themselves do not print theirs, and each keeps its own ``anneal_note`` in results.json and the results table. Returns the warning.
+    the runs themselves do not print theirs, and each keeps its own ``anneal_note`` in results.json and the
+    results table. Returns the warning.
 
     It comes after the runs: a run's anneal span in optimizer steps needs its loader's length, known once
     the data are loaded."""
