@@ -243,3 +243,24 @@ def test_trainer_notes_are_kwlab_log_records_and_still_reach_stderr(tmp_path, ca
     finally:
         sys.stderr = old
     assert stream.getvalue() == "kwlab: hello you\n"
+
+
+def test_use_root_logging_hands_kwlab_records_to_the_root_logger(capsys):
+    from kwlab.logs import StderrHandler, get_logger, install_stderr_handler, use_root_logging
+
+    records: list[logging.LogRecord] = []
+    root_handler = logging.Handler()
+    root_handler.emit = records.append
+    root = logging.getLogger()
+    use_root_logging()
+    root.addHandler(root_handler)
+    try:
+        get_logger("train").warning("short anneal")
+        assert [r.getMessage() for r in records] == ["short anneal"]
+        assert "kwlab:" not in capsys.readouterr().err  # not written twice
+    finally:
+        root.removeHandler(root_handler)
+        install_stderr_handler()
+    assert sum(isinstance(h, StderrHandler) for h in logging.getLogger("kwlab").handlers) == 1
+    get_logger("train").warning("again")
+    assert capsys.readouterr().err == "kwlab: warning: again\n"
