@@ -46,6 +46,7 @@ from .layers.kernelwarehouse import warehouses
 from .methods import (
     METHODS,
     TemperatureSchedule,
+    TemperatureScheduler,
     convert,
     kernelwarehouse,
     list_methods,
@@ -73,6 +74,7 @@ __all__ = [
     "METHODS",
     "ODConv2d",
     "TemperatureSchedule",
+    "TemperatureScheduler",
     "Warehouse",
     "WarehouseOptions",
     "convert",

@@ -193,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("KWLAB_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
+    from kwlab.logs import install_stderr_handler
+
+    install_stderr_handler()  # the run's notes and warnings: "kwlab: ..." lines on stderr
     handler = {
         "train": _train,
         "sweep": _sweep,

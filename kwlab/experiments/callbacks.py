@@ -10,12 +10,13 @@ state is empty stores nothing in the checkpoint). A callback adds fields to the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from torch import Tensor
+from torch import Tensor, nn
 
 from kwlab.experiments.accuracies import frozen_accuracies
 from kwlab.instruments.probe import Probe
@@ -72,6 +73,21 @@ class ProbeCallback(Callback):
         every: record steps ``0, every, 2 * every, ...``.
         layers: glob pattern(s) of the layers to probe (None: all).
         bins: histogram edges for the probe (the histogram is not kept in the history).
+
+    **Outside kwlab's Trainer** (your own loop, timm's, Lightning's) the hooks need only this: ``trainer`` is
+    the model itself (an ``nn.Module``) or any object with a ``model`` attribute (and optionally ``epoch``,
+    recorded in the history, and ``run_dir``, where ``on_fit_end`` saves it); ``step`` is the 0-based index
+    of the optimizer step, the same in ``on_step_start`` (before the forward pass) and ``on_step_end``
+    (after it; the other arguments may be None). ``on_fit_end`` stops the probe::
+
+        cb = ProbeCallback(every=10)
+        for step, (x, y) in enumerate(loader):
+            cb.on_step_start(model, step)
+            loss = criterion(model(x), y)
+            ...
+            cb.on_step_end(model, step)
+        cb.on_fit_end(model)
+        cb.history()
     """
 
     def __init__(
@@ -89,8 +105,14 @@ class ProbeCallback(Callback):
         self._rows: list[dict[str, Any]] = []
 
     def _ensure_probe(self, trainer: Any) -> Probe:
-        if self._probe is None or self._probe.model is not trainer.model:
-            self._probe = Probe(trainer.model, layers=self.layers, bins=self.bins)
+        model = trainer if isinstance(trainer, nn.Module) else getattr(trainer, "model", None)
+        if not isinstance(model, nn.Module):
+            raise ValueError(
+                f"trainer must be the model (an nn.Module) or an object with a 'model' attribute holding it, "
+                f"got {type(trainer).__name__}"
+            )
+        if self._probe is None or self._probe.model is not model:
+            self._probe = Probe(model, layers=self.layers, bins=self.bins)
         return self._probe
 
     def on_fit_start(self, trainer: Any) -> None:
@@ -102,13 +124,19 @@ class ProbeCallback(Callback):
             probe.stop().reset().start()
 
     def on_step_end(
-        self, trainer: Any, step: int, inputs: Any, targets: Any, logits: Any, loss: float
+        self,
+        trainer: Any,
+        step: int,
+        inputs: Any = None,
+        targets: Any = None,
+        logits: Any = None,
+        loss: float = math.nan,
     ) -> None:
         probe = self._probe
         if probe is None or not probe.active:
             return
         probe.stop()
-        epoch = getattr(trainer, "epoch", None)
+        epoch = None if isinstance(trainer, nn.Module) else getattr(trainer, "epoch", None)
         for row in probe.summary().to_dict("records"):
             self._rows.append(
                 {
@@ -118,10 +146,10 @@ class ProbeCallback(Callback):
                 }
             )
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: Any = None) -> None:
         if self._probe is not None:
             self._probe.stop()
-        run_dir = getattr(trainer, "run_dir", None)
+        run_dir = None if isinstance(trainer, nn.Module) else getattr(trainer, "run_dir", None)
         if run_dir is not None and self._rows:
             self.save(run_dir)
 

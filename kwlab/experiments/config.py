@@ -13,7 +13,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -174,13 +174,18 @@ class RunConfig:
         return _canonical({k: getattr(self, k) for k in self.model_fields()})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, base: RunConfig | None = None) -> RunConfig:
+    def from_dict(cls, values: Mapping[str, Any], *, base: RunConfig | None = None) -> RunConfig:
         """Build a config from ``values`` (type-checked; ``recipe`` fills the fields not given).
+
+        ``values`` may be any mapping (a dict, ``types.MappingProxyType``, OmegaConf's ``DictConfig`` from a
+        Hydra structured config): mappings and sequences inside it become plain dicts and lists.
 
         Raises:
             ConfigError: unknown field (with the closest name), wrong type, or impossible combination.
         """
-        values = dict(values)
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"values must be a mapping of RunConfig fields, got {type(values).__name__}")
+        values = {k: _plain(v) for k, v in values.items()}
         start = asdict(base) if base is not None else {}
         recipe = values.get("recipe", start.get("recipe"))
         merged: dict[str, Any] = {}
@@ -429,6 +434,18 @@ def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
 
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every non-dict mapping turned into a dict and every non-list/tuple sequence (OmegaConf's
+    ``ListConfig``) into a list, recursively; dicts, lists, tuples and scalars keep their type."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value] if isinstance(value, list) else tuple(_plain(v) for v in value)
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,8 +71,11 @@ from kwlab.experiments.spec import (
     run_ids,
     spec_hash,
 )
+from kwlab.logs import get_logger
 from kwlab.methods.temperature import anneal_summary
 from kwlab.utils import atomic_write_text, git_revision
+
+_log = get_logger("sweep")
 
 __all__ = [
     "SweepSpec",
@@ -318,9 +320,10 @@ def _adopt_run_dirs(out: Path, configs: Sequence[RunConfig], ids: Sequence[str],
 
 
 def _warn_short_anneals(results, n_runs: int) -> str | None:
-    """Print one warning (stderr) for the runs of the results table whose temperature anneal is short, with
-    their count (:func:`kwlab.methods.temperature.anneal_summary`); the runs themselves do not print theirs,
-    and each keeps its own ``anneal_note`` in results.json and the results table. Returns the warning.
+    """Log one warning (the ``kwlab.sweep`` logger; stderr by default) for the runs of the results table
+    whose temperature anneal is short, with their count (:func:`kwlab.methods.temperature.anneal_summary`);
+    the runs themselves do not print theirs, and each keeps its own ``anneal_note`` in results.json and the
+    results table. Returns the warning.
 
     It comes after the runs: a run's anneal span in optimizer steps needs its loader's length, known once
     the data are loaded."""
@@ -331,7 +334,7 @@ def _warn_short_anneals(results, n_runs: int) -> str | None:
         spans = [(int(a), int(t)) for a, t in zip(short["anneal_steps"], short["total_steps"])]
     warning = anneal_summary(spans, n_runs)
     if warning:
-        print(f"kwlab: warning: {warning}", file=sys.stderr)
+        _log.warning("%s", warning)
     return warning
 
 

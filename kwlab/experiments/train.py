@@ -64,7 +64,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -102,8 +101,11 @@ from kwlab.experiments.setup import (
     resolve_builder,
 )
 from kwlab.layers.base import set_temperature
+from kwlab.logs import get_logger
 from kwlab.utils import CheckpointError, atomic_torch_save, atomic_write_text, count_macs, load_torch_file
 from kwlab.utils import progress_bar as tqdm
+
+_log = get_logger("train")
 
 __all__ = [
     "RunConfig",
@@ -167,7 +169,7 @@ class Trainer:
         custom = model is None and ":" in config.arch
         self.builder = describe_builder(resolve_builder(config.arch)) if custom else None
         if self.builder is not None and self.is_main:
-            print(f"kwlab: arch {config.arch!r} -> {self.builder}", file=sys.stderr)
+            _log.info("arch %r -> %s", config.arch, self.builder)
         net = model if model is not None else build_model(config, self.data.num_classes)
         self.model = setup.place_model(net, config, self.data.image_size, self.device, self.channels_last)
         self._graph_breaks_before = graph_breaks() if self.compile_mode is not None else 0
@@ -188,12 +190,12 @@ class Trainer:
         self.temperature = setup.make_temperature(config, self.iters_per_epoch)
         self.anneal_note = setup.handover_note(self.model, self.anneal_steps, self.total_steps)
         if self.anneal_note and self.is_main and progress and anneal_warning:
-            print(f"kwlab: warning: {self.anneal_note}", file=sys.stderr)
+            _log.warning("%s", self.anneal_note)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         #: notes: instruments the config asks for that do not apply to this run (recorded in config.json)
         self.callbacks, self.notes = setup.instruments(config, self.model, callbacks)
         for note in self.notes if self.is_main else ():
-            print(f"kwlab: {note}", file=sys.stderr)
+            _log.info("%s", note)
         self.history: list[dict[str, Any]] = []
         self.step, self.epoch, self.best_acc = 0, 0, 0.0
         self.params = sum(p.numel() for p in self.model.parameters())

@@ -15,9 +15,12 @@ the temperature schedule and the freezing tools work on all of them unchanged:
   before any slot is dropped, shape ``(B, m, n + 1)`` when the method has a zero cell
   (``attention.zero_cell`` is True), else ``(B, m, n)``. The probe hooks it to measure the mass
   that went to the zero cell;
-* ``attention.temperature`` is a 0-d buffer (saved, moved by ``.to()``) holding the temperature in the
-  layer's own units; the class's :class:`TemperatureContract` says what it means, and
-  :func:`kwlab.set_temperature` sets it from the anneal position ``tau`` (1 = start, 0 = end);
+* ``attention.temperature`` is a 0-d tensor holding the temperature in the layer's own units; the class's
+  :class:`TemperatureContract` says what it means, and :func:`kwlab.set_temperature` sets it from the anneal
+  position ``tau`` (1 = start, 0 = end). It is saved in ``state_dict`` (key ``...attention.temperature``, as
+  a buffer would be) and moved by ``.to()``, but it is *not* a registered buffer: weight averaging (timm's
+  ``ModelEmaV2/V3``, ``torch.optim.swa_utils.AveragedModel``) sees only ``buffers()`` and in-place updates of
+  ``state_dict()`` values, so it never changes a model's temperature (see :class:`DynamicAttention`);
 * ``attention.frozen_alpha`` is ``None`` or a ``(m, n)`` buffer; when set, ``forward`` returns it
   for every sample (see :func:`kwlab.freeze_attention`), which turns the layer static.
 
@@ -100,10 +103,20 @@ class DynamicAttention(nn.Module):
         num_mixtures: m, the mixtures this layer computes per sample.
         num_cells: n, the size of the bank the mixtures draw from.
         zero_cell: whether :meth:`coefficients` returns one extra, dropped slot per mixture.
-        temperature: initial value of the ``temperature`` buffer, in the layer's units.
+        temperature: initial value of the ``temperature``, in the layer's units.
 
-    Subclasses declare ``temperature_contract``; ``uses_temperature = False`` says that the buffer exists for
-    the protocol only and changes nothing (CondConv, KernelDNA): the probe then reports NaN for it.
+    Subclasses declare ``temperature_contract``; ``uses_temperature = False`` says that the temperature exists
+    for the protocol only and changes nothing (CondConv, KernelDNA): the probe then reports NaN for it.
+
+    **The temperature is a schedule position, not a learned or averaged state.** It is kept as a plain tensor
+    attribute rather than a registered buffer, so weight averaging cannot touch it: timm's ``ModelEmaV2/V3``
+    lerp every floating ``state_dict()`` value in place, and ``AveragedModel(use_buffers=True)`` every
+    ``buffers()`` entry, which once moved an EMA copy from tau 1 towards the live tau (0.346 where the live
+    model was at 0). ``state_dict()`` still holds ``prefix + "temperature"`` (a copy, at the place a buffer's
+    key would be, so the layout of every checkpoint is unchanged) and ``load_state_dict`` restores it (strict
+    loads report it missing as they would a buffer); ``.to()``/``.cuda()``/``to_empty()`` move it. An EMA copy
+    therefore keeps the temperature it was created with (a ``deepcopy`` of the live model) until
+    :func:`kwlab.set_temperature` is called on it; timm's ``load_checkpoint(use_ema=True)`` restores that one.
     """
 
     temperature_contract: TemperatureContract = NO_TEMPERATURE
@@ -120,8 +133,62 @@ class DynamicAttention(nn.Module):
         self.num_cells = int(num_cells)
         self.zero_cell = bool(zero_cell)
         self.tap = Tap()
-        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self.temperature = torch.tensor(float(temperature))  # not a buffer: see the class docstring
         self.register_buffer("frozen_alpha", None)
+
+    # -- the temperature: saved and loaded as a buffer would be, invisible to buffers() and weight averaging
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+        super()._apply(fn, recurse)
+        t = self.__dict__.get("temperature")
+        if isinstance(t, Tensor):
+            with torch.no_grad():
+                self.__dict__["temperature"] = fn(t)
+        return self
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001 (nn.Module's signature)
+        local: dict[str, Any] = {}
+        super()._save_to_state_dict(local, prefix, keep_vars)
+        own_params = {prefix + n for n, p in self._parameters.items() if p is not None}
+        key, pending = prefix + "temperature", True
+        for k, v in local.items():  # the key goes where the buffer's went: after the parameters
+            if pending and k not in own_params:
+                destination[key], pending = self.temperature.detach().clone(), False
+            destination[k] = v
+        if pending:
+            destination[key] = self.temperature.detach().clone()
+
+    def _load_from_state_dict(  # noqa: ANN001, PLR0913 (nn.Module's signature)
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        key = prefix + "temperature"
+        if key in unexpected_keys:
+            unexpected_keys.remove(key)
+        if key not in state_dict:
+            if strict:
+                missing_keys.append(key)
+            return
+        value = state_dict[key]
+        if not isinstance(value, Tensor):
+            error_msgs.append(
+                f'While copying the parameter named "{key}", expected torch.Tensor, got {type(value)}'
+            )
+            return
+        if value.dim() == 1 and value.numel() == 1:  # as nn.Module does for 0-d buffers saved as (1,)
+            value = value[0]
+        if value.shape != self.temperature.shape:
+            error_msgs.append(
+                f"size mismatch for {key}: copying a param with shape {value.shape} from checkpoint, "
+                f"the shape in current model is {self.temperature.shape}."
+            )
+            return
+        with torch.no_grad():
+            if local_metadata.get("assign_to_params_buffers", False):
+                self.__dict__["temperature"] = value.detach().clone()
+            else:
+                self.temperature.copy_(value)
 
     def coefficients(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Full coefficients ``(B, m, n + zero_cell)`` for input ``x``."""
@@ -182,6 +249,21 @@ class DynamicLayer(KeepsLayout):
     """
 
     attention: DynamicAttention
+
+    # TorchScript cannot represent these layers (custom autograd Functions, Python-side dispatch on shapes):
+    # refuse it by name and point at what works, instead of a deep compiler error or a trace that bakes in
+    # one batch's control flow.
+    _JIT_REFUSAL = (
+        "{what} does not support kwlab's dynamic layers ({layer}); export with torch.export.export(model, "
+        "(x,), dynamic_shapes={{'x': {{0: torch.export.Dim('batch')}}}}) (any batch size) "
+        "or compile it with torch.compile"
+    )
+
+    def __prepare_scriptable__(self):  # noqa: ANN204 (called by torch.jit.script on every submodule)
+        raise RuntimeError(self._JIT_REFUSAL.format(what="torch.jit.script", layer=type(self).__name__))
+
+    def _slow_forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202 (nn.Module calls it under jit.trace only)
+        raise RuntimeError(self._JIT_REFUSAL.format(what="torch.jit.trace", layer=type(self).__name__))
 
     @property
     def bank(self) -> str:

@@ -138,7 +138,7 @@ class KernelBankConv2d(DynamicLayer):
 class CondConvRouting(DynamicAttention):
     """CondConv routing function: ``sigmoid(Linear(GAP(x)))``, returned as alpha ``(B, 1, E)``.
 
-    The ``temperature`` buffer exists for the protocol but has no effect (CondConv has none).
+    The ``temperature`` exists for the protocol but has no effect (CondConv has none).
 
     Args:
         in_channels: channels of the layer's input.

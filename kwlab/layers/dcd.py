@@ -33,7 +33,7 @@ Width rules (official):
 Protocol: ``layer.attention(x)`` reports ``Phi`` as alpha ``(B, L, L)``: L mixtures (latent outputs), each
 drawing from the L latent inputs; it is signed and not normalised. ``layer.attention.scale(code)`` is the
 channel scale ``Lambda`` ``(B, O)``. ``attention.frozen_alpha`` freezes ``Phi``; ``Lambda`` stays
-input-dependent (as ODConv's other heads do). DCD has no temperature: the ``temperature`` buffer has no
+input-dependent (as ODConv's other heads do). DCD has no temperature: the ``temperature`` has no
 effect and ``kwlab.set_temperature`` leaves it alone.
 
 Parameter names follow the official code (``conv``, ``q``, ``p``, ``bn1``, ``bn2``; ``cls``, ``cls_q``,

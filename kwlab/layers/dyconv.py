@@ -10,7 +10,7 @@ Aggregation rule, per sample::
 
 Temperature ``T``: the paper anneals it linearly from 30 to 1 over the first 10 epochs, then keeps 1,
 so that early attention is near-uniform and every kernel gets trained. In kwlab ``T`` is the
-``attention.temperature`` buffer (set with :func:`kwlab.set_temperature`; schedule
+``attention.temperature`` (set with :func:`kwlab.set_temperature`; schedule
 ``TemperatureSchedule(iters_per_epoch, epochs=10, start=30.0, end=1.0)``, see
 ``kwlab.methods.METHODS["dyconv"]``). A fresh layer sits at step 0 of that schedule: T = 30.
 The stored T must be a finite number > 0 (the constructor refuses others; ``kwlab.set_temperature`` maps

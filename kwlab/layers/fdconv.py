@@ -49,7 +49,7 @@ too, so a converted layer computes the original conv at init; ``near_identity=Fa
 Protocol: ``layer.attention(x)`` reports the kernel (band) attention as alpha ``(B, 1, n)``; it does not
 sum to 1 (``2 sigmoid / n``). ``frozen_alpha`` freezes it; the other attentions stay input-dependent.
 No temperature schedule: ``kernel_temp`` and the heads' divisor are fixed at 1 (official config); the
-``temperature`` buffer has no effect.
+``temperature`` has no effect.
 
 Parameter names: ``dft_weight``, ``bias``, ``KSM_Local.*``, ``FBM.*`` as official; the official
 ``KSM_Global.*`` is ``attention.*`` (:meth:`FDConv2d.official_layout` declares the rename). Batch size 1

@@ -16,7 +16,7 @@ the parent's. ``S`` and ``F`` do not depend on the input and fold into a static 
 The official ResNet50 writes the product as ``(1 + F)(1 + S)``: only float rounding differs (~1e-7).
 
 Protocol: ``layer.attention(x)`` reports the gate as alpha ``(B, 1, I)``: the "bank" of a KernelDNA layer
-is its input channels. The ``temperature`` buffer has no effect (KernelDNA has no temperature).
+is its input channels. The ``temperature`` has no effect (KernelDNA has no temperature).
 What the probe's statistics mean for a gate: alpha is I independent sigmoids in (0, 1), not a mixture
 (it does not sum to 1), so "entropy", "top-k share" and "effective cells" describe how the gate's mass is
 spread over input channels after normalising it to sum 1 (uniform gate = maximal entropy), and the mean

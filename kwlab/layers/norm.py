@@ -31,7 +31,11 @@ def batch_safe_batch_norm(
 ) -> Tensor:
     """``F.batch_norm`` that falls back to the running statistics when a training batch has a single
     value per channel (e.g. batch 1 on a 1x1 map); the running statistics are then left unchanged."""
-    use_batch = training and (running_mean is None or x.numel() > x.shape[1])
+    # a Python bool also when the batch is symbolic (torch.compile / export): the branch guards on the shape
+    # relation instead of handing F.batch_norm a SymBool (a graph break and a recompile per batch size)
+    use_batch = False
+    if training and (running_mean is None or x.numel() > x.shape[1]):
+        use_batch = True
     factor = 0.0 if momentum is None else momentum
     if use_batch and num_batches_tracked is not None:
         num_batches_tracked.add_(1)

@@ -28,7 +28,7 @@ from .table import (
     method_fields,
     methods_markdown,
 )
-from .temperature import TemperatureSchedule
+from .temperature import TemperatureSchedule, TemperatureScheduler
 from .wiring import Wiring
 
 __all__ = [
@@ -48,4 +48,5 @@ __all__ = [
     "family",
     "KW_PRESETS",
     "TemperatureSchedule",
+    "TemperatureScheduler",
 ]

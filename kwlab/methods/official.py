@@ -26,7 +26,7 @@ KernelWarehouse mapping from official ``state_dict`` keys to kwlab keys:
 * everything else (stem, BatchNorms, classifier, static convs) keeps its name; archs whose module names
   differ from the official ones declare ``official_key_map`` (and its inverse) in their registry entry
   (:class:`kwlab.models.ModelEntry`), which ``create_model`` hands to the model.
-* kwlab's buffers ``attention.temperature`` and ``attention.init_pattern`` are not in official checkpoints
+* kwlab's ``attention.temperature`` and buffer ``attention.init_pattern`` are not in official checkpoints
   (the official temperature is a Python attribute, its init pattern a plain tensor rebuilt at
   construction); kwlab rebuilds ``init_pattern`` identically and sets the temperature (see above).
 

@@ -356,12 +356,28 @@ def convert(model: nn.Module, method: str, *, preset: str | None = None, **optio
     (a layer the method cannot represent, a pattern that matches nothing, nothing to convert, KW's size
     guard) leaves ``model`` as it was. A lone ``nn.Conv2d`` (KW: also ``nn.Linear``) returns its new layer.
     The plans: :func:`plan_kernelwarehouse` and :func:`kwlab.methods.family.plan_family`.
+
+    ``example_input`` (the batch KW traces a generic model with) is accepted by every method, so a loop over
+    methods can pass one keyword set: a method that does not trace still runs a shape-only trace on it, so a
+    batch the model cannot take is an error on every path, and otherwise it changes nothing. Likewise an
+    option of another method given as ``None`` (its "not set") and ``attention_share_warning`` (KW's warning
+    threshold) change nothing for a method without them and are accepted; any other value of an option the
+    method does not take is refused by name.
     """
     spec = get_method(method)
     if spec.converter is None:
         raise ValueError(
             f"method='static' converts nothing; choose one of {[m for m in list_methods() if m != 'static']}"
         )
+    if "example_input" in options and "example_input" not in spec.options:
+        example_input = options.pop("example_input")
+        if example_input is not None and not isinstance(model, (nn.Conv2d, nn.Linear)):
+            from .surgery import trace_layers  # noqa: PLC0415
+
+            trace_layers(model, example_input)  # a wrong example input is an error for every method
+    for key in [k for k in options if k not in spec.options]:
+        if options[key] is None or key == "attention_share_warning":
+            del options[key]  # changes nothing for this method
     spec.check_options(options)
     return spec.converter(model, preset=preset, **options)
 

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
 
 from kwlab.layers.attention import KWAttention
+from kwlab.layers.base import check_tau, get_temperature, set_temperature
 
 __all__ = [
     "TemperatureSchedule",
+    "TemperatureScheduler",
     "OFFICIAL_ANNEAL_STEPS",
     "SHORT_ANNEAL_STEPS",
     "anneal_note",
@@ -82,7 +87,8 @@ class TemperatureSchedule:
     """Linear temperature anneal, evaluated per training iteration.
 
     Args:
-        iters_per_epoch: training iterations per epoch (len of the train loader).
+        iters_per_epoch: training iterations per epoch (len of the train loader); may be None when ``steps``
+            gives the span (then only :meth:`at_step` is available, not the per-epoch call).
         epochs: anneal span in epochs (may be fractional for short runs); None: KW's official span, from
             its temperature contract (``KWAttention.temperature_contract.epochs``).
         start: value at step 0; kwlab schedules the anneal position tau, which starts at 1.0 for every
@@ -92,7 +98,7 @@ class TemperatureSchedule:
         steps: the span in optimizer steps; given, it replaces ``epochs`` (``RunConfig.temperature_steps``).
     """
 
-    iters_per_epoch: int
+    iters_per_epoch: int | None = None
     epochs: float | None = None
     start: float = 1.0
     end: float = 0.0
@@ -101,7 +107,13 @@ class TemperatureSchedule:
     def __post_init__(self) -> None:
         if self.epochs is None:
             object.__setattr__(self, "epochs", float(KWAttention.temperature_contract.epochs))
-        if self.iters_per_epoch < 1:
+        if self.iters_per_epoch is None:
+            if self.steps is None:
+                raise ValueError(
+                    "iters_per_epoch is needed to turn epochs into steps; give iters_per_epoch=len(loader), "
+                    "or steps= (the span in optimizer steps)"
+                )
+        elif self.iters_per_epoch < 1:
             raise ValueError(f"iters_per_epoch must be >= 1, got {self.iters_per_epoch}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
@@ -123,4 +135,131 @@ class TemperatureSchedule:
 
     def __call__(self, epoch: int, iteration: int) -> float:
         """Temperature at ``iteration`` (0-based) of ``epoch`` (0-based), as the official loop computes it."""
+        if self.iters_per_epoch is None:
+            raise ValueError(
+                "calling a schedule with (epoch, iteration) needs iters_per_epoch; use at_step(step)"
+            )
         return self.at_step(epoch * self.iters_per_epoch + iteration)
+
+
+class TemperatureScheduler:
+    """Anneal a model's temperature in one's own training loop, as ``torch.optim.lr_scheduler`` does the
+    learning rate: call :meth:`step` after each optimizer step; :meth:`state_dict` / :meth:`load_state_dict`
+    resume it (save it beside the optimizer's).
+
+    On construction (and on :meth:`load_state_dict`) the model is set to the anneal position of the step
+    about to run; each :meth:`step` moves it to the next. The positions are kwlab's trainer's, step for step
+    (:meth:`TemperatureSchedule.at_step`: the first step already runs slightly below ``start``, the official
+    loop's formula), and :func:`kwlab.set_temperature` maps them onto every dynamic layer's own temperature.
+
+    Args:
+        model: the model (or any module holding dynamic layers) to anneal.
+        total_steps: the anneal span in optimizer steps; after it the position stays at ``end``.
+        start, end: anneal positions in [0, 1] (default 1 -> 0, every method's full anneal).
+        epochs, iters_per_epoch: the span as ``epochs`` epochs of ``iters_per_epoch`` steps, instead of
+            ``total_steps`` (``epochs=None`` with ``iters_per_epoch``: KW's official 20 epochs).
+        last_step: as ``last_epoch`` of an lr scheduler: -1 (default) starts a fresh anneal; after
+            construction it is the index of the step about to run (0), and each :meth:`step` adds 1.
+
+    Example::
+
+        scheduler = kwlab.TemperatureScheduler(model, total_steps=1000)
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+            scheduler.step()
+
+    An EMA copy of the model keeps its own temperature (averaging never changes it): set it with
+    ``kwlab.set_temperature(ema_model, 0)`` to evaluate it at the end of the anneal.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        total_steps: int | None = None,
+        *,
+        start: float = 1.0,
+        end: float = 0.0,
+        epochs: float | None = None,
+        iters_per_epoch: int | None = None,
+        last_step: int = -1,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)):
+            raise ValueError(f"total_steps must be a whole number >= 0, got {total_steps!r}")
+        if total_steps is not None and (epochs is not None or iters_per_epoch is not None):
+            raise ValueError(
+                "give the span either as total_steps= or as epochs= with iters_per_epoch=, not both"
+            )
+        if total_steps is None and iters_per_epoch is None:
+            raise ValueError(
+                "give the anneal span: total_steps= (optimizer steps), or iters_per_epoch= (and epochs=)"
+            )
+        if isinstance(last_step, bool) or not isinstance(last_step, int) or last_step < -1:
+            raise ValueError(f"last_step must be a whole number >= -1, got {last_step!r}")
+        self.model = model
+        self.schedule = TemperatureSchedule(
+            iters_per_epoch,
+            epochs,
+            start=check_tau(start, "start"),
+            end=check_tau(end, "end"),
+            steps=total_steps,
+        )
+        self.last_step = last_step
+        self.step()
+
+    @property
+    def total_steps(self) -> int:
+        """The anneal span in optimizer steps."""
+        return self.schedule.total_steps
+
+    @property
+    def tau(self) -> float:
+        """The anneal position the model is at now (for the step about to run)."""
+        return self.schedule.at_step(self.last_step)
+
+    def get_last_tau(self) -> float:
+        """The anneal position set by the last :meth:`step` (as ``get_last_lr``)."""
+        return self.tau
+
+    def step(self) -> float:
+        """Advance one optimizer step and set the model to the next step's position; returns it."""
+        self.last_step += 1
+        tau = self.schedule.at_step(self.last_step)
+        set_temperature(self.model, tau)
+        return tau
+
+    def state_dict(self) -> dict[str, Any]:
+        """What :meth:`load_state_dict` needs to resume: the step count and the schedule."""
+        s = self.schedule
+        return dict(
+            last_step=self.last_step,
+            total_steps=s.total_steps,
+            start=s.start,
+            end=s.end,
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the schedule and step count are restored, and the model is set to
+        the position of the step about to run (a model restored from a checkpoint gets it back too)."""
+        missing = [k for k in ("last_step", "total_steps", "start", "end") if k not in state_dict]
+        if missing:
+            raise ValueError(
+                f"state_dict misses {missing}; expected the dict of TemperatureScheduler.state_dict()"
+            )
+        self.schedule = TemperatureSchedule(
+            None,
+            start=check_tau(state_dict["start"], "start"),
+            end=check_tau(state_dict["end"], "end"),
+            steps=int(state_dict["total_steps"]),
+        )
+        self.last_step = int(state_dict["last_step"])
+        set_temperature(self.model, self.tau)
+
+    def __repr__(self) -> str:
+        current = get_temperature(self.model)
+        return (
+            f"TemperatureScheduler(at step {self.last_step} of an anneal over {self.total_steps} steps, "
+            f"tau {self.schedule.start:g} -> {self.schedule.end:g}, model at tau {current})"
+        )

@@ -41,6 +41,10 @@ def set_chunk_bytes(nbytes: int) -> None:
 
 
 def _chunks(batch: int, per_sample_bytes: int) -> list[tuple[int, int]]:
+    # Traced (torch.compile, torch.export) or a symbolic batch: one chunk, so the graph holds for every batch
+    # size (the chunk arithmetic would specialise it to one); the memory bound of chunks is eager mode's.
+    if torch.compiler.is_compiling() or not isinstance(batch, int):
+        return [(0, batch)]
     size = max(1, min(batch, _chunk_bytes // max(per_sample_bytes, 1)))
     n = math.ceil(batch / size)
     size = math.ceil(batch / n)  # even chunks
