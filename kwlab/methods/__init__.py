@@ -18,6 +18,7 @@ from __future__ import annotations
 from . import family
 from .family import plan_family
 from .kernelwarehouse import KW_PRESETS, KWOptions, kernelwarehouse, plan_kernelwarehouse
+from .option_types import OptionError
 from .table import (
     METHOD_FIELDS,
     METHODS,
@@ -48,4 +49,5 @@ __all__ = [
     "family",
     "KW_PRESETS",
     "TemperatureSchedule",
+    "OptionError",
 ]
