@@ -60,7 +60,14 @@ from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.executors import EXECUTORS, Executor, make_executor, run_one, stop_workers
-from kwlab.experiments.results import budget_of, collect_results, distinct_models, log_budgets, meta_model
+from kwlab.experiments.results import (
+    budget_of,
+    collect_results,
+    distinct_models,
+    log_budgets,
+    meta_model,
+    unreadable_record,
+)
 from kwlab.experiments.spec import (
     DEFAULT_SEEDS,
     SweepSpec,
@@ -164,6 +171,11 @@ def _lock_out_dir(out: Path) -> None:
     key = str(out.resolve())
     if key in _HELD_LOCKS:
         return
+    if (out / _LOCK_NAME).is_dir():
+        raise ConfigError(
+            f"{out / _LOCK_NAME} is a directory; it must be kwlab's sweep lock file: delete it (rmdir) and "
+            f"re-run"
+        )
     handle = open(out / _LOCK_NAME, "a+")  # noqa: SIM115 - kept open while the sweep runs
     try:
         import fcntl  # noqa: PLC0415 - POSIX only
@@ -317,6 +329,28 @@ def _adopt_run_dirs(out: Path, configs: Sequence[RunConfig], ids: Sequence[str],
         log(f"run directory {rdir.name} holds run {wanted[key]} (same training config): renamed")
 
 
+def _set_aside_broken_records(out: Path, ids: Sequence[str], log=print) -> None:
+    """A run directory whose results.json or config.json is truncated, empty (``{}``, ``[]``) or missing
+    beside a results.json is not a finished run: its records are moved to ``*.corrupt`` (kept for a look)
+    and the run is trained again (resumed from its checkpoint where one is left), with a line naming them."""
+    for run_id in ids:
+        rdir = out / "runs" / run_id
+        if not (rdir / "results.json").exists():
+            continue
+        problem = unreadable_record(rdir)
+        if problem is None:
+            continue
+        moved = []
+        for name in ("results.json", "config.json"):
+            if (rdir / name).exists():
+                os.replace(rdir / name, rdir / f"{name}.corrupt")
+                moved.append(f"{name}.corrupt")
+        log(
+            f"run {run_id}: {problem}: not a finished run; its records are moved to {', '.join(moved)} and "
+            f"the run is trained again"
+        )
+
+
 def _warn_short_anneals(results, n_runs: int) -> str | None:
     """Print one warning (stderr) for the runs of the results table whose temperature anneal is short, with
     their count (:func:`kwlab.methods.temperature.anneal_summary`); the runs themselves do not print theirs,
@@ -378,6 +412,7 @@ def run_sweep(
     _prepare_out_dir(spec, out, log=log)
     ids = run_ids(configs)
     _adopt_run_dirs(out, configs, ids, log)
+    _set_aside_broken_records(out, ids, log)
     todo = [(c, i) for c, i in zip(configs, ids) if not (out / "runs" / i / "results.json").exists()]
     log(
         f"sweep {spec.name!r}: {len(configs)} runs, {len(configs) - len(todo)} already finished, "
