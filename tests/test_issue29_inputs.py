@@ -31,7 +31,6 @@ from kwlab.methods import OptionError
 from kwlab.testing import tiny_run
 from kwlab.utils import read_table
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = tiny_run(train_samples=32, test_samples=16, epochs=1)
 QUIET = dict(progress=False, log=lambda *_: None)
 

@@ -35,7 +35,8 @@ scalars = st.one_of(
     st.booleans(),
     st.integers(min_value=-3, max_value=64),
     st.sampled_from([2**31, 2**70, -(2**40)]),
-    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.floats(min_value=-1e6, max_value=1e6),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e30, 1e-30, 0.5, 0.25]),
     st.sampled_from(["", "0", "1", "4", "1e-3", "nan", "inf", "true", "false", "no", "None", "abc", "1x"]),
     st.text(max_size=6),
 )
@@ -61,7 +62,7 @@ def _check_refusal(err: BaseException, names) -> None:
 FIELDS = RunConfig.field_names()
 
 
-@settings(max_examples=300, **SETTINGS)
+@settings(max_examples=150, **SETTINGS)
 @given(st.dictionaries(st.sampled_from([*FIELDS, "kernel_num", "lr_typo"]), values, max_size=4))
 def test_run_config_builds_or_names_the_field(changes):
     try:
@@ -95,16 +96,21 @@ def _net() -> nn.Module:
     )
 
 
+def _resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return kwlab.create_model("resnet20_cifar", num_classes=10, widths=[8, 8, 8])
+
+
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "static"])
 def test_method_options_build_or_name_the_option(method):
     row = METHODS[method]
     names = sorted(set(row.options) - SKIPPED)
     options = {"wiring": "pairing", "stages": "all"} if method == "kerneldna" else {}
 
-    @settings(max_examples=25, **SETTINGS)
+    @settings(max_examples=15, **SETTINGS)
     @given(st.dictionaries(st.sampled_from(names), values, min_size=1, max_size=2))
     def check(generated):
-        net = _net()
+        net = _net() if method != "kerneldna" else _resnet()  # KernelDNA pairs the convs of blocks
         before = {k: v.clone() for k, v in net.state_dict().items()}
         try:
             with torch.no_grad():
@@ -130,7 +136,7 @@ spec_values = st.one_of(
 )
 
 
-@settings(max_examples=200, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(
     st.dictionaries(st.sampled_from(SPEC_KEYS), spec_values, max_size=4),
     st.lists(

@@ -33,6 +33,20 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _bounded_count(limit: int) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return _count(value) and value <= limit
+
+    return check
+
+
+#: The most kernels (experts, bands) a layer may mix: more is an allocation no method uses (FDConv's 64 is
+#: the largest official count), refused before anything is built.
+MAX_KERNELS = 1024
+#: The largest hidden or latent width an option may ask for.
+MAX_WIDTH = 65536
+
+
 def _positive(value: Any) -> bool:
     return _is_number(value) and value > 0
 
@@ -53,6 +67,14 @@ def _pool(value: Any) -> bool:
     return value is None or (_count(value) and value in (1, 2))
 
 
+#: (method, option) -> (check, allowed): where a method reads an option its own way. KernelDNA's
+#: ``reduction`` is the divisor rd of its gate (hidden width channels // rd, official 4).
+METHOD_OPTION_TYPES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("kerneldna", "reduction"): (_count, "an integer >= 1 (hidden width = channels // reduction)"),
+    ("dyconv", "temperature"): (_positive, "a finite number > 0 (the softmax divisor T)"),
+    ("odconv", "temperature"): (_positive, "a finite number > 0 (the softmax divisor T)"),
+}
+
 #: option -> (check, the allowed values in words). Options not listed (patterns, rules, example inputs,
 #: per-warehouse mappings) are checked where they are used.
 OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -63,19 +85,19 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "zero_cell": (_boolean, "True or False (a bool)"),
     "near_identity": (_boolean, "True or False (a bool)"),
     # counts
-    "num_experts": (_count, "an integer >= 1"),
-    "num_kernels": (_count, "an integer >= 1"),
-    "kernel_num": (_count, "an integer >= 1"),
-    "param_ratio": (_count, "an integer >= 1"),
-    "min_hidden": (_count, "an integer >= 1"),
-    "latent_dim": (_count, "an integer >= 1"),
-    "squeeze": (_count, "an integer >= 1"),
+    "num_experts": (_bounded_count(MAX_KERNELS), f"an integer >= 1 and <= {MAX_KERNELS}"),
+    "num_kernels": (_bounded_count(MAX_KERNELS), f"an integer >= 1 and <= {MAX_KERNELS}"),
+    "kernel_num": (_bounded_count(MAX_KERNELS), f"an integer >= 1 and <= {MAX_KERNELS}"),
+    "param_ratio": (_bounded_count(64), "an integer >= 1 and <= 64"),
+    "min_hidden": (_bounded_count(MAX_WIDTH), f"an integer >= 1 and <= {MAX_WIDTH}"),
+    "latent_dim": (_bounded_count(MAX_WIDTH), f"an integer >= 1 and <= {MAX_WIDTH}"),
+    "squeeze": (_bounded_count(MAX_WIDTH), f"an integer >= 1 and <= {MAX_WIDTH}"),
     "pool": (_pool, "1, 2 or None"),
     # numbers
     "budget": (_positive, "a finite number > 0 (1, 2, 4, ... or 1/2, 1/4, ...)"),
     "cell_in": (_positive, "a finite number > 0"),
     "cell_out": (_positive, "a finite number > 0"),
-    "reduction": (_positive, "a finite number > 0"),
+    "reduction": (_fraction, "a number in (0, 1] (hidden width = channels x reduction)"),
     "nonlocal_basis_ratio": (_fraction, "a number in (0, 1] (1 = no non-local basis)"),
     "temperature": (_is_number, "a finite number"),
     # names
@@ -89,7 +111,7 @@ def check_option(name: str, value: Any, method: str | None = None) -> None:
     Raises:
         OptionError: naming the option, the value and its type, and the allowed values.
     """
-    entry = OPTION_TYPES.get(name)
+    entry = METHOD_OPTION_TYPES.get((method, name)) or OPTION_TYPES.get(name)
     if entry is None:
         return
     check, allowed = entry
