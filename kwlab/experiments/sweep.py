@@ -37,8 +37,13 @@ sweep runs; a second sweep into the same directory is refused. sweep.json record
 (:func:`spec_hash`); re-running with an edited spec of the same name keeps the earlier specs in its
 ``history`` and their finished runs in the table (``in_current_spec=False``). SIGINT or SIGTERM stops the
 workers, keeps every finished result, writes the table and raises :class:`SweepInterrupted` (the CLI exits
-with 128 + the signal number); re-running the command resumes. Workers of the ``processes`` executor also
-die with the sweep process if it is killed outright (Linux ``PR_SET_PDEATHSIG``).
+with 128 + the signal number); re-running the command resumes. Workers of the ``processes`` executor, and
+torchrun with its ranks under the ``torchrun`` executor, also die with the sweep process if it is killed
+outright (Linux ``PR_SET_PDEATHSIG``); a run directory still being written by a live process is refused
+(``runs/<id>/.run.lock``, :func:`kwlab.experiments.rundir.hold_run_dir`). A run directory whose results.json
+or config.json is empty, truncated or not a kwlab record is named, its records are moved to ``*.corrupt``
+and the run is trained again: it is never counted as finished. Sweep files are read with duplicate keys
+refused (:func:`kwlab.experiments.spec.load_yaml`).
 
 Sweep files are trusted input, like code: ``arch: "module:function"`` imports and calls that function with
 the file's ``model_kwargs`` (as Hydra's ``_target_``). Obvious escape hatches (torch.hub, builtins, os,
