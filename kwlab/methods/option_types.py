@@ -60,6 +60,8 @@ def _names(value: Any) -> bool:
         return True
     if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
         return False
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        return True  # an iterator is read once, by KWOptions; its keys are checked by the plan
     return all(isinstance(v, str) for v in value)
 
 
