@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,17 +85,20 @@ def _check_out(value: str | None, option: str = "--out") -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import yaml
-
     from kwlab.experiments import RunConfig, fit
     from kwlab.experiments.config import ConfigError
+    from kwlab.experiments.spec import load_yaml
     from kwlab.experiments.sweep import parse_overrides
 
+    if os.environ.get("KWLAB_DIE_WITH_PARENT") == "1":  # a rank of the torchrun executor: dies with torchrun
+        from kwlab.experiments.executors import die_with_parent
+
+        die_with_parent()
     _check_out(args.out)
     values: dict = {}
     if args.config:
         with open(args.config) as f:
-            loaded = yaml.safe_load(f) or {}  # a YAMLError names the file and line (see _describe_error)
+            loaded = load_yaml(f, args.config) or {}  # a YAMLError names the file and line (_describe_error)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{args.config} must be a mapping of RunConfig fields")
         values = dict(loaded.get("base", loaded)) if "name" in loaded and "base" in loaded else dict(loaded)

@@ -134,8 +134,29 @@ def write_table(df: Any, path: str | os.PathLike) -> Path:
     if path.suffix not in TABLE_SUFFIXES:
         path = path.with_name(f"{path.name}.{table_format()}")
     if path.suffix == ".parquet":
-        return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+        arrow_ready = _one_type_per_column(df)
+        return atomic_write(path, lambda tmp: arrow_ready.to_parquet(tmp, index=False))
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def _one_type_per_column(df: Any) -> Any:
+    """``df`` with every column of mixed value types (``amp``: False and "bf16"; ``threads``: 2 and
+    "unknown") written as text, as CSV writes it ("False", "bf16"), so that Parquet (one type a column) takes
+    it; missing values stay missing. :func:`kwlab.experiments.reproduce.recorded_config` reads such text back
+    as the values the config held. Columns of one type are left as they are."""
+    mixed = []
+    for column in df.columns:
+        if df[column].dtype != object:
+            continue
+        kinds = {type(v) for v in df[column] if v is not None and not (isinstance(v, float) and v != v)}
+        if len(kinds) > 1:
+            mixed.append(column)
+    if not mixed:
+        return df
+    df = df.copy()
+    for column in mixed:
+        df[column] = [v if v is None or (isinstance(v, float) and v != v) else str(v) for v in df[column]]
+    return df
 
 
 def read_table(path: str | os.PathLike) -> Any:

@@ -140,7 +140,7 @@ def test_family_plan_table_is_the_built_model(method):
     model = ResNet(BasicBlock, [2, 2], widths=(8, 16), num_classes=3, stem="cifar")
     options = dict(wiring="pairing", stages="all") if method == "kerneldna" else {}
     plan = family.plan_family(model, method, **options)
-    frame, totals = plan.frame()
+    frame, totals = plan.frame(), plan.totals()
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     assert list(frame.index) == convs  # every conv of the model has a row
     assert set(frame[frame.status == "converted"].index) == set(plan.layers) != set()
@@ -191,7 +191,7 @@ def test_small_custom_cnn_converts_to_kw_by_default_with_its_attention_share():
     plan = kwlab.plan_kernelwarehouse(model, example_input=x)
     assert sorted(plan.layers) == ["0", "4", "8"]  # every conv, as the official code converts them
     assert set(plan.left_static) == {"12"}  # the classifier head only
-    frame, totals = plan.frame()
+    frame, totals = plan.frame(), plan.totals()
     share = totals["attention"] / (totals["attention"] + totals["warehouse"])
     assert totals["attention_share"] == pytest.approx(share)
     for _, row in frame.iterrows():

@@ -202,7 +202,8 @@ class RunConfig:
         for key in merged:
             if key not in names:
                 raise ConfigError(
-                    f"unknown config field {key!r}.{suggest(key, names)} (fields: {', '.join(names)})"
+                    f"unknown config field {key!r}.{suggest(key, names)}{_model_kwargs_hint(key, merged)} "
+                    f"(fields: {', '.join(names)})"
                 )
         coerced = {k: _coerce(k, v, hints[k]) for k, v in merged.items()}
         config = cls(**coerced)
@@ -289,6 +290,7 @@ class RunConfig:
         for name, value in nonneg.items():
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
+        _check_ranges(self)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.warmup_epochs > self.epochs:
@@ -378,6 +380,66 @@ class RunConfig:
         return out
 
 
+#: The largest ``image_size`` (pixels of a side) a run may ask for: larger sizes are refused before any image
+#: is made (100,000 pixels a side would be terabytes of synthetic data).
+MAX_IMAGE_SIZE = 4096
+#: The seeds a run may use: integers in [0, 2**31) (synthetic data seed their generators with 2 * seed + 1).
+MAX_SEED = 2**31 - 1
+#: An anneal may be longer than the run (tau then ends before 0), but not by more than this factor.
+MAX_ANNEAL_FACTOR = 10
+
+
+def _check_ranges(config: RunConfig) -> None:
+    """The range checks of :meth:`RunConfig.validate` that name a field and its allowed values."""
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ConfigError(f"seed={config.seed!r}: allowed: an integer in [0, {MAX_SEED}]")
+    if config.probe_samples < 1:
+        raise ConfigError(
+            f"probe_samples={config.probe_samples!r}: allowed: an integer >= 1 (images the probe records)"
+        )
+    if config.min_lr > config.lr:
+        raise ConfigError(
+            f"min_lr={config.min_lr!r} exceeds lr={config.lr!r}: allowed: 0 <= min_lr <= lr (the schedule's "
+            f"floor)"
+        )
+    if not 0 <= config.momentum < 1:
+        raise ConfigError(f"momentum={config.momentum!r}: allowed: a number in [0, 1)")
+    if not 0 <= config.drop_path_rate < 1:
+        raise ConfigError(
+            f"drop_path_rate={config.drop_path_rate!r}: allowed: a probability in [0, 1) (0 = off)"
+        )
+    if config.image_size is not None and config.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"image_size={config.image_size!r}: allowed: an integer in [1, {MAX_IMAGE_SIZE}] (pixels a side) "
+            f"or null (the dataset's size)"
+        )
+    if config.temperature_steps is not None and not get_method(config.method).temperature.active:
+        raise ConfigError(
+            f"temperature_steps={config.temperature_steps!r} does not apply to method={config.method!r}: it "
+            f"has no temperature (methods with one: "
+            f"{sorted(m.name for m in METHODS.values() if m.temperature.active)}); leave it null"
+        )
+    span = config.temperature_epochs
+    if span is not None and span > MAX_ANNEAL_FACTOR * config.epochs:
+        raise ConfigError(
+            f"temperature_epochs={span!r} is more than {MAX_ANNEAL_FACTOR}x the run "
+            f"(epochs={config.epochs}): tau would barely move; allowed: 0 <= temperature_epochs <= "
+            f"{MAX_ANNEAL_FACTOR} * epochs"
+        )
+
+
+def _model_kwargs_hint(key: str, values: dict[str, Any]) -> str:
+    """For an unknown field that is a method option (``kernel_num``): where it goes instead."""
+    owners = sorted(m.name for m in METHODS.values() if key in m.options)
+    if not owners:
+        return ""
+    return (
+        f" {key!r} is an option of method {', '.join(map(repr, owners))}, not a RunConfig field: pass it in "
+        f"model_kwargs, e.g. model_kwargs: {{{key}: {values[key]!r}}} (--set 'model_kwargs={{{key}: "
+        f"{values[key]!r}}}')"
+    )
+
+
 def _official_anneal_span(arch: str, method: str) -> float:
     """The official anneal span of ``method`` on ``arch`` (:meth:`kwlab.models.ModelEntry.anneal_span`; a
     custom ``"module:function"`` arch: the method's temperature contract)."""
@@ -426,6 +488,11 @@ def _arch_presets(arch: str):
 
 
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    if isinstance(value, str) and value.lower() in ("true", "false") and any(a is True for a in allowed):
+        raise ConfigError(
+            f"{name}={value!r} is a string; allowed: {list(allowed)}: write the boolean "
+            f"{value.lower()} unquoted (YAML/JSON), {value.capitalize()} in Python"
+        )
     if value not in allowed:
         raise ConfigError(
             f"{name}={value!r} is not allowed; allowed: {list(allowed)}.{suggest(str(value), allowed)}"

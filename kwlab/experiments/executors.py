@@ -48,6 +48,7 @@ __all__ = [
     "make_executor",
     "run_one",
     "stop_workers",
+    "die_with_parent",
 ]
 
 #: ``done(run_dir, error)``: called once per finished run (error None on success).
@@ -64,6 +65,16 @@ class Executor(Protocol):
     def run(self, todo: Todo, done: Done, *, progress: bool = True, log: Log = print) -> None:
         """Train every ``(config, run_dir)`` of ``todo``; call ``done(run_dir, error)`` as each finishes."""
         ...
+
+
+def _refuse_unknown(kind: str, options: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    """Refuse executor keys that ``kind`` does not read (a typo would otherwise be ignored)."""
+    unknown = sorted(str(k) for k in options if k not in ("kind", *allowed))
+    if unknown:
+        raise ConfigError(
+            f"executor {kind} does not take {unknown}; allowed: {', '.join(allowed)}."
+            f"{suggest(unknown[0], allowed)}"
+        )
 
 
 def _threads(options: Mapping[str, Any]) -> int | None:
@@ -86,6 +97,7 @@ class Sequential:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], workers: int | None = None) -> Sequential:
+        _refuse_unknown("sequential", options, ("threads",))
         return cls(threads=_threads(options))
 
     def run(self, todo: Todo, done: Done, *, progress: bool = True, log: Log = print) -> None:
@@ -118,6 +130,7 @@ class Processes:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], workers: int | None = None) -> Processes:
+        _refuse_unknown("processes", options, ("workers", "threads"))
         count = workers if workers is not None else options.get("workers", 2)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigError(f"workers must be an integer >= 1, got {count!r}")
@@ -134,6 +147,23 @@ class Processes:
                 done(futures[fut], fut.exception())
 
 
+#: The keys of a submitit executor section: kwlab's (kind, workers, threads) and submitit's shared parameters
+#: (``slurm_*`` and ``local_*`` ones are passed on as well).
+SUBMITIT_KEYS = (
+    "kind",
+    "workers",
+    "threads",
+    "timeout_min",
+    "mem_gb",
+    "nodes",
+    "tasks_per_node",
+    "cpus_per_task",
+    "gpus_per_node",
+    "stderr_to_stdout",
+    "name",
+)
+
+
 @dataclass(frozen=True)
 class Submitit:
     """SLURM jobs through submitit's AutoExecutor (``"submitit-local"``: its LocalExecutor, for tests)."""
@@ -146,6 +176,14 @@ class Submitit:
     def from_options(
         cls, options: Mapping[str, Any], workers: int | None = None, name: str = "submitit"
     ) -> Submitit:
+        unknown = sorted(
+            str(k) for k in options if k not in SUBMITIT_KEYS and not str(k).startswith(("slurm_", "local_"))
+        )
+        if unknown:
+            raise ConfigError(
+                f"executor {name} does not take {unknown}; allowed: {', '.join(SUBMITIT_KEYS)} and "
+                f"submitit's slurm_* / local_* parameters.{suggest(unknown[0], SUBMITIT_KEYS)}"
+            )
         params = {k: v for k, v in options.items() if k not in ("kind", "workers", "threads")}
         if name == "submitit-local":
             params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
@@ -198,7 +236,7 @@ class Torchrun:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigError(f"nproc_per_node must be an integer >= 1 (processes per run), got {count!r}")
         extra = options.get("torchrun_args", ["--standalone"])
-        if isinstance(extra, str) or not all(isinstance(a, str) for a in extra):
+        if not isinstance(extra, (list, tuple)) or not all(isinstance(a, str) for a in extra):
             raise ConfigError(f"torchrun_args must be a list of strings, got {extra!r}")
         return cls(nproc_per_node=count, threads=_threads(options) or 1, torchrun_args=tuple(extra))
 
@@ -215,25 +253,39 @@ class Torchrun:
                 config_file = Path(tmp) / "config.yaml"
                 config_file.write_text(json.dumps(config.to_dict()))  # JSON is YAML
                 log(f"torchrun: {run_dir.name} on {self.nproc_per_node} processes")
-                # a session of its own: an interrupted sweep kills torchrun and all its workers
+                # a session of its own: an interrupted sweep kills torchrun and all its workers; a sweep
+                # killed outright takes torchrun with it (PR_SET_PDEATHSIG), and torchrun its ranks (the
+                # ranks set the same signal on torchrun: kwlab.cli, die_with_parent)
                 proc = subprocess.Popen(
                     self.command(config_file, run_dir),
-                    env=env,
+                    env={**env, "KWLAB_DIE_WITH_PARENT": "1"},
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                     text=True,
                     start_new_session=True,
+                    preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
                 )
                 try:
                     _, err = proc.communicate()
                 except BaseException:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait()
+                    _kill_group(proc)
                     raise
             if proc.returncode == 0:
                 done(run_dir, None)
             else:
                 done(run_dir, RuntimeError(f"torchrun exited with {proc.returncode}:\n{_error_lines(err)}"))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM torchrun's process group (torchrun and its ranks), then SIGKILL what is left after 30 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
 
 
 def _error_lines(stderr: str | None, tail: int = 12) -> str:
@@ -307,11 +359,19 @@ def _die_with_parent() -> None:
     """In a worker process: receive SIGTERM when the sweep process dies, even by SIGKILL (Linux)."""
     import multiprocessing  # noqa: PLC0415
 
-    if multiprocessing.parent_process() is None or not sys.platform.startswith("linux"):
+    if multiprocessing.parent_process() is None:
+        return
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies, even by SIGKILL (``PR_SET_PDEATHSIG``;
+    nothing elsewhere). Used by the processes executor's workers, as the ``preexec_fn`` of the torchrun
+    executor's torchrun, and by ``kwlab train`` ranks started by it (``KWLAB_DIE_WITH_PARENT=1``)."""
+    if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes  # noqa: PLC0415
-        import signal  # noqa: PLC0415
 
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - no prctl

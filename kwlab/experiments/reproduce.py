@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,38 @@ def _value(v: Any) -> Any:
     return v
 
 
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """A results table's cell read back as the value the config held: a column of mixed types (``amp``:
+    False and "bf16"; ``channels_last``: True and "always") is written as text, so "False" is the boolean
+    False where the field takes a boolean; a text field that CSV read as a number is that text again."""
+    args = typing.get_args(hint) or (hint,)
+    if isinstance(value, str) and bool in args and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and str in args:
+        if not ({int, float} & set(args)):
+            return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return value
+
+
 def recorded_config(row: pd.Series) -> RunConfig:
-    """The RunConfig of a results.csv row (NaN -> None, JSON columns decoded)."""
-    values = {f: _value(row[f]) for f in RunConfig.field_names() if f in row.index}
+    """The RunConfig of a results.csv row (NaN -> None, JSON columns decoded, booleans and text read back as
+    the values they were)."""
+    hints = typing.get_type_hints(RunConfig)
+    values = {f: _typed(f, _value(row[f]), hints[f]) for f in RunConfig.field_names() if f in row.index}
     return RunConfig.from_dict(values)
+
+
+def _check_out(folder: Path, run_id: str, out: Path) -> None:
+    """Refuse an ``out`` that would be read instead of trained: the recorded run's own directory (or one
+    inside it). (A directory of an earlier reproduction holds its results: those are returned.)"""
+    run_dir = (folder / "runs" / run_id).resolve()
+    target = out.resolve()
+    if target == run_dir or run_dir in target.parents:
+        raise ConfigError(
+            f"--out {out} is the recorded run's own directory ({folder / 'runs' / run_id}): reproduce would "
+            f"read the run it compares against instead of training it; give a new directory, e.g. "
+            f"--out runs/reproduce-{run_id[-16:]}"
+        )
 
 
 def reproduce(
@@ -90,6 +119,7 @@ def reproduce(
         )
     folder, out = Path(folder), Path(out)
     row = _row(folder, run_id)
+    _check_out(folder, str(row["run_id"]), out)
     config = recorded_config(row)
     check_configs([config])
     recorded_threads = _value(row.get("threads"))

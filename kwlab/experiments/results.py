@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,21 @@ from typing import Any
 import torch
 
 from kwlab.experiments.config import RunConfig
+from kwlab.experiments.rundir import record_problem
 from kwlab.experiments.setup import build_model
 from kwlab.experiments.stats import config_label, summarize
 from kwlab.layers.base import parameter_breakdown
 from kwlab.models import create_model
 from kwlab.utils import table_format, write_table
 
-__all__ = ["collect_results", "budget_of", "meta_model", "log_budgets", "distinct_models"]
+__all__ = [
+    "collect_results",
+    "unreadable_record",
+    "budget_of",
+    "meta_model",
+    "log_budgets",
+    "distinct_models",
+]
 
 
 _BREAKDOWNS: dict[str, dict[str, int]] = {}
@@ -71,8 +80,13 @@ def _build_unchecked(config: RunConfig, num_classes: int):
 
     preset, options = config.method_options()
     return create_model(
-        config.arch, method=config.method, preset=preset, num_classes=num_classes, max_param_ratio=None,
-        **options, **config.model_kwargs,
+        config.arch,
+        method=config.method,
+        preset=preset,
+        num_classes=num_classes,
+        max_param_ratio=None,
+        **options,
+        **config.model_kwargs,
     )
 
 
@@ -130,6 +144,10 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
         rdir = runs_dir / name
         if not (rdir / "results.json").exists():
             continue
+        problem = unreadable_record(rdir)
+        if problem is not None:  # never counted as a finished run
+            warnings.warn(f"{problem}; the run is not counted in {out / 'results.csv'}", stacklevel=2)
+            continue
         config = json.loads((rdir / "config.json").read_text())
         rows.append(_result_row(name, config, json.loads((rdir / "results.json").read_text()), spec_meta))
         rows[-1]["in_current_spec"] = name in current
@@ -142,6 +160,19 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
 
         write_table(summarize(df), out / "summary.csv")
     return df
+
+
+def unreadable_record(run_dir: str | os.PathLike) -> str | None:
+    """Why a run directory that holds a results.json is not a finished run (its results.json or config.json
+    is missing, truncated, empty or not a kwlab record: :func:`kwlab.experiments.rundir.record_problem`),
+    naming the file; None for a finished run."""
+    run_dir = Path(run_dir)
+    for name in ("results.json", "config.json"):
+        path = run_dir / name
+        problem = record_problem(path) if path.exists() else "missing"
+        if problem is not None:
+            return f"{path}: {problem}"
+    return None
 
 
 def _result_row(

@@ -8,6 +8,7 @@ The files themselves are listed in :mod:`kwlab.experiments.train`; every write i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -24,6 +25,8 @@ from kwlab.utils import atomic_write_text, git_revision
 
 __all__ = [
     "check_run_dir",
+    "hold_run_dir",
+    "record_problem",
     "config_record",
     "keyed_callbacks",
     "mismatch_message",
@@ -62,18 +65,88 @@ def check_run_dir(config: RunConfig, run_dir: str | os.PathLike) -> dict[str, An
             raise ConfigError(f"{config_file} is not a kwlab config record; delete {run_dir}") from None
     results = None
     if results_file.exists():
-        try:
-            results = json.loads(results_file.read_text())
-        except json.JSONDecodeError:
-            raise ConfigError(f"{results_file} is not valid JSON; delete it to train the run again") from None
-        stored_hash = results.get("config_hash") if isinstance(results, dict) else None
-        if stored_hash is not None:
-            if stored_hash != config.training_hash():
-                raise ConfigError(mismatch_message(config, stored_cfg, run_dir))
-            return results
+        problem = record_problem(results_file)
+        if problem is not None:
+            raise ConfigError(
+                f"{results_file} is not a finished run's record ({problem}); delete it to train the run again"
+            )
+        results = json.loads(results_file.read_text())
+        if results["config_hash"] != config.training_hash():
+            raise ConfigError(mismatch_message(config, stored_cfg, run_dir))
+        return results
     if stored_cfg and config.differences(stored_cfg):
         raise ConfigError(mismatch_message(config, stored_cfg, run_dir))
     return results
+
+
+#: The key a record must hold to count: results.json and config.json both carry the run's training hash.
+RECORD_KEY = "config_hash"
+
+
+def record_problem(path: str | os.PathLike) -> str | None:
+    """Why the run record ``path`` (a run directory's results.json or config.json) cannot be read as one:
+    not JSON (truncated), not a mapping (``[]``), or without the run's ``config_hash`` (``{}``); None for a
+    sound record."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        return f"cannot be read: {err}"
+    except json.JSONDecodeError as err:
+        return f"not valid JSON, e.g. truncated: {err}"
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, not a mapping"
+    if RECORD_KEY not in value:
+        return f"no {RECORD_KEY!r} key" + (" (an empty mapping)" if not value else "")
+    if path.name == "config.json" and not isinstance(value.get("config"), dict):
+        return "no 'config' mapping"
+    return None
+
+
+_RUN_LOCK = ".run.lock"
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: str | os.PathLike | None):
+    """Hold the advisory lock ``run_dir/.run.lock`` (``fcntl.flock``, with this process's pid) while a run
+    writes the directory: a second process that would train into a run directory still being written by a
+    live process is refused (the lock goes with its holder, even one killed outright). Only rank 0 of a
+    torchrun job (the rank that writes) takes it.
+
+    Raises:
+        ConfigError: another live process holds the lock (names its pid).
+    """
+    if run_dir is None or os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / _RUN_LOCK
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; it must be kwlab's lock file: delete it")
+    handle = open(path, "a+")  # noqa: SIM115 - held while the run writes
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - no advisory locks on this platform
+        pass
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"{run_dir} is being written by another live process ({holder}, lock {path}); wait for it to "
+            f"finish or stop it (a torchrun job of a killed sweep: kill its process group), then re-run"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def config_record(trainer: Any) -> dict[str, Any]:

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kwlab.experiments.config import ConfigError, RunConfig
+import yaml
+
+from kwlab.experiments.config import ConfigError, RunConfig, _coerce
 from kwlab.experiments.executors import make_executor
 from kwlab.utils import suggest
 
@@ -46,6 +48,7 @@ __all__ = [
     "SweepSpec",
     "DEFAULT_SEEDS",
     "load_sweep",
+    "load_yaml",
     "parse_overrides",
     "apply_overrides",
     "expand",
@@ -93,7 +96,14 @@ class SweepSpec:
             raise ConfigError(f"{source}: 'name' (a non-empty string) is required")
         base = d.get("base") or {}
         grid = d.get("grid") or {}
-        runs = d.get("runs") or [{}]
+        runs = d.get("runs")
+        if runs is None:
+            runs = [{}]
+        elif not isinstance(runs, list) or not runs:
+            raise ConfigError(
+                f"{source}: 'runs' must be a non-empty list of mappings (override sets), e.g. runs: "
+                f"[{{method: static}}, {{method: kw}}], got {runs!r}; leave it out for one run per grid point"
+            )
         executor = d.get("executor") or {}
         if not isinstance(base, dict):
             raise ConfigError(f"{source}: 'base' must be a mapping of RunConfig fields")
@@ -101,8 +111,17 @@ class SweepSpec:
             raise ConfigError(
                 f"{source}: 'grid' must map fields to non-empty lists, e.g. grid: {{seed: [0, 1]}}"
             )
-        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        if not all(isinstance(r, dict) for r in runs):
             raise ConfigError(f"{source}: 'runs' must be a list of mappings (override sets)")
+        for i, entry in enumerate(runs):
+            empty = [k for k, v in entry.items() if isinstance(v, list) and not v and k != "model_kwargs"]
+            if empty:
+                raise ConfigError(
+                    f"{source}: runs[{i}] gives {empty[0]}: [] (an empty list: no run at all); give at least "
+                    f"one value, e.g. {empty[0]}: [value]"
+                )
+        if "seed" in base:
+            _check_seed(base["seed"], f"{source}: base")
         if not isinstance(executor, dict):
             raise ConfigError(f"{source}: 'executor' must be a mapping, e.g. {{kind: processes, workers: 2}}")
         try:
@@ -141,11 +160,47 @@ class SweepSpec:
         }
 
 
+def _check_seed(value: Any, where: str) -> int:
+    """A seed given in a sweep file: an integer (the first of the seed axis), never 1.7 or "abc"."""
+    try:
+        return _coerce("seed", value, int)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err} (seeds are integers)") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a mapping with a key given twice (plain YAML keeps the last one
+    silently: two ``runs:`` sections would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base loader refuses it with its own message
+            if key in seen:
+                raise ConfigError(
+                    f"duplicate key {key!r} in a mapping (line {seen[key].start_mark.line + 1} and line "
+                    f"{key_node.start_mark.line + 1}): a key may be given once; merge the two"
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: Any, source: str = "YAML") -> Any:
+    """Parse ``text`` (a string or an open file) with :class:`_UniqueKeyLoader` (duplicate keys refused,
+    naming ``source``)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """``["lr=0.1", "preset=1/2x", "seed=[0,1]"]`` -> ``{"lr": 0.1, "preset": "1/2x", "seed": [0, 1]}``
     (values parsed as YAML)."""
-    import yaml  # noqa: PLC0415
-
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -153,7 +208,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
+            out[key] = load_yaml(raw, f"--set {item!r}") if raw.strip() else None
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: cannot parse the value ({err})") from None
     return out
@@ -165,13 +220,11 @@ def load_sweep(path: str | os.PathLike, overrides: dict[str, Any] | Sequence[str
     A scalar override is forced on every run (it wins over base, grid and runs); a list override
     becomes (or replaces) a grid axis.
     """
-    import yaml  # noqa: PLC0415
-
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"sweep file {path} does not exist")
-    with open(path) as f:
-        spec = SweepSpec.from_dict(yaml.safe_load(f), source=str(path))
+    with open(path) as f:  # a YAMLError names the file and line (see kwlab.cli._describe_error)
+        spec = SweepSpec.from_dict(load_yaml(f, str(path)), source=str(path))
     if overrides:
         apply_overrides(spec, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
     return spec
@@ -179,6 +232,12 @@ def load_sweep(path: str | os.PathLike, overrides: dict[str, Any] | Sequence[str
 
 def apply_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
     for key, value in overrides.items():
+        if isinstance(value, list) and not value:
+            raise ConfigError(
+                f"--set {key}=[]: an empty list leaves no run; give values ({key}=[a, b]) or one value"
+            )
+        if key == "seed" and not isinstance(value, list) and value is not None:
+            _check_seed(value, f"--set seed={value!r}")
         if isinstance(value, list):
             spec.grid[key] = value
             spec.base.pop(key, None)
@@ -201,7 +260,7 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
     Each configuration runs ``spec.seeds`` times, with seeds ``s0 .. s0 + seeds - 1`` (``s0`` = the base's
     ``seed``, default 0), unless the grid, the run entry or a ``--set`` gives ``seed`` itself.
     """
-    start = int(spec.base.get("seed", 0) or 0)
+    start = _check_seed(spec.base.get("seed", 0) or 0, f"sweep {spec.name!r}, base")
     seed_axis = list(range(start, start + spec.seeds))
     grid_keys = list(spec.grid)
     grid_points = [dict(zip(grid_keys, combo)) for combo in itertools.product(*spec.grid.values())]

@@ -37,8 +37,13 @@ sweep runs; a second sweep into the same directory is refused. sweep.json record
 (:func:`spec_hash`); re-running with an edited spec of the same name keeps the earlier specs in its
 ``history`` and their finished runs in the table (``in_current_spec=False``). SIGINT or SIGTERM stops the
 workers, keeps every finished result, writes the table and raises :class:`SweepInterrupted` (the CLI exits
-with 128 + the signal number); re-running the command resumes. Workers of the ``processes`` executor also
-die with the sweep process if it is killed outright (Linux ``PR_SET_PDEATHSIG``).
+with 128 + the signal number); re-running the command resumes. Workers of the ``processes`` executor, and
+torchrun with its ranks under the ``torchrun`` executor, also die with the sweep process if it is killed
+outright (Linux ``PR_SET_PDEATHSIG``); a run directory still being written by a live process is refused
+(``runs/<id>/.run.lock``, :func:`kwlab.experiments.rundir.hold_run_dir`). A run directory whose results.json
+or config.json is empty, truncated or not a kwlab record is named, its records are moved to ``*.corrupt``
+and the run is trained again: it is never counted as finished. Sweep files are read with duplicate keys
+refused (:func:`kwlab.experiments.spec.load_yaml`).
 
 Sweep files are trusted input, like code: ``arch: "module:function"`` imports and calls that function with
 the file's ``model_kwargs`` (as Hydra's ``_target_``). Obvious escape hatches (torch.hub, builtins, os,
@@ -59,7 +64,14 @@ from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.executors import EXECUTORS, Executor, make_executor, run_one, stop_workers
-from kwlab.experiments.results import budget_of, collect_results, distinct_models, log_budgets, meta_model
+from kwlab.experiments.results import (
+    budget_of,
+    collect_results,
+    distinct_models,
+    log_budgets,
+    meta_model,
+    unreadable_record,
+)
 from kwlab.experiments.spec import (
     DEFAULT_SEEDS,
     SweepSpec,
@@ -166,6 +178,11 @@ def _lock_out_dir(out: Path) -> None:
     key = str(out.resolve())
     if key in _HELD_LOCKS:
         return
+    if (out / _LOCK_NAME).is_dir():
+        raise ConfigError(
+            f"{out / _LOCK_NAME} is a directory; it must be kwlab's sweep lock file: delete it (rmdir) and "
+            f"re-run"
+        )
     handle = open(out / _LOCK_NAME, "a+")  # noqa: SIM115 - kept open while the sweep runs
     try:
         import fcntl  # noqa: PLC0415 - POSIX only
@@ -319,6 +336,28 @@ def _adopt_run_dirs(out: Path, configs: Sequence[RunConfig], ids: Sequence[str],
         log(f"run directory {rdir.name} holds run {wanted[key]} (same training config): renamed")
 
 
+def _set_aside_broken_records(out: Path, ids: Sequence[str], log=print) -> None:
+    """A run directory whose results.json or config.json is truncated, empty (``{}``, ``[]``) or missing
+    beside a results.json is not a finished run: its records are moved to ``*.corrupt`` (kept for a look)
+    and the run is trained again (resumed from its checkpoint where one is left), with a line naming them."""
+    for run_id in ids:
+        rdir = out / "runs" / run_id
+        if not (rdir / "results.json").exists():
+            continue
+        problem = unreadable_record(rdir)
+        if problem is None:
+            continue
+        moved = []
+        for name in ("results.json", "config.json"):
+            if (rdir / name).exists():
+                os.replace(rdir / name, rdir / f"{name}.corrupt")
+                moved.append(f"{name}.corrupt")
+        log(
+            f"run {run_id}: {problem}: not a finished run; its records are moved to {', '.join(moved)} and "
+            f"the run is trained again"
+        )
+
+
 def _warn_short_anneals(results, n_runs: int) -> str | None:
     """Log one warning (the ``kwlab.sweep`` logger; stderr by default) for the runs of the results table
     whose temperature anneal is short, with their count (:func:`kwlab.methods.temperature.anneal_summary`);
@@ -381,6 +420,7 @@ def run_sweep(
     _prepare_out_dir(spec, out, log=log)
     ids = run_ids(configs)
     _adopt_run_dirs(out, configs, ids, log)
+    _set_aside_broken_records(out, ids, log)
     todo = [(c, i) for c, i in zip(configs, ids) if not (out / "runs" / i / "results.json").exists()]
     log(
         f"sweep {spec.name!r}: {len(configs)} runs, {len(configs) - len(todo)} already finished, "

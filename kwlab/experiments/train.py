@@ -84,9 +84,10 @@ from kwlab.experiments.accuracies import (
     tau0_accuracies,
 )
 from kwlab.experiments.callbacks import Callback
-from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.experiments.config import MAX_ANNEAL_FACTOR, ConfigError, RunConfig
 from kwlab.experiments.rundir import (
     check_run_dir,
+    hold_run_dir,
     keyed_callbacks,
     mismatch_message,
     rng_state,
@@ -187,6 +188,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.total_steps = self.iters_per_epoch * config.epochs
         self.anneal_steps = config.anneal_steps(self.iters_per_epoch)
+        _check_anneal_span(config, self.anneal_steps, self.total_steps)
         self.temperature = setup.make_temperature(config, self.iters_per_epoch)
         self.anneal_note = setup.handover_note(self.model, self.anneal_steps, self.total_steps)
         if self.anneal_note and self.is_main and progress and anneal_warning:
@@ -471,6 +473,19 @@ class Trainer:
         return nonfinite_notes(out, self.history, self.model)
 
 
+def _check_anneal_span(config: RunConfig, anneal_steps: int | None, total_steps: int) -> None:
+    """Refuse ``temperature_steps`` more than :data:`MAX_ANNEAL_FACTOR` x the run's optimizer steps (before
+    the first step; ``temperature_epochs`` is checked by :meth:`RunConfig.validate`)."""
+    if config.temperature_steps is None or anneal_steps is None:
+        return
+    if anneal_steps > MAX_ANNEAL_FACTOR * max(total_steps, 1):
+        raise ConfigError(
+            f"temperature_steps={config.temperature_steps} is more than {MAX_ANNEAL_FACTOR}x the run "
+            f"({total_steps} optimizer steps): tau would barely move; allowed: 0 <= temperature_steps <= "
+            f"{MAX_ANNEAL_FACTOR * total_steps}"
+        )
+
+
 def fit(
     config: RunConfig,
     run_dir: str | os.PathLike | None = None,
@@ -484,7 +499,8 @@ def fit(
     A run directory that already holds results.json is not trained again: its results are returned, after
     checking that they belong to ``config`` (see :func:`check_run_dir`).
     """
-    if run_dir is not None and (Path(run_dir) / "results.json").exists():
-        return check_run_dir(config, run_dir)
-    trainer = Trainer(config, run_dir, callbacks=callbacks, progress=progress, **kwargs)
-    return trainer.fit()
+    with hold_run_dir(run_dir):  # a directory another live process writes is refused
+        if run_dir is not None and (Path(run_dir) / "results.json").exists():
+            return check_run_dir(config, run_dir)
+        trainer = Trainer(config, run_dir, callbacks=callbacks, progress=progress, **kwargs)
+        return trainer.fit()

@@ -249,10 +249,13 @@ class KWPlan:
         )
 
     def frame(self):
-        """``(pandas.DataFrame of warehouse_table(), totals dict)`` (needs pandas, the "lab" extra)."""
+        """A pandas DataFrame of :meth:`warehouse_table`, indexed by warehouse, with :meth:`totals` in its
+        ``attrs["totals"]`` (needs pandas, the "lab" extra)."""
         import pandas as pd  # noqa: PLC0415 - optional dependency
 
-        return pd.DataFrame(self.warehouse_table()).set_index("warehouse"), self.totals()
+        frame = pd.DataFrame(self.warehouse_table()).set_index("warehouse")
+        frame.attrs["totals"] = self.totals()
+        return frame
 
     def summary(self, top: int = 5) -> str:
         """The totals and the ``top`` warehouses with the largest planned size, as text."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from . import family
 from .family import plan_family
 from .kernelwarehouse import KW_PRESETS, KWOptions, kernelwarehouse, plan_kernelwarehouse
+from .option_types import OptionError
 from .table import (
     METHOD_FIELDS,
     METHODS,
@@ -49,4 +50,5 @@ __all__ = [
     "KW_PRESETS",
     "TemperatureSchedule",
     "TemperatureScheduler",
+    "OptionError",
 ]

@@ -87,11 +87,14 @@ class FamilyPlan:
         )
 
     def frame(self):
-        """``(pandas.DataFrame of table() indexed by layer, totals())`` (needs pandas, the "lab" extra)."""
+        """A pandas DataFrame of :meth:`table` indexed by layer, with :meth:`totals` in its
+        ``attrs["totals"]`` (needs pandas, the "lab" extra)."""
         import pandas as pd  # noqa: PLC0415 - optional dependency
 
         columns = ["layer", "status", "reason", "parent", "static_params", "params"]
-        return pd.DataFrame(self.table(), columns=columns).set_index("layer"), self.totals()
+        frame = pd.DataFrame(self.table(), columns=columns).set_index("layer")
+        frame.attrs["totals"] = self.totals()
+        return frame
 
     def check(self) -> None:
         """Raise what the conversion raises for this plan (refused layers, or nothing to convert)."""

@@ -21,6 +21,8 @@ from kwlab.layers.base import check_tau
 from kwlab.layers.warehouse import WarehouseOptions, with_options
 from kwlab.utils import suggest
 
+from .option_types import check_option_types
+
 __all__ = ["KWOptions", "KW_OPTIONS", "KW_PRESETS", "SHARING", "SharingRule", "ATTENTION_SHARE_WARNING"]
 
 SharingRule = Callable[[str, nn.Module], str | None]
@@ -114,6 +116,7 @@ class KWOptions:
     _per_key: dict[str, WarehouseOptions] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        check_option_types({f.name: getattr(self, f.name) for f in fields(self) if f.init}, "kw")
         base = WarehouseOptions(
             self.budget, self.cell_in, self.cell_out, self.spatial_partition, self.reduction
         )

@@ -30,6 +30,7 @@ from kwlab.utils import suggest
 
 from .conversion import converter_for
 from .kernelwarehouse import KW_OPTIONS, KW_PRESETS, kernelwarehouse
+from .option_types import check_option_types
 from .temperature import TemperatureSchedule
 from .wiring import Wiring, dcd_accepts
 
@@ -127,7 +128,8 @@ class Method:
         raise ValueError(f"method {self.name!r} has no presets, got preset={preset!r}")
 
     def check_options(self, options: Mapping[str, Any], where: str = "") -> None:
-        """Refuse options this method does not take, naming the allowed ones."""
+        """Refuse options this method does not take, naming the allowed ones, and options of the wrong type
+        (:func:`kwlab.methods.option_types.check_option_types`: an :class:`OptionError`)."""
         unknown = sorted(k for k in options if k not in self.options)
         if "attention" in unknown and self.no_attention:
             raise ValueError(
@@ -145,6 +147,7 @@ class Method:
                 f"option(s) {unknown} do not apply to method={self.name!r}{where}{elsewhere}; "
                 f"allowed: {list(self.options)}.{suggest(unknown[0], self.options)}"
             )
+        check_option_types(options, self.name)
 
     def check_attention(self, value: Any, where: str = "") -> None:
         """Refuse an ``attention`` value this method does not have, naming the option, the method and the

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from kwlab.methods import KW_PRESETS, get_method
+from kwlab.methods.option_types import OptionError
 from kwlab.utils import suggest
 
 __all__ = [
@@ -156,6 +157,8 @@ def create_model(
     where = f" for {arch}"
     try:
         spec.check_options(options, where)
+    except OptionError:
+        raise
     except ValueError as err:
         raise ValueError(f"{err} (or a builder argument of {arch}: {list(entry.model_kwargs)})") from None
     if spec.converter is None and preset is not None:
@@ -176,9 +179,7 @@ def create_model(
         # cells: parameter_breakdown and the results tables report it) nor warned about: a method's size
         # guard is off unless max_param_ratio is passed, KW's attention-share warning unless
         # attention_share_warning is.
-        unguarded = {
-            k: None for k in ("max_param_ratio", "attention_share_warning") if k in spec.options
-        }
+        unguarded = {k: None for k in ("max_param_ratio", "attention_share_warning") if k in spec.options}
         settings = {**spec.train_options, **unguarded, **settings, **options}
         if entry.kw_prepare is not None and spec.presets == "arch":  # the arch's own presets need it
             settings = entry.kw_prepare(model, "1x" if preset is None else preset, settings)
