@@ -120,7 +120,7 @@ def check_option(name: str, value: Any, method: str | None = None) -> None:
     if not check(value):
         where = f" of method {method!r}" if method else ""
         raise OptionError(
-            f"option {name}={value!r}{where} has type {type(value).__name__}; allowed: {allowed}"
+            f"option {name}={value!r}{where} has type {type(value).__name__}: {name} must be {allowed}"
         )
 
 
