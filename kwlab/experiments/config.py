@@ -385,8 +385,8 @@ class RunConfig:
 MAX_IMAGE_SIZE = 4096
 #: The seeds a run may use: integers in [0, 2**31) (synthetic data seed their generators with 2 * seed + 1).
 MAX_SEED = 2**31 - 1
-#: An anneal may be longer than the run (tau then ends before 0; a recipe shortened for a smoke test), but not by
-#: more than this factor: at 100x tau moves by 1% in the whole run.
+#: An anneal may be longer than the run (tau then ends before 0; a recipe shortened for a smoke test), but
+#: not by more than this factor: at 100x tau moves by 1% in the whole run.
 MAX_ANNEAL_FACTOR = 100
 
 

@@ -310,13 +310,18 @@ EXECUTORS: dict[str, Callable[..., Executor]] = {
 def make_executor(
     options: Mapping[str, Any] | None = None, kind: str | None = None, workers: int | None = None
 ) -> Executor:
-    """The executor of a sweep file's ``executor`` section (``kind`` and ``workers`` override it).
+    """The executor of a sweep file's ``executor`` section (``kind`` and ``workers`` override it; a ``kind``
+    other than the section's keeps only its ``threads``).
 
     Raises:
         ConfigError: an unknown kind (with the allowed ones), or ``workers``/``threads`` that are not integers
             >= 1.
     """
     options = dict(options or {})
+    if kind is not None and kind != options.get("kind", "sequential"):
+        # another kind than the file's (the CLI's --executor): the file's section was written for its own
+        # kind, so only the setting every kind shares (threads) carries over
+        options = {k: v for k, v in options.items() if k == "threads"}
     kind = kind or options.get("kind", "sequential")
     if kind not in EXECUTORS:
         raise ConfigError(

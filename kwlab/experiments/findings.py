@@ -21,11 +21,10 @@ from kwlab.experiments.stats import (
     DEFAULT_MARGIN,
     compare_family,
     config_columns,
-    left_out_text,
-    split_nonfinite,
     summarize,
     verdict_lines,
 )
+from kwlab.instruments.left_out import left_out_text, split_nonfinite
 from kwlab.models import model_entry
 
 __all__ = [

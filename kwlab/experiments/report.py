@@ -52,10 +52,9 @@ from kwlab.experiments.results import collect_results
 from kwlab.experiments.stats import (
     config_columns,
     config_labels,
-    left_out_text,
-    split_nonfinite,
     summarize,
 )
+from kwlab.instruments.left_out import left_out_text, split_nonfinite
 from kwlab.instruments.probe_store import load as load_probe
 from kwlab.instruments.statistics import headline_metrics
 from kwlab.utils import write_table

@@ -10,6 +10,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from kwlab.instruments.left_out import left_out_text, split_nonfinite
+
 from .style import _ci95, _fig_ax, _require
 
 __all__ = ["accuracy_vs_params", "metric_vs_knob"]
@@ -17,8 +19,7 @@ __all__ = ["accuracy_vs_params", "metric_vs_knob"]
 
 def _finite_runs(data: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The rows whose numbers are finite, and the text that counts the rest ("1 run left out: non-finite
-    test loss"; :func:`kwlab.experiments.stats.split_nonfinite`)."""
-    from kwlab.experiments.stats import left_out_text, split_nonfinite  # noqa: PLC0415 - no import cycle
+    test loss"; :func:`kwlab.instruments.left_out.split_nonfinite`)."""
 
     kept, left = split_nonfinite(data)
     return kept, left_out_text(left)
