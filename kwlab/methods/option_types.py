@@ -99,7 +99,7 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "budget": (_positive, "a finite number > 0 (1, 2, 4, ... or 1/2, 1/4, ...)"),
     "cell_in": (_positive, "a finite number > 0"),
     "cell_out": (_positive, "a finite number > 0"),
-    "reduction": (_fraction, "a number in (0, 1] (hidden width = channels x reduction)"),
+    "reduction": (_fraction, "a number > 0 and <= 1, i.e. in (0, 1] (hidden width = channels x reduction)"),
     "nonlocal_basis_ratio": (_fraction, "a number in (0, 1] (1 = no non-local basis)"),
     "temperature": (_is_number, "a finite number"),
     # names
