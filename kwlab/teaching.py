@@ -66,7 +66,7 @@ def find_data_file(filename: str, root: str | os.PathLike | None = None) -> Path
 
     Used by notebooks/06_imagenet_subset.ipynb to find ``imagenette2-224.zip``.
     """
-    from kwlab.experiments.data import data_roots  # noqa: PLC0415
+    from kwlab.experiments.data_sources import data_roots  # noqa: PLC0415
 
     for r in data_roots(root):
         p = r / filename
@@ -83,7 +83,8 @@ def pick_dataset(
     Prints which one was chosen and why. Used by notebooks/03_train_cifar.ipynb (CIFAR-10 when
     ``$KWLAB_DATA`` holds ``cifar10-jpg.zip``, synthetic images otherwise).
     """
-    from kwlab.experiments.data import DatasetNotFoundError, resolve_source  # noqa: PLC0415
+    from kwlab.experiments.data_readers import DatasetNotFoundError  # noqa: PLC0415
+    from kwlab.experiments.data_sources import resolve_source  # noqa: PLC0415
 
     try:
         kind, path = resolve_source(name, root, download=False)
@@ -124,13 +125,13 @@ def plan_model(
     reduction: float = 1 / 16,
 ):
     """The warehouse plan :func:`kwlab.kernelwarehouse` would make for a *static* ``model`` (nothing built);
-    :func:`kwlab.methods.kernelwarehouse.plan_kernelwarehouse` with the knobs the notebook's sliders move.
+    :func:`kwlab.methods.plan_kernelwarehouse` with the knobs the notebook's sliders move.
 
     Returns a :class:`kwlab.layers.KWPlan` (``plan.table()`` for one row per layer); a combination that is not
     allowed raises ``ValueError`` naming the parameter and the allowed values.
     Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
     """
-    from kwlab.methods.kernelwarehouse import plan_kernelwarehouse  # noqa: PLC0415
+    from kwlab.methods.kw_plan import plan_kernelwarehouse  # noqa: PLC0415
 
     return plan_kernelwarehouse(
         model,

@@ -27,11 +27,27 @@ __all__ = [
     "load_torch_file",
     "CheckpointError",
     "progress_bar",
+    "moved_names",
 ]
 
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be read: missing, empty, truncated, or it holds code (pickled calls)."""
+
+
+def moved_names(module: str, homes: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for public names that left ``module``: each of ``homes`` (name -> the module
+    to import it from) raises an ImportError naming its one home; no name is served from the old address."""
+
+    def __getattr__(name: str) -> Any:
+        if name in homes:
+            raise ImportError(
+                f"{module}.{name} moved to {homes[name]}: from {homes[name]} import {name}",
+                name=module,
+            )
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def suggest(value: str, options: Iterable[str]) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from kwlab.layers.attention import ATTENTION_INITS, ATTENTION_NORMS, PATTERN_FUNCTIONS
 from kwlab.methods import METHODS, get_method, method_fields
-from kwlab.methods.kernelwarehouse import SHARING
+from kwlab.methods.kw_options import SHARING
 from kwlab.utils import suggest
 
 __all__ = [

@@ -29,7 +29,8 @@ from kwlab.layers.odconv import ODCONV_TEMPERATURE, ODConv2d
 from kwlab.utils import suggest
 
 from .conversion import converter_for
-from .kernelwarehouse import KW_OPTIONS, KW_PRESETS, kernelwarehouse
+from .kernelwarehouse import kernelwarehouse
+from .kw_options import KW_OPTIONS, KW_PRESETS
 from .option_types import check_option_types
 from .temperature import TemperatureSchedule
 from .wiring import Wiring, dcd_accepts
