@@ -63,7 +63,7 @@ from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.executors import make_executor as _make_executor
-from kwlab.experiments.executors import run_one, stop_workers
+from kwlab.experiments.executors import stop_workers
 from kwlab.experiments.results import (
     collect_results as _collect_results,
 )
@@ -127,10 +127,6 @@ __getattr__ = moved_names(
         "DEFAULT_SEEDS": "kwlab.experiments.spec",
     },
 )
-
-#: Old private names (kept for pickled submitit jobs and old callers).
-_run_one = run_one
-_stop_workers = stop_workers
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -118,7 +118,6 @@ __all__ = [
     "WIRING",
     "family_method",
     "convert",
-    "convert_kerneldna",
     "conversion_plan",
     "plan_family",
 ]
@@ -210,11 +209,3 @@ def convert(model: nn.Module, method: str, **options: Any) -> nn.Module:
     to convert) leaves ``model`` exactly as it was.
     """
     return convert_row(model, family_method(method), **options)
-
-
-def convert_kerneldna(
-    model: nn.Module, *, preset: str | None = None, wiring: str = "official", **options: Any
-) -> nn.Module:
-    """The "kerneldna" converter of :data:`kwlab.methods.METHODS`: ``wiring="pairing"`` converts ``model``
-    with kwlab's pairing heuristic; ``"official"`` (default) refuses, naming ``create_model`` (see above)."""
-    return METHODS["kerneldna"].converter(model, preset=preset, wiring=wiring, **options)
