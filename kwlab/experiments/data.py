@@ -36,6 +36,7 @@ Explained in notebooks/03_train_cifar.ipynb.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -230,8 +231,6 @@ def load_data(
     if name.lower() == "auto":
         name, notice = _resolve_auto(root, download=download)
         if notice:
-            import warnings  # noqa: PLC0415
-
             warnings.warn(notice, stacklevel=2)
     kind, path = _resolve_source(name, root, download=download)
     caps = {"train": train_samples, "test": test_samples}

@@ -95,7 +95,7 @@ _KNOB_NAMES = {"b": "the budget b", "m": "m = 1 / (cell_in * cell_out)", "sharin
 
 def _plain_ticks(ax: Any) -> None:
     """Readable tick labels on every axis: '69k', '0.5', '2' -- never '2x10^0'."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: PLC0415
+    from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     if ax.xaxis.get_scale() == "log":  # ticks at the data's own x values when there are few (b = 1, 2, 4)
         xs = sorted({float(x) for line in ax.lines for x in line.get_xdata() if x is not None and x > 0})
@@ -109,7 +109,7 @@ def _plain_ticks(ax: Any) -> None:
 
 
 def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     n = len(summary)
     fig, ax = plt.subplots(figsize=(7.5, 0.55 * n + 1.6))
@@ -139,7 +139,7 @@ def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
 
 
 def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (_, row) in enumerate(summary.iterrows()):
@@ -174,7 +174,7 @@ def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
 
 
 def _statistics_vs_knob(dyn: pd.DataFrame, knob: str, logx: bool):
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     from kwlab.instruments import plot  # noqa: PLC0415 - matplotlib
 
@@ -227,7 +227,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     """
     # No backend switch: figures are saved and closed, which works with any backend (matplotlib picks a
     # non-interactive one on a headless machine), and a notebook keeps its inline backend.
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     from kwlab.instruments import plot  # noqa: PLC0415 - matplotlib
 
@@ -489,7 +489,7 @@ def publish(sweep_dir: str | os.PathLike, dest: str | os.PathLike, *, title: str
         Path of the README.
     """
 
-    import yaml  # noqa: PLC0415
+    import yaml  # noqa: PLC0415 - pyyaml (the lab extra): loaded when a result is published
 
     sweep_dir, dest = Path(sweep_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

@@ -54,14 +54,18 @@ Explained in notebooks/04_ablation_n_m_sharing.ipynb.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import signal
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.experiments.data_sources import resolve_auto, resolve_source
 from kwlab.experiments.executors import make_executor as _make_executor
 from kwlab.experiments.executors import stop_workers
 from kwlab.experiments.results import (
@@ -96,6 +100,7 @@ from kwlab.experiments.spec import (
 from kwlab.logs import get_logger
 from kwlab.methods.temperature import anneal_summary
 from kwlab.utils import atomic_write_text, git_revision, moved_names
+from kwlab.utils import progress_bar as tqdm
 
 _log = get_logger("sweep")
 
@@ -138,7 +143,6 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
     """Build-level checks: every dataset can be found, and arch, preset and overrides build a model. Each
     distinct model is built once, on the meta device (:func:`kwlab.experiments.results.meta_model`, whose
     parameter counts :func:`budget_of` then reuses for :func:`log_budgets` and the results table)."""
-    from kwlab.experiments.data_sources import resolve_source  # noqa: PLC0415
 
     for data, root in sorted({(c.data, c.data_root) for c in configs}, key=str):
         try:
@@ -160,7 +164,6 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
 def resolve_data(spec: _SweepSpec, configs: Sequence[RunConfig], log=print) -> list[RunConfig]:
     """Replace ``data="auto"`` by the dataset actually used (``cifar10``, or ``synthetic`` with a notice
     that is logged and kept in ``spec.data_notice``, hence in sweep.json, results and report)."""
-    from kwlab.experiments.data_sources import resolve_auto  # noqa: PLC0415
 
     resolved: dict[Any, tuple[str, str]] = {}
     out = []
@@ -277,9 +280,6 @@ class SweepInterrupted(KeyboardInterrupt):
 def _guarded(run):
     """Wrap :func:`run_sweep`: on SIGINT/SIGTERM stop the workers, keep every finished result, write the
     table, release the directory lock and raise :class:`SweepInterrupted` (re-running resumes)."""
-    import functools  # noqa: PLC0415
-    import signal  # noqa: PLC0415
-    import threading  # noqa: PLC0415
 
     @functools.wraps(run)
     def wrapper(spec, out, *args, log=print, **kwargs):
@@ -419,7 +419,6 @@ def run_sweep(
         ConfigError: bad config, missing dataset or foreign output directory (before any training).
         RuntimeError: some runs failed (the others finished; see ``runs/<id>/error.txt``).
     """
-    from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
 
     if not isinstance(spec, _SweepSpec):
         spec = _load_sweep(spec)
