@@ -14,6 +14,8 @@ import importlib
 import sys
 from types import ModuleType
 
+import torch
+
 __all__ = ["import_torchvision", "import_timm", "import_module", "define_torchvision_op_schemas"]
 
 _LIBS: list = []  # keeps the torch.library.Library objects (and so the schemas) alive
@@ -28,7 +30,6 @@ def define_torchvision_op_schemas() -> bool:
     Returns:
         True when it defined them, False when they already existed (nothing to do).
     """
-    import torch  # noqa: PLC0415
 
     try:
         torch._C._dispatch_find_schema_or_throw("torchvision::nms", "")

@@ -87,8 +87,7 @@ def _check_out(value: str | None, option: str = "--out") -> None:
 def _train(args: argparse.Namespace) -> int:
     from kwlab.experiments import RunConfig, fit
     from kwlab.experiments.config import ConfigError
-    from kwlab.experiments.spec import load_yaml
-    from kwlab.experiments.sweep import parse_overrides
+    from kwlab.experiments.spec import load_yaml, parse_overrides
 
     if os.environ.get("KWLAB_DIE_WITH_PARENT") == "1":  # a rank of the torchrun executor: dies with torchrun
         from kwlab.experiments.executors import die_with_parent
@@ -104,7 +103,8 @@ def _train(args: argparse.Namespace) -> int:
         values = dict(loaded.get("base", loaded)) if "name" in loaded and "base" in loaded else dict(loaded)
     values.update(parse_overrides(args.overrides))
     config = RunConfig.from_dict(values)
-    from kwlab.experiments.sweep import check_configs, config_hash
+    from kwlab.experiments.spec import config_hash
+    from kwlab.experiments.sweep import check_configs
 
     check_configs([config])
     out = (
@@ -119,7 +119,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from kwlab.experiments.sweep import load_sweep, run_sweep
+    from kwlab.experiments.spec import load_sweep
+    from kwlab.experiments.sweep import run_sweep
 
     _check_out(args.out)
     spec = load_sweep(args.config, args.overrides)

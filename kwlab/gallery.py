@@ -51,9 +51,9 @@ def build_gallery(
 ) -> list[dict]:
     """Execute each ``NN_*.ipynb`` under ``notebooks`` (quick mode) and write ``out/NN_*.html`` and
     ``out/index.html``. Returns one record per notebook: name, seconds, ok, error (the first line)."""
-    import nbformat  # noqa: PLC0415
-    from nbclient import NotebookClient  # noqa: PLC0415
-    from nbclient.exceptions import CellExecutionError  # noqa: PLC0415
+    import nbformat  # noqa: PLC0415 - the gallery's tools (nbformat, nbclient, nbconvert): loaded when it is built
+    from nbclient import NotebookClient  # noqa: PLC0415 - the gallery's tools (nbformat, nbclient, nbconvert): loaded when it is built
+    from nbclient.exceptions import CellExecutionError  # noqa: PLC0415 - the gallery's tools (nbformat, nbclient, nbconvert): loaded when it is built
 
     src, out = Path(notebooks), Path(out)
     paths = sorted(src.glob("[0-9][0-9]_*.ipynb"))
@@ -165,9 +165,9 @@ def offline_exporter():
     """nbconvert's HTML exporter (lab template) for pages that load nothing from the network: no MathJax,
     require.js, widget manager or mermaid script tags, and markdown maths written as MathML by
     :func:`tex_to_html`. Widget outputs need :func:`widget_snapshots` first."""
-    from jinja2 import DictLoader, pass_context  # noqa: PLC0415
-    from nbconvert import HTMLExporter  # noqa: PLC0415
-    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath  # noqa: PLC0415
+    from jinja2 import DictLoader, pass_context  # noqa: PLC0415 - the gallery's tools (nbformat, nbclient, nbconvert): loaded when it is built
+    from nbconvert import HTMLExporter  # noqa: PLC0415 - the gallery's tools (nbformat, nbclient, nbconvert): loaded when it is built
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath  # noqa: PLC0415 - the gallery's tools (nbformat, nbclient, nbconvert): loaded when it is built
 
     class _Renderer(IPythonRenderer):
         def inline_math(self, body: str) -> str:

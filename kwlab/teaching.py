@@ -15,6 +15,7 @@ compose library calls. The notebooks' figures are drawn by :mod:`kwlab.instrumen
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -25,6 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from kwlab.methods.kw_plan import plan_kernelwarehouse
+
+from .layers.attention import KWAttention
+from .layers.base import DynamicAttention
+from .utils import atomic_torch_save, atomic_write_text
 
 __all__ = [
     "quick_mode",
@@ -66,7 +73,7 @@ def find_data_file(filename: str, root: str | os.PathLike | None = None) -> Path
 
     Used by notebooks/06_imagenet_subset.ipynb to find ``imagenette2-224.zip``.
     """
-    from kwlab.experiments.data import data_roots  # noqa: PLC0415
+    from kwlab.experiments.data_sources import data_roots  # noqa: PLC0415 - kwlab.experiments needs pandas (the lab extra)
 
     for r in data_roots(root):
         p = r / filename
@@ -83,7 +90,8 @@ def pick_dataset(
     Prints which one was chosen and why. Used by notebooks/03_train_cifar.ipynb (CIFAR-10 when
     ``$KWLAB_DATA`` holds ``cifar10-jpg.zip``, synthetic images otherwise).
     """
-    from kwlab.experiments.data import DatasetNotFoundError, resolve_source  # noqa: PLC0415
+    from kwlab.experiments.data_readers import DatasetNotFoundError  # noqa: PLC0415 - kwlab.experiments needs pandas (the lab extra)
+    from kwlab.experiments.data_sources import resolve_source  # noqa: PLC0415 - kwlab.experiments needs pandas (the lab extra)
 
     try:
         kind, path = resolve_source(name, root, download=False)
@@ -103,8 +111,6 @@ def runs_dir(name: str, key: Any = None) -> Path:
     Used by notebooks/04_ablation_n_m_sharing.ipynb (the sweep's run directories).
     """
     if key is not None:
-        import hashlib  # noqa: PLC0415
-
         text = json.dumps(key, sort_keys=True, default=str)
         name = f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     path = Path(os.environ.get("KWLAB_RUNS", "runs")).expanduser() / name
@@ -124,13 +130,12 @@ def plan_model(
     reduction: float = 1 / 16,
 ):
     """The warehouse plan :func:`kwlab.kernelwarehouse` would make for a *static* ``model`` (nothing built);
-    :func:`kwlab.methods.kernelwarehouse.plan_kernelwarehouse` with the knobs the notebook's sliders move.
+    :func:`kwlab.methods.plan_kernelwarehouse` with the knobs the notebook's sliders move.
 
     Returns a :class:`kwlab.layers.KWPlan` (``plan.table()`` for one row per layer); a combination that is not
     allowed raises ``ValueError`` naming the parameter and the allowed values.
     Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
     """
-    from kwlab.methods.kernelwarehouse import plan_kernelwarehouse  # noqa: PLC0415
 
     return plan_kernelwarehouse(
         model,
@@ -152,7 +157,6 @@ def kw_parameter_count(
 
     Explained in notebooks/02_kernelwarehouse_anatomy.ipynb (checked there against the built model).
     """
-    from .layers.attention import KWAttention  # noqa: PLC0415
 
     modules = dict(model.named_modules())
     total = sum(p.numel() for p in model.parameters())
@@ -186,7 +190,7 @@ def budget_table(
     ``cell_ratio`` sets ``cell_in = cell_out``. Disallowed combinations keep a row with ``allowed=False``
     and the reason. Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
     """
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd  # noqa: PLC0415 - pandas, the lab extra
 
     static = sum(p.numel() for p in model.parameters())
     rows = []
@@ -242,15 +246,15 @@ def budget_explorer(model: nn.Module, interactive: bool = True, sharing: Any = "
 
     Explained in notebooks/02_kernelwarehouse_anatomy.ipynb.
     """
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib, the lab extra
 
     from .instruments import plot  # noqa: PLC0415 - matplotlib is the optional "lab" extra
 
     static = sum(p.numel() for p in model.parameters())
     if interactive:
         try:
-            import ipywidgets as widgets  # noqa: PLC0415
-            from IPython.display import display  # noqa: PLC0415
+            import ipywidgets as widgets  # noqa: PLC0415 - ipywidgets is optional: the static view without it
+            from IPython.display import display  # noqa: PLC0415 - IPython is optional: the static view without it
         except ImportError:
             print("ipywidgets is not installed: showing the static view (pip install ipywidgets for sliders)")
         else:
@@ -302,7 +306,6 @@ def export_checkpoint(run_dir: str | os.PathLike, name: str, root: str | os.Path
     Writes ``model.pt`` (the model's ``state_dict`` only) and ``run.json`` (the RunConfig, the git revision
     and resolved settings from ``config.json``, and the run's final metrics from ``metrics.jsonl``).
     """
-    from .utils import atomic_torch_save, atomic_write_text  # noqa: PLC0415
 
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -352,8 +355,8 @@ def load_checkpoint(name: str, root: str | os.PathLike | None = None):
     ``torch.load(weights_only=True)`` (strict); ``record`` is the whole ``run.json`` (git revision, final
     metrics). Raises FileNotFoundError naming the folder when it is absent.
     """
-    from .experiments.config import RunConfig  # noqa: PLC0415
-    from .experiments.setup import build_model  # noqa: PLC0415
+    from .experiments.config import RunConfig  # noqa: PLC0415 - kwlab.experiments needs pandas (the lab extra)
+    from .experiments.setup import build_model  # noqa: PLC0415 - kwlab.experiments needs pandas (the lab extra)
 
     folder = (Path(root) if root is not None else checkpoints_dir()) / name
     if not (folder / "model.pt").exists():
@@ -372,7 +375,6 @@ def randomize_attention(model: nn.Module, seed: int = 0) -> nn.Module:
     The baseline for reading trained attention (05_attention_analysis): a statistic that random attention
     shows as well (signs, cell usage) says nothing about what was learned.
     """
-    from .layers.base import DynamicAttention  # noqa: PLC0415
 
     out = copy.deepcopy(model)
     torch.manual_seed(seed)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import pickletools
 import re
 import subprocess
+import sys
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,27 @@ __all__ = [
     "load_torch_file",
     "CheckpointError",
     "progress_bar",
+    "moved_names",
 ]
 
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be read: missing, empty, truncated, or it holds code (pickled calls)."""
+
+
+def moved_names(module: str, homes: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for public names that left ``module``: each of ``homes`` (name -> the module
+    to import it from) raises an ImportError naming its one home; no name is served from the old address."""
+
+    def __getattr__(name: str) -> Any:
+        if name in homes:
+            raise ImportError(
+                f"{module}.{name} moved to {homes[name]}: from {homes[name]} import {name}",
+                name=module,
+            )
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def suggest(value: str, options: Iterable[str]) -> str:
@@ -72,7 +91,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     Counted with :class:`torch.utils.flop_counter.FlopCounterMode` (MACs = FLOPs / 2) in eval mode, so it
     includes the attention and the kernel assembly of dynamic layers.
     """
-    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415 - torch's FlopCounterMode, needed only when MACs are counted
 
     was_training = model.training
     model.eval()
@@ -239,8 +258,6 @@ def load_torch_file(
 def _pickled_calls(path: Path) -> list[str] | None:
     """The ``module.name`` globals (other than torch's own) a pickle (raw, or a torch zip's ``data.pkl``)
     would import, read with :mod:`pickletools` without running anything; None if it is no readable pickle."""
-    import pickletools  # noqa: PLC0415
-    import zipfile  # noqa: PLC0415
 
     try:
         if zipfile.is_zipfile(path):
@@ -264,8 +281,6 @@ def _pickled_calls(path: Path) -> list[str] | None:
 
 
 def _in_jupyter_kernel() -> bool:
-    import sys  # noqa: PLC0415
-
     shell = sys.modules.get("IPython")
     ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
@@ -279,16 +294,15 @@ def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
     long cell runs); elsewhere the ordinary text bar on stderr. ``$KWLAB_PROGRESS=widget`` asks for
     tqdm's notebook widget instead, ``off`` hides every bar. Arguments are tqdm's.
     """
-    import sys  # noqa: PLC0415
 
     mode = os.environ.get("KWLAB_PROGRESS", "").strip().lower()
     if mode == "off":
         kwargs["disable"] = True
     if mode == "widget":
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm.auto import tqdm  # noqa: PLC0415 - tqdm (the lab extra): loaded when a bar is drawn
 
         return tqdm(iterable, **kwargs)
-    from tqdm.std import tqdm  # noqa: PLC0415
+    from tqdm.std import tqdm  # noqa: PLC0415 - tqdm (the lab extra): loaded when a bar is drawn
 
     if _in_jupyter_kernel():
         kwargs.setdefault("file", sys.stdout)

@@ -18,8 +18,7 @@ from torch import nn
 
 import kwlab
 from kwlab.experiments.config import ConfigError
-from kwlab.methods import family
-from kwlab.methods.kernelwarehouse import plan_kernelwarehouse
+from kwlab.methods import family, plan_kernelwarehouse
 from kwlab.methods.official import OfficialCheckpointError, load_official, to_official
 from kwlab.methods.temperature import TemperatureSchedule
 from kwlab.testing import tiny_run

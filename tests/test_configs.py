@@ -73,7 +73,7 @@ def test_config_file_trains_one_step(name, tmp_path, capsys, one_thread):
 
 
 def test_sweep_files_parse():
-    from kwlab.experiments.sweep import load_sweep
+    from kwlab.experiments.spec import load_sweep
 
     for path in CONFIGS.glob("*.yaml"):
         if path.name not in RUN_FILES:

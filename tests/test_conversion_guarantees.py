@@ -17,7 +17,7 @@ from torch import nn
 import kwlab
 from kwlab.layers import KWConv2d
 from kwlab.methods import METHODS, family
-from kwlab.methods.kernelwarehouse import ATTENTION_SHARE_WARNING
+from kwlab.methods.kw_options import ATTENTION_SHARE_WARNING
 from kwlab.methods.official import OfficialCheckpointError, load_official, to_official
 from kwlab.testing import tiny_run
 

@@ -8,7 +8,7 @@ from torch import nn
 
 import kwlab
 from kwlab.layers import CondConv2d, KernelDNAConv2d, KWConv2d
-from kwlab.methods.kernelwarehouse import check_plan
+from kwlab.methods.kw_plan import check_plan
 
 
 def _numel(*tensors) -> int:
@@ -344,7 +344,7 @@ def test_memory_budget_refuses_a_huge_plan_even_without_the_ratio_limit():
     import os
     import time
 
-    from kwlab.methods.kernelwarehouse import default_memory_budget
+    from kwlab.methods.kw_plan import default_memory_budget
 
     phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert default_memory_budget() == default_memory_budget("meta") == phys // 4

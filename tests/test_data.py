@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from kwlab.experiments.data import DatasetNotFoundError, DeviceLoader, load_data, synthetic_images
-from kwlab.experiments.data_readers import subset
+from kwlab.experiments.data import load_data, synthetic_images
+from kwlab.experiments.data_readers import DatasetNotFoundError, subset
+from kwlab.experiments.loader import DeviceLoader
 
 DATA = os.environ.get("KWLAB_DATA")
 

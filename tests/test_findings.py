@@ -14,10 +14,12 @@ from scipy import stats
 
 from kwlab.experiments import data as data_mod
 from kwlab.experiments import data_sources
-from kwlab.experiments.report import findings, make_report, publish
+from kwlab.experiments.findings import findings
+from kwlab.experiments.report import make_report, publish
 from kwlab.experiments.reproduce import reproduce
+from kwlab.experiments.spec import SweepSpec, expand, load_sweep
 from kwlab.experiments.stats import compare, mean_ci, summarize
-from kwlab.experiments.sweep import SweepSpec, expand, load_sweep, run_sweep
+from kwlab.experiments.sweep import run_sweep
 from kwlab.testing import tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +153,7 @@ def no_cifar(tmp_path, monkeypatch):
 
 
 def test_data_auto_falls_back_to_synthetic_with_a_visible_notice(no_cifar, tmp_path):
-    name, notice = data_mod.resolve_auto()
+    name, notice = data_sources.resolve_auto()
     assert name == "synthetic" and "SYNTHETIC" in notice and str(no_cifar) in notice
     with pytest.warns(UserWarning, match="SYNTHETIC"):
         loaded = data_mod.load_data("auto", image_size=8, train_samples=8, test_samples=4)
@@ -170,7 +172,7 @@ def test_data_auto_falls_back_to_synthetic_with_a_visible_notice(no_cifar, tmp_p
 def test_data_auto_picks_cifar10_where_it_is_found(no_cifar):
     (no_cifar / "cifar-10-batches-py").mkdir()
     (no_cifar / "cifar-10-batches-py" / "test_batch").write_bytes(b"")
-    assert data_mod.resolve_auto() == ("cifar10", "")
+    assert data_sources.resolve_auto() == ("cifar10", "")
 
 
 # ---------------------------------------------------------------------------------------- reproduce

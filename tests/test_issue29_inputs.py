@@ -24,8 +24,10 @@ import kwlab
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.executors import make_executor
 from kwlab.experiments.reproduce import recorded_config, reproduce
+from kwlab.experiments.results import collect_results
 from kwlab.experiments.rundir import hold_run_dir
-from kwlab.experiments.sweep import SweepSpec, collect_results, load_sweep, parse_overrides, run_sweep
+from kwlab.experiments.spec import SweepSpec, load_sweep, parse_overrides
+from kwlab.experiments.sweep import run_sweep
 from kwlab.experiments.train import fit
 from kwlab.methods import OptionError
 from kwlab.testing import tiny_run
@@ -365,7 +367,7 @@ def test_a_sweep_file_with_an_empty_list_is_refused(changes, message):
 
 def test_set_seed_empty_list_is_refused():
     with pytest.raises(ConfigError, match=r"--set seed=\[\]"):
-        from kwlab.experiments.sweep import apply_overrides
+        from kwlab.experiments.spec import apply_overrides
 
         apply_overrides(_spec(), parse_overrides(["seed=[]"]))
 

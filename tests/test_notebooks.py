@@ -171,7 +171,9 @@ def test_checkpoint_loads_and_has_learned(folder: Path) -> None:
 
     from kwlab import teaching
     from kwlab.experiments import Trainer
-    from kwlab.experiments.data import DatasetNotFoundError, load_data, resolve_source
+    from kwlab.experiments.data import load_data
+    from kwlab.experiments.data_readers import DatasetNotFoundError
+    from kwlab.experiments.data_sources import resolve_source
 
     assert (folder / "model.pt").stat().st_size < 5_000_000
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)

@@ -223,7 +223,7 @@ def test_kernel_cells_shows_the_cut():
 
 
 def test_warehouse_plan_and_params_vs_budget():
-    from kwlab.methods.kernelwarehouse import plan_kernelwarehouse
+    from kwlab.methods import plan_kernelwarehouse
     from kwlab.teaching import budget_table
 
     net = torch.nn.Sequential(*[torch.nn.Conv2d(3 if i == 0 else 32, 32, 3, padding=1) for i in range(4)])
@@ -298,7 +298,7 @@ def test_accuracy_vs_params_legend_names_every_configuration_and_chance():
 
 
 def test_layer_comparison_marks_degenerate_layers(probe):
-    from kwlab.instruments.probe import degenerate_layers
+    from kwlab.instruments.statistics import degenerate_layers
 
     s = probe.summary()
     fake = s.assign(num_mixtures=[1] + [2] * (len(s) - 1), num_cells=[1] + [3] * (len(s) - 1))

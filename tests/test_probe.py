@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from kwlab.experiments.callbacks import ProbeCallback, load_history
-from kwlab.instruments import metrics
-from kwlab.instruments.probe import Probe, capture, load
+from kwlab.instruments import load, metrics
+from kwlab.instruments.probe import Probe, capture
 from kwlab.testing import MixtureConv2d, TinyDynamicNet, hook_count, reference_forward
 
 LAYERS = ["stem", "layer1.0.conv", "layer1.1.conv"]

@@ -13,7 +13,8 @@ import torch
 
 import kwlab
 from kwlab.experiments.config import ConfigError, RunConfig
-from kwlab.experiments.sweep import SweepSpec, check_configs, run_sweep
+from kwlab.experiments.spec import SweepSpec
+from kwlab.experiments.sweep import check_configs, run_sweep
 from kwlab.instruments.probe import Probe
 from kwlab.layers.base import DynamicLayer
 from kwlab.methods import METHODS, Method, Wiring, family, methods_markdown

@@ -28,8 +28,11 @@ from torch import nn
 import kwlab
 from kwlab.cli import main
 from kwlab.experiments.config import ConfigError, RunConfig
-from kwlab.experiments.data import UnsafeDataError, load_data
-from kwlab.experiments.sweep import SweepSpec, collect_results, load_sweep, run_sweep
+from kwlab.experiments.data import load_data
+from kwlab.experiments.data_readers import UnsafeDataError
+from kwlab.experiments.results import collect_results
+from kwlab.experiments.spec import SweepSpec, load_sweep
+from kwlab.experiments.sweep import run_sweep
 from kwlab.experiments.train import Trainer, fit
 from kwlab.methods.official import OfficialCheckpointError, load_official
 from kwlab.testing import tiny_run
@@ -384,7 +387,7 @@ def test_one_torchvision_guard_serves_every_path():
     code = (
         "import kwlab._compat as c\n"
         "from kwlab.experiments.config import RunConfig\n"
-        "from kwlab.experiments.train import build_model\n"
+        "from kwlab.experiments import build_model\n"
         "m = build_model(RunConfig.from_dict({'arch': 'torchvision.models:resnet18'}), 7)\n"
         "assert m.fc.out_features == 7, m.fc\n"
         "assert c.import_timm().create_model('resnet18', num_classes=3).fc.out_features == 3\n"

@@ -16,15 +16,9 @@ import pytest
 import yaml
 
 from kwlab.experiments.config import ConfigError, RunConfig
-from kwlab.experiments.sweep import (
-    SweepSpec,
-    collect_results,
-    expand,
-    load_sweep,
-    parse_overrides,
-    run_ids,
-    run_sweep,
-)
+from kwlab.experiments.results import collect_results
+from kwlab.experiments.spec import SweepSpec, expand, load_sweep, parse_overrides, run_ids
+from kwlab.experiments.sweep import run_sweep
 from kwlab.experiments.train import fit
 from kwlab.testing import tiny_run
 

@@ -273,7 +273,7 @@ def test_static_macs_match_the_formula():
 
 def test_trainer_builds_trains_and_probes_a_vit(tmp_path):
     from kwlab.experiments import RunConfig, Trainer
-    from kwlab.instruments.probe import load
+    from kwlab.instruments import load
 
     cfg = RunConfig.from_dict(
         dict(

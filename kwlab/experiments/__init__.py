@@ -5,7 +5,8 @@ from . import data, report, sweep
 from .callbacks import Callback, ProbeCallback, load_history
 from .config import ConfigError, RunConfig
 from .recipes import RECIPES, get_recipe, list_recipes
-from .train import Trainer, build_model, fit
+from .setup import build_model
+from .train import Trainer, fit
 
 __all__ = [
     "Callback",

@@ -20,7 +20,7 @@ from torch import nn
 
 from kwlab.instruments.freeze import NonFiniteAttentionError, freeze_attention
 from kwlab.layers.base import set_temperature
-from kwlab.layers.dcd import DCD_REMEDY
+from kwlab.layers.dcd import DCD_REMEDY, DCDConv2d, DCDLinear
 
 __all__ = [
     "NONFINITE_FIELDS",
@@ -195,6 +195,4 @@ def nonfinite_notes(
 
 
 def _has_dcd(model: Any) -> bool:
-    from kwlab.layers.dcd import DCDConv2d, DCDLinear  # noqa: PLC0415
-
     return any(isinstance(m, (DCDConv2d, DCDLinear)) for m in model.modules())

@@ -17,9 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kwlab.experiments.recipes import get_recipe
 from kwlab.layers.attention import ATTENTION_INITS, ATTENTION_NORMS, PATTERN_FUNCTIONS
 from kwlab.methods import METHODS, get_method, method_fields
-from kwlab.methods.kernelwarehouse import SHARING
+from kwlab.methods.kw_options import SHARING
+from kwlab.models import model_entry
 from kwlab.utils import suggest
 
 __all__ = [
@@ -190,8 +192,6 @@ class RunConfig:
         recipe = values.get("recipe", start.get("recipe"))
         merged: dict[str, Any] = {}
         if recipe is not None and "recipe" in values:
-            from kwlab.experiments.recipes import get_recipe  # noqa: PLC0415
-
             try:
                 merged.update(get_recipe(str(recipe)))
             except ValueError as err:
@@ -445,8 +445,6 @@ def _official_anneal_span(arch: str, method: str) -> float:
     """The official anneal span of ``method`` on ``arch`` (:meth:`kwlab.models.ModelEntry.anneal_span`; a
     custom ``"module:function"`` arch: the method's temperature contract)."""
     if ":" not in arch:
-        from kwlab.models import model_entry  # noqa: PLC0415
-
         try:
             return float(model_entry(arch).anneal_span(method))
         except ValueError as err:

@@ -27,8 +27,8 @@ Dataset names (``RunConfig.data``):
 
 This module is the front door (:class:`ImageData`, :func:`load_data`, :func:`synthetic_images`); where a
 dataset lives is :mod:`kwlab.experiments.data_sources`, decoding and caching
-:mod:`kwlab.experiments.data_readers`, the batches :class:`kwlab.experiments.loader.DeviceLoader` (names
-from all three are re-exported here).
+:mod:`kwlab.experiments.data_readers`, the batches :class:`kwlab.experiments.loader.DeviceLoader` (each name
+is imported from its own module).
 
 Explained in notebooks/03_train_cifar.ipynb.
 """
@@ -36,6 +36,7 @@ Explained in notebooks/03_train_cifar.ipynb.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,40 +46,44 @@ from torch import Tensor
 
 from kwlab.experiments.data_cued import cued_images
 from kwlab.experiments.data_readers import (
-    IMAGE_SUFFIXES,
-    DatasetNotFoundError,
-    UnsafeDataError,
-    cache_dir,
     parse_classes,
-    read_cifar_batch,
     read_cifar_pickle,
     read_imagefolder,
     subset,
 )
 from kwlab.experiments.data_sources import (
     CIFAR_FOLDERS,
-    DATASET_NAMES,
-    data_roots,
-    resolve_auto,
-    resolve_source,
 )
-from kwlab.experiments.loader import DeviceLoader
+from kwlab.experiments.data_sources import (
+    resolve_auto as _resolve_auto,
+)
+from kwlab.experiments.data_sources import (
+    resolve_source as _resolve_source,
+)
+from kwlab.utils import moved_names
 
 __all__ = [
     "ImageData",
-    "DeviceLoader",
-    "DatasetNotFoundError",
-    "UnsafeDataError",
-    "read_cifar_batch",
     "load_data",
     "synthetic_images",
-    "data_roots",
-    "resolve_source",
-    "resolve_auto",
-    "DATASET_NAMES",
-    "IMAGE_SUFFIXES",
-    "cache_dir",
 ]
+
+#: Public names that lived here once -> their one home; importing one from here raises an error naming it.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "DeviceLoader": "kwlab.experiments.loader",
+        "DatasetNotFoundError": "kwlab.experiments.data_readers",
+        "UnsafeDataError": "kwlab.experiments.data_readers",
+        "read_cifar_batch": "kwlab.experiments.data_readers",
+        "data_roots": "kwlab.experiments.data_sources",
+        "resolve_source": "kwlab.experiments.data_sources",
+        "resolve_auto": "kwlab.experiments.data_sources",
+        "DATASET_NAMES": "kwlab.experiments.data_sources",
+        "IMAGE_SUFFIXES": "kwlab.experiments.data_readers",
+        "cache_dir": "kwlab.experiments.data_readers",
+    },
+)
 
 
 @dataclass
@@ -224,12 +229,10 @@ def load_data(
             (:mod:`kwlab.experiments.data_readers`).
     """
     if name.lower() == "auto":
-        name, notice = resolve_auto(root, download=download)
+        name, notice = _resolve_auto(root, download=download)
         if notice:
-            import warnings  # noqa: PLC0415
-
             warnings.warn(notice, stacklevel=2)
-    kind, path = resolve_source(name, root, download=download)
+    kind, path = _resolve_source(name, root, download=download)
     caps = {"train": train_samples, "test": test_samples}
     if kind == "synthetic":
         size = image_size or 32

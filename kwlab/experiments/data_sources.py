@@ -6,6 +6,7 @@ downloading CIFAR with torchvision when allowed.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from kwlab.experiments.data_readers import DatasetNotFoundError, find_split_base, list_dir
@@ -38,7 +39,6 @@ def _online(host: str = "www.cs.toronto.edu", timeout: float = 3.0) -> bool:
     """Whether the CIFAR download host can be reached (never when ``$KWLAB_DOWNLOAD`` is ``0``)."""
     if os.environ.get("KWLAB_DOWNLOAD", "1").strip().lower() in ("0", "no", "false", "off"):
         return False
-    import socket  # noqa: PLC0415
 
     try:
         with socket.create_connection((host, 443), timeout=timeout):

@@ -22,7 +22,9 @@ when the spec loads, before anything runs. A new kind is a class with ``name``, 
 
 from __future__ import annotations
 
+import ctypes
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -30,9 +32,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import torch
 
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.train import fit
@@ -101,8 +106,6 @@ class Sequential:
         return cls(threads=_threads(options))
 
     def run(self, todo: Todo, done: Done, *, progress: bool = True, log: Log = print) -> None:
-        import torch  # noqa: PLC0415
-
         previous = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -137,9 +140,6 @@ class Processes:
         return cls(workers=count, threads=_threads(options) or 1)
 
     def run(self, todo: Todo, done: Done, *, progress: bool = True, log: Log = print) -> None:
-        import multiprocessing  # noqa: PLC0415
-        from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
-
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
             futures = {pool.submit(run_one, c.to_dict(), str(d), self.threads): d for c, d in todo}
@@ -339,8 +339,6 @@ def run_one(
     """Worker entry point (processes and submitit): train one run, or return its stored results."""
     _die_with_parent()
     if threads:
-        import torch  # noqa: PLC0415
-
         torch.set_num_threads(threads)
     config = RunConfig.from_dict(config_dict)
     return fit(config, run_dir, progress=progress)
@@ -348,7 +346,6 @@ def run_one(
 
 def stop_workers() -> None:
     """Terminate this process's multiprocessing children (the processes executor's workers)."""
-    import multiprocessing  # noqa: PLC0415
 
     children = multiprocessing.active_children()
     for child in children:
@@ -362,7 +359,6 @@ def stop_workers() -> None:
 
 def _die_with_parent() -> None:
     """In a worker process: receive SIGTERM when the sweep process dies, even by SIGKILL (Linux)."""
-    import multiprocessing  # noqa: PLC0415
 
     if multiprocessing.parent_process() is None:
         return
@@ -376,8 +372,6 @@ def die_with_parent() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        import ctypes  # noqa: PLC0415
-
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - no prctl
         pass

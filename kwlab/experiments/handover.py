@@ -26,9 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from kwlab.experiments.accuracies import frozen_accuracies
 from kwlab.experiments.callbacks import load_history
-from kwlab.experiments.config import RunConfig
 from kwlab.experiments.stats import (
     ALPHA,
     DEFAULT_MARGIN,
@@ -40,10 +38,8 @@ from kwlab.experiments.stats import (
     mean_ci,
     verdict_lines,
 )
-from kwlab.experiments.train import Trainer
 from kwlab.instruments.probe import capture
 from kwlab.layers.base import dynamic_layers, set_temperature
-from kwlab.utils import atomic_write_text, progress_bar
 
 __all__ = [
     "is_handover_study",
@@ -51,7 +47,6 @@ __all__ = [
     "probe_history_table",
     "handover_findings",
     "handover_figures",
-    "backfill_frozen_recal",
     "kernel_change",
 ]
 
@@ -295,35 +290,6 @@ def handover_figures(sweep_dir: str | os.PathLike, df: pd.DataFrame, save) -> No
                     f"{caption} (1 - mean cosine to the batch mean; 0 = static), mean over layers; "
                     "dashed: tau.",
                 )
-
-
-def backfill_frozen_recal(sweep_dir: str | os.PathLike, *, progress: bool = True) -> list[str]:
-    """Add ``final_acc_frozen_recal`` (see :func:`kwlab.experiments.accuracies.frozen_accuracies`) to the
-    ``results.json`` of finished dynamic runs made before kwlab measured it, from each run's final
-    ``checkpoint.pt`` (the same test images, probe batches and recalibration as a new run; the run is marked
-    ``frozen_recal_backfilled: true``). Returns the run ids it updated; runs without a checkpoint are skipped.
-    """
-
-    done = []
-    runs = sorted(p for p in (Path(sweep_dir) / "runs").iterdir() if (p / "results.json").exists())
-    for run in progress_bar(runs, desc="frozen, recalibrated", disable=not progress):
-        results = json.loads((run / "results.json").read_text())
-        if "final_acc_frozen_recal" in results or "final_acc_frozen" not in results:
-            continue
-        if not (run / "checkpoint.pt").exists():
-            continue
-        config = RunConfig.from_dict(json.loads((run / "config.json").read_text())["config"])
-        trainer = Trainer(config, None, progress=False)
-        trainer.load_checkpoint(run / "checkpoint.pt")
-        batches = max(1, -(-config.probe_samples // trainer.test_loader.batch_size))
-        measured = frozen_accuracies(trainer, batches)
-        if abs(measured["final_acc_frozen"] - results["final_acc_frozen"]) > 1e-9:
-            raise RuntimeError(f"{run}: the checkpoint does not reproduce the recorded final_acc_frozen")
-        results["final_acc_frozen_recal"] = measured["final_acc_frozen_recal"]
-        results["frozen_recal_backfilled"] = True
-        atomic_write_text(run / "results.json", json.dumps(results, indent=2) + "\n")
-        done.append(run.name)
-    return done
 
 
 def kernel_change(model, x, tau_from: float = 1.0, tau_to: float = 0.0) -> float:

@@ -15,15 +15,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from kwlab.models import model_entry
 from kwlab.utils import suggest
 
 __all__ = ["RECIPES", "get_recipe", "list_recipes"]
 
+
+def _official_anneal_epochs(arch: str) -> float:
+    """KW's official anneal span on ``arch`` in epochs, read from its registry entry
+    (:meth:`kwlab.models.ModelEntry.anneal_span`); a whole number is an int, as the
+    recipes wrote it."""
+    span = model_entry(arch).anneal_span("kw")
+    return int(span) if span.is_integer() else span
+
+
 RECIPES: dict[str, dict[str, Any]] = {
     # --- official ImageNet recipes -------------------------------------------------------------------
-    # Both anneal tau over the official span; in optimizer steps that is 20 x 313 = 6,260 for ResNet (total
-    # batch 4096) and 15 x 5,005 = 75,075 for MobileNetV2 (batch 256): see
-    # kwlab.methods.temperature.OFFICIAL_ANNEAL_STEPS. Optimiser "sgd" is timm's, with Nesterov momentum.
+    # Both anneal tau over the official span of their arch (ModelEntry.anneal_span; in optimizer steps for
+    # ResNet at total batch 4096: kwlab.methods.temperature.OFFICIAL_ANNEAL_STEPS). Optimiser "sgd" is timm's,
+    # with Nesterov momentum.
     "imagenet_resnet": dict(  # ResNet18/50 (and ConvNeXt-T), 300 epochs
         epochs=300,
         optimizer="adamw",
@@ -33,7 +43,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         warmup_epochs=20,  # official: 20 warmup epochs, then cosine down to min_lr
         min_lr=1e-6,  # official main.py default (RunConfig keeps 0: committed results keep their hash)
         label_smoothing=0.1,
-        temperature_epochs=20,
+        temperature_epochs=_official_anneal_epochs("resnet18"),
         image_size=224,
     ),
     "imagenet_mobilenetv2": dict(  # MobileNetV2 1.0 / 0.5, 150 epochs
@@ -46,7 +56,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         warmup_epochs=0,  # official: no warmup
         min_lr=1e-6,  # official main.py default
         label_smoothing=0.0,
-        temperature_epochs=15,
+        temperature_epochs=_official_anneal_epochs("mobilenetv2_100"),
         image_size=224,
     ),
     # --- official KernelDNA ImageNet recipes (haiduo/KernelDNA README + main.py) ------------------------

@@ -20,7 +20,7 @@
 * ``index.html`` -- the results table and every figure.
 
 Every figure is drawn by :mod:`kwlab.instruments.plot`; the text comes from :mod:`kwlab.experiments.findings`
-(its public names are re-exported here). :func:`publish` turns a sweep into a reference result.
+(import its names from there). :func:`publish` turns a sweep into a reference result.
 """
 
 from __future__ import annotations
@@ -36,16 +36,24 @@ from typing import Any
 import pandas as pd
 
 from kwlab.experiments.findings import (
-    KNOB_STATISTICS,
+    KNOB_STATISTICS as _KNOB_STATISTICS,
+)
+from kwlab.experiments.findings import (
     chance_level,
-    derive_columns,
-    finding_text,
-    findings,
-    knob_table,
-    load_results,
     load_verdicts,
     short_number,
-    summary_table,
+)
+from kwlab.experiments.findings import (
+    findings as _findings,
+)
+from kwlab.experiments.findings import (
+    knob_table as _knob_table,
+)
+from kwlab.experiments.findings import (
+    load_results as _load_results,
+)
+from kwlab.experiments.findings import (
+    summary_table as _summary_table,
 )
 from kwlab.experiments.handover import epoch_table, handover_figures, handover_findings, is_handover_study
 from kwlab.experiments.results import collect_results
@@ -57,22 +65,28 @@ from kwlab.experiments.stats import (
 from kwlab.instruments.left_out import left_out_text, split_nonfinite
 from kwlab.instruments.probe_store import load as load_probe
 from kwlab.instruments.statistics import headline_metrics
-from kwlab.utils import write_table
+from kwlab.utils import moved_names, write_table
 
 __all__ = [
     "make_report",
-    "load_results",
-    "findings",
-    "finding_text",
-    "summary_table",
     "publish",
     "refresh",
     "RUN_FIGURES",
-    # from kwlab.experiments.findings
-    "KNOB_STATISTICS",
-    "derive_columns",
-    "knob_table",
 ]
+
+#: Public names that lived here once -> their one home; importing one from here raises an error naming it.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "load_results": "kwlab.experiments.findings",
+        "findings": "kwlab.experiments.findings",
+        "finding_text": "kwlab.experiments.findings",
+        "summary_table": "kwlab.experiments.findings",
+        "KNOB_STATISTICS": "kwlab.experiments.findings",
+        "derive_columns": "kwlab.experiments.findings",
+        "knob_table": "kwlab.experiments.findings",
+    },
+)
 
 
 _KNOB_NAMES = {"b": "the budget b", "m": "m = 1 / (cell_in * cell_out)", "sharing_range": "the sharing range"}
@@ -80,7 +94,7 @@ _KNOB_NAMES = {"b": "the budget b", "m": "m = 1 / (cell_in * cell_out)", "sharin
 
 def _plain_ticks(ax: Any) -> None:
     """Readable tick labels on every axis: '69k', '0.5', '2' -- never '2x10^0'."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: PLC0415
+    from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     if ax.xaxis.get_scale() == "log":  # ticks at the data's own x values when there are few (b = 1, 2, 4)
         xs = sorted({float(x) for line in ax.lines for x in line.get_xdata() if x is not None and x > 0})
@@ -94,7 +108,7 @@ def _plain_ticks(ax: Any) -> None:
 
 
 def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     n = len(summary)
     fig, ax = plt.subplots(figsize=(7.5, 0.55 * n + 1.6))
@@ -124,7 +138,7 @@ def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
 
 
 def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (_, row) in enumerate(summary.iterrows()):
@@ -159,18 +173,18 @@ def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
 
 
 def _statistics_vs_knob(dyn: pd.DataFrame, knob: str, logx: bool):
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     from kwlab.instruments import plot  # noqa: PLC0415 - matplotlib
 
-    columns = [c for c in KNOB_STATISTICS if c in dyn and dyn[c].notna().any()]
+    columns = [c for c in _KNOB_STATISTICS if c in dyn and dyn[c].notna().any()]
     fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
     data = dyn.assign(**{_HUE: _knob_hue(dyn, knob)})
     for i, (ax, column) in enumerate(zip(axes[0], columns)):
         plot.metric_vs_knob(
-            data, knob, column, hue=_HUE, ax=ax, logx=logx, error="ci95", title=KNOB_STATISTICS[column]
+            data, knob, column, hue=_HUE, ax=ax, logx=logx, error="ci95", title=_KNOB_STATISTICS[column]
         )
-        ax.set_ylabel(KNOB_STATISTICS[column])
+        ax.set_ylabel(_KNOB_STATISTICS[column])
         if i and ax.get_legend() is not None:  # one legend, on the first panel
             ax.get_legend().remove()
     fig.tight_layout()
@@ -212,14 +226,14 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     """
     # No backend switch: figures are saved and closed, which works with any backend (matplotlib picks a
     # non-interactive one on a headless machine), and a notebook keeps its inline backend.
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
 
     from kwlab.instruments import plot  # noqa: PLC0415 - matplotlib
 
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out is not None else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    every_run = load_results(sweep_dir)
+    every_run = _load_results(sweep_dir)
     df, left = split_nonfinite(every_run)  # runs with non-finite numbers: in no figure, counted in the notes
     figures: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -242,9 +256,9 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     if df.empty:
         notes.append("No finished runs with finite numbers yet." if len(left) else "No finished runs yet.")
     else:
-        summary = summary_table(df)
+        summary = _summary_table(df)
         # the table on disk also lists the runs left out (n_left_out, left_out), the figures only the rest
-        write_table(summary_table(every_run) if len(left) else summary, out / "summary.csv")
+        write_table(_summary_table(every_run) if len(left) else summary, out / "summary.csv")
         save(
             _accuracy_by_config(df, summary, "final_acc"),
             "accuracy_by_config.png",
@@ -257,7 +271,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
             "Final test accuracy (mean ± 95% CI over seeds) against parameter count; dashed: chance.",
         )
         verdicts = load_verdicts(sweep_dir)
-        finding = findings(every_run, None, verdicts)  # counts the runs left out
+        finding = _findings(every_run, None, verdicts)  # counts the runs left out
         (out / "finding.md").write_text("\n".join(finding) + "\n")
         df["label"] = config_labels(df)  # display only: unique per configuration, never used to group
         dyn = df[df["method"] != "static"].copy()
@@ -310,7 +324,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
                 "line per combination of the other settings that vary.",
             )
         for knob, logx in (("b", True), ("m", False), ("sharing_range", False)):
-            if dyn[knob].nunique() > 1 and any(c in dyn and dyn[c].notna().any() for c in KNOB_STATISTICS):
+            if dyn[knob].nunique() > 1 and any(c in dyn and dyn[c].notna().any() for c in _KNOB_STATISTICS):
                 save(
                     _statistics_vs_knob(dyn, knob, logx),
                     f"statistics_vs_{knob}.png",
@@ -322,7 +336,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
             finding += [""] + handover_findings(df, epoch_table(sweep_dir, df), verdicts)
             (out / "finding.md").write_text("\n".join(finding) + "\n")
         if len(dyn) and any(dyn[k].nunique() > 1 for k in ("b", "m", "sharing_range")):
-            finding += ["", *knob_table(df)]
+            finding += ["", *_knob_table(df)]
             (out / "finding.md").write_text("\n".join(finding) + "\n")
         epochs = epoch_table(sweep_dir, df)
         if not epochs.empty and "test_acc" in epochs and epochs["test_acc"].notna().any():
@@ -474,7 +488,7 @@ def publish(sweep_dir: str | os.PathLike, dest: str | os.PathLike, *, title: str
         Path of the README.
     """
 
-    import yaml  # noqa: PLC0415
+    import yaml  # noqa: PLC0415 - pyyaml (the lab extra): loaded when a result is published
 
     sweep_dir, dest = Path(sweep_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

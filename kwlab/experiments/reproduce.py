@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from kwlab.experiments.config import ConfigError, RunConfig
+from kwlab.experiments.sweep import check_configs
+from kwlab.experiments.train import fit
+from kwlab.utils import git_revision
 
 __all__ = ["recorded_config", "reproduce", "COMPARED"]
 
@@ -106,11 +110,6 @@ def reproduce(
     Args:
         threads: torch threads (default: the recorded ``threads``; the current setting when unknown).
     """
-    import torch  # noqa: PLC0415
-
-    from kwlab.experiments.sweep import check_configs  # noqa: PLC0415
-    from kwlab.experiments.train import fit  # noqa: PLC0415
-    from kwlab.utils import git_revision  # noqa: PLC0415
 
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from kwlab.experiments.config import RunConfig
@@ -71,13 +72,11 @@ def _budget_key(config: RunConfig, num_classes: int) -> str:
 
 
 def _count(model) -> dict[str, int]:
-
     parts = parameter_breakdown(model)
     return {"params" if k == "total" else f"params_{k}": int(v) for k, v in parts.items()}
 
 
 def _build_unchecked(config: RunConfig, num_classes: int):
-
     preset, options = config.method_options()
     return create_model(
         config.arch,
@@ -129,7 +128,6 @@ def collect_results(out: str | os.PathLike, ids: Sequence[str] | None = None, *,
             ``in_current_spec=False``: no finished run is dropped from the table.
         write: also write ``out/results.csv`` (and ``results.parquet`` when pyarrow is installed).
     """
-    import pandas as pd  # noqa: PLC0415
 
     out = Path(out)
     runs_dir = out / "runs"

@@ -13,7 +13,6 @@ import inspect
 import math
 import os
 import random
-import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -419,9 +418,3 @@ def instruments(
     if config.probe_samples > 0 and dynamic:
         out.append(FinalProbeCallback(config.probe_samples))
     return out, notes
-
-
-def print_notes(notes: Iterable[str], prefix: str = "kwlab: ") -> None:
-    """Each note on its own line of stderr."""
-    for note in notes:
-        print(f"{prefix}{note}", file=sys.stderr)

@@ -21,12 +21,14 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
+from kwlab.experiments.config import RunConfig
 from kwlab.instruments.left_out import left_out_text, nonfinite_runs
 from kwlab.instruments.statistics import headline_metrics
 
@@ -129,7 +131,6 @@ def _isnan(v: Any) -> bool:
 
 def config_columns(df: pd.DataFrame) -> list[str]:
     """The columns that define a configuration: config fields except ``seed``."""
-    from kwlab.experiments.config import RunConfig  # noqa: PLC0415
 
     fields = [f for f in RunConfig.field_names() if f in df.columns and f not in _NOT_CONFIG]
     return fields
@@ -137,7 +138,6 @@ def config_columns(df: pd.DataFrame) -> list[str]:
 
 def _cell_label(row: Mapping[str, Any] | pd.Series) -> list[str]:
     """``["cell 1/2"]`` (or ``["cell 1/2x1/4"]`` for out x in) when the cell ratios are not 1, else []."""
-    from fractions import Fraction  # noqa: PLC0415
 
     ratios = []
     for key in ("cell_out", "cell_in"):

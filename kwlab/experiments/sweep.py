@@ -3,8 +3,7 @@ directory each.
 
 The sweep file grammar and the run names live in :mod:`kwlab.experiments.spec`, the executors in
 :mod:`kwlab.experiments.executors`, the results table in :mod:`kwlab.experiments.results`; this module wires
-them together (pre-checks, the directory lock and history, signals) and keeps every public name importable
-from here.
+them together (pre-checks, the directory lock and history, signals); import their names from those modules.
 
 Budgets are stated, not implied: every row of results.csv and summary.csv carries ``params``,
 ``params_attention``, ``params_warehouse`` (:func:`kwlab.parameter_breakdown`) and ``macs``, and the sweep
@@ -55,65 +54,84 @@ Explained in notebooks/04_ablation_n_m_sharing.ipynb.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import signal
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kwlab.experiments.config import ConfigError, RunConfig
-from kwlab.experiments.executors import EXECUTORS, Executor, make_executor, run_one, stop_workers
+from kwlab.experiments.data_sources import resolve_auto, resolve_source
+from kwlab.experiments.executors import make_executor as _make_executor
+from kwlab.experiments.executors import stop_workers
 from kwlab.experiments.results import (
-    budget_of,
-    collect_results,
+    collect_results as _collect_results,
+)
+from kwlab.experiments.results import (
     distinct_models,
-    log_budgets,
     meta_model,
     unreadable_record,
 )
+from kwlab.experiments.results import (
+    log_budgets as _log_budgets,
+)
 from kwlab.experiments.spec import (
-    DEFAULT_SEEDS,
-    SweepSpec,
-    apply_overrides,
-    config_hash,
-    expand,
-    load_sweep,
-    parse_overrides,
-    run_ids,
-    spec_hash,
+    SweepSpec as _SweepSpec,
+)
+from kwlab.experiments.spec import (
+    apply_overrides as _apply_overrides,
+)
+from kwlab.experiments.spec import (
+    expand as _expand,
+)
+from kwlab.experiments.spec import (
+    load_sweep as _load_sweep,
+)
+from kwlab.experiments.spec import (
+    run_ids as _run_ids,
+)
+from kwlab.experiments.spec import (
+    spec_hash as _spec_hash,
 )
 from kwlab.logs import get_logger
 from kwlab.methods.temperature import anneal_summary
-from kwlab.utils import atomic_write_text, git_revision
+from kwlab.utils import atomic_write_text, git_revision, moved_names
+from kwlab.utils import progress_bar as tqdm
 
 _log = get_logger("sweep")
 
 __all__ = [
-    "SweepSpec",
-    "load_sweep",
-    "parse_overrides",
-    "apply_overrides",
-    "expand",
     "run_sweep",
-    "collect_results",
-    "run_ids",
-    "config_hash",
-    "spec_hash",
     "check_configs",
     "resolve_data",
-    "budget_of",
-    "log_budgets",
     "SweepInterrupted",
-    "EXECUTORS",
-    "Executor",
-    "make_executor",
-    "DEFAULT_SEEDS",
 ]
 
-#: Old private names (kept for pickled submitit jobs and old callers).
-_run_one = run_one
-_stop_workers = stop_workers
+#: Public names that lived here once -> their one home; importing one from here raises an error naming it.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "SweepSpec": "kwlab.experiments.spec",
+        "load_sweep": "kwlab.experiments.spec",
+        "parse_overrides": "kwlab.experiments.spec",
+        "apply_overrides": "kwlab.experiments.spec",
+        "expand": "kwlab.experiments.spec",
+        "collect_results": "kwlab.experiments.results",
+        "run_ids": "kwlab.experiments.spec",
+        "config_hash": "kwlab.experiments.spec",
+        "spec_hash": "kwlab.experiments.spec",
+        "budget_of": "kwlab.experiments.results",
+        "log_budgets": "kwlab.experiments.results",
+        "EXECUTORS": "kwlab.experiments.executors",
+        "Executor": "kwlab.experiments.executors",
+        "make_executor": "kwlab.experiments.executors",
+        "DEFAULT_SEEDS": "kwlab.experiments.spec",
+    },
+)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -125,7 +143,6 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
     """Build-level checks: every dataset can be found, and arch, preset and overrides build a model. Each
     distinct model is built once, on the meta device (:func:`kwlab.experiments.results.meta_model`, whose
     parameter counts :func:`budget_of` then reuses for :func:`log_budgets` and the results table)."""
-    from kwlab.experiments.data import resolve_source  # noqa: PLC0415
 
     for data, root in sorted({(c.data, c.data_root) for c in configs}, key=str):
         try:
@@ -144,10 +161,9 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
             ) from None
 
 
-def resolve_data(spec: SweepSpec, configs: Sequence[RunConfig], log=print) -> list[RunConfig]:
+def resolve_data(spec: _SweepSpec, configs: Sequence[RunConfig], log=print) -> list[RunConfig]:
     """Replace ``data="auto"`` by the dataset actually used (``cifar10``, or ``synthetic`` with a notice
     that is logged and kept in ``spec.data_notice``, hence in sweep.json, results and report)."""
-    from kwlab.experiments.data import resolve_auto  # noqa: PLC0415
 
     resolved: dict[Any, tuple[str, str]] = {}
     out = []
@@ -211,7 +227,7 @@ def _unlock_out_dir(out: Path) -> None:
         handle.close()  # closing the file releases the flock
 
 
-def _prepare_out_dir(spec: SweepSpec, out: Path, log=print) -> None:
+def _prepare_out_dir(spec: _SweepSpec, out: Path, log=print) -> None:
     """Lock ``out`` and record the spec in sweep.json.
 
     A directory of another sweep name, or a non-empty one without sweep.json, is refused. The same name with
@@ -225,7 +241,7 @@ def _prepare_out_dir(spec: SweepSpec, out: Path, log=print) -> None:
     out.mkdir(parents=True, exist_ok=True)
     _lock_out_dir(out)
     try:
-        record = {"name": spec.name, "spec_hash": spec_hash(spec), "spec": spec.to_dict()}
+        record = {"name": spec.name, "spec_hash": _spec_hash(spec), "spec": spec.to_dict()}
         history: list[dict[str, Any]] = []
         if meta.exists():
             try:
@@ -264,9 +280,6 @@ class SweepInterrupted(KeyboardInterrupt):
 def _guarded(run):
     """Wrap :func:`run_sweep`: on SIGINT/SIGTERM stop the workers, keep every finished result, write the
     table, release the directory lock and raise :class:`SweepInterrupted` (re-running resumes)."""
-    import functools  # noqa: PLC0415
-    import signal  # noqa: PLC0415
-    import threading  # noqa: PLC0415
 
     @functools.wraps(run)
     def wrapper(spec, out, *args, log=print, **kwargs):
@@ -292,7 +305,7 @@ def _guarded(run):
             done = 0
             if (out / "sweep.json").exists():
                 try:
-                    done = len(collect_results(out))
+                    done = len(_collect_results(out))
                 except Exception as table_err:  # noqa: BLE001 - the interruption is the news
                     log(f"could not write {out / 'results.csv'}: {table_err}")
             message = (
@@ -379,7 +392,7 @@ def _warn_short_anneals(results, n_runs: int) -> str | None:
 
 @_guarded
 def run_sweep(
-    spec: SweepSpec | str | os.PathLike,
+    spec: _SweepSpec | str | os.PathLike,
     out: str | os.PathLike,
     *,
     executor: str | None = None,
@@ -406,19 +419,18 @@ def run_sweep(
         ConfigError: bad config, missing dataset or foreign output directory (before any training).
         RuntimeError: some runs failed (the others finished; see ``runs/<id>/error.txt``).
     """
-    from kwlab.utils import progress_bar as tqdm  # noqa: PLC0415
 
-    if not isinstance(spec, SweepSpec):
-        spec = load_sweep(spec)
+    if not isinstance(spec, _SweepSpec):
+        spec = _load_sweep(spec)
     if overrides:
-        apply_overrides(spec, overrides)
-    runner = make_executor(spec.executor, executor, workers)
-    configs = resolve_data(spec, expand(spec), log)
+        _apply_overrides(spec, overrides)
+    runner = _make_executor(spec.executor, executor, workers)
+    configs = resolve_data(spec, _expand(spec), log)
     check_configs(configs)
-    log_budgets(configs, log)
+    _log_budgets(configs, log)
     out = Path(out)
     _prepare_out_dir(spec, out, log=log)
-    ids = run_ids(configs)
+    ids = _run_ids(configs)
     _adopt_run_dirs(out, configs, ids, log)
     _set_aside_broken_records(out, ids, log)
     todo = [(c, i) for c, i in zip(configs, ids) if not (out / "runs" / i / "results.json").exists()]
@@ -438,7 +450,7 @@ def run_sweep(
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             atomic_write_text(Path(run_dir) / "error.txt", text)
             log(f"run {run_id} failed: {type(error).__name__}: {error}")
-        collect_results(out, ids)
+        _collect_results(out, ids)
         bar.set_postfix_str(run_id[:40])
         bar.update()
 
@@ -449,7 +461,7 @@ def run_sweep(
             err_file.unlink()
     runner.run([(c, out / "runs" / i) for c, i in todo], done, progress=progress, log=log)
     bar.close()
-    df = collect_results(out, ids)
+    df = _collect_results(out, ids)
     _warn_short_anneals(df, len(ids))
     if failures:
         raise RuntimeError(

@@ -22,7 +22,7 @@ Run directory layout (all files written atomically: tmp file + ``os.replace``)::
                     batches; train_acc_clean: the clean train accuracy, see below)
     checkpoint.pt   state after the last finished epoch (torch.load(weights_only=True))
     probe/          the probe's tables on test images after training (dynamic models;
-                    kwlab.experiments.callbacks.FinalProbeCallback; read with kwlab.instruments.probe.load)
+                    kwlab.experiments.callbacks.FinalProbeCallback; read with kwlab.instruments.load)
     probe_history.parquet  probe summaries during training (when probe_every > 0)
     results.json    written last: the run is finished when it exists
 
@@ -74,19 +74,20 @@ from torch import Tensor, nn
 
 from kwlab.experiments import setup
 from kwlab.experiments.accuracies import (
-    RECALIBRATION_BATCHES,
     clean_train_accuracy,
     finite,
-    frozen_accuracies,
     nan_min,
     nonfinite_notes,
-    recalibrate_batchnorm,
     tau0_accuracies,
 )
 from kwlab.experiments.callbacks import Callback
-from kwlab.experiments.config import MAX_ANNEAL_FACTOR, ConfigError, RunConfig
+from kwlab.experiments.config import MAX_ANNEAL_FACTOR
+from kwlab.experiments.config import ConfigError as _ConfigError
+from kwlab.experiments.config import RunConfig as _RunConfig
 from kwlab.experiments.rundir import (
-    check_run_dir,
+    check_run_dir as _check_run_dir,
+)
+from kwlab.experiments.rundir import (
     hold_run_dir,
     keyed_callbacks,
     mismatch_message,
@@ -95,33 +96,52 @@ from kwlab.experiments.rundir import (
     write_config_record,
 )
 from kwlab.experiments.setup import (
-    build_model,
-    describe_builder,
+    build_model as _build_model,
+)
+from kwlab.experiments.setup import (
+    describe_builder as _describe_builder,
+)
+from kwlab.experiments.setup import (
     graph_breaks,
     is_distributed,
-    resolve_builder,
+)
+from kwlab.experiments.setup import (
+    resolve_builder as _resolve_builder,
 )
 from kwlab.layers.base import set_temperature
 from kwlab.logs import get_logger
-from kwlab.utils import CheckpointError, atomic_torch_save, atomic_write_text, count_macs, load_torch_file
+from kwlab.utils import (
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write_text,
+    count_macs,
+    load_torch_file,
+    moved_names,
+)
 from kwlab.utils import progress_bar as tqdm
 
 _log = get_logger("train")
 
 __all__ = [
-    "RunConfig",
     "Trainer",
     "fit",
-    "build_model",
-    "check_run_dir",
-    "resolve_builder",
-    "ConfigError",
-    # re-exported from the modules they moved to (setup, accuracies)
-    "describe_builder",
-    "frozen_accuracies",
-    "recalibrate_batchnorm",
-    "RECALIBRATION_BATCHES",
 ]
+
+#: Public names that lived here once -> their one home; importing one from here raises an error naming it.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "RunConfig": "kwlab.experiments",
+        "build_model": "kwlab.experiments",
+        "check_run_dir": "kwlab.experiments.rundir",
+        "resolve_builder": "kwlab.experiments.setup",
+        "ConfigError": "kwlab.experiments",
+        "describe_builder": "kwlab.experiments.setup",
+        "frozen_accuracies": "kwlab.experiments.accuracies",
+        "recalibrate_batchnorm": "kwlab.experiments.accuracies",
+        "RECALIBRATION_BATCHES": "kwlab.experiments.accuracies",
+    },
+)
 
 
 class Trainer:
@@ -145,7 +165,7 @@ class Trainer:
 
     def __init__(
         self,
-        config: RunConfig,
+        config: _RunConfig,
         run_dir: str | os.PathLike | None = None,
         *,
         callbacks: Iterable[Callback] = (),
@@ -168,10 +188,10 @@ class Trainer:
         self.data = data if data is not None else setup.load_config_data(config)
         setup.seed_everything(config.seed)
         custom = model is None and ":" in config.arch
-        self.builder = describe_builder(resolve_builder(config.arch)) if custom else None
+        self.builder = _describe_builder(_resolve_builder(config.arch)) if custom else None
         if self.builder is not None and self.is_main:
             _log.info("arch %r -> %s", config.arch, self.builder)
-        net = model if model is not None else build_model(config, self.data.num_classes)
+        net = model if model is not None else _build_model(config, self.data.num_classes)
         self.model = setup.place_model(net, config, self.data.image_size, self.device, self.channels_last)
         self._graph_breaks_before = graph_breaks() if self.compile_mode is not None else 0
         self.ddp_model: nn.Module = setup.training_model(self.model, self.device, self.compile_mode)
@@ -210,7 +230,7 @@ class Trainer:
         """Check the directory belongs to this config, resume from its checkpoint, write config.json."""
         assert self.run_dir is not None
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        check_run_dir(self.config, self.run_dir)
+        _check_run_dir(self.config, self.run_dir)
         if (self.run_dir / "checkpoint.pt").exists():
             self.load_checkpoint(self.run_dir / "checkpoint.pt")
             self.resumed_from = self.epoch
@@ -266,7 +286,7 @@ class Trainer:
         stored = state.get("config_hash") if isinstance(state, dict) else None
         if stored is not None and stored != self.config.training_hash():
             stored_config = json.loads(state.get("config", "{}"))
-            raise ConfigError(mismatch_message(self.config, stored_config, Path(path).parent))
+            raise _ConfigError(mismatch_message(self.config, stored_config, Path(path).parent))
         self.load_state_dict(state)
 
     # ------------------------------------------------------------------ loop
@@ -473,13 +493,13 @@ class Trainer:
         return nonfinite_notes(out, self.history, self.model)
 
 
-def _check_anneal_span(config: RunConfig, anneal_steps: int | None, total_steps: int) -> None:
+def _check_anneal_span(config: _RunConfig, anneal_steps: int | None, total_steps: int) -> None:
     """Refuse ``temperature_steps`` more than :data:`MAX_ANNEAL_FACTOR` x the run's optimizer steps (before
     the first step; ``temperature_epochs`` is checked by :meth:`RunConfig.validate`)."""
     if config.temperature_steps is None or anneal_steps is None:
         return
     if anneal_steps > MAX_ANNEAL_FACTOR * max(total_steps, 1):
-        raise ConfigError(
+        raise _ConfigError(
             f"temperature_steps={config.temperature_steps} is more than {MAX_ANNEAL_FACTOR}x the run "
             f"({total_steps} optimizer steps): tau would barely move; allowed: 0 <= temperature_steps <= "
             f"{MAX_ANNEAL_FACTOR * total_steps}"
@@ -487,7 +507,7 @@ def _check_anneal_span(config: RunConfig, anneal_steps: int | None, total_steps:
 
 
 def fit(
-    config: RunConfig,
+    config: _RunConfig,
     run_dir: str | os.PathLike | None = None,
     *,
     callbacks: Iterable[Callback] = (),
@@ -501,6 +521,6 @@ def fit(
     """
     with hold_run_dir(run_dir):  # a directory another live process writes is refused
         if run_dir is not None and (Path(run_dir) / "results.json").exists():
-            return check_run_dir(config, run_dir)
+            return _check_run_dir(config, run_dir)
         trainer = Trainer(config, run_dir, callbacks=callbacks, progress=progress, **kwargs)
         return trainer.fit()

@@ -5,7 +5,8 @@ statistics it streams (:mod:`kwlab.instruments.statistics`), each computed by :m
 
 from . import format, metrics, plot, statistics
 from .freeze import freeze_attention, unfreeze_attention
-from .probe import Probe, ProbeResult, capture, load, select_layers
+from .probe import Probe, capture, select_layers
+from .probe_store import ProbeResult, load
 
 __all__ = [
     "Probe",

@@ -35,14 +35,15 @@ Example::
         probe.record_loader(test_loader, max_batches=20)   # labels are taken from (x, y) batches
     probe.summary()        # one row per layer: neg_frac, neg_mass, zero_mass, entropy, ...
     probe.cell_usage()     # layer x warehouse cell: mean_abs, top_count
-    probe.save("runs/probe", config=cfg); kwlab.instruments.probe.load("runs/probe")
+    probe.save("runs/probe", config=cfg); kwlab.instruments.load("runs/probe")
 
 Training: :class:`kwlab.experiments.ProbeCallback` records the summary every ``k`` training steps.
 
 Around the probe: the statistics table (:data:`STATISTICS`, :data:`HEADLINE`, :func:`summary_columns`,
 :func:`headline`, :func:`degenerate_layers`) lives in :mod:`kwlab.instruments.statistics`, the per-layer
 accumulator the hooks feed in :mod:`kwlab.instruments.layer_stats`, and saving and loading the tables in
-:mod:`kwlab.instruments.probe_store`; their public names are re-exported here.
+:mod:`kwlab.instruments.probe_store` (:class:`~kwlab.instruments.ProbeResult` and
+:func:`~kwlab.instruments.load` are imported from :mod:`kwlab.instruments`); each name has that one home.
 """
 
 from __future__ import annotations
@@ -58,24 +59,37 @@ from torch import Tensor, nn
 
 from kwlab.instruments import metrics, statistics
 from kwlab.instruments.layer_stats import LayerStats
-from kwlab.instruments.probe_store import ProbeResult, load, save_tables
-
-# the statistics table lives in kwlab.instruments.statistics and is read there at run time; its names
-# (statistics.__all__) are re-exported here, for `from kwlab.instruments.probe import STATISTICS` and the like
-from kwlab.instruments.statistics import *  # noqa: F403
+from kwlab.instruments.probe_store import save_tables
 from kwlab.layers.base import DynamicLayer, dynamic_layers
 from kwlab.methods.surgery import select
+from kwlab.utils import moved_names
 from kwlab.utils import progress_bar as tqdm
 
 __all__ = [
     "KERNEL_ELEMENTS",
     "Probe",
-    "ProbeResult",
     "capture",
-    "load",
     "select_layers",
-    *statistics.__all__,  # re-exported: the statistics table's names
 ]
+
+#: Public names that lived here once -> their one home; importing one from here raises an error naming it.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "ProbeResult": "kwlab.instruments",
+        "load": "kwlab.instruments",
+        "DEGENERATE_RULE": "kwlab.instruments.statistics",
+        "EXTRA_COLUMNS": "kwlab.instruments.statistics",
+        "HEADLINE": "kwlab.instruments.statistics",
+        "LAYER_COLUMNS": "kwlab.instruments.statistics",
+        "STATISTICS": "kwlab.instruments.statistics",
+        "Statistic": "kwlab.instruments.statistics",
+        "degenerate_layers": "kwlab.instruments.statistics",
+        "headline": "kwlab.instruments.statistics",
+        "headline_metrics": "kwlab.instruments.statistics",
+        "summary_columns": "kwlab.instruments.statistics",
+    },
+)
 
 
 #: The most numbers the per-sample kernels of one recorded batch may take (``kernel_variation``): a batch

@@ -21,6 +21,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from kwlab.layers.base import check_tau, set_temperature
+from kwlab.methods.temperature import TemperatureSchedule
+
 __all__ = ["KWLabCallback", "lightning_callback_base"]  # noqa: F822 (built on first access)
 
 
@@ -37,9 +40,6 @@ def lightning_callback_base() -> type:
 
 
 def _build() -> type:
-    from kwlab.layers.base import check_tau, set_temperature  # noqa: PLC0415
-    from kwlab.methods.temperature import TemperatureSchedule  # noqa: PLC0415
-
     class KWLabCallback(lightning_callback_base()):
         """Anneal the temperature per optimizer step, log it, and optionally probe the attention.
 
@@ -70,7 +70,7 @@ def _build() -> type:
             self.log = bool(log)
             self.probe = None
             if probe_every:
-                from kwlab.experiments.callbacks import ProbeCallback  # noqa: PLC0415
+                from kwlab.experiments.callbacks import ProbeCallback  # noqa: PLC0415 - kwlab.experiments needs pandas (the lab extra)
 
                 self.probe = ProbeCallback(every=probe_every)
             self._step: int | None = None
@@ -96,7 +96,7 @@ def _build() -> type:
                 self.probe.on_step_end(pl_module, step)
                 rows = self.probe._rows[before:]
                 if rows and self.log:
-                    from kwlab.instruments.statistics import HEADLINE  # noqa: PLC0415
+                    from kwlab.instruments.statistics import HEADLINE  # noqa: PLC0415 - kwlab.instruments needs pandas (the lab extra)
 
                     for column in HEADLINE:
                         values = [

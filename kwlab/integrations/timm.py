@@ -71,7 +71,7 @@ class TimmTemperature:
             set_temperature(ema, check_tau(ema_tau, "ema_tau"))
         self.probe = None
         if probe_every:
-            from kwlab.experiments.callbacks import ProbeCallback  # noqa: PLC0415 (pandas: the lab extra)
+            from kwlab.experiments.callbacks import ProbeCallback  # noqa: PLC0415 - kwlab.experiments needs pandas (the lab extra)
 
             self.probe = ProbeCallback(every=probe_every)
         self.num_updates = -1

@@ -261,7 +261,7 @@ def _check_eval_output(layer: nn.Module, x: Tensor, out: Tensor) -> None:
         return
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or out.device.type == "meta":
         return
-    from torch._subclasses.fake_tensor import FakeTensor  # noqa: PLC0415
+    from torch._subclasses.fake_tensor import FakeTensor  # noqa: PLC0415 - torch's private fake-tensor module, only on this guard's path
 
     if isinstance(out, FakeTensor) or bool(torch.isfinite(out).all()) or not bool(torch.isfinite(x).all()):
         return

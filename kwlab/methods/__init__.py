@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from . import family
 from .family import plan_family
-from .kernelwarehouse import KW_PRESETS, KWOptions, kernelwarehouse, plan_kernelwarehouse
+from .kernelwarehouse import kernelwarehouse
+from .kw_options import KW_PRESETS, KWOptions
+from .kw_plan import plan_kernelwarehouse
 from .option_types import OptionError
 from .table import (
     METHOD_FIELDS,

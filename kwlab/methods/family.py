@@ -105,31 +105,41 @@ from typing import Any
 
 from torch import nn
 
-from .conversion import FamilyPlan, convert_row, plan_row
+from kwlab.utils import moved_names
+
+from .conversion import FamilyPlan as _FamilyPlan
+from .conversion import convert_row, plan_row
 from .surgery import Patterns
 from .table import METHODS, Method
-from .wiring import KERNELDNA_WIRINGS, Wiring, find_stages, kerneldna_pairs, wired_convs
+from .wiring import Wiring as _Wiring
+from .wiring import wired_convs
 
 __all__ = [
-    "Wiring",
     "WIRING",
-    "KERNELDNA_WIRINGS",
     "family_method",
     "convert",
-    "convert_kerneldna",
     "conversion_plan",
     "plan_family",
-    "FamilyPlan",
-    "find_stages",
-    "kerneldna_pairs",
 ]
+
+#: Public names that lived here once -> their one home; importing one from here raises an error naming it.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "Wiring": "kwlab.methods",
+        "KERNELDNA_WIRINGS": "kwlab.methods.wiring",
+        "FamilyPlan": "kwlab.methods.conversion",
+        "find_stages": "kwlab.methods.wiring",
+        "kerneldna_pairs": "kwlab.methods.wiring",
+    },
+)
 
 
 class _WiringView(Mapping):
     """``{method: Wiring}`` read from the :data:`~kwlab.methods.METHODS` rows that have one (read-only, live:
     a row added at run time shows here at once)."""
 
-    def __getitem__(self, method: str) -> Wiring:
+    def __getitem__(self, method: str) -> _Wiring:
         row = METHODS.get(method)
         if row is None or row.wiring is None:
             raise KeyError(method)
@@ -146,7 +156,7 @@ class _WiringView(Mapping):
 
 
 #: The family's wirings by method name: derived from :data:`~kwlab.methods.METHODS` (each row's ``wiring``).
-WIRING: Mapping[str, Wiring] = _WiringView()
+WIRING: Mapping[str, _Wiring] = _WiringView()
 
 
 def family_method(method: str) -> Method:
@@ -165,7 +175,7 @@ def conversion_plan(
     return wired_convs(model, family_method(method).wiring, include=include, exclude=exclude)
 
 
-def plan_family(model: nn.Module, method: str, **options: Any) -> FamilyPlan:
+def plan_family(model: nn.Module, method: str, **options: Any) -> _FamilyPlan:
     """The plan :func:`convert` follows (options as there), without changing ``model``.
 
     Every selected conv's new layer is built on the meta device, so anything the layer refuses (a padding
@@ -199,11 +209,3 @@ def convert(model: nn.Module, method: str, **options: Any) -> nn.Module:
     to convert) leaves ``model`` exactly as it was.
     """
     return convert_row(model, family_method(method), **options)
-
-
-def convert_kerneldna(
-    model: nn.Module, *, preset: str | None = None, wiring: str = "official", **options: Any
-) -> nn.Module:
-    """The "kerneldna" converter of :data:`kwlab.methods.METHODS`: ``wiring="pairing"`` converts ``model``
-    with kwlab's pairing heuristic; ``"official"`` (default) refuses, naming ``create_model`` (see above)."""
-    return METHODS["kerneldna"].converter(model, preset=preset, wiring=wiring, **options)

@@ -22,7 +22,8 @@ Sharing rules (``sharing=``):
   outweighs its cells even alone (depthwise and narrow layers, a small CNN's) gets a warehouse of its own, as
   the official code converts every such layer (its MobileNetV2 converts the stem and each depthwise conv);
   the plan table shows each warehouse's ``attention_share`` and the conversion warns above
-  ``attention_share_warning`` (:data:`ATTENTION_SHARE_WARNING`, 0.5). Squeeze-excitation convs (1x1 on a
+  ``attention_share_warning`` (:data:`~kwlab.methods.kw_options.ATTENTION_SHARE_WARNING`, 0.5).
+  Squeeze-excitation convs (1x1 on a
   pooled input; ``squeeze_excitation=True``), the classifier head (the last layer run, unless the model is
   that one layer; ``classifier=True``), layers the cell ratios cannot cut, padding modes other than zeros
   and ``padding="same"`` with an even kernel stay static; ``plan.left_static`` says why for each;
@@ -40,7 +41,8 @@ temperature 1 with a whole budget the converted model computes the original func
 pretrained network into KW starts exactly where it was. Before anything is allocated the plan is
 checked: above ``max_param_ratio`` (4) x the static parameters, a b < 1 plan that is not smaller than
 static, or parameters (at the model's dtype) above ``max_memory_bytes`` raises a ValueError naming the
-worst warehouses. The default memory budget (``"auto"``, :func:`default_memory_budget`) is a quarter of the
+worst warehouses. The default memory budget (``"auto"``,
+:func:`~kwlab.methods.kw_plan.default_memory_budget`) is a quarter of the
 memory of the model's device (RAM for CPU and meta models, the GPU's memory for CUDA ones): training with
 Adam holds about four copies of every parameter (weights, gradients, two moments). ``max_param_ratio=None``
 and ``max_memory_bytes=None`` lift the limits. With ``b = 1/q`` only the blocks that the init
@@ -59,37 +61,45 @@ from torch import nn
 from kwlab.layers.kernelwarehouse import KW_LAYERS, Warehouse, _KWConvNd, init_cells
 from kwlab.layers.warehouse import KWPlan, owned_cells
 from kwlab.ops import split_kernel
+from kwlab.utils import moved_names
 
-from .kw_options import ATTENTION_SHARE_WARNING, KW_OPTIONS, KW_PRESETS, SHARING, KWOptions, SharingRule
-from .kw_plan import check_plan, default_memory_budget, plan_for, plan_kernelwarehouse, warn_attention_share
-from .kw_rules import generic_stage_rule, layer_kind
+from .kw_options import KWOptions as _KWOptions
+from .kw_plan import check_plan as _check_plan
+from .kw_plan import plan_for, warn_attention_share
 from .surgery import set_module
 
 __all__ = [
     "kernelwarehouse",
     "build_kernelwarehouse",
-    "plan_kernelwarehouse",
-    "check_plan",
-    "default_memory_budget",
-    "KWOptions",
-    "SharingRule",
-    "layer_kind",
-    "generic_stage_rule",
-    "SHARING",
-    "KW_PRESETS",
-    "KW_OPTIONS",
-    "ATTENTION_SHARE_WARNING",
 ]
 
+#: Public names that lived here once -> their one home; importing one from here raises an error naming it.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "plan_kernelwarehouse": "kwlab.methods",
+        "check_plan": "kwlab.methods.kw_plan",
+        "default_memory_budget": "kwlab.methods.kw_plan",
+        "KWOptions": "kwlab.methods",
+        "SharingRule": "kwlab.methods.kw_options",
+        "layer_kind": "kwlab.methods.kw_rules",
+        "generic_stage_rule": "kwlab.methods.kw_rules",
+        "SHARING": "kwlab.methods.kw_options",
+        "KW_PRESETS": "kwlab.methods",
+        "KW_OPTIONS": "kwlab.methods.kw_options",
+        "ATTENTION_SHARE_WARNING": "kwlab.methods.kw_options",
+    },
+)
 
-def kernelwarehouse(model: nn.Module, options: KWOptions | None = None, /, **keywords: Any) -> nn.Module:
+
+def kernelwarehouse(model: nn.Module, options: _KWOptions | None = None, /, **keywords: Any) -> nn.Module:
     """Replace the convolutions and linear layers of ``model`` by KernelWarehouse layers, in place.
 
     Args:
         model: any ``nn.Module``.
         options: a :class:`~kwlab.methods.kw_options.KWOptions` (default: the defaults); ``keywords`` are
             applied on top.
-        **keywords: the fields of :class:`~kwlab.methods.kw_options.KWOptions` (:data:`KW_OPTIONS`):
+        **keywords: the fields of :class:`kwlab.methods.KWOptions` (``kw_options.KW_OPTIONS``):
             ``budget``, ``cell_in``, ``cell_out``, ``sharing``, ``include``/``exclude``, ``init``, the
             attention's settings, ``warehouse_options``/``warehouse_order``, ``temperature``, ``algorithm``,
             ``example_input``, ``classifier``/``squeeze_excitation``, ``attention_ratio`` and the guard's
@@ -97,19 +107,19 @@ def kernelwarehouse(model: nn.Module, options: KWOptions | None = None, /, **key
     Returns:
         The same ``model``, converted (the plan it followed: :func:`plan_kernelwarehouse`).
     """
-    opts = KWOptions.from_keywords(options, **keywords)
+    opts = _KWOptions.from_keywords(options, **keywords)
     if any(isinstance(m, _KWConvNd) for m in model.modules()):
         raise ValueError("model already contains KernelWarehouse layers; convert a static model")
     plan = plan_for(model, opts)
     ref = next(iter(model.parameters()), None)
-    check_plan(
+    _check_plan(
         plan, opts.max_param_ratio, opts.max_memory_bytes, device=ref.device if ref is not None else None
     )
     warn_attention_share(plan, opts.attention_share_warning, stacklevel=2)
     return build_kernelwarehouse(model, plan, opts)
 
 
-def build_kernelwarehouse(model: nn.Module, plan: KWPlan, opts: KWOptions) -> nn.Module:
+def build_kernelwarehouse(model: nn.Module, plan: KWPlan, opts: _KWOptions) -> nn.Module:
     """Build every KW layer of ``plan`` (checked), then swap them all into ``model``; returns ``model``."""
     ref = next(iter(model.parameters()), None)
     factory = dict(device=ref.device, dtype=ref.dtype) if ref is not None else {}

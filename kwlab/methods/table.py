@@ -29,8 +29,10 @@ from kwlab.layers.odconv import ODCONV_TEMPERATURE, ODConv2d
 from kwlab.utils import suggest
 
 from .conversion import converter_for
-from .kernelwarehouse import KW_OPTIONS, KW_PRESETS, kernelwarehouse
+from .kernelwarehouse import kernelwarehouse
+from .kw_options import KW_OPTIONS, KW_PRESETS
 from .option_types import check_option_types
+from .surgery import trace_layers
 from .temperature import TemperatureSchedule
 from .wiring import Wiring, dcd_accepts
 
@@ -375,8 +377,6 @@ def convert(model: nn.Module, method: str, *, preset: str | None = None, **optio
     if "example_input" in options and "example_input" not in spec.options:
         example_input = options.pop("example_input")
         if example_input is not None and not isinstance(model, (nn.Conv2d, nn.Linear)):
-            from .surgery import trace_layers  # noqa: PLC0415
-
             trace_layers(model, example_input)  # a wrong example input is an error for every method
     for key in [k for k in options if k not in spec.options]:
         if options[key] is None or key == "attention_share_warning":

@@ -32,10 +32,13 @@ __all__ = [
     "anneal_summary",
 ]
 
-#: The official KW ResNet/ConvNeXt ImageNet recipe anneals over 20 epochs of ceil(1,281,167 / 4096) = 313
-#: optimizer steps (total batch 4096): 6,260 steps, of 93,900 in its 300 epochs. (Its MobileNetV2 recipe:
-#: 15 epochs at batch 256, ~75,000 steps.)
-OFFICIAL_ANNEAL_STEPS = 20 * 313
+#: Optimizer steps per epoch of the official KW ImageNet recipe: ceil(1,281,167 images / total batch 4096).
+_OFFICIAL_STEPS_PER_EPOCH = -(-1_281_167 // 4096)  # 313
+
+#: The official KW ResNet/ConvNeXt ImageNet recipe anneals over KW's contract span (20 epochs, the method
+#: row's ``temperature.epochs``) of 313 optimizer steps: 6,260 steps, of 93,900 in its 300 epochs. (Its
+#: MobileNetV2 recipe: 15 epochs at batch 256, ~75,000 steps; see ``ModelEntry.anneal_span``.)
+OFFICIAL_ANNEAL_STEPS = int(KWAttention.temperature_contract.epochs) * _OFFICIAL_STEPS_PER_EPOCH
 
 #: An anneal shorter than this many steps (a quarter of the official one) gets a warning in the log, the
 #: results and the report.

@@ -19,7 +19,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from kwlab.methods.kernelwarehouse import KW_PRESETS as RESNET_PRESETS
+from kwlab.methods.kw_options import KW_PRESETS as RESNET_PRESETS
 
 from .registry import ModelEntry, register_model
 

@@ -1,9 +1,9 @@
 """Execution layer for per-sample-kernel convolutions (see :mod:`kwlab.ops.dynamic`)."""
 
-from .dynamic import ALGORITHMS, dynamic_conv, kw_conv, set_chunk_bytes
+from .dynamic import dynamic_conv, kw_conv, set_chunk_bytes
 from .layout import CellLayout, assemble_kernel, cell_index_map, mix_cells, split_kernel, split_kernels
 from .reference import conv_nd, per_sample_conv
-from .select import get_algorithm, set_benchmark, use_algorithm
+from .select import ALGORITHMS, get_algorithm, set_benchmark, use_algorithm
 
 __all__ = [
     "ALGORITHMS",

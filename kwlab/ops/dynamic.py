@@ -24,10 +24,21 @@ from . import select
 from .algorithms import conv_backward, conv_forward
 from .contract import contract_applies, contract_backward, contract_forward, contract_sample_bytes
 from .layout import CellLayout, assemble_kernel, mix_cells, split_kernels
-from .select import ALGORITHMS, time_call
+from .select import time_call
 from .unfold import ConvGeometry
 
-__all__ = ["ALGORITHMS", "dynamic_conv", "kw_conv", "set_chunk_bytes"]
+__all__ = ["dynamic_conv", "kw_conv", "set_chunk_bytes"]
+
+
+def __getattr__(name: str):
+    # ALGORITHMS lived here once; its one home is kwlab.ops (kwlab.ops.select defines it)
+    if name == "ALGORITHMS":
+        raise ImportError(
+            "kwlab.ops.dynamic.ALGORITHMS moved to kwlab.ops: from kwlab.ops import ALGORITHMS",
+            name=__name__,
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _chunk_bytes = 64 * 2**20
 

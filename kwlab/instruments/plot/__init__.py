@@ -1,10 +1,10 @@
 """Every kwlab figure: attention statistics, sweep results, learning curves, warehouse plans, kernel cells
 and attribution maps.
 
-Every function takes data (a tidy DataFrame from :class:`kwlab.Probe` / :func:`kwlab.instruments.probe.load` /
+Every function takes data (a tidy DataFrame from :class:`kwlab.Probe` / :func:`kwlab.instruments.load` /
 :meth:`kwlab.ProbeCallback.history` / a sweep table, or an array) and an optional matplotlib ``ax``, and
 returns the :class:`~matplotlib.figure.Figure`. Nothing here calls ``plt.show()``. Where a function expects a
-probe table it also accepts the probe (or a loaded :class:`~kwlab.instruments.probe.ProbeResult`) itself.
+probe table it also accepts the probe (or a loaded :class:`~kwlab.instruments.ProbeResult`) itself.
 
 Signed attention is drawn with a diverging colour map centred on 0 (red: positive, blue: negative);
 non-negative data (softmax or sigmoid attention, usage) with a sequential map starting at 0, so that a colour

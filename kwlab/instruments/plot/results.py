@@ -184,7 +184,7 @@ def metric_vs_knob(
     for i, (key, part) in enumerate(groups):
         stats = part.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
         if error == "ci95":
-            from scipy import stats as st  # noqa: PLC0415
+            from scipy import stats as st  # noqa: PLC0415 - scipy: only for the 95% intervals
 
             stats["std"] = (
                 stats["std"] * st.t.ppf(0.975, (stats["count"] - 1).clip(lower=1)) / np.sqrt(stats["count"])
