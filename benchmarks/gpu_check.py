@@ -191,6 +191,8 @@ def _methods(plan: dict[str, Any], device: str, data: str) -> list[dict[str, Any
             throughput=results["throughput"],
             amp_dtype=results["amp_dtype"],
             channels_last_used=results["channels_last_used"],
+            nonfinite=bool(results.get("nonfinite", False)),
+            notes=results.get("notes"),
             seconds=time.perf_counter() - start,
         )
         rows.append(row)

@@ -117,7 +117,7 @@ API_CASES = [
     ("convert-exclude-not-str", net, convert("odconv", exclude=5), ValueError, ["exclude", "glob"]),
     ("convert-num_kernels-0", net, convert("dyconv", num_kernels=0), ValueError, ["num_kernels", ">= 1"]),
     ("convert-temperature-0", net, convert("dyconv", temperature=0), ValueError, ["temperature", "> 0"]),
-    ("convert-reduction-neg", net, convert("odconv", reduction=-1), ValueError, ["reduction", "> 0"]),
+    ("convert-reduction-neg", net, convert("odconv", reduction=-1), ValueError, ["reduction", "(0, 1]"]),
     (
         "convert-reflect",
         lambda: net(nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect")),

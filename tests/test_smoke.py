@@ -13,7 +13,7 @@ import kwlab
 from kwlab.layers.base import DynamicAttention
 
 # small inputs keep the 1000-class ImageNet archs CPU-sized; 64 px keeps >= 2x2 maps before the last BatchNorm
-_SIZE = {"resnet20_cifar": 16, "resnet18_cifar": 16}
+_SIZE = {"resnet20_cifar": 16, "resnet8_cifar": 16, "resnet18_cifar": 16}
 _COMBOS = [(arch, method) for arch in kwlab.list_models() for method in kwlab.list_methods()]
 
 
@@ -35,10 +35,11 @@ _VITS = ("deit_small_patch16_224", "deit_tiny_patch16_224", "vit_cifar")
 _REFUSED = {(arch, m): "finds no conv to convert" for arch in _VITS for m in ("dcd", "fdconv")}
 #: FDConv's official kernel_num=64 must divide each layer's rfft2 coefficient count; where it does not, the
 #: conversion refuses by name and the official class default kernel_num=4 runs
-_FDCONV_SMALL = ("convnext_tiny", "mobilenetv2_050", "mobilenetv2_100", "resnet20_cifar")
+_FDCONV_SMALL = ("convnext_tiny", "mobilenetv2_050", "mobilenetv2_100", "resnet20_cifar", "resnet8_cifar")
 #: (arch, method) -> why the method has nothing to convert there: a ViT's only conv is its patch embedding,
 #: the stem the family keeps static; ConvNeXt's stages hold no two same-shape spatial convs in kwlab's
-#: KernelDNA pairing (its stage container's children are whole stages).
+#: KernelDNA pairing (its stage container's children are whole stages); ResNet-8 has one block per stage, so no
+#: block has an earlier same-shape block to pair with.
 _NOTHING_TO_CONVERT = {
     **{
         (vit, m): "patch_embed.proj: the stem"
@@ -46,6 +47,7 @@ _NOTHING_TO_CONVERT = {
         for m in ("condconv", "dyconv", "odconv", "kerneldna")
     },
     ("convnext_tiny", "kerneldna"): "no same-shape conv in an earlier block",
+    ("resnet8_cifar", "kerneldna"): "no same-shape conv in an earlier block",
 }
 
 

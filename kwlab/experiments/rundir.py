@@ -110,7 +110,8 @@ _RUN_LOCK = ".run.lock"
 def hold_run_dir(run_dir: str | os.PathLike | None):
     """Hold the advisory lock ``run_dir/.run.lock`` (``fcntl.flock``, with this process's pid) while a run
     writes the directory: a second process that would train into a run directory still being written by a
-    live process is refused (the lock goes with its holder, even one killed outright). Only rank 0 of a
+    live process is refused (the lock goes with its holder, even one killed outright; the file is removed when
+    the run returns). Only rank 0 of a
     torchrun job (the rank that writes) takes it.
 
     Raises:
@@ -145,6 +146,7 @@ def hold_run_dir(run_dir: str | os.PathLike | None):
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
         yield
+        path.unlink(missing_ok=True)  # a finished (or cleanly failed) run leaves no lock file behind
     finally:
         handle.close()
 
