@@ -469,3 +469,32 @@ def test_anneal_summary_counts_the_runs_and_spans_their_steps():
     one = anneal_summary([(8, 16)], 1)
     assert one.startswith("1 of 1 runs: the temperature anneal spans 8 optimizer steps of 16, ")
     assert text.split(", far fewer")[1] == anneal_note(8, 16).split(", far fewer")[1]  # the same advice
+
+
+def test_kw_configurations_that_differ_in_no_handover_setting_are_not_compared_three_times():
+    """Two KW configurations that differ only in ``attention`` (no handover setting varies) gave the same
+    pair once per handover setting: three copies in one Holm family. Each pair is compared once, and only
+    for the setting in which the two differ."""
+    import pandas as pd
+
+    from kwlab.experiments.handover import _contrasts
+
+    rows = []
+    for attention, shift in (("caf", 0.0), ("constant", 0.05)):
+        for seed in range(3):
+            rows.append(
+                dict(
+                    config_id=attention,
+                    label=attention,
+                    seed=seed,
+                    attention_init="pattern",
+                    temperature_epochs=None,
+                    temperature_steps=None,
+                    final_acc=0.5 + shift + 0.01 * seed,
+                )
+            )
+    assert _contrasts(pd.DataFrame(rows), 0.015, 0.05) == []
+    for row in rows:
+        row["attention_init"] = "official" if row["config_id"] == "caf" else "pattern"
+    found = _contrasts(pd.DataFrame(rows), 0.015, 0.05)
+    assert [metric for metric, _ in found] == ["final_acc"]

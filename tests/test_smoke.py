@@ -38,8 +38,8 @@ _REFUSED = {(arch, m): "finds no conv to convert" for arch in _VITS for m in ("d
 _FDCONV_SMALL = ("convnext_tiny", "mobilenetv2_050", "mobilenetv2_100", "resnet20_cifar", "resnet8_cifar")
 #: (arch, method) -> why the method has nothing to convert there: a ViT's only conv is its patch embedding,
 #: the stem the family keeps static; ConvNeXt's stages hold no two same-shape spatial convs in kwlab's
-#: KernelDNA pairing (its stage container's children are whole stages); ResNet-8 has one block per stage, so no
-#: block has an earlier same-shape block to pair with.
+#: KernelDNA pairing (its stage container's children are whole stages); ResNet-8 has one block per stage,
+#: so no block has an earlier same-shape block to pair with.
 _NOTHING_TO_CONVERT = {
     **{
         (vit, m): "patch_embed.proj: the stem"

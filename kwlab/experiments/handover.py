@@ -227,8 +227,8 @@ def _contrasts(kw: pd.DataFrame, margin: float, alpha: float) -> list[tuple[str,
         fixed = [c for c in keys if c != vary]
         for _, group in kw.groupby(fixed, sort=False, dropna=False) if fixed else [(None, kw)]:
             ids = list(dict.fromkeys(group["config_id"]))
-            if len(ids) != 2:
-                continue
+            if len(ids) != 2 or group[vary].nunique() != 2:
+                continue  # not two configurations that differ in ``vary`` (each pair is compared once)
             rows_a, rows_b = (group[group["config_id"] == i] for i in (ids[1], ids[0]))
             names = (rows_a["label"].iloc[0], rows_b["label"].iloc[0])
             for metric in ("final_acc", "min_acc_tau0", "min_acc_tau0_recal", "final_acc_frozen_recal"):
