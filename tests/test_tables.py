@@ -55,6 +55,7 @@ def test_every_method_field_changes_the_model_key(name):
         "zero_cell": False,
         "attention_init": "pattern",
         "reduction": 0.125,
+        "init": "kaiming",
     }
     base = RunConfig(method=method.name)
     changed = dataclasses.replace(base, **{name: values[name]})

@@ -61,7 +61,12 @@ RUNTIME_FIELDS = ("checkpoint", "device", "compile", "probe_every", "recipe")
 #: Fields added after results were first committed, with their defaults: a field at its default is left out
 #: of :meth:`RunConfig.training_hash` (and of :meth:`RunConfig.training_dict`), so every config written
 #: before the field existed keeps its hash (its run directories resume, ``kwlab reproduce`` matches).
-LATER_FIELDS: dict[str, Any] = {"temperature_steps": None, "attention_init": None, "train_eval_samples": None}
+LATER_FIELDS: dict[str, Any] = {
+    "temperature_steps": None,
+    "attention_init": None,
+    "train_eval_samples": None,
+    "init": None,
+}
 
 #: ``arch="module:function"`` may not name these modules (or their submodules): they run programs, load
 #: code or pickles, or reach the interpreter. Sweep files stay trusted input all the same (see build_model).
@@ -120,6 +125,7 @@ class RunConfig:
     attention_init: str | None = None  # KW: "official" (default) or kwlab's "pattern" (see KWAttention)
     attention: str | None = None  # KW: ATTENTION_FUNCTIONS; the family: "dynamic" or "constant" (METHODS)
     reduction: float | None = None
+    init: str | None = None  # CondConv, DY-Conv, ODConv: "static" (None: copies) or "kaiming" (official)
     drop_path_rate: float = 0.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     data: str = "auto"  # CIFAR-10 where found, else synthetic with a notice (data.resolve_auto)

@@ -150,6 +150,7 @@ def plan_row(
     exclude: Patterns = None,
     stages: str | Sequence[str] = "late",
     wiring: str = "pairing",
+    init: str = "static",
     **layer_kwargs: Any,
 ) -> FamilyPlan:
     """The plan :func:`convert_row` follows for the method ``row`` (a :class:`kwlab.methods.Method` with a
@@ -162,6 +163,7 @@ def plan_row(
     spec, method = row.wiring, row.name
     kwargs = {**spec.defaults, **layer_kwargs}
     _check_pairing_options(row, stages, wiring)
+    check_init(row, init)
     # the layer keywords first, on a plain 3x3 conv: a bad keyword is the keyword's error, not every layer's
     probe = nn.Conv2d(16, 16, 3, padding=1, device="meta")
     if spec.accepts is None or spec.accepts(probe) is None:  # FDConv's gating refuses this probe conv
@@ -232,13 +234,18 @@ def convert_row(model: nn.Module, row, **options: Any) -> nn.Module:
     before the first one is swapped in.
     """
     spec = row.wiring
+    init = options.pop("init", "static")
+    check_init(row, init)
     classifier = options.pop("classifier", False) if spec.classifier is not None else False
     if not isinstance(classifier, bool):
         raise ValueError(f"classifier must be True or False (DCD's dynamic classifier), got {classifier!r}")
     kwargs = {**spec.defaults, **{k: v for k, v in options.items() if k not in _SELECTION}}
     if isinstance(model, nn.Conv2d):  # a lone conv (KernelDNA: a standalone layer owning its kernel)
         _check_pairing_options(row, options.get("stages", "late"), options.get("wiring", "pairing"))
-        return row.layer.from_conv(model, **kwargs)
+        layer = row.layer.from_conv(model, **kwargs)
+        if init == "kaiming":
+            layer.reset_parameters()
+        return layer
     plan = plan_row(model, row, **options)
     if not plan.layers and spec.accepts is not None and options.get("include") is None:
         raise ValueError(_nothing_to_convert(model, row))
@@ -252,6 +259,8 @@ def convert_row(model: nn.Module, row, **options: Any) -> nn.Module:
             else:
                 layer = row.layer.from_conv(modules[name], parent=modules[parent], **kwargs)
                 layer.parent_name = parent
+            if init == "kaiming":  # the official from-scratch init: every kernel drawn on its own
+                layer.reset_parameters()
             layer._bank = name
             built[name] = layer
         if classifier:
@@ -264,6 +273,24 @@ def convert_row(model: nn.Module, row, **options: Any) -> nn.Module:
     for name, layer in built.items():  # nothing below can fail: the swap is all or nothing
         set_module(model, name, layer)
     return model
+
+
+#: ``init`` of the kernel-bank methods (CondConv, DY-Conv, ODConv): "static" copies the static conv into every
+#: kernel (the converted net computes the static function: the start for a pretrained net), "kaiming" draws
+#: every kernel on its own with the layer's ``reset_parameters`` (the official code's init for training from
+#: scratch). Trained from scratch, "static" is a symmetric start: with a constant attention every kernel gets
+#: the same gradient, so the kernels never separate and the learned constants get no gradient at all.
+FAMILY_INITS = ("static", "kaiming")
+
+
+def check_init(row, init: Any) -> None:
+    """Refuse an ``init`` the method does not take (only rows that list ``init`` among their options)."""
+    if init == "static":
+        return
+    if "init" not in row.options:
+        raise ValueError(f"option init={init!r} does not apply to method={row.name!r}")
+    if not isinstance(init, str) or init not in FAMILY_INITS:
+        raise ValueError(f"init must be one of {list(FAMILY_INITS)} for method={row.name!r}, got {init!r}")
 
 
 def _nothing_to_convert(model: nn.Module, row) -> str:
