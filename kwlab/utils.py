@@ -312,3 +312,28 @@ def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
         kwargs["position"] = 0
         kwargs["mininterval"] = max(float(kwargs.get("mininterval", 1.0)), 1.0)
     return tqdm(iterable, **kwargs)
+
+
+def take_pid_lock(path: str | os.PathLike) -> tuple[Any, str | None]:
+    """Open ``path`` and take an exclusive advisory lock (``fcntl.flock``) without waiting. Returns
+    ``(handle, None)`` with this process's pid written into the file (the lock is held until ``handle`` is
+    closed, and goes with its process even when killed outright), or ``(None, holder)`` when another live
+    process holds it (``holder``: the pid line that process wrote). Without advisory locks on the platform
+    the lock is always taken."""
+    handle = open(path, "a+")  # noqa: SIM115 - held by the caller while it writes
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - no advisory locks on this platform
+        pass
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        return None, holder
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle, None

@@ -21,7 +21,7 @@ import torch
 
 from kwlab.experiments.callbacks import Callback
 from kwlab.experiments.config import ConfigError, RunConfig
-from kwlab.utils import atomic_write_text, git_revision
+from kwlab.utils import atomic_write_text, git_revision, take_pid_lock
 
 __all__ = [
     "check_run_dir",
@@ -125,28 +125,15 @@ def hold_run_dir(run_dir: str | os.PathLike | None):
     path = run_dir / _RUN_LOCK
     if path.is_dir():
         raise ConfigError(f"{path} is a directory; it must be kwlab's lock file: delete it")
-    handle = open(path, "a+")  # noqa: SIM115 - held while the run writes
-    try:
-        import fcntl  # noqa: PLC0415 - POSIX only
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # pragma: no cover - no advisory locks on this platform
-        pass
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
+    handle, holder = take_pid_lock(path)
+    if handle is None:
         raise ConfigError(
             f"{run_dir} is being written by another live process ({holder}, lock {path}); wait for it to "
             f"finish or stop it (a torchrun job of a killed sweep: kill its process group), then re-run"
-        ) from None
+        )
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
         yield
-        path.unlink(missing_ok=True)  # a finished (or cleanly failed) run leaves no lock file behind
+        path.unlink(missing_ok=True)  # a run that returns leaves no lock file behind
     finally:
         handle.close()
 

@@ -99,7 +99,7 @@ from kwlab.experiments.spec import (
 )
 from kwlab.logs import get_logger
 from kwlab.methods.temperature import anneal_summary
-from kwlab.utils import atomic_write_text, git_revision, moved_names
+from kwlab.utils import atomic_write_text, git_revision, moved_names, take_pid_lock
 from kwlab.utils import progress_bar as tqdm
 
 _log = get_logger("sweep")
@@ -199,25 +199,12 @@ def _lock_out_dir(out: Path) -> None:
             f"{out / _LOCK_NAME} is a directory; it must be kwlab's sweep lock file: delete it (rmdir) and "
             f"re-run"
         )
-    handle = open(out / _LOCK_NAME, "a+")  # noqa: SIM115 - kept open while the sweep runs
-    try:
-        import fcntl  # noqa: PLC0415 - POSIX only
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # pragma: no cover - no advisory locks on this platform
-        pass
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
+    handle, holder = take_pid_lock(out / _LOCK_NAME)
+    if handle is None:
         raise ConfigError(
             f"another sweep is running in {out} (lock {out / _LOCK_NAME} held by {holder}); wait for it to "
             f"finish or use another --out"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}\n")
-    handle.flush()
+        )
     _HELD_LOCKS[key] = handle
 
 
