@@ -266,7 +266,7 @@ def test_kernelwarehouse_and_its_plan_refuse_a_string_boolean():
 
 
 BAD_FIELDS = [
-    ({"probe_samples": -5}, r"probe_samples=-5.*allowed"),
+    ({"probe_samples": -5}, r"probe_samples=-5.*allowed: an integer >= 0"),
     ({"min_lr": 1.0, "lr": 0.1}, r"min_lr=1.0 exceeds lr=0.1"),
     ({"momentum": 5}, r"momentum=5.0.*\[0, 1\)"),
     ({"seed": 2**70}, r"seed=.*allowed: an integer in \[0, "),
@@ -387,3 +387,8 @@ def test_plan_frame_is_a_dataframe_as_the_readme_says():
     assert frame.attrs["totals"] == plan.totals()
     family = kwlab.methods.plan_family(_net(), "dyconv").frame()
     assert isinstance(family, pd.DataFrame) and family.index.name == "layer"
+
+
+def test_probe_samples_zero_still_turns_the_final_probe_off():
+    """0 is the documented "no final probe" (notebooks 05-09 train that way); only negatives are refused."""
+    assert RunConfig.from_dict({**TINY, "probe_samples": 0}).probe_samples == 0

@@ -400,9 +400,10 @@ def _check_ranges(config: RunConfig) -> None:
     """The range checks of :meth:`RunConfig.validate` that name a field and its allowed values."""
     if not 0 <= config.seed <= MAX_SEED:
         raise ConfigError(f"seed={config.seed!r}: allowed: an integer in [0, {MAX_SEED}]")
-    if config.probe_samples < 1:
+    if config.probe_samples < 0:
         raise ConfigError(
-            f"probe_samples={config.probe_samples!r}: allowed: an integer >= 1 (images the probe records)"
+            f"probe_samples={config.probe_samples!r}: allowed: an integer >= 0 (images the final probe "
+            f"records; 0 = no final probe)"
         )
     if config.min_lr > config.lr:
         raise ConfigError(
