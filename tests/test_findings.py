@@ -116,17 +116,23 @@ def test_demo_config_on_a_tiny_subset_gives_intervals_budgets_and_a_finding(tmp_
     for col in BUDGET + PROVENANCE:
         assert col in summary.columns and col in results.columns, col
     assert (results["data"] == "synthetic").all() and (results["threads"] == 1).all()
-    kw = summary[summary["method"] == "kw"]
+    dynamic = summary[summary["method"] == "dyconv"]
     static = summary[summary["method"] == "static"]
-    assert len(kw) and len(static)
-    assert (kw["params_attention"] > 0).all() and (static["params_attention"] == 0).all()
+    assert sorted(dynamic["attention"]) == ["constant", "dynamic"] and len(static) == 2
+    assert (dynamic["params_attention"] > 0).all() and (static["params_attention"] == 0).all()
     assert (
-        kw["params"]
-        == kw["params_static"] + kw["params_warehouse"] + kw["params_attention"] + kw["params_other"]
+        dynamic["params"]
+        == dynamic["params_static"]
+        + dynamic["params_warehouse"]
+        + dynamic["params_attention"]
+        + dynamic["params_other"]
     ).all()
     page = make_report(tmp_path / "demo")
     text = (page.parent / "finding.md").read_text()
     assert "±" in text and "parameters" in text and (page.parent / "accuracy_by_config.png").exists()
+    # the three comparisons declared in the demo's file, each with one of the three verdicts
+    assert "Comparisons (3, declared in the sweep file" in text
+    assert text.count("Holm-adjusted p = ") == 3
     readme = publish(tmp_path / "demo", tmp_path / "reference")  # a reference-result folder from it
     published = {p.name for p in (tmp_path / "reference").rglob("*")}
     assert {"results.csv", "summary.csv", "sweep.yaml", "accuracy_by_config.png"} <= published

@@ -304,9 +304,15 @@ def test_image_size_100000_is_refused_before_any_image_is_made(tmp_path):
     assert code == 2 and not (tmp_path / "r").exists()
 
 
-def test_set_kernel_num_points_at_model_kwargs():
-    with pytest.raises(ConfigError, match=r"unknown config field 'kernel_num'.*pass it in model_kwargs"):
-        RunConfig.from_dict({**TINY, "method": "fdconv", "kernel_num": 4})
+def test_a_method_option_is_given_flat_and_held_by_its_row():
+    """``--set kernel_num=4`` with method=fdconv is FDConv's knob (held in ``options``, checked by its row);
+    with another method it is refused, naming the method it belongs to."""
+    config = RunConfig.from_dict({**TINY, "method": "fdconv", "kernel_num": 4})
+    assert config.options == {"kernel_num": 4} and config.method_options()[1] == {"kernel_num": 4}
+    with pytest.raises(ConfigError, match=r"option kernel_num=2.5 of method 'fdconv' has type float"):
+        RunConfig.from_dict({**TINY, "method": "fdconv", "kernel_num": 2.5})
+    with pytest.raises(ConfigError, match=r"unknown config field 'kernel_num'.*option of method 'fdconv', not of "):
+        RunConfig.from_dict({**TINY, "method": "kw", "kernel_num": 4})
 
 
 def test_a_sweep_whose_base_seed_is_not_an_integer_is_refused_by_name(tmp_path):

@@ -86,7 +86,7 @@ def test_convnext_kw_wiring(convnext_kw):
         expected += [f"stage{i}_dwconv", f"stage{i}_pwconv"]
     whs = warehouses(kw)
     assert list(whs) == expected
-    settings = model_entry("convnext_tiny").kw_prepare(_tiny_convnext(), "1x", dict(sharing="stage"))
+    settings = model_entry("convnext_tiny").prepare["kw"](_tiny_convnext(), "1x", dict(sharing="stage"))
     assert settings["warehouse_order"] == expected
     # hand-computed cells: (n, o_c, i_c, 1, 1); n = sum of mixtures at budget 1
     assert tuple(whs["stem"].cells.shape) == (16, 96, 3, 1, 1)  # 4x4 kernel -> 16 mixtures
@@ -114,7 +114,7 @@ def test_convnext_kw_static_init_reproduces_static():
             p.add_(0.1 * torch.randn_like(p))
     kw = copy.deepcopy(static)
     entry = model_entry("convnext_tiny")
-    settings = entry.kw_prepare(kw, "1x", dict(entry.presets["1x"]))
+    settings = entry.prepare["kw"](kw, "1x", dict(entry.presets["kw"]["1x"]))
     # a tiny test net: the depthwise attention outweighs its convs, which the size guard would refuse
     kernelwarehouse(kw, **settings, init="static", max_param_ratio=None).eval()
     assert len(warehouses(kw)) == 12
@@ -211,7 +211,7 @@ def test_mobilenetv2_1x_wiring():
     for s in range(2, 7):
         expected += [f"stage{s}_pwconv", f"stage{s}_dwconv"]
     assert list(warehouses(model)) == expected
-    settings = model_entry("mobilenetv2_100").kw_prepare(
+    settings = model_entry("mobilenetv2_100").prepare["kw"](
         create_model("mobilenetv2_100"), "1x", dict(sharing="stage")
     )
     assert settings["warehouse_order"] == expected
@@ -304,7 +304,7 @@ def test_mobilenetv2_kw_static_init_reproduces_static():
     static = create_model("mobilenetv2_050", num_classes=10).eval()
     entry = model_entry("mobilenetv2_050")
     kw = copy.deepcopy(static)
-    settings = entry.kw_prepare(kw, "4x", dict(entry.presets["4x"]))
+    settings = entry.prepare["kw"](kw, "4x", dict(entry.presets["kw"]["4x"]))
     # a tiny test net: the depthwise attention outweighs its convs, which the size guard would refuse
     kernelwarehouse(kw, **settings, init="static", max_param_ratio=None).eval()
     set_temperature(kw, 1.0)
@@ -351,10 +351,10 @@ def test_mobilenetv2_official_key_map():
 
 
 def test_registry_entries_and_errors():
-    assert model_entry("mobilenetv2_100").temperature_epochs == 15
-    assert model_entry("convnext_tiny").temperature_epochs == 20
-    assert {"1/2x", "1x", "4x"} <= set(model_entry("mobilenetv2_050").presets)
-    assert "1x" in model_entry("convnext_tiny").presets
+    assert model_entry("mobilenetv2_100").anneal_span("kw") == 15
+    assert model_entry("convnext_tiny").anneal_span("kw") == 20
+    assert {"1/2x", "1x", "4x"} <= set(model_entry("mobilenetv2_050").presets_for("kw"))
+    assert "1x" in model_entry("convnext_tiny").presets_for("kw")
     with pytest.raises(ValueError, match="preset"):
         create_model("mobilenetv2_100", method="kw", preset="1/4x")
     with pytest.raises(ValueError, match="pointwise"):

@@ -120,3 +120,89 @@ def test_a_new_model_is_one_file_that_registers_itself(tmp_path, monkeypatch):
     df = run_sweep(spec, tmp_path / "sweep", progress=False, log=lambda *_: None)
     assert sorted(df["method"]) == ["kw", "static"]
     assert df.set_index("method").loc["kw", "probe_neg_frac"] >= 0
+
+
+GAIN_LAYER = '''
+from kwlab.layers.dyconv import DynamicConv2d
+
+
+class GainConv2d(DynamicConv2d):
+    """A toy method with a knob no other method has: DY-Conv's output times ``gain``."""
+
+    def __init__(self, *args, gain: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gain = gain
+
+    def forward(self, x):
+        return self.gain * super().forward(x)
+'''
+
+
+def test_a_new_method_with_a_new_knob_needs_no_edit_outside_its_layer_and_row(tmp_path, monkeypatch):
+    """Issue 30 item 1: a toy method declares a knob that is no RunConfig field and no other method's option
+    (``gain``); it is typed by its layer, checked, swept flat like a field, and kept apart in the results,
+    the summary, the labels, the verdicts, the findings and the report, with nothing edited but the toy's
+    layer file and its row."""
+    from kwlab.experiments.findings import finding_text
+    from kwlab.experiments.report import make_report
+    from kwlab.experiments.stats import config_labels
+
+    toy = _module(tmp_path, monkeypatch, "kwlab_gain_method", GAIN_LAYER)
+    row = Method(
+        "gainy",
+        toy.GainConv2d,
+        None,
+        "count",
+        ("num_kernels", "gain", "include", "exclude"),
+        ("preset",),
+        count_option="num_kernels",
+        description="DY-Conv times a gain",
+        wiring=Wiring({"num_kernels": 2}),
+    )
+    monkeypatch.setitem(METHODS, "gainy", row)
+    assert "gain" not in RunConfig.field_names()
+
+    # the row's options type: derived from the layer's keywords (the new knob typed float, default 1.0)
+    fields = {f.name: f for f in __import__("dataclasses").fields(row.options_type)}
+    assert fields["gain"].type is float and fields["gain"].default == 1.0
+    assert fields["num_kernels"].default == 2  # the wiring's default wins over the layer's
+
+    # a config holds it as the row's checked option, given flat like a field
+    config = RunConfig.from_dict(tiny_run(method="gainy", gain=2.0))
+    assert config.options == {"gain": 2.0} and config.method_options() == (None, {"gain": 2.0})
+    assert config.training_hash() != config.replace(gain=0.5).training_hash()
+    assert RunConfig.from_dict(tiny_run()).training_hash() == RunConfig.from_dict(tiny_run()).replace(
+        options={}
+    ).training_hash()
+    with pytest.raises(ConfigError, match=r"gain='2'.*has type str: gain must be a finite float"):
+        RunConfig.from_dict(tiny_run(method="gainy", gain="2"))
+    with pytest.raises(ConfigError, match=r"unknown config field 'gain'.*option of method 'gainy'"):
+        RunConfig.from_dict(tiny_run(method="dyconv", gain=2.0))
+    model = kwlab.create_model("resnet20_cifar", method="gainy", num_classes=10, widths=(4, 8, 8), gain=3.0)
+    gains = {m.gain for m in model.modules() if isinstance(m, toy.GainConv2d)}
+    assert gains == {3.0}
+
+    # swept flat, kept apart everywhere, compared by a declared verdict that names the knob
+    spec = SweepSpec.from_dict(
+        {
+            "name": "gain",
+            "seeds": 2,
+            "base": tiny_run(),
+            "runs": [{"method": "gainy", "gain": [0.5, 2.0]}],
+            "verdicts": {"margin": 0.05, "comparisons": [[{"gain": 0.5}, {"gain": 2.0}]]},
+        }
+    )
+    out = tmp_path / "sweep"
+    df = run_sweep(spec, out, progress=False, log=lambda *_: None)
+    assert sorted(df["gain"]) == [0.5, 0.5, 2.0, 2.0]
+    labels = config_labels(df)
+    assert set(labels) == {"gainy gain=0.5 4-8-8", "gainy gain=2 4-8-8"}
+    summary = __import__("pandas").read_csv(out / "summary.csv")
+    assert sorted(summary["label"]) == ["gainy gain=0.5 4-8-8", "gainy gain=2 4-8-8"]
+    assert list(summary["n_seeds"]) == [2, 2]
+    text = finding_text(out)
+    assert "gainy gain=0.5 4-8-8" in text and "gainy gain=2 4-8-8" in text
+    assert "gainy gain=0.5 4-8-8 vs gainy gain=2 4-8-8: final_acc difference" in text  # the declared verdict
+    report = make_report(out)
+    html = report.read_text()
+    assert "gainy gain=0.5 4-8-8" in html and "gainy gain=2 4-8-8" in html

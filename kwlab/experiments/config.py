@@ -18,9 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kwlab.experiments.recipes import get_recipe
-from kwlab.layers.attention import ATTENTION_INITS, ATTENTION_NORMS, PATTERN_FUNCTIONS
 from kwlab.methods import METHODS, get_method, method_fields
-from kwlab.methods.kw_options import SHARING
 from kwlab.models import model_entry
 from kwlab.utils import suggest
 
@@ -66,6 +64,7 @@ LATER_FIELDS: dict[str, Any] = {
     "attention_init": None,
     "train_eval_samples": None,
     "init": None,
+    "options": {},
 }
 
 #: ``arch="module:function"`` may not name these modules (or their submodules): they run programs, load
@@ -99,7 +98,10 @@ class RunConfig:
     ``temperature_start``/``temperature_end`` (anneal positions in
     [0, 1], None: 1 -> 0; each method maps them to its own temperature, see
     :class:`kwlab.layers.TemperatureContract`).
-    Which model fields apply to which method: ``kwlab.methods.METHODS[method].config_fields``.
+    Which model fields apply to which method: ``kwlab.methods.METHODS[method].config_fields``. Every other
+    option of the method's row (``METHODS[method].options``: DY-Conv's ``num_kernels``, a new method's new
+    knob) is given the same way, flat (``num_kernels: 8`` in a sweep file, ``--set num_kernels=8``), and held
+    in ``options``, checked by the row (its :attr:`~kwlab.methods.Method.options_type`).
     Runtime: ``seed``, ``device`` ("auto"|"cpu"|"cuda"), ``amp`` (:data:`AMP_MODES`: True = CUDA only,
     "bf16" on every device), ``channels_last`` (:data:`CHANNELS_LAST_MODES`: True = CUDA only, "always" on
     every device), ``compile`` (:data:`COMPILE_MODES`: ``torch.compile`` of the training model),
@@ -128,6 +130,7 @@ class RunConfig:
     init: str | None = None  # CondConv, DY-Conv, ODConv: "static" (None: copies) or "kaiming" (official)
     drop_path_rate: float = 0.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the row's knobs that are not fields
     data: str = "auto"  # CIFAR-10 where found, else synthetic with a notice (data.resolve_auto)
     data_root: str | None = None
     image_size: int | None = None
@@ -169,12 +172,13 @@ class RunConfig:
         """The fields that decide which model is built (the one list; sweeps key models by it): ``arch``,
         ``method``, every method's fields (:func:`kwlab.methods.method_fields`, derived from the method
         table), ``drop_path_rate`` and ``model_kwargs``. The number of classes comes from the data."""
-        return ("arch", "method", *method_fields(), "drop_path_rate", "model_kwargs")
+        return ("arch", "method", *method_fields(), "options", "drop_path_rate", "model_kwargs")
 
     def method_options(self) -> tuple[str | None, dict[str, Any]]:
         """``(preset, options)``: the preset and the other set method fields, as the converter takes them."""
         spec = get_method(self.method)
         options = {k: getattr(self, k) for k in spec.config_fields if getattr(self, k) is not None}
+        options.update(self.options)
         return options.pop("preset", None), options
 
     def model_key(self) -> str:
@@ -203,8 +207,9 @@ class RunConfig:
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         merged = {**start, **merged, **values}
-        hints = typing.get_type_hints(cls)
         names = cls.field_names()
+        _hold_knobs(merged, names)
+        hints = typing.get_type_hints(cls)
         for key in merged:
             if key not in names:
                 raise ConfigError(
@@ -247,6 +252,7 @@ class RunConfig:
                 f"method={self.method!r} ({given[0]} applies to {users}); the fields of "
                 f"{self.method!r} are {list(spec.config_fields)}"
             )
+        _check_knobs(self, spec)
         if self.preset is not None:
             arch_presets = _arch_presets(self.arch) if spec.presets == "arch" else None
             try:
@@ -259,22 +265,10 @@ class RunConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value) and "float" in str(hints[f.name]):
                 raise ConfigError(f"{f.name} must be a finite number, got {value}")
-        if self.sharing is not None:
-            _choice("sharing", self.sharing, SHARING)
-        if self.attention is not None:  # the allowed values are the method's (METHODS[method].attentions)
-            try:
-                spec.check_attention(self.attention)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
-        if self.attention_norm is not None:
-            _choice("attention_norm", self.attention_norm, ATTENTION_NORMS)
-        if self.attention_init is not None:
-            _choice("attention_init", self.attention_init, ATTENTION_INITS)
-            if self.attention_init == "pattern" and self.attention not in (None, *PATTERN_FUNCTIONS):
-                raise ConfigError(
-                    "attention_init='pattern' needs attention='caf' or attention='constant' (the functions "
-                    f"with an init pattern), got attention={self.attention!r}"
-                )
+        try:  # the method's own rules, from its row (KW: KWOptions; the family: its options type)
+            spec.parse_options(self.method_options()[1])
+        except (ValueError, TypeError) as err:
+            raise ConfigError(str(err)) from None
         for name in ("temperature_start", "temperature_end"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
@@ -324,8 +318,6 @@ class RunConfig:
                 f"train_eval_samples must be an integer >= 0 (training images of the clean train accuracy; "
                 f"0 = off, null = the default), got {self.train_eval_samples!r}"
             )
-        if self.budget is not None and self.budget <= 0:
-            raise ConfigError(f"budget must be > 0, got {self.budget}")
 
     # ------------------------------------------------------------------ derived values
     def resolved_temperature(self) -> tuple[float, float, float | None] | None:
@@ -437,15 +429,39 @@ def _check_ranges(config: RunConfig) -> None:
 
 
 def _model_kwargs_hint(key: str, values: dict[str, Any]) -> str:
-    """For an unknown field that is a method option (``kernel_num``): where it goes instead."""
+    """For an unknown field that is an option of another method (``kernel_num`` with method=kw): whose."""
     owners = sorted(m.name for m in METHODS.values() if key in m.options)
     if not owners:
         return ""
     return (
-        f" {key!r} is an option of method {', '.join(map(repr, owners))}, not a RunConfig field: pass it in "
-        f"model_kwargs, e.g. model_kwargs: {{{key}: {values[key]!r}}} (--set 'model_kwargs={{{key}: "
-        f"{values[key]!r}}}')"
+        f" {key!r} is an option of method {', '.join(map(repr, owners))}, not of "
+        f"method={values.get('method', 'static')!r} (a method's options are given flat, with that method)"
     )
+
+
+def _hold_knobs(values: dict[str, Any], names: Sequence[str]) -> None:
+    """Move the keys of ``values`` that are options of its method's row but not fields into ``options`` (in
+    place): a sweep file and ``--set`` give a method's knobs flat, the config holds them as the row's."""
+    row = METHODS.get(values.get("method", "static")) if isinstance(values.get("method"), str) else None
+    if row is None:
+        return
+    knobs = {k: values.pop(k) for k in [k for k in values if k not in names and k in row.options]}
+    if knobs:
+        held = values.get("options")
+        values["options"] = {**(dict(held) if isinstance(held, Mapping) else {}), **knobs}
+
+
+def _check_knobs(config: RunConfig, spec) -> None:
+    """The knobs a config holds in ``options``: options of its method's row that are not fields, each of
+    the type the row declares (:meth:`kwlab.methods.Method.check_options`)."""
+    names = config.field_names()
+    for key in config.options:
+        if key in names:
+            raise ConfigError(f"options={{{key!r}: ...}}: {key!r} is a field; give it as {key}=...")
+    try:
+        spec.check_options(config.options, " (a knob held in RunConfig.options)")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _official_anneal_span(arch: str, method: str) -> float:
@@ -488,7 +504,7 @@ def _arch_presets(arch: str):
     from kwlab.models import model_entry  # noqa: PLC0415 - the model zoo is imported when first needed
 
     try:
-        return model_entry(arch).presets
+        return model_entry(arch).presets_for("kw")
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

@@ -25,6 +25,7 @@ from kwlab.experiments.stats import (
     verdict_lines,
 )
 from kwlab.instruments.left_out import left_out_text, split_nonfinite
+from kwlab.methods import METHODS
 from kwlab.models import model_entry
 
 __all__ = [
@@ -42,18 +43,12 @@ __all__ = [
 ]
 
 
-def _preset_fields(arch: str, preset: Any) -> dict[str, float]:
-    if not isinstance(preset, str):
-        return {}
+def _arch_presets(arch: Any, method: str):
+    """``method``'s presets on a registered arch (None: a custom or unknown arch, the method's own)."""
     try:
-        return {
-            k: float(v)
-            for k, v in model_entry(arch).presets[preset].items()
-            if k in ("budget", "cell_in", "cell_out")
-        }
-    except Exception:  # noqa: BLE001 - unknown arch: fall back to the preset's name
-        num, _, den = preset.rstrip("x").partition("/")
-        return {"budget": float(num) / float(den or 1)}
+        return model_entry(arch).presets_for(method)
+    except ValueError:
+        return None
 
 
 def load_results(sweep_dir: str | os.PathLike) -> pd.DataFrame:
@@ -70,18 +65,15 @@ def derive_columns(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     b, m = [], []
-    for _, row in df.iterrows():
-        fields = _preset_fields(row["arch"], row.get("preset")) if row["method"] == "kw" else {}
-        for key in ("budget", "cell_in", "cell_out"):
-            if key in row and pd.notna(row[key]):
-                fields[key] = float(row[key])
-        b.append(fields.get("budget", 1.0))
-        m.append(1.0 / (fields.get("cell_in", 1.0) * fields.get("cell_out", 1.0)))
+    for _, row in df.iterrows():  # the row's describe: b and m of KW's presets and fields, 1 elsewhere
+        row_method = METHODS.get(row["method"])
+        about = row_method.describe(row, arch_presets=_arch_presets(row["arch"], row["method"])) if row_method else None
+        b.append(about.b if about else 1.0)
+        m.append(about.m if about else 1.0)
     df["b"] = b
     df["m"] = m
-    df["sharing_range"] = (
-        df["sharing"].fillna("default").where(df["method"] != "static", "-") if "sharing" in df else "-"
-    )
+    sharing = df["sharing"].astype(object).fillna("default") if "sharing" in df else None
+    df["sharing_range"] = sharing.where(df["method"] != "static", "-") if sharing is not None else "-"
     df["accuracy"] = df["best_acc"]
     return df
 

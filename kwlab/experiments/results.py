@@ -183,6 +183,10 @@ def _result_row(
     row: dict[str, Any] = {"run_id": name}
     for k, v in cfg.items():
         row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+    if not cfg.get("options"):  # no knobs: no column (a run recorded before knobs were held is the same)
+        row.pop("options", None)
+    for k, v in cfg.get("options", {}).items():  # each knob also as its own column (beside the fields)
+        row.setdefault(k, json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
     if resolved.get("data") and str(cfg.get("data", "")).lower() == "auto":
         row["data"] = resolved["data"]
     notice = spec_meta.get("data_notice", "")

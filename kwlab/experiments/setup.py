@@ -151,15 +151,17 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
     preset, options = config.method_options()
     if ":" in config.arch:
         fn = resolve_builder(config.arch)
-        model = fn(num_classes=num_classes, **config.model_kwargs)
-        if not isinstance(model, nn.Module):
-            raise ConfigError(
-                f"arch={config.arch!r}: {describe_builder(fn)} returned {type(model).__name__}, "
-                f"not an nn.Module"
-            )
-        if spec.converter is None:
+
+        def builder() -> nn.Module:
+            model = fn(num_classes=num_classes, **config.model_kwargs)
+            if not isinstance(model, nn.Module):
+                raise ConfigError(
+                    f"arch={config.arch!r}: {describe_builder(fn)} returned {type(model).__name__}, "
+                    f"not an nn.Module"
+                )
             return model
-        return spec.converter(model, **{**spec.train_options, **spec.preset_options(preset), **options})
+
+        return spec.build(builder, preset=preset, options=options, guarded=True)
     if config.drop_path_rate:
         options["drop_path_rate"] = config.drop_path_rate
     return create_model(

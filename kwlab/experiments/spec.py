@@ -42,6 +42,7 @@ import yaml
 
 from kwlab.experiments.config import ConfigError, RunConfig, _coerce
 from kwlab.experiments.executors import make_executor
+from kwlab.methods import METHODS
 from kwlab.utils import suggest
 
 __all__ = [
@@ -326,6 +327,7 @@ def parse_verdicts(block: Any, *, source: str = "sweep") -> dict[str, Any]:
         if not isinstance(pairs, list) or not pairs:
             raise ConfigError(f"{where}.comparisons must be a non-empty list of [a, b] pairs, got {pairs!r}")
         fields = RunConfig.field_names()
+        knobs = {o for m in METHODS.values() for o in m.options}  # a method's knobs pick too
         checked = []
         for i, pair in enumerate(pairs):
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
@@ -337,7 +339,7 @@ def parse_verdicts(block: Any, *, source: str = "sweep") -> dict[str, Any]:
                 for key in side:
                     if key == "seed":
                         raise ConfigError(f"{at}: 'seed' cannot pick a configuration (seeds are paired)")
-                    if key not in fields:
+                    if key not in fields and key not in knobs:
                         raise ConfigError(f"{at}: unknown config field {key!r}.{suggest(key, fields)}")
             if pair[0] == pair[1]:
                 raise ConfigError(f"{where}.comparisons[{i}] compares a configuration with itself")
@@ -347,7 +349,7 @@ def parse_verdicts(block: Any, *, source: str = "sweep") -> dict[str, Any]:
 
 
 def _matches(config: RunConfig, selector: dict[str, Any]) -> bool:
-    values = config.to_dict()
+    values = {**config.options, **config.to_dict()}  # fields, and the knobs the config holds
     return all(values.get(k) == v for k, v in selector.items())
 
 
@@ -388,10 +390,12 @@ def run_ids(configs: Sequence[RunConfig]) -> list[str]:
     training hash): a run directory is named by what it trains, never by runtime fields."""
     dicts = [c.training_dict() for c in configs]
     hashed = [k for k in RunConfig.field_names() if dicts and k in dicts[0]]
-    varying = [k for k in hashed if len({json.dumps(d[k], sort_keys=True, default=str) for d in dicts}) > 1]
+    varying = [
+        k for k in hashed if len({json.dumps(d.get(k), sort_keys=True, default=str) for d in dicts}) > 1
+    ]
     ids = []
     for c, d in zip(configs, dicts):
-        parts = [f"{k}={_slug(d[k])}" for k in varying if d[k] is not None]
+        parts = [f"{k}={_slug(d[k])}" for k in varying if d.get(k) is not None]
         ids.append(",".join(parts + [config_hash(c)]))
     return ids
 

@@ -21,7 +21,6 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from scipy import stats as _st
 from kwlab.experiments.config import RunConfig
 from kwlab.instruments.left_out import left_out_text, nonfinite_runs
 from kwlab.instruments.statistics import headline_metrics
+from kwlab.methods import METHODS
 
 __all__ = [
     "METRICS",
@@ -136,50 +136,35 @@ def config_columns(df: pd.DataFrame) -> list[str]:
     return fields
 
 
-def _cell_label(row: Mapping[str, Any] | pd.Series) -> list[str]:
-    """``["cell 1/2"]`` (or ``["cell 1/2x1/4"]`` for out x in) when the cell ratios are not 1, else []."""
-
-    ratios = []
-    for key in ("cell_out", "cell_in"):
-        value = row.get(key)
-        ok = value is not None and value != "" and not _isnan(value)
-        ratios.append(float(value) if ok else 1.0)
-    if ratios == [1.0, 1.0]:
-        return []
-    text = [str(Fraction(r).limit_denominator(64)) for r in ratios]
-    return [f"cell {text[0]}" if text[0] == text[1] else f"cell {text[0]}x{text[1]}"]
-
-
 def config_label(row: Mapping[str, Any] | pd.Series) -> str:
     """A short human label: ``static 8-16-32``, ``kw b=1 stage 8-16-32`` or, with cells smaller than the
-    default (``cell_in``/``cell_out`` below 1), ``kw b=1 cell 1/2 stage``: configurations of different size
-    never share a label."""
-    parts = [str(row.get("method", "?"))]
-    if row.get("method") not in (None, "static"):
-        for key, fmt in (
-            ("preset", "{}"),
-            ("budget", "b={:g}"),
-            ("sharing", "{}"),
-            ("reduction", "r={:g}"),
-            ("attention", "{}"),
-            ("attention_init", "init={}"),
-            ("temperature_epochs", "anneal={:g}ep"),
-            ("temperature_steps", "anneal={:g}steps"),
-        ):
+    default (``cell_in``/``cell_out`` below 1), ``kw b=1 cell 1/2 stage``: the method, the parts its row's
+    :meth:`~kwlab.methods.Method.describe` gives (the knobs a run holds in ``options`` as ``name=value``),
+    the anneal where set, and the widths. Display only: configurations are told apart by
+    :func:`config_keys`, and :func:`config_labels` makes the labels of one table unique."""
+    method = row.get("method")
+    parts = [str(method if method is not None else "?")]
+    if method in METHODS:
+        parts += METHODS[method].describe(row, _json_field(row.get("options"))).parts
+    if method not in (None, "static"):
+        for key, fmt in (("temperature_epochs", "anneal={:g}ep"), ("temperature_steps", "anneal={:g}steps")):
             value = row.get(key)
             if value is not None and not _isnan(value) and value != "":
                 parts.append(fmt.format(value))
-            if key == "budget":
-                parts += _cell_label(row)
-    kwargs = row.get("model_kwargs")
-    if isinstance(kwargs, str) and kwargs not in ("", "{}"):
-        try:
-            kwargs = json.loads(kwargs)
-        except ValueError:
-            kwargs = {}
-    if isinstance(kwargs, dict) and "widths" in kwargs:
+    kwargs = _json_field(row.get("model_kwargs"))
+    if "widths" in kwargs:
         parts.append("-".join(str(w) for w in kwargs["widths"]))
     return " ".join(parts)
+
+
+def _json_field(value: Any) -> dict[str, Any]:
+    """A dict-valued config column (``model_kwargs``, ``options``) as a dict, from JSON text or a dict."""
+    if isinstance(value, str) and value not in ("", "{}"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _key_frame(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from torch import nn
@@ -30,8 +31,9 @@ from kwlab.utils import suggest
 
 from .conversion import converter_for
 from .kernelwarehouse import kernelwarehouse
-from .kw_options import KW_OPTIONS, KW_PRESETS
+from .kw_options import KW_OPTIONS, KW_PRESETS, KWOptions
 from .option_types import check_option_types
+from .row_options import Description, build, check_knob, describe, kw_size, options_type
 from .surgery import trace_layers
 from .temperature import TemperatureSchedule
 from .wiring import Wiring, dcd_accepts
@@ -75,6 +77,14 @@ class Method:
             (:data:`kwlab.layers.base.ATTENTION_MODES`); empty: the method has no ``attention`` option.
         no_attention: why a method without an ``attention`` option has no ``attention="constant"`` control
             (said when one is asked for).
+        options_class: the frozen dataclass of its options (KW: :class:`kwlab.methods.KWOptions`); None:
+            derived from ``options`` and the layer's keywords (:attr:`options_type`).
+        size: ``size(values, arch_presets) -> {"budget", "cell_in", "cell_out"}`` of one configuration (KW:
+            its preset's, overridden by the fields); None: a method without budget or cells (b = m = 1).
+
+    A run's knobs: the options that are ``RunConfig`` fields are listed in ``config_fields``; every other
+    option of the row is a knob a run holds in ``RunConfig.options`` (given flat in a sweep file or
+    ``--set``, like a field), so a new method's new knob needs no edit outside its layer and its row.
     """
 
     name: str
@@ -91,11 +101,66 @@ class Method:
     wiring: Wiring | None = None
     attentions: tuple[str, ...] = ()
     no_attention: str = ""
+    options_class: type | None = None
+    size: Callable[..., dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         derived = getattr(self.converter, "from_wiring", False)  # dataclasses.replace derives it anew
         if self.wiring is not None and (self.converter is None or derived):
             object.__setattr__(self, "converter", converter_for(self))
+
+    @cached_property
+    def options_type(self) -> type:
+        """The frozen dataclass of this method's options (:func:`kwlab.methods.row_options.options_type`):
+        its fields are :attr:`options`, typed and defaulted by the layer's keywords and the wiring."""
+        return options_type(self)
+
+    def parse_options(self, options: Mapping[str, Any], where: str = "") -> Any:
+        """``options`` as an instance of :attr:`options_type`, after :meth:`check_options`: every rule of the
+        options is the row's (KW: :class:`~kwlab.methods.KWOptions`'s checks, e.g.
+        ``attention_init="pattern"`` needs a function with a pattern); a ValueError names the option and its
+        allowed values."""
+        self.check_options(options, where)
+        if self.converter is None:
+            return self.options_type()
+        return self.options_type(**options)
+
+    def describe(
+        self,
+        values: Mapping[str, Any],
+        knobs: Mapping[str, Any] | None = None,
+        arch_presets: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Description:
+        """b, m and the label parts of one configuration: ``values`` maps config fields to values (a results
+        row or a config dict), ``knobs`` the run's other options (``RunConfig.options``), ``arch_presets`` the
+        arch's KW presets (default: the generic ones)."""
+        return describe(self, values, knobs, arch_presets)
+
+    def build(
+        self,
+        builder: Callable[[], nn.Module],
+        *,
+        preset: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        arch_presets: Mapping[str, Mapping[str, Any]] | None = None,
+        prepare: Callable[..., dict] | None = None,
+        guarded: bool = False,
+        where: str = "",
+    ) -> nn.Module:
+        """``builder()``'s static network converted to this method: the one merge of the row's
+        ``train_options``, the preset's options and ``options`` (:func:`kwlab.methods.row_options.build`).
+        ``guarded``: keep the size guards of a conversion (a custom network); a registered arch's official
+        wiring is built unguarded."""
+        return build(
+            self,
+            builder,
+            preset=preset,
+            options=options,
+            arch_presets=arch_presets,
+            prepare=prepare,
+            guarded=guarded,
+            where=where,
+        )
 
     def schedule(self, iters_per_epoch: int, epochs: float | None = None) -> TemperatureSchedule | None:
         """The anneal (tau 1 -> 0) over ``epochs`` (default: the official span); None without temperature."""
@@ -150,6 +215,8 @@ class Method:
                 f"allowed: {list(self.options)}.{suggest(unknown[0], self.options)}"
             )
         check_option_types(options, self.name)
+        for name, value in options.items():
+            check_knob(self, name, value)
 
     def check_attention(self, value: Any, where: str = "") -> None:
         """Refuse an ``attention`` value this method does not have, naming the option, the method and the
@@ -212,6 +279,8 @@ METHODS: dict[str, Method] = {
             reference="Li & Yao, ICML 2024; OSVAI/KernelWarehouse",
             train_options={"init": "kaiming"},
             attentions=ATTENTION_FUNCTIONS,
+            options_class=KWOptions,
+            size=kw_size,
         ),
         Method(
             "condconv",

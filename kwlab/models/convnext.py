@@ -227,9 +227,9 @@ register_model(
         "convnext_tiny",
         partial(ConvNeXt, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
         ("drop_path_rate", "layer_scale_init_value", "head_init_scale", "dropout", "in_chans"),
-        CONVNEXT_PRESETS,
+        {"kw": CONVNEXT_PRESETS},
         input_size=(3, 224, 224),
-        kw_prepare=_kw_prepare,
+        prepare={"kw": _kw_prepare},
         official_key_map=official_key_map,
         official_tensor_map=official_tensor_map,
         description="ConvNeXt-T (ImageNet 224). KW: every conv incl. stem and downsample, head static; "

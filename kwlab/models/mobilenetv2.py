@@ -345,10 +345,10 @@ for _name, _width in (("mobilenetv2_100", 1.0), ("mobilenetv2_050", 0.5)):
             _name,
             partial(MobileNetV2, width_mult=_width),
             _MODEL_KW,
-            MOBILENETV2_PRESETS,
+            {"kw": MOBILENETV2_PRESETS},
             input_size=(3, 224, 224),
             anneal_epochs={"kw": 15.0},  # the official MobileNetV2 recipe (150 epochs) anneals over 15
-            kw_prepare=_kw_prepare,
+            prepare={"kw": _kw_prepare},
             official_key_map=official_key_map,
             official_key_unmap=official_key_unmap,
             description=_DESCRIPTION.format(w=_width),

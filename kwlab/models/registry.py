@@ -36,14 +36,15 @@ class ModelEntry:
         name: registry name (``"resnet18"``).
         builder: ``builder(num_classes=..., **model_kwargs) -> nn.Module`` building the static network.
         model_kwargs: builder arguments that ``create_model`` accepts as overrides.
-        presets: KW preset name -> :func:`kwlab.kernelwarehouse` keyword arguments (official configs);
-            default: the generic presets :data:`kwlab.methods.KW_PRESETS`.
+        presets: method -> its presets on this arch (preset name -> options; for KW the official configs,
+            :func:`kwlab.kernelwarehouse` keyword arguments); default: KW's generic presets
+            :data:`kwlab.methods.KW_PRESETS`. Read it with :meth:`presets_for`.
         input_size: ``(C, H, W)`` the arch is meant for.
         anneal_epochs: method -> this arch's official anneal span in epochs, where it differs from the
             span of the method's temperature contract (``METHODS[m].temperature.epochs``; KW: 20). Only
             MobileNetV2 has one (KW 15). Read it with :meth:`anneal_span`.
-        kw_prepare: optional ``fn(model, preset, settings) -> settings`` run before KW conversion, for
-            archs whose official KW variant needs per-warehouse options.
+        prepare: method -> ``fn(model, preset, settings) -> settings`` run before that method's conversion,
+            for archs whose official variant needs per-layer options (KW's per-warehouse options).
         method_builders: method -> ``builder(num_classes=..., **options)`` building that method's official
             model directly (KernelDNA rebuilds stages instead of converting convs); used unless the options
             ask for another wiring (``wiring`` other than "official").
@@ -60,10 +61,10 @@ class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
     model_kwargs: tuple[str, ...] = ()
-    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: dict(KW_PRESETS))
+    presets: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=lambda: {"kw": KW_PRESETS})
     input_size: tuple[int, int, int] = (3, 224, 224)
     anneal_epochs: Mapping[str, float] = field(default_factory=dict)
-    kw_prepare: Callable[..., dict] | None = None
+    prepare: Mapping[str, Callable[..., dict]] = field(default_factory=dict)
     description: str = ""
     method_builders: Mapping[str, Callable[..., nn.Module]] = field(default_factory=dict)
     official_key_map: Callable[[str], str] | None = None
@@ -88,10 +89,10 @@ class ModelEntry:
         }
         return {k: v for k, v in maps.items() if v is not None}
 
-    @property
-    def temperature_epochs(self) -> float:
-        """The official KW anneal span of this arch (alias of ``anneal_span("kw")``, kept for old callers)."""
-        return self.anneal_span("kw")
+    def presets_for(self, method: str) -> Mapping[str, Mapping[str, Any]] | None:
+        """``method``'s presets on this arch (preset name -> options); None: the method's own (a count
+        preset "Nx", KW's generic :data:`kwlab.methods.KW_PRESETS`)."""
+        return self.presets.get(method)
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -163,27 +164,28 @@ def create_model(
         raise ValueError(f"{err} (or a builder argument of {arch}: {list(entry.model_kwargs)})") from None
     if spec.converter is None and preset is not None:
         raise ValueError(f"preset={preset!r} needs a dynamic method; method='static' has no presets")
-    settings = spec.preset_options(preset, entry.presets, where) if spec.converter is not None else {}
     config: dict[str, Any] = dict(
         arch=arch, method=method, preset=preset, num_classes=num_classes, **overrides
     )
     official = entry.method_builders.get(spec.name)
     if official is not None and options.get("wiring", "official") == "official":
+        spec.preset_options(preset, entry.presets_for(spec.name), where)
         rest = {k: v for k, v in options.items() if k != "wiring"}
         model = official(num_classes=num_classes, **model_kw, **rest)
         return _record(model, entry, config)
-    model = entry.builder(num_classes=num_classes, **model_kw)
-    if spec.converter is not None:
-        # trained from scratch (the row's train_options: KW's official init). A registered arch follows its
-        # official wiring, which is never refused for its size (a narrow net's attention can outweigh its
-        # cells: parameter_breakdown and the results tables report it) nor warned about: a method's size
-        # guard is off unless max_param_ratio is passed, KW's attention-share warning unless
-        # attention_share_warning is.
-        unguarded = {k: None for k in ("max_param_ratio", "attention_share_warning") if k in spec.options}
-        settings = {**spec.train_options, **unguarded, **settings, **options}
-        if entry.kw_prepare is not None and spec.presets == "arch":  # the arch's own presets need it
-            settings = entry.kw_prepare(model, "1x" if preset is None else preset, settings)
-        model = spec.converter(model, **settings)
+    # trained from scratch (the row's train_options: KW's official init). A registered arch follows its
+    # official wiring, which is never refused for its size (a narrow net's attention can outweigh its cells:
+    # parameter_breakdown and the results tables report it) nor warned about: the row's build leaves a
+    # method's size guard off unless max_param_ratio is passed, KW's attention-share warning unless
+    # attention_share_warning is.
+    model = spec.build(
+        lambda: entry.builder(num_classes=num_classes, **model_kw),
+        preset=preset,
+        options=options,
+        arch_presets=entry.presets_for(spec.name),
+        prepare=entry.prepare.get(spec.name),  # the arch's own presets need it (KW's per-warehouse options)
+        where=where,
+    )
     return _record(model, entry, config)
 
 

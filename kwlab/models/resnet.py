@@ -233,5 +233,5 @@ for _name, _builder, _presets, _size, _description in (
     ("resnet8_cifar", _resnet8, RESNET_PRESETS, 32, "ResNet-8: one block per stage (small tasks)"),
 ):
     register_model(
-        ModelEntry(_name, _builder, _RESNET_KW, _presets, (3, _size, _size), description=_description)
+        ModelEntry(_name, _builder, _RESNET_KW, {"kw": _presets}, (3, _size, _size), description=_description)
     )

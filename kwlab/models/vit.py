@@ -392,7 +392,7 @@ register_model(
         "deit_tiny_patch16_224",
         partial(VisionTransformer, embed_dim=192, depth=12, num_heads=3),
         _VIT_KW,
-        VIT_PRESETS,
+        {"kw": VIT_PRESETS},
         (3, 224, 224),
         description="DeiT-Tiny (192 wide, 12 blocks, 3 heads, patch 16, 224). " + _NOTE,
     )
@@ -402,7 +402,7 @@ register_model(
         "deit_small_patch16_224",
         partial(VisionTransformer, embed_dim=384, depth=12, num_heads=6),
         _VIT_KW,
-        VIT_PRESETS,
+        {"kw": VIT_PRESETS},
         (3, 224, 224),
         description="DeiT-Small (384 wide, 12 blocks, 6 heads, patch 16, 224). " + _NOTE,
     )
@@ -414,7 +414,7 @@ register_model(
             VisionTransformer, img_size=32, patch_size=4, embed_dim=96, depth=6, num_heads=3, kw_groups=2
         ),
         _VIT_KW,
-        VIT_PRESETS,
+        {"kw": VIT_PRESETS},
         (3, 32, 32),
         description="DeiT-style ViT for CIFAR (patch 4 at 32x32: 64 tokens, 96 wide, 6 blocks, 3 heads). "
         + _NOTE,
