@@ -311,7 +311,8 @@ def test_a_method_option_is_given_flat_and_held_by_its_row():
     assert config.options == {"kernel_num": 4} and config.method_options()[1] == {"kernel_num": 4}
     with pytest.raises(ConfigError, match=r"option kernel_num=2.5 of method 'fdconv' has type float"):
         RunConfig.from_dict({**TINY, "method": "fdconv", "kernel_num": 2.5})
-    with pytest.raises(ConfigError, match=r"unknown config field 'kernel_num'.*option of method 'fdconv', not of "):
+    owner = r"unknown config field 'kernel_num'.*option of method 'fdconv', not of "
+    with pytest.raises(ConfigError, match=owner):
         RunConfig.from_dict({**TINY, "method": "kw", "kernel_num": 4})
 
 

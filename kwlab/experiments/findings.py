@@ -67,7 +67,8 @@ def derive_columns(df: pd.DataFrame) -> pd.DataFrame:
     b, m = [], []
     for _, row in df.iterrows():  # the row's describe: b and m of KW's presets and fields, 1 elsewhere
         row_method = METHODS.get(row["method"])
-        about = row_method.describe(row, arch_presets=_arch_presets(row["arch"], row["method"])) if row_method else None
+        presets = _arch_presets(row["arch"], row["method"])
+        about = row_method.describe(row, arch_presets=presets) if row_method else None
         b.append(about.b if about else 1.0)
         m.append(about.m if about else 1.0)
     df["b"] = b
