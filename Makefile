@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-DATA   ?= auto
+DATA   ?=
 FULL   ?=
 STAMP  := $(VENV)/.installed
 
@@ -21,10 +21,10 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# data=auto: CIFAR-10 from $$KWLAB_DATA, ./data, the torchvision cache or a download; synthetic (with a
-# notice) only when none can be had. `make demo DATA=synthetic` forces the offline images.
+# The demo runs kwlab's positive control (data: cued, made offline); `make demo DATA=...` asks the same
+# question on other data (cifar10, auto, synthetic).
 demo: $(STAMP)
-	$(PY) -m kwlab sweep configs/demo.yaml --out runs/demo --set data=$(DATA)
+	$(PY) -m kwlab sweep configs/demo.yaml --out runs/demo $(if $(DATA),--set data=$(DATA))
 
 test: $(STAMP)
 	$(PY) -m ruff check kwlab tests benchmarks

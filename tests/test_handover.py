@@ -7,6 +7,7 @@ import copy
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -393,7 +394,12 @@ def test_handover_report_of_a_tiny_sweep_is_generated_from_its_numbers(tmp_path)
     run_sweep(spec, tmp_path / "h", progress=False, log=lambda *_: None)
     page = make_report(tmp_path / "h")
     figures = {p.name for p in page.parent.glob("*.png")}
-    expected = {"handover_test_acc.png", "handover_test_acc_tau0.png", "handover_learned_own_share.png"}
+    expected = {
+        "handover_test_acc.png",
+        "handover_test_acc_tau0.png",
+        "handover_learned_own_share.png",
+        "handover_story.png",
+    }
     assert expected <= figures
     finding = (page.parent / "finding.md").read_text()
     df = pd.read_csv(tmp_path / "h" / "results.csv")
@@ -411,6 +417,47 @@ def test_handover_report_of_a_tiny_sweep_is_generated_from_its_numbers(tmp_path)
         assert any(f"{drop:+.3f}" in ln for ln in finding.splitlines() if "stale" in ln)
     assert "init=official" in finding and "init=pattern" in finding
     assert "- final_acc: kw b=1 init=pattern anneal=6steps 4-8-8 vs kw b=1 init=official" in finding
+
+
+def test_handover_story_draws_both_accuracies_against_tau_with_seed_intervals():
+    """The story figure: per configuration, the mean over seeds of test_acc (solid) and test_acc_tau0
+    (dashed) at each epoch's tau, with the 95% t half-width (by hand: t(0.975, 2) * std / sqrt(3))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from scipy import stats as st
+
+    from kwlab.instruments import plot
+
+    rows = []
+    for label, shift in (("official", 0.0), ("pattern", 0.2)):
+        for seed in range(3):
+            for epoch, tau in enumerate((0.5, 0.0, 0.0)):
+                rows.append(
+                    dict(label=label, seed=seed, epoch=epoch, temperature=tau,
+                         test_acc=0.3 + shift + 0.1 * epoch + 0.01 * seed,
+                         test_acc_tau0=0.1 + shift + 0.2 * epoch + 0.02 * seed)
+                )
+    epochs = pd.DataFrame(rows)
+    fig = plot.handover_story(epochs, chance=0.1)
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert set(lines) == {
+        "official: at the current tau", "official: at tau = 0",
+        "pattern: at the current tau", "pattern: at tau = 0", "chance (0.10)",
+    }
+    solid = lines["pattern: at the current tau"]
+    assert list(solid.get_xdata()) == [0.5, 0.0, 0.0] and solid.get_linestyle() == "-"
+    np.testing.assert_allclose(solid.get_ydata(), [0.51, 0.61, 0.71])
+    dashed = lines["official: at tau = 0"]
+    assert dashed.get_linestyle() == "--"
+    np.testing.assert_allclose(dashed.get_ydata(), [0.12, 0.32, 0.52])
+    half = st.t.ppf(0.975, 2) * np.std([0.0, 0.02, 0.04], ddof=1) / np.sqrt(3)
+    band = ax.collections[1].get_paths()[0].vertices[:, 1]  # official's tau = 0 band
+    assert band.min() == pytest.approx(0.12 - half) and band.max() == pytest.approx(0.52 + half)
+    assert ax.get_xlim()[0] > ax.get_xlim()[1]  # tau falls from left to right
+    with pytest.raises(ValueError, match="test_acc_tau0"):
+        plot.handover_story(epochs.assign(test_acc_tau0=np.nan))
 
 
 def test_kernel_change_is_the_relative_kernel_difference_by_hand():

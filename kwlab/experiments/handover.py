@@ -264,6 +264,15 @@ def handover_figures(sweep_dir: str | os.PathLike, df: pd.DataFrame, save) -> No
             "chance.",
         )
         kw_epochs = epochs[epochs["test_acc_tau0"].notna()] if "test_acc_tau0" in epochs else epochs.iloc[:0]
+        if not kw_epochs.empty and "temperature" in kw_epochs and kw_epochs["temperature"].notna().any():
+            save(
+                plot.handover_story(kw_epochs, chance=chance),
+                "handover_story.png",
+                "The handover in one figure: test accuracy at the current tau (solid) and at tau = 0 "
+                "(dashed, the learned attention alone) against tau, per configuration (mean and 95% "
+                "t-interval over seeds); the learned attention takes over where the two curves meet before "
+                "tau reaches 0; epochs after the anneal sit at tau = 0; dotted: chance.",
+            )
         if not kw_epochs.empty:
             save(
                 plot.over_training(kw_epochs, "test_acc_tau0", x="epoch", chance=chance),

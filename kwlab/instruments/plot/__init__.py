@@ -13,7 +13,8 @@ never stands for a value the data cannot take. Panels that are compared take one
 One module per kind of figure, all re-exported here: :mod:`~kwlab.instruments.plot.attention` (a probe's
 attention), :mod:`~kwlab.instruments.plot.training` (over training), :mod:`~kwlab.instruments.plot.results`
 (sweep results), :mod:`~kwlab.instruments.plot.plans` (warehouse plans and kernel cells),
-:mod:`~kwlab.instruments.plot.attribution`; the shared style is :mod:`~kwlab.instruments.plot.style`.
+:mod:`~kwlab.instruments.plot.attribution`, :mod:`~kwlab.instruments.plot.handover` (the handover in one
+figure); the shared style is :mod:`~kwlab.instruments.plot.style`.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from .attention import (
     negative_fraction,
 )
 from .attribution import attribution_grid, to_image
+from .handover import handover_story
 from .plans import kernel_cells, params_vs_budget, warehouse_plan
 from .results import accuracy_vs_params, metric_vs_knob
 from .training import learning_curves, negative_fraction_over_training, over_training
 
 __all__ = [
+    "handover_story",
     "attention_heatmap",
     "alpha_histogram",
     "negative_fraction",
