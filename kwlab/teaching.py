@@ -9,7 +9,9 @@ compose library calls. The notebooks' figures are drawn by :mod:`kwlab.instrumen
   planning on a static network without building the KW model (02_kernelwarehouse_anatomy);
 * :func:`export_checkpoint`, :func:`load_checkpoint` -- the small kwlab-trained networks in
   ``data/checkpoints/`` that the analysis notebooks (05, 07) look inside; :func:`randomize_attention` -- the
-  same network with freshly initialised attention, the baseline for reading learned attention (05).
+  same network with freshly initialised attention, the baseline for reading learned attention (05);
+* :func:`reference_finding` -- a committed reference result's accuracies and verdicts, generated from its
+  numbers (03, 04, 09 and 10 say with it where dynamic convolution helped and where it did not).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "load_checkpoint",
     "load_run",
     "randomize_attention",
+    "reference_finding",
 ]
 
 
@@ -388,3 +391,19 @@ def randomize_attention(model: nn.Module, seed: int = 0) -> nn.Module:
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
     return out
+
+
+# ------------------------------------------------------------------------------------- reference results
+def reference_finding(name: str, root: str | os.PathLike | None = None) -> str:
+    """The finding of the committed reference result ``data/results/<name>``: each configuration's accuracy
+    with its interval and budget, and the verdicts declared in its sweep file (differs / equivalent / not
+    resolved, Holm-adjusted), generated now from its ``results.csv`` -- never typed by hand.
+
+    Raises FileNotFoundError naming the folder when the result is not committed (only its sweep file)."""
+    from .experiments.findings import findings, load_results, load_verdicts  # noqa: PLC0415 - pandas, lazily
+
+    folder = Path(root) if root is not None else Path(__file__).resolve().parents[1] / "data" / "results"
+    folder = folder / name
+    if not (folder / "results.csv").exists():
+        raise FileNotFoundError(f"reference result {name!r} is not committed: no {folder / 'results.csv'}")
+    return "\n".join(findings(load_results(folder), None, load_verdicts(folder)))

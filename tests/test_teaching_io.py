@@ -1,7 +1,11 @@
 """Notebook plumbing of issue 23: progress that survives a saved notebook, run folders keyed by settings."""
 
 import io
+from pathlib import Path
 
+import pytest
+
+import kwlab
 from kwlab import teaching
 from kwlab.utils import progress_bar
 
@@ -65,3 +69,23 @@ def test_nested_progress_bars_in_a_notebook_print_no_cursor_moves(monkeypatch):
     outer.close()
     assert "epoch" in out.getvalue() and "sweep" in out.getvalue()
     assert "\x1b[A" not in out.getvalue() and "\n\n" not in out.getvalue()
+
+
+def test_reference_finding_is_generated_from_the_committed_numbers(tmp_path):
+    """The notebooks' "where it helped" cell: each configuration's mean accuracy in the printed finding is the
+    mean of the committed results.csv rows (computed here by hand), with the declared verdicts after it."""
+    import pandas as pd
+
+    from kwlab.experiments.stats import config_labels
+
+    name = "cued_official_init"
+    text = teaching.reference_finding(name)
+    folder = Path(kwlab.__file__).resolve().parents[1] / "data" / "results" / name
+    results = pd.read_csv(folder / "results.csv")
+    labels = config_labels(results)
+    for label, group in results.groupby(labels):
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"- {label}: final_acc "))
+        assert f"final_acc {group['final_acc'].mean():.3f} ± " in line
+    assert "Comparisons (11, declared in the sweep file" in text
+    with pytest.raises(FileNotFoundError, match="not committed"):
+        teaching.reference_finding(name, root=tmp_path)
