@@ -8,10 +8,15 @@ Not a test: prints a table. Every configuration runs in its own subprocess so th
     python benchmarks/bench_speed.py --algorithms all --presets 1x    # every algorithm forced
     python benchmarks/bench_speed.py --official ../KernelWarehouse    # also the official code (needs timm)
     python benchmarks/bench_speed.py --device cuda --amp --compile
+    python benchmarks/bench_speed.py --compile-vs-eager --archs resnet20_cifar --presets 1x --algorithms auto
 
 Rows: ``static``; ``kw <preset> <algorithm>`` with the algorithm forced via ``kwlab.ops.use_algorithm``
 (``auto`` = the automatic choice); ``naive`` = the official algorithm (full per-sample kernels through
 autograd + one grouped conv), run through kwlab's layers.
+
+``--compile-vs-eager`` runs every row twice in one invocation, eager and ``torch.compile``d (inductor), and
+prints them side by side: img/s of each and ``compiled/eager``, so the compiled KW and static ratios come
+from one run on one machine (see benchmarks/README.md for what was measured).
 """
 
 from __future__ import annotations
@@ -191,6 +196,9 @@ def main(argv=None) -> None:
     ap.add_argument("--amp", action="store_true", help="bf16 autocast")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument(
+        "--compile-vs-eager", action="store_true", help="each row eager and compiled, side by side"
+    )
     ap.add_argument("--official", default=None, help="path of a local OSVAI/KernelWarehouse checkout")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -217,12 +225,6 @@ def main(argv=None) -> None:
         compile=args.compile,
         channels_last=args.channels_last,
     )
-    head = (
-        f"{'arch':16s} {'model':22s} {'train img/s':>11s} {'x static':>8s} {'eval img/s':>10s} "
-        f"{'x static':>8s} {'peak MB':>8s} {'x static':>8s}"
-    )
-    print(head)
-    print("-" * len(head))
     configs = []
     for arch in args.archs.split(","):
         configs.append((arch, "static", dict(base, kind="static", arch=arch)))
@@ -241,6 +243,15 @@ def main(argv=None) -> None:
         configs.append(
             ("resnet18", "kw 1x auto", dict(base, kind="kw", arch="resnet18", preset="1x", algorithm="auto"))
         )
+    if args.compile_vs_eager:
+        _compare_compile(configs, args.timeout)
+        return
+    head = (
+        f"{'arch':16s} {'model':22s} {'train img/s':>11s} {'x static':>8s} {'eval img/s':>10s} "
+        f"{'x static':>8s} {'peak MB':>8s} {'x static':>8s}"
+    )
+    print(head)
+    print("-" * len(head))
     ref = {}
     for arch, name, cfg in configs:
         r = _run(cfg, args.timeout)
@@ -256,6 +267,27 @@ def main(argv=None) -> None:
             f"{ratio('eval_img_s')} {r['peak_bytes'] / 2**20:8.0f} {ratio('peak_bytes')}",
             flush=True,
         )
+
+
+def _compare_compile(configs, timeout: float) -> None:
+    """Each configuration eager and compiled (its own subprocess each), one row side by side."""
+    head = (
+        f"{'arch':16s} {'model':22s} {'train eager':>11s} {'compiled':>9s} {'c/e':>5s} "
+        f"{'eval eager':>10s} {'compiled':>9s} {'c/e':>5s}   (img/s)"
+    )
+    print(head)
+    print("-" * len(head))
+    for arch, name, cfg in configs:
+        eager, compiled = _run(dict(cfg, compile=False), timeout), _run(dict(cfg, compile=True), timeout)
+        errors = [f"{k}: {r['error']}" for k, r in (("eager", eager), ("compiled", compiled)) if "error" in r]
+        if errors:
+            print(f"{arch:16s} {name:22s} error: {'; '.join(errors)}", flush=True)
+            continue
+        cells = []
+        for key in ("train_img_s", "eval_img_s"):
+            e, c = eager[key], compiled[key]
+            cells.append(f"{e:{11 if key == 'train_img_s' else 10}.1f} {c:9.1f} {c / e:5.2f}")
+        print(f"{arch:16s} {name:22s} {cells[0]} {cells[1]}", flush=True)
 
 
 if __name__ == "__main__":

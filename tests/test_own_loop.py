@@ -169,19 +169,34 @@ def test_timm_temperature_in_timms_update_protocol(one_thread):
 
 
 # ------------------------------------------------------------------------------------------- Lightning
+def _lightning_pytorch():
+    """``lightning.pytorch`` through kwlab's torchvision guard (Lightning imports torchvision, and
+    ``pytest.importorskip`` would bypass the guard); skip when Lightning is not installed."""
+    from kwlab._compat import import_module
+
+    try:
+        return import_module("lightning.pytorch")
+    except ImportError:
+        pytest.skip("lightning is not installed")
+
+
 def test_lightning_callback_module_imports_without_lightning():
     import importlib
 
+    from kwlab._compat import import_module
+
     module = importlib.import_module("kwlab.integrations.lightning")
     try:
-        import lightning  # noqa: F401
+        import_module("lightning")
     except ImportError:
         with pytest.raises(ImportError, match="pip install lightning"):
             module.KWLabCallback  # noqa: B018
+    else:
+        assert issubclass(module.KWLabCallback, import_module("lightning.pytorch").Callback)
 
 
 def test_lightning_callback_anneals_per_optimizer_step(tmp_path, one_thread):
-    pl = pytest.importorskip("lightning.pytorch")
+    pl = _lightning_pytorch()
     from kwlab.integrations.lightning import KWLabCallback
 
     class Module(pl.LightningModule):

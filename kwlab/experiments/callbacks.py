@@ -153,6 +153,12 @@ class ProbeCallback(Callback):
         if run_dir is not None and self._rows:
             self.save(run_dir)
 
+    def step_headline(self, step: int) -> dict[str, float]:
+        """The headline statistics of recorded step ``step`` (means over layers, ``{"probe_neg_frac": ...}``:
+        :func:`kwlab.instruments.statistics.headline`); ``{}`` when the step was not recorded."""
+        rows = [r for r in self._rows if r["step"] == step]
+        return headline(pd.DataFrame(rows, columns=summary_columns())) if rows else {}
+
     def history(self) -> pd.DataFrame:
         """Columns step, epoch, then the summary columns; one row per (recorded step, layer)."""
         return pd.DataFrame(self._rows, columns=["step", "epoch", *summary_columns()])

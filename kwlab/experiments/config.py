@@ -30,9 +30,11 @@ __all__ = [
     "AMP_MODES",
     "CHANNELS_LAST_MODES",
     "COMPILE_MODES",
+    "LOG_TARGETS",
     "RUNTIME_FIELDS",
     "LATER_FIELDS",
     "BLOCKED_ARCH_MODULES",
+    "log_targets",
 ]
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -46,15 +48,19 @@ CHANNELS_LAST_MODES = (True, False, "always")
 #: ``compile``: False (default) = eager; True or a ``torch.compile`` mode = the training step's model is
 #: compiled (inductor) on every device.
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: ``log_to``: where the trainer also logs its per-epoch scalars (None: nowhere): one of these or a list of
+#: them (:mod:`kwlab.experiments.scalar_log`).
+LOG_TARGETS = ("tensorboard", "wandb")
 
 #: Fields left out of :meth:`RunConfig.training_hash`: they change where a run executes or what is kept on
 #: disk, not what is trained or reported. ``checkpoint`` (keep the final checkpoint), ``device`` (the
 #: resolved device is recorded in config.json), ``compile`` (the same model and math, other kernels),
 #: ``probe_every`` (the training probe only reads activations:
 #: it consumes no randomness and changes no weight; a changed value applies from the resumed step on) and
-#: ``recipe`` (informational: the fields it filled are hashed themselves). Every other field -- including
-#: ``probe_samples``, which changes the reported probe numbers -- is hashed.
-RUNTIME_FIELDS = ("checkpoint", "device", "compile", "probe_every", "recipe")
+#: ``recipe`` (informational: the fields it filled are hashed themselves) and ``log_to`` (where the scalars
+#: are also logged). Every other field -- including ``probe_samples``, which changes the reported probe
+#: numbers -- is hashed.
+RUNTIME_FIELDS = ("checkpoint", "device", "compile", "probe_every", "recipe", "log_to")
 
 #: Fields added after results were first committed, with their defaults: a field at its default is left out
 #: of :meth:`RunConfig.training_hash` (and of :meth:`RunConfig.training_dict`), so every config written
@@ -109,7 +115,8 @@ class RunConfig:
     ``train_eval_samples`` (training images of the clean train accuracy measured after every epoch, a
     fixed subset: :func:`kwlab.experiments.setup.train_eval_indices`; None = ``min(train set,
     max(test set, 2000))``, 0 = off), ``checkpoint``
-    (keep the final checkpoint), ``recipe`` (name of the recipe the fields came from; informational).
+    (keep the final checkpoint), ``recipe`` (name of the recipe the fields came from; informational),
+    ``log_to`` (:data:`LOG_TARGETS`: "tensorboard", "wandb" or a list of them; None = off).
     Floats must be finite; numeric strings (YAML 1.1 reads ``1e-3`` as one) are accepted for float fields.
     :meth:`training_hash` covers every field but :data:`RUNTIME_FIELDS`.
     """
@@ -161,6 +168,7 @@ class RunConfig:
     train_eval_samples: int | None = None
     checkpoint: bool = True
     recipe: str | None = None
+    log_to: str | list[str] | None = None
 
     # ------------------------------------------------------------------ construction and validation
     @classmethod
@@ -238,6 +246,7 @@ class RunConfig:
         _choice("amp", self.amp, AMP_MODES)
         _choice("channels_last", self.channels_last, CHANNELS_LAST_MODES)
         _choice("compile", self.compile, COMPILE_MODES)
+        log_targets(self.log_to)
         spec = get_method(self.method)
         given = [f for f in method_fields() if getattr(self, f) is not None and f not in spec.config_fields]
         if given:
@@ -426,6 +435,24 @@ def _check_ranges(config: RunConfig) -> None:
             f"(epochs={config.epochs}): tau would barely move; allowed: 0 <= temperature_epochs <= "
             f"{MAX_ANNEAL_FACTOR} * epochs"
         )
+
+
+def log_targets(log_to: Any) -> tuple[str, ...]:
+    """``log_to`` as a tuple of :data:`LOG_TARGETS` (``()`` for None); :class:`ConfigError` naming the field,
+    the value's type and the allowed values otherwise."""
+    if log_to is None:
+        return ()
+    values = [log_to] if isinstance(log_to, str) else log_to
+    if (
+        not isinstance(values, (list, tuple))
+        or not all(isinstance(v, str) and v in LOG_TARGETS for v in values)
+        or len(set(values)) != len(values)
+    ):
+        raise ConfigError(
+            f"log_to={log_to!r} ({type(log_to).__name__}): allowed: null, one of {list(LOG_TARGETS)} or a "
+            f"list of them without repeats"
+        )
+    return tuple(values)
 
 
 def _model_kwargs_hint(key: str, values: dict[str, Any]) -> str:

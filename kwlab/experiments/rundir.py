@@ -1,6 +1,6 @@
 """A run directory's records: which config it belongs to (:func:`check_run_dir`), ``config.json``
-(:func:`write_config_record`), and the parts of a checkpoint that are not the model's (RNG states, callback
-states keyed by class name).
+(:func:`write_config_record`), ``model.safetensors`` (:func:`write_model_safetensors`), and the parts of
+a checkpoint that are not the model's (RNG states, callback states keyed by class name).
 
 The files themselves are listed in :mod:`kwlab.experiments.train`; every write is atomic (tmp file +
 ``os.replace``).
@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from kwlab.experiments.callbacks import Callback
 from kwlab.experiments.config import ConfigError, RunConfig
-from kwlab.utils import atomic_write_text, git_revision, take_pid_lock
+from kwlab.logs import get_logger
+from kwlab.utils import atomic_write, atomic_write_text, git_revision, take_pid_lock
 
 __all__ = [
     "check_run_dir",
@@ -33,7 +35,10 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "write_config_record",
+    "write_model_safetensors",
 ]
+
+_log = get_logger("train")
 
 
 def mismatch_message(config: RunConfig, stored: dict[str, Any], where: Path) -> str:
@@ -224,3 +229,27 @@ def keyed_callbacks(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]
         out.append((name if name not in counts else f"{name}#{counts[name]}", cb))
         counts[name] = counts.get(name, 0) + 1
     return out
+
+
+def write_model_safetensors(
+    model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path | None:
+    """Write ``model.state_dict()`` (the temperatures included) to ``path`` as safetensors, atomically.
+
+    Every tensor is written from its own contiguous CPU copy, so tied or strided tensors load back with
+    ``model.load_state_dict(safetensors.torch.load_file(path))``. ``metadata`` (text to text) goes into the
+    file's header. Returns the path, or None (with a warning) when the safetensors package is missing.
+    """
+    try:
+        from safetensors.torch import save_file  # noqa: PLC0415 - optional dependency (the lab extra)
+    except ImportError:
+        _log.warning("model.safetensors not written: pip install safetensors (kwlab's lab extra has it)")
+        return None
+    state = {
+        k: v.detach().to("cpu", copy=True).contiguous()
+        for k, v in model.state_dict().items()
+        if isinstance(v, torch.Tensor)
+    }
+    header = {"format": "pt", **(metadata or {})}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=header))
+    return Path(path)

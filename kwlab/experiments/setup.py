@@ -25,6 +25,7 @@ from kwlab.experiments.callbacks import Callback, FinalProbeCallback, ProbeCallb
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.data import ImageData, load_data
 from kwlab.experiments.loader import DeviceLoader
+from kwlab.experiments.scalar_log import ScalarLogCallback
 from kwlab.layers.base import dynamic_layers
 from kwlab.methods import get_method
 from kwlab.methods.temperature import TemperatureSchedule, anneal_note
@@ -404,7 +405,8 @@ def instruments(
     """``callbacks`` plus the instruments the config asks for, and notes on those that do not apply.
 
     * ``probe_every > 0``: a :class:`ProbeCallback` (unless one is given), for models with dynamic layers;
-    * ``probe_samples > 0``: a :class:`FinalProbeCallback`, last, for models with dynamic layers.
+    * ``probe_samples > 0``: a :class:`FinalProbeCallback` for models with dynamic layers;
+    * ``log_to``: a :class:`kwlab.experiments.scalar_log.ScalarLogCallback`, last (it logs the final probe).
     """
     out = list(callbacks)
     notes: list[str] = []
@@ -419,4 +421,6 @@ def instruments(
             )
     if config.probe_samples > 0 and dynamic:
         out.append(FinalProbeCallback(config.probe_samples))
+    if config.log_to:
+        out.append(ScalarLogCallback(config.log_to))
     return out, notes

@@ -21,6 +21,8 @@ Run directory layout (all files written atomically: tmp file + ``os.replace``)::
     metrics.jsonl   one line per finished epoch (train_acc: running mean over the augmented training
                     batches; train_acc_clean: the clean train accuracy, see below)
     checkpoint.pt   state after the last finished epoch (torch.load(weights_only=True))
+    model.safetensors  the trained model's state_dict (temperatures included), written beside the final
+                    checkpoint.pt when it is kept (``checkpoint: true``; safetensors.torch.load_file)
     probe/          the probe's tables on test images after training (dynamic models;
                     kwlab.experiments.callbacks.FinalProbeCallback; read with kwlab.instruments.load)
     probe_history.parquet  probe summaries during training (when probe_every > 0)
@@ -94,6 +96,7 @@ from kwlab.experiments.rundir import (
     rng_state,
     set_rng_state,
     write_config_record,
+    write_model_safetensors,
 )
 from kwlab.experiments.setup import (
     build_model as _build_model,
@@ -450,6 +453,10 @@ class Trainer:
         if self.run_dir is not None and self.is_main:
             if not cfg.checkpoint and (self.run_dir / "checkpoint.pt").exists():
                 (self.run_dir / "checkpoint.pt").unlink()
+            if cfg.checkpoint:
+                write_model_safetensors(
+                    self.model, self.run_dir / "model.safetensors", {"config_hash": cfg.training_hash()}
+                )
             atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
         return results
 

@@ -18,9 +18,9 @@ callback keeps its own temperature (set it with ``kwlab.set_temperature``).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from kwlab._compat import import_module
 from kwlab.layers.base import check_tau, set_temperature
 from kwlab.methods.temperature import TemperatureSchedule
 
@@ -28,10 +28,13 @@ __all__ = ["KWLabCallback", "lightning_callback_base"]  # noqa: F822 (built on f
 
 
 def lightning_callback_base() -> type:
-    """``lightning.pytorch.Callback`` (or ``pytorch_lightning.Callback``); ImportError when neither exists."""
+    """``lightning.pytorch.Callback`` (or ``pytorch_lightning.Callback``); ImportError when neither exists.
+
+    Imported through kwlab's torchvision guard (:func:`kwlab._compat.import_module`): Lightning imports
+    torchmetrics, which imports torchvision."""
     for name in ("lightning.pytorch", "pytorch_lightning"):
         try:
-            return importlib.import_module(name).Callback
+            return import_module(name).Callback
         except ImportError:
             continue
     raise ImportError(

@@ -7,6 +7,12 @@ shapes then fall back to the automatic choice); otherwise :func:`choose`.
 The automatic choice is a rule table measured with ``benchmarks/bench_speed.py`` (see benchmarks/README.md).
 With :func:`set_benchmark` ``(True)`` it instead times every candidate once per shape, forward and backward,
 and caches the winner (like ``torch.backends.cudnn.benchmark``).
+
+ONNX with a dynamic batch (``torch.onnx.export(..., dynamo=True, dynamic_shapes=...)``): ONNX's ``Conv``
+takes ``group`` as a constant, so ``"grouped"`` (which folds the batch into the groups) cannot be written,
+nor ``"loop"`` (a Python loop over the batch). While such an export traces, the automatic choice takes
+``"unfold"`` (``"matmul"`` for 1x1) instead, and forcing ``"grouped"`` or ``"loop"`` is refused by name
+(:data:`NOT_ONNX_DYNAMIC`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,11 @@ import time
 from collections.abc import Callable
 
 import torch
+
+try:  # the flag torch.onnx.export sets while it traces (see _onnx_exporting)
+    from torch.onnx._internal.exporter import _flags as _onnx_flags
+except ImportError:  # pragma: no cover - a torch without the dynamo exporter
+    _onnx_flags = None
 
 from .algorithms import IMPLEMENTED
 from .unfold import ConvGeometry
@@ -27,9 +38,13 @@ __all__ = [
     "choose",
     "resolve",
     "clear_cache",
+    "NOT_ONNX_DYNAMIC",
 ]
 
 ALGORITHMS = ("auto", *IMPLEMENTED, "contract")
+
+#: The algorithms an ONNX graph with a dynamic batch cannot express (see the module docstring).
+NOT_ONNX_DYNAMIC = ("grouped", "loop")
 
 _forced: str = "auto"
 _benchmark: bool = False
@@ -160,8 +175,10 @@ def resolve(
                 "algorithm='contract' needs kw_conv with groups=1 and cells that are 1x1 "
                 "spatially or the whole kernel; use 'unfold', 'loop' or 'grouped'"
             )
+        _check_onnx(algorithm, batch, "algorithm")
         return algorithm
     if _forced != "auto" and _applies(_forced, geo, contract_ok):
+        _check_onnx(_forced, batch, "kwlab.ops.use_algorithm")
         return _forced
     if _benchmark and timer is not None and not _compiling():
         key = (x.device.type, x.dtype, tuple(x.shape), out_channels, geo.key(), torch.is_grad_enabled())
@@ -171,10 +188,32 @@ def resolve(
         return _cache[key]
     choice = choose(geo, x, batch, spatial_out, channels, out_channels)
     if kernels_fit and choice != "matmul":
-        return "grouped"
-    if contract_ok and cost is not None and cost("contract") < cost(choice):
-        return "contract"
+        choice = "grouped"
+    elif contract_ok and cost is not None and cost("contract") < cost(choice):
+        choice = "contract"
+    if choice in NOT_ONNX_DYNAMIC and _onnx_dynamic_batch(batch):
+        return "matmul" if geo.pointwise else "unfold"
     return choice
+
+
+def _onnx_dynamic_batch(batch) -> bool:
+    """Whether an ONNX export is tracing this call with a symbolic batch size.
+
+    Under the exporter's ``strict=True`` fallback (dynamo) ``torch.onnx.is_in_onnx_export()`` is folded to
+    False and a symbolic batch reads as an ``int``: there the exporter's own flag is read, and the batch is
+    taken as dynamic (the fallback runs only when the non-strict trace failed)."""
+    if not (torch.onnx.is_in_onnx_export() or getattr(_onnx_flags, "_is_onnx_exporting", False)):
+        return False
+    return torch.compiler.is_dynamo_compiling() or not isinstance(batch, int)
+
+
+def _check_onnx(algorithm: str, batch, where: str) -> None:
+    if algorithm in NOT_ONNX_DYNAMIC and _onnx_dynamic_batch(batch):
+        raise ValueError(
+            f"{where}={algorithm!r} cannot be exported to ONNX with a dynamic batch (ONNX's Conv takes "
+            f"'group' as a constant; a graph has no loop over the batch); leave the algorithm 'auto' "
+            f"(kwlab then exports 'unfold'), force 'unfold' or 'matmul', or export with a fixed batch"
+        )
 
 
 def _compiling() -> bool:
