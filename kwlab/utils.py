@@ -9,9 +9,9 @@ import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -31,7 +31,10 @@ __all__ = [
     "CheckpointError",
     "progress_bar",
     "moved_names",
+    "Registry",
 ]
+
+V = TypeVar("V")
 
 
 class CheckpointError(ValueError):
@@ -40,7 +43,8 @@ class CheckpointError(ValueError):
 
 def moved_names(module: str, homes: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for public names that left ``module``: each of ``homes`` (name -> the module
-    to import it from) raises an ImportError naming its one home; no name is served from the old address."""
+    to import it from) raises an ImportError naming its one home; no name is served from the old address.
+    The returned function carries the table as ``moved`` (the one list of old addresses: tests read it)."""
 
     def __getattr__(name: str) -> Any:
         if name in homes:
@@ -50,6 +54,7 @@ def moved_names(module: str, homes: dict[str, str]) -> Callable[[str], Any]:
             )
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
+    __getattr__.moved = dict(homes)
     return __getattr__
 
 
@@ -57,6 +62,70 @@ def suggest(value: str, options: Iterable[str]) -> str:
     """`` Did you mean 'x'?`` for the closest of ``options``, or ``""`` (the one did-you-mean helper)."""
     close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class Registry(Mapping[str, V], Generic[V]):
+    """A named table with one way to extend it: :meth:`register` (a duplicate name is refused).
+
+    Read it as a mapping (``table[name]``, ``name in table``, ``table.get(name)``, iteration in the order of
+    registration); an unknown name raises a ``KeyError`` that names the allowed ones and the closest
+    (:func:`suggest`). kwlab's tables are registries: the methods (:data:`kwlab.methods.METHODS`), the models
+    (:func:`kwlab.models.register_model`), the sweep executors (:data:`kwlab.experiments.executors.EXECUTORS`)
+    and the probe's statistics (:data:`kwlab.instruments.statistics.STATISTICS`).
+    """
+
+    def __init__(self, kind: str, entries: Mapping[str, V] | Iterable[tuple[str, V]] = ()) -> None:
+        self.kind = kind
+        self._entries: dict[str, V] = {}
+        for name, value in entries.items() if isinstance(entries, Mapping) else entries:
+            self.register(name, value)
+
+    def register(self, name: str, value: V) -> V:
+        """Add ``value`` under ``name``; returns ``value``.
+
+        Raises:
+            ValueError: ``name`` is not a non-empty string, or is registered already.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+        if name in self._entries:
+            raise ValueError(
+                f"{self.kind} {name!r} is already registered; choose another name (or unregister it first)"
+            )
+        self._entries[name] = value
+        return value
+
+    def unregister(self, name: str) -> V:
+        """Remove ``name`` and return its value (undoes :meth:`register`, e.g. at the end of a test)."""
+        value = self[name]
+        del self._entries[name]
+        return value
+
+    def unknown(self, name: Any) -> str:
+        """The message for an unknown ``name``: the allowed names and the closest of them."""
+        allowed = list(self._entries)
+        return f"unknown {self.kind} {name!r}; allowed: {allowed}.{suggest(str(name), allowed)}"
+
+    def __getitem__(self, name: str) -> V:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise KeyError(self.unknown(name)) from None
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._entries
+        except TypeError:  # an unhashable name is no entry
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(self._entries)})"
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -25,3 +25,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def register():
+    """``register(table, name, value)``: add to a :class:`kwlab.utils.Registry` its one way
+    (``table.register``), undone after the test; a name already there is swapped for ``value`` and put
+    back afterwards (a test's smaller stand-in for a built-in entry)."""
+    undo = []
+
+    def _register(table, name, value):
+        old = table.unregister(name) if name in table else None
+        table.register(name, value)
+        undo.append((table, name, old))
+        return value
+
+    yield _register
+    for table, name, old in reversed(undo):
+        table.unregister(name)
+        if old is not None:
+            table.register(name, old)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import pkgutil
 import sys
 from pathlib import Path
@@ -23,111 +24,21 @@ ROOT = Path(kwlab.__file__).resolve().parent
 #: Non-package modules whose names are imported from elsewhere only where a lab extra is missing.
 OPTIONAL = {"kwlab.integrations.lightning"}
 
-#: Names a non-package module lists in ``__all__`` although it binds them by an import, each with why.
-ALIASES = {
-    # the ResNet entries' preset table is KW's table under the name the models use (item 1 of issue 30
-    # makes presets a per-method map of ModelEntry)
-    ("kwlab.models.resnet", "RESNET_PRESETS"),
-}
-
-#: Old address -> {public name: its one home}. Importing a name from its old address raises an error naming
-#: the home; the home serves it.
-MOVED_NAMES = {
-    "kwlab.experiments.data": {
-        "DeviceLoader": "kwlab.experiments.loader",
-        "DatasetNotFoundError": "kwlab.experiments.data_readers",
-        "UnsafeDataError": "kwlab.experiments.data_readers",
-        "read_cifar_batch": "kwlab.experiments.data_readers",
-        "data_roots": "kwlab.experiments.data_sources",
-        "resolve_source": "kwlab.experiments.data_sources",
-        "resolve_auto": "kwlab.experiments.data_sources",
-        "DATASET_NAMES": "kwlab.experiments.data_sources",
-        "IMAGE_SUFFIXES": "kwlab.experiments.data_readers",
-        "cache_dir": "kwlab.experiments.data_readers",
-    },
-    "kwlab.experiments.report": {
-        "load_results": "kwlab.experiments.findings",
-        "findings": "kwlab.experiments.findings",
-        "finding_text": "kwlab.experiments.findings",
-        "summary_table": "kwlab.experiments.findings",
-        "KNOB_STATISTICS": "kwlab.experiments.findings",
-        "derive_columns": "kwlab.experiments.findings",
-        "knob_table": "kwlab.experiments.findings",
-    },
-    "kwlab.experiments.sweep": {
-        "SweepSpec": "kwlab.experiments.spec",
-        "load_sweep": "kwlab.experiments.spec",
-        "parse_overrides": "kwlab.experiments.spec",
-        "apply_overrides": "kwlab.experiments.spec",
-        "expand": "kwlab.experiments.spec",
-        "collect_results": "kwlab.experiments.results",
-        "run_ids": "kwlab.experiments.spec",
-        "config_hash": "kwlab.experiments.spec",
-        "spec_hash": "kwlab.experiments.spec",
-        "budget_of": "kwlab.experiments.results",
-        "log_budgets": "kwlab.experiments.results",
-        "EXECUTORS": "kwlab.experiments.executors",
-        "Executor": "kwlab.experiments.executors",
-        "make_executor": "kwlab.experiments.executors",
-        "DEFAULT_SEEDS": "kwlab.experiments.spec",
-    },
-    "kwlab.experiments.train": {
-        "RunConfig": "kwlab.experiments",
-        "build_model": "kwlab.experiments",
-        "check_run_dir": "kwlab.experiments.rundir",
-        "resolve_builder": "kwlab.experiments.setup",
-        "ConfigError": "kwlab.experiments",
-        "describe_builder": "kwlab.experiments.setup",
-        "frozen_accuracies": "kwlab.experiments.accuracies",
-        "recalibrate_batchnorm": "kwlab.experiments.accuracies",
-        "RECALIBRATION_BATCHES": "kwlab.experiments.accuracies",
-    },
-    "kwlab.instruments.probe": {
-        "ProbeResult": "kwlab.instruments",
-        "load": "kwlab.instruments",
-        "DEGENERATE_RULE": "kwlab.instruments.statistics",
-        "EXTRA_COLUMNS": "kwlab.instruments.statistics",
-        "HEADLINE": "kwlab.instruments.statistics",
-        "LAYER_COLUMNS": "kwlab.instruments.statistics",
-        "STATISTICS": "kwlab.instruments.statistics",
-        "Statistic": "kwlab.instruments.statistics",
-        "degenerate_layers": "kwlab.instruments.statistics",
-        "headline": "kwlab.instruments.statistics",
-        "headline_metrics": "kwlab.instruments.statistics",
-        "summary_columns": "kwlab.instruments.statistics",
-    },
-    "kwlab.methods.family": {
-        "Wiring": "kwlab.methods",
-        "KERNELDNA_WIRINGS": "kwlab.methods.wiring",
-        "FamilyPlan": "kwlab.methods.conversion",
-        "find_stages": "kwlab.methods.wiring",
-        "kerneldna_pairs": "kwlab.methods.wiring",
-    },
-    "kwlab.methods.kernelwarehouse": {
-        "plan_kernelwarehouse": "kwlab.methods",
-        "check_plan": "kwlab.methods.kw_plan",
-        "default_memory_budget": "kwlab.methods.kw_plan",
-        "KWOptions": "kwlab.methods",
-        "SharingRule": "kwlab.methods.kw_options",
-        "layer_kind": "kwlab.methods.kw_rules",
-        "generic_stage_rule": "kwlab.methods.kw_rules",
-        "SHARING": "kwlab.methods.kw_options",
-        "KW_PRESETS": "kwlab.methods",
-        "KW_OPTIONS": "kwlab.methods.kw_options",
-        "ATTENTION_SHARE_WARNING": "kwlab.methods.kw_options",
-    },
-    "kwlab.ops.dynamic": {
-        "ALGORITHMS": "kwlab.ops",
-    },
-}
-
-
 def _modules() -> dict[str, object]:
     names = ["kwlab"] + [m.name for m in pkgutil.walk_packages(kwlab.__path__, "kwlab.")]
     return {n: importlib.import_module(n) for n in names if not n.endswith("__main__")}
 
 
 MODULES = _modules()
+
+#: Old address -> {public name: its one home}, derived from the one table in kwlab: each old address's
+#: ``__getattr__`` (:func:`kwlab.utils.moved_names`) carries its ``moved`` table. Importing a name from its
+#: old address raises an error naming the home; the home serves it.
+MOVED_NAMES = {
+    name: dict(module.__getattr__.moved)
+    for name, module in MODULES.items()
+    if hasattr(getattr(module, "__getattr__", None), "moved")
+}
 
 
 def _is_package(module) -> bool:
@@ -136,6 +47,12 @@ def _is_package(module) -> bool:
 
 def _public(module) -> list[str]:
     return list(getattr(module, "__all__", ()))
+
+
+def _home(obj) -> str:
+    """Where ``obj`` was defined: a class's or function's ``__module__``; "" for an instance (a
+    :class:`kwlab.utils.Registry` carries its class's module, not the one that made it)."""
+    return (getattr(obj, "__module__", None) or "") if inspect.isclass(obj) or callable(obj) else ""
 
 
 def _imported_names(module) -> dict[str, str]:
@@ -163,7 +80,7 @@ def test_no_module_re_exports_a_name():
         if _is_package(module) or name in OPTIONAL:
             continue
         for public in _public(module):
-            home = getattr(getattr(module, public), "__module__", None) or ""
+            home = _home(getattr(module, public))
             if home.startswith("kwlab") and home != name:
                 second.append(f"{name}.{public} (defined in {home})")
     assert second == []
@@ -174,7 +91,7 @@ def test_a_module_lists_only_its_own_names(name):
     """Constants too (they carry no ``__module__``): no ``__all__`` name is bound by an import."""
     module = MODULES[name]
     imported = _imported_names(module)
-    borrowed = [p for p in _public(module) if p in imported and (name, p) not in ALIASES]
+    borrowed = [p for p in _public(module) if p in imported]
     assert borrowed == [], f"{name} re-exports {borrowed}; import them from their home instead"
 
 
@@ -187,7 +104,7 @@ def test_every_public_name_has_one_home():
             continue
         for public in _public(module):
             obj = getattr(module, public)
-            if (name, public) in ALIASES or isinstance(obj, (int, float, str, bool, tuple, type(None))):
+            if isinstance(obj, (int, float, str, bool, tuple, type(None))):
                 continue  # equal small values may be shared by chance, not by address
             owners.setdefault(id(obj), []).append(f"{name}.{public}")
     twice = {v[0]: v[1:] for v in owners.values() if len(v) > 1}
@@ -201,11 +118,19 @@ def test_package_re_exports_name_their_subpackage_objects():
             continue
         for public in _public(module):
             obj = getattr(module, public)
-            home = (
-                getattr(obj, "__name__", "") if isinstance(obj, type(sys)) else getattr(obj, "__module__", "")
-            )
+            home = getattr(obj, "__name__", "") if isinstance(obj, type(sys)) else _home(obj)
             if home and home.startswith("kwlab"):
                 assert home.startswith(name + ".") or home == name or name == "kwlab", (name, public, home)
+
+
+def test_the_moved_names_are_read_from_kwlab():
+    """The derived table holds every old address (each module that serves moved names), none empty."""
+    assert {"kwlab.experiments.data", "kwlab.experiments.train", "kwlab.ops.dynamic"} <= set(MOVED_NAMES)
+    assert MOVED_NAMES["kwlab.experiments.data"]["DeviceLoader"] == "kwlab.experiments.loader"
+    assert all(MOVED_NAMES.values())
+    for name, module in MODULES.items():  # a module-level __getattr__ serves moved names (or a lazy extra)
+        if name != "kwlab" and name not in OPTIONAL and hasattr(module, "__getattr__"):
+            assert name in MOVED_NAMES, f"{name}.__getattr__ has no moved table"
 
 
 @pytest.mark.parametrize(

@@ -23,11 +23,11 @@ _COMBOS = [(arch, method) for arch in _ARCHS for method in kwlab.list_methods()]
 
 
 @pytest.fixture
-def small_convnext(monkeypatch):
+def small_convnext(register):
     """convnext_tiny's registry entry with one block per stage and narrow stages: the same code and wiring."""
     entry = registry.model_entry("convnext_tiny")
     small = partial(ConvNeXt, **_SMALL["convnext_tiny"])
-    monkeypatch.setitem(registry._MODELS, "convnext_tiny", dataclasses.replace(entry, builder=small))
+    register(registry._MODELS, "convnext_tiny", dataclasses.replace(entry, builder=small))
 
 
 def _build(arch: str, method: str) -> torch.nn.Module:

@@ -18,8 +18,10 @@ from kwlab.experiments.findings import findings
 from kwlab.experiments.report import make_report, publish
 from kwlab.experiments.reproduce import reproduce
 from kwlab.experiments.spec import SweepSpec, expand, load_sweep
-from kwlab.experiments.stats import compare, mean_ci, summarize
+from kwlab.experiments.stats import summarize
 from kwlab.experiments.sweep import run_sweep
+from kwlab.experiments.verdicts import compare
+from kwlab.instruments.intervals import mean_ci
 from kwlab.testing import tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -371,8 +371,9 @@ def test_handover_report_of_a_tiny_sweep_is_generated_from_its_numbers(tmp_path)
     matplotlib.use("Agg")
     from kwlab.experiments.report import make_report
     from kwlab.experiments.spec import SweepSpec
-    from kwlab.experiments.stats import config_label, mean_ci
+    from kwlab.experiments.stats import config_label
     from kwlab.experiments.sweep import run_sweep
+    from kwlab.instruments.intervals import mean_ci
 
     base = tiny_run(epochs=2, optimizer="adamw", lr=0.01, probe_every=2, probe_samples=16)
     spec = SweepSpec.from_dict(

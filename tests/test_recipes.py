@@ -59,7 +59,7 @@ def _module(tmp_path, monkeypatch, name: str, source: str):
     return module
 
 
-def test_a_new_method_is_a_layer_file_plus_one_row(tmp_path, monkeypatch):
+def test_a_new_method_is_a_layer_file_plus_one_row(tmp_path, monkeypatch, register):
     toy = _module(tmp_path, monkeypatch, "kwlab_toy_method", TOY_LAYER)
     row = Method(
         "toy",
@@ -72,7 +72,7 @@ def test_a_new_method_is_a_layer_file_plus_one_row(tmp_path, monkeypatch):
         description="a toy method",
         wiring=Wiring({"num_kernels": 2}),
     )
-    monkeypatch.setitem(METHODS, "toy", row)
+    register(METHODS, "toy", row)  # METHODS.register, undone after the test
 
     assert family.WIRING["toy"] is row.wiring  # the family's table is derived from the row
 
@@ -98,9 +98,9 @@ def test_a_new_method_is_a_layer_file_plus_one_row(tmp_path, monkeypatch):
     assert list(df["method"]) == ["toy"] and df["params"].iloc[0] > 0
 
 
-def test_a_new_model_is_one_file_that_registers_itself(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the registration is undone
+def test_a_new_model_is_one_file_that_registers_itself(tmp_path, monkeypatch, request):
     _module(tmp_path, monkeypatch, "kwlab_toy_model", TOY_MODEL)
+    request.addfinalizer(lambda: registry._MODELS.unregister("toy_net"))  # the registration is undone
 
     assert "toy_net" in kwlab.list_models()
     static = kwlab.create_model("toy_net", num_classes=5, width=32)
@@ -138,7 +138,9 @@ class GainConv2d(DynamicConv2d):
 '''
 
 
-def test_a_new_method_with_a_new_knob_needs_no_edit_outside_its_layer_and_row(tmp_path, monkeypatch):
+def test_a_new_method_with_a_new_knob_needs_no_edit_outside_its_layer_and_row(
+    tmp_path, monkeypatch, register
+):
     """Issue 30 item 1: a toy method declares a knob that is no RunConfig field and no other method's option
     (``gain``); it is typed by its layer, checked, swept flat like a field, and kept apart in the results,
     the summary, the labels, the verdicts, the findings and the report, with nothing edited but the toy's
@@ -159,7 +161,7 @@ def test_a_new_method_with_a_new_knob_needs_no_edit_outside_its_layer_and_row(tm
         description="DY-Conv times a gain",
         wiring=Wiring({"num_kernels": 2}),
     )
-    monkeypatch.setitem(METHODS, "gainy", row)
+    register(METHODS, "gainy", row)  # METHODS.register, undone after the test
     assert "gain" not in RunConfig.field_names()
 
     # the row's options type: derived from the layer's keywords (the new knob typed float, default 1.0)

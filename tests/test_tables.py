@@ -78,12 +78,14 @@ def _toy_statistic(a: torch.Tensor) -> torch.Tensor:
     return a.abs().amax()
 
 
-def test_a_new_statistic_is_a_summary_column(monkeypatch):
-    """A statistic added the README's way (an entry in STATISTICS, kwlab/instruments/statistics.py) appears
+def test_a_new_statistic_is_a_summary_column(register):
+    """A statistic added the README's way (``STATISTICS.register``, kwlab/instruments/statistics.py) appears
     in summary() and in the training probe's history, with its value (the max |alpha| of the recorded
-    batch). Only the table's home is patched: every reader reads it there."""
-    toy = Statistic("max_abs", _toy_statistic, lambda a: a.new_ones(()))
-    monkeypatch.setattr(statistics_module, "STATISTICS", (*STATISTICS, toy))
+    batch), and is named by its label."""
+    toy = Statistic("max_abs", _toy_statistic, lambda a: a.new_ones(()), label="largest |alpha|")
+    register(STATISTICS, "max_abs", toy)
+    assert statistics_module.statistic_label("max_abs") == statistics_module.statistic_label("probe_max_abs")
+    assert statistics_module.statistic_label("max_abs") == "largest |alpha|"
     torch.manual_seed(0)
     model = kwlab.create_model("resnet20_cifar", method="kw", preset="1x", num_classes=10, widths=(4, 8, 8))
     model.eval()
@@ -115,7 +117,10 @@ def test_headline_columns_are_one_tuple():
 
 def test_the_statistics_table_has_one_home():
     """The table's names have one home, kwlab.instruments.statistics; the probe's old address names it."""
-    for name in statistics_module.__all__:
+    home = "kwlab.instruments.statistics"
+    moved = [n for n, h in probe_module.__getattr__.moved.items() if h == home]
+    assert "STATISTICS" in moved and set(moved) <= set(statistics_module.__all__)
+    for name in moved:
         with pytest.raises(ImportError, match="kwlab.instruments.statistics"):
             getattr(probe_module, name)
 
@@ -245,7 +250,7 @@ def test_models_register_in_their_own_files_and_carry_their_official_maps():
 
 
 # ------------------------------------------------------------------------------------------------ executors
-def test_executors_are_one_table_checked_when_the_spec_loads(tmp_path, monkeypatch):
+def test_executors_are_one_table_checked_when_the_spec_loads(tmp_path, register):
     from kwlab.experiments import executors
     from kwlab.experiments.train import fit
 
@@ -258,7 +263,7 @@ def test_executors_are_one_table_checked_when_the_spec_loads(tmp_path, monkeypat
             SweepSpec.from_dict({"name": "t", "base": tiny_run(), "executor": section})
 
     class Recording:
-        """A toy executor: the protocol is all a new kind needs (plus its entry in EXECUTORS)."""
+        """A toy executor: the protocol is all a new kind needs (plus ``EXECUTORS.register``)."""
 
         name = "recording"
         seen: list[str] = []
@@ -269,7 +274,7 @@ def test_executors_are_one_table_checked_when_the_spec_loads(tmp_path, monkeypat
                 fit(config, run_dir, progress=False)
                 done(run_dir, None)
 
-    monkeypatch.setitem(executors.EXECUTORS, "recording", lambda options, workers=None: Recording())
+    register(executors.EXECUTORS, "recording", lambda options, workers=None: Recording())
     spec = SweepSpec.from_dict(
         {"name": "t", "seeds": 1, "base": tiny_run(epochs=1), "executor": {"kind": "recording"}}
     )

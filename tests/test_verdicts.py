@@ -10,16 +10,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from kwlab.experiments.stats import (
-    VERDICTS,
-    compare,
-    compare_all,
-    config_labels,
-    detectable_difference,
-    holm,
-    summarize,
-    tost,
-)
+from kwlab.experiments.significance import detectable_difference, holm, tost
+from kwlab.experiments.stats import config_labels, summarize
+from kwlab.experiments.verdicts import VERDICTS, compare, compare_all
 
 A = (0.612, 0.598, 0.605, 0.621, 0.609)  # verdicts.md's worked example
 B = (0.601, 0.590, 0.611, 0.603, 0.596)

@@ -17,7 +17,7 @@ once per run as it finishes (``error`` is None on success); a sweep writes its r
 
 :func:`make_executor` validates a sweep file's ``executor`` section (its kind, ``workers`` and ``threads``)
 when the spec loads, before anything runs. A new kind is a class with ``name``, ``from_options`` and
-``run`` plus an entry in :data:`EXECUTORS`.
+``run``, registered with ``EXECUTORS.register(kind, make)``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import torch
 
 from kwlab.experiments.config import ConfigError, RunConfig
 from kwlab.experiments.train import fit
-from kwlab.utils import suggest
+from kwlab.utils import Registry, suggest
 
 __all__ = [
     "Executor",
@@ -297,14 +297,21 @@ def _error_lines(stderr: str | None, tail: int = 12) -> str:
     return "\n".join([*dict.fromkeys(raised), *lines[-tail:]])
 
 
-#: Every executor kind, by the name a sweep file's ``executor: {kind: ...}`` uses.
-EXECUTORS: dict[str, Callable[..., Executor]] = {
-    "sequential": Sequential.from_options,
-    "processes": Processes.from_options,
-    "torchrun": Torchrun.from_options,
-    "submitit": Submitit.from_options,
-    "submitit-local": lambda options, workers=None: Submitit.from_options(options, workers, "submitit-local"),
-}
+#: Every executor kind, by the name a sweep file's ``executor: {kind: ...}`` uses: ``kind -> make(options,
+#: workers=None) -> Executor``. A new kind is ``EXECUTORS.register(kind, make)``.
+EXECUTORS: Registry[Callable[..., Executor]] = Registry(
+    "executor",
+    [
+        ("sequential", Sequential.from_options),
+        ("processes", Processes.from_options),
+        ("torchrun", Torchrun.from_options),
+        ("submitit", Submitit.from_options),
+        (
+            "submitit-local",
+            lambda options, workers=None: Submitit.from_options(options, workers, "submitit-local"),
+        ),
+    ],
+)
 
 
 def make_executor(

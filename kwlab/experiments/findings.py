@@ -16,15 +16,11 @@ from typing import Any
 import pandas as pd
 
 from kwlab.experiments.handover import epoch_table, handover_findings, is_handover_study
-from kwlab.experiments.stats import (
-    ALPHA,
-    DEFAULT_MARGIN,
-    compare_family,
-    config_columns,
-    summarize,
-    verdict_lines,
-)
+from kwlab.experiments.significance import ALPHA, DEFAULT_MARGIN
+from kwlab.experiments.stats import config_columns, summarize
+from kwlab.experiments.verdicts import compare_family, verdict_lines
 from kwlab.instruments.left_out import left_out_text, split_nonfinite
+from kwlab.instruments.statistics import statistic_label
 from kwlab.methods import METHODS
 from kwlab.models import model_entry
 
@@ -198,7 +194,7 @@ def findings(
 
     Lists every configuration's ``metric`` (mean ± 95% t-interval, n seeds) with its parameters and MACs,
     flags configurations that are not above chance, and compares configurations with the three verdicts
-    of :func:`kwlab.experiments.stats.compare` (differs after Holm over this finding's comparisons,
+    of :func:`kwlab.experiments.verdicts.compare` (differs after Holm over this finding's comparisons,
     equivalent within the margin, not resolved with the detectable difference). The comparisons are the
     sweep's declared ones (``verdicts``, see :func:`kwlab.experiments.spec.parse_verdicts`), else
     :func:`default_pairs` (matched parameters and matched MACs where the table has them). Configurations
@@ -265,13 +261,9 @@ def findings(
     return lines
 
 
-#: Probe statistics drawn against each knob (final probe of each run, mean over layers).
-KNOB_STATISTICS = {
-    "probe_diversity": "diversity",
-    "probe_effective_cells": "effective cells",
-    "probe_neg_frac": "negative fraction",
-    "probe_sample_variation": "sample variation",
-}
+#: Probe statistics drawn against each knob (final probe of each run, mean over layers); each is named by
+#: its statistic's label (:func:`kwlab.instruments.statistics.statistic_label`).
+KNOB_STATISTICS = ("probe_diversity", "probe_effective_cells", "probe_neg_frac", "probe_sample_variation")
 
 
 def knob_table(df: pd.DataFrame) -> list[str]:
@@ -282,7 +274,7 @@ def knob_table(df: pd.DataFrame) -> list[str]:
     df, _ = split_nonfinite(df)  # findings() counts the runs left out
     summary = summarize(df, metrics=metrics)
     heads = ["configuration", "b", "m", "sharing", "params (attention)", "MACs", "final acc"]
-    heads += [KNOB_STATISTICS[c] for c in KNOB_STATISTICS if f"{c}_mean" in summary]
+    heads += [statistic_label(c) for c in KNOB_STATISTICS if f"{c}_mean" in summary]
     lines = [
         "Knobs, budgets and attention statistics (mean ± 95% t-interval over seeds; statistics from the "
         "final probe on test images, mean over layers):",

@@ -27,17 +27,10 @@ import pandas as pd
 import torch
 
 from kwlab.experiments.callbacks import load_history
-from kwlab.experiments.stats import (
-    ALPHA,
-    DEFAULT_MARGIN,
-    config_id,
-    config_keys,
-    config_labels,
-    decide,
-    estimate,
-    mean_ci,
-    verdict_lines,
-)
+from kwlab.experiments.significance import ALPHA, DEFAULT_MARGIN
+from kwlab.experiments.stats import config_id, config_keys, config_labels
+from kwlab.experiments.verdicts import decide, estimate, verdict_lines
+from kwlab.instruments.intervals import mean_ci
 from kwlab.instruments.probe import capture
 from kwlab.layers.base import dynamic_layers, set_temperature
 
@@ -116,7 +109,7 @@ def handover_findings(
 
     The dynamic gains (within each configuration, paired by run) and the comparisons of KW configurations
     that differ in one setting are one family: their p-values are Holm-adjusted together and each gets one
-    of the three verdicts (:func:`kwlab.experiments.stats.decide`; margin and alpha from ``verdicts``).
+    of the three verdicts (:func:`kwlab.experiments.verdicts.decide`; margin and alpha from ``verdicts``).
     Configurations are grouped by their config columns, never by their labels.
 
     Args:

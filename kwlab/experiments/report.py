@@ -9,7 +9,7 @@
 * ``finding.md`` -- the finding, generated from the numbers (:func:`kwlab.experiments.findings.findings`):
   each configuration's accuracy with its interval and budget, the three verdicts of its comparisons
   (differs after Holm, equivalent within the declared margin, not resolved with the detectable
-  difference; :func:`kwlab.experiments.stats.compare_all`), and whether the data were real CIFAR-10;
+  difference; :func:`kwlab.experiments.verdicts.compare_all`), and whether the data were real CIFAR-10;
 * ``accuracy_vs_budget.png`` / ``diversity_vs_budget.png`` -- against the budget b, one line per sharing
   range; ``accuracy_vs_m.png`` when the cell count m (= 1 / (cell_in * cell_out)) varies;
   ``accuracy_vs_sharing.png`` -- against the sharing range, one line per b;
@@ -57,14 +57,10 @@ from kwlab.experiments.findings import (
 )
 from kwlab.experiments.handover import epoch_table, handover_figures, handover_findings, is_handover_study
 from kwlab.experiments.results import collect_results
-from kwlab.experiments.stats import (
-    config_columns,
-    config_labels,
-    summarize,
-)
+from kwlab.experiments.stats import config_columns, config_labels, summarize
 from kwlab.instruments.left_out import left_out_text, split_nonfinite
 from kwlab.instruments.probe_store import load as load_probe
-from kwlab.instruments.statistics import headline_metrics
+from kwlab.instruments.statistics import headline_metrics, statistic_label
 from kwlab.utils import moved_names, write_table
 
 __all__ = [
@@ -182,9 +178,9 @@ def _statistics_vs_knob(dyn: pd.DataFrame, knob: str, logx: bool):
     data = dyn.assign(**{_HUE: _knob_hue(dyn, knob)})
     for i, (ax, column) in enumerate(zip(axes[0], columns)):
         plot.metric_vs_knob(
-            data, knob, column, hue=_HUE, ax=ax, logx=logx, error="ci95", title=_KNOB_STATISTICS[column]
+            data, knob, column, hue=_HUE, ax=ax, logx=logx, error="ci95", title=statistic_label(column)
         )
-        ax.set_ylabel(_KNOB_STATISTICS[column])
+        ax.set_ylabel(statistic_label(column))
         if i and ax.get_legend() is not None:  # one legend, on the first panel
             ax.get_legend().remove()
     fig.tight_layout()

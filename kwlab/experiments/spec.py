@@ -290,14 +290,15 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
 
 def parse_verdicts(block: Any, *, source: str = "sweep") -> dict[str, Any]:
     """Check a sweep file's ``verdicts`` block and fill its defaults: ``margin`` (default
-    :data:`kwlab.experiments.stats.DEFAULT_MARGIN`), ``metric`` (default ``final_acc``), ``alpha`` (default
-    0.05) and ``comparisons`` (a list of ``[a, b]`` pairs, each a non-empty mapping of config fields without
-    ``seed``; absent: the findings' default comparisons). An absent block gives ``{}``.
+    :data:`kwlab.experiments.significance.DEFAULT_MARGIN`), ``metric`` (default ``final_acc``), ``alpha``
+    (default 0.05) and ``comparisons`` (a list of ``[a, b]`` pairs, each a non-empty mapping of config
+    fields without ``seed``; absent: the findings' default comparisons). An absent block gives ``{}``.
 
     Raises:
         ConfigError: naming the key (``verdicts.margin``, ``verdicts.comparisons[1][0].lr``, ...).
     """
-    from kwlab.experiments.stats import ALPHA, DEFAULT_MARGIN, METRICS  # noqa: PLC0415 - pandas, scipy
+    from kwlab.experiments.significance import ALPHA, DEFAULT_MARGIN  # noqa: PLC0415 - scipy
+    from kwlab.experiments.stats import METRICS  # noqa: PLC0415 - pandas
 
     if block is None:
         return {}

@@ -69,7 +69,7 @@ class LayerStats:
             "alpha_sum": z(self.m, self.n),
             "nonfinite": z(()),  # samples whose alpha held NaN or inf
         }
-        for stat in statistics.STATISTICS:
+        for stat in statistics.STATISTICS.values():
             acc[stat.column], acc[stat.column + ":w"] = z(()), z(())
         acc["kernel_batches_skipped"] = z(())
         return acc
@@ -95,7 +95,7 @@ class LayerStats:
             "full": full.detach().float() if full is not None and self.zero_cell else None,
             "learned": learned.detach().float() if learned is not None and self.learned else None,
         }
-        for stat in statistics.STATISTICS:
+        for stat in statistics.STATISTICS.values():
             x = sources.get(stat.source)  # "kernels": update_kernels
             if x is None:
                 continue
@@ -132,7 +132,7 @@ class LayerStats:
         if self.acc is None:
             self.acc = self._zeros(k.device)
         acc = self.acc
-        for stat in statistics.STATISTICS:
+        for stat in statistics.STATISTICS.values():
             if stat.source != "kernels":
                 continue
             value, w = stat.metric(k).double(), stat.weight(k).double()
@@ -193,7 +193,7 @@ class LayerStats:
             if self.acc is not None:
                 row["temperature"] = float(self._temperature) if self._temperature is not None else nan
             return row
-        for stat in statistics.STATISTICS:
+        for stat in statistics.STATISTICS.values():
             w = float(self._get(stat.column + ":w"))
             row[stat.column] = float(self._get(stat.column)) / w if w > 0 else nan
         cm = self.class_means()

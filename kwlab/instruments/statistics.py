@@ -8,7 +8,9 @@ the per-layer accumulator (:mod:`kwlab.instruments.layer_stats`) and the trainin
 added here is a column everywhere. :data:`HEADLINE` names the columns whose means over layers are a run's
 ``probe_<column>`` results, and :func:`degenerate_layers` the layers whose statistics say little.
 
-A new statistic is one function in :mod:`kwlab.instruments.metrics` plus one entry in :data:`STATISTICS`.
+A new statistic is one function in :mod:`kwlab.instruments.metrics` plus
+``STATISTICS.register(column, Statistic(column, ...))``; its ``label`` is how every table and figure names it
+(:func:`statistic_label`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 from torch import Tensor
 
 from kwlab.instruments import metrics
+from kwlab.utils import Registry
 
 __all__ = [
     "DEGENERATE_RULE",
@@ -31,6 +34,7 @@ __all__ = [
     "degenerate_layers",
     "headline",
     "headline_metrics",
+    "statistic_label",
     "summary_columns",
 ]
 
@@ -54,12 +58,19 @@ class Statistic:
             :meth:`DynamicLayer.effective_kernels <kwlab.layers.base.DynamicLayer.effective_kernels>`,
             every method; a batch whose value is not finite is left out of the mean and counted in
             ``kernel_batches_skipped``).
+        label: how tables and figures name the statistic (the one label: :func:`statistic_label`); default:
+            the column.
     """
 
     column: str
     metric: Callable[..., Tensor]
     weight: Callable[[Tensor], Tensor]
     source: str = "alpha"
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.column)
 
 
 # ------------------------------------------------------------------------------------ weights of a batch
@@ -88,24 +99,76 @@ def _diversity(a: Tensor) -> Tensor:
     return metrics.pairwise_cosine_distance(a.double()).float() if a.shape[0] >= 2 else a.new_zeros(())
 
 
-#: The summary statistics; a new one is a function in :mod:`kwlab.instruments.metrics` plus an entry here.
-STATISTICS: tuple[Statistic, ...] = (
-    Statistic("neg_frac", metrics.negative_fraction, _elements),
-    Statistic("neg_mass", metrics.negative_mass, lambda a: a.abs().sum()),
-    Statistic("zero_mass", metrics.zero_cell_mass, _mixtures, source="full"),
-    Statistic("entropy", lambda a: metrics.attention_entropy(a).mean(), _mixtures),
-    Statistic("effective_cells", lambda a: metrics.effective_cells(a).mean(), _mixtures),
-    Statistic("effective_cell_fraction", lambda a: metrics.effective_cell_fraction(a).mean(), _mixtures),
-    # 1 - cos cancels in fp32: computed in float64; a batch of one sample has no pairs (weight 0)
-    Statistic("diversity", _diversity, _has_pairs),
-    Statistic("mean_abs", lambda a: metrics.cell_mean_abs(a).mean(), _elements),
-    Statistic("sample_variation", _sample_variation, _has_pairs),
-    # magnitude-aware, on the kernels themselves: ||W_b - mean W|| / ||mean W|| (every method)
-    Statistic("kernel_variation", metrics.kernel_variation, _has_pairs, source="kernels"),
-    # KW's learned attention alone, before the blend with the one-hot init pattern (the handover)
-    Statistic("learned_own_share", lambda z, p, t: metrics.own_cell_share(z, p), _mixtures, "learned"),
-    Statistic("learned_to_pattern_norm", metrics.learned_to_pattern_norm, _samples, "learned"),
-    Statistic("learned_sample_variation", lambda z, p, t: _sample_variation(z), _has_pairs, "learned"),
+#: The summary statistics by column, in summary order; a new one is a function in
+#: :mod:`kwlab.instruments.metrics` plus ``STATISTICS.register(column, Statistic(column, ...))``.
+STATISTICS: Registry[Statistic] = Registry(
+    "statistic",
+    (
+        (s.column, s)
+        for s in (
+            Statistic("neg_frac", metrics.negative_fraction, _elements, label="share of alpha < 0"),
+            Statistic(
+                "neg_mass", metrics.negative_mass, lambda a: a.abs().sum(), label="negative share of |alpha|"
+            ),
+            Statistic("zero_mass", metrics.zero_cell_mass, _mixtures, source="full", label="zero-cell mass"),
+            Statistic(
+                "entropy", lambda a: metrics.attention_entropy(a).mean(), _mixtures, label="entropy (nats)"
+            ),
+            Statistic(
+                "effective_cells",
+                lambda a: metrics.effective_cells(a).mean(),
+                _mixtures,
+                label="effective cells exp(entropy)",
+            ),
+            Statistic(
+                "effective_cell_fraction",
+                lambda a: metrics.effective_cell_fraction(a).mean(),
+                _mixtures,
+                label="effective cells / cells",
+            ),
+            # 1 - cos cancels in fp32: computed in float64; a batch of one sample has no pairs (weight 0)
+            Statistic("diversity", _diversity, _has_pairs, label="diversity (mean pairwise cosine distance)"),
+            Statistic(
+                "mean_abs",
+                lambda a: metrics.cell_mean_abs(a).mean(),
+                _elements,
+                label="mean |alpha| per cell",
+            ),
+            Statistic(
+                "sample_variation", _sample_variation, _has_pairs, label="sample variation of the attention"
+            ),
+            # magnitude-aware, on the kernels themselves: ||W_b - mean W|| / ||mean W|| (every method)
+            Statistic(
+                "kernel_variation",
+                metrics.kernel_variation,
+                _has_pairs,
+                source="kernels",
+                label="sample variation of the kernels",
+            ),
+            # KW's learned attention alone, before the blend with the one-hot init pattern (the handover)
+            Statistic(
+                "learned_own_share",
+                lambda z, p, t: metrics.own_cell_share(z, p),
+                _mixtures,
+                "learned",
+                label="learned attention's weight on the pattern's cell",
+            ),
+            Statistic(
+                "learned_to_pattern_norm",
+                metrics.learned_to_pattern_norm,
+                _samples,
+                "learned",
+                label="||learned term|| / ||pattern term||",
+            ),
+            Statistic(
+                "learned_sample_variation",
+                lambda z, p, t: _sample_variation(z),
+                _has_pairs,
+                "learned",
+                label="sample variation of the learned attention",
+            ),
+        )
+    ),
 )
 
 #: The columns of the summary that name a layer; the statistics follow (:func:`summary_columns`).
@@ -114,6 +177,12 @@ LAYER_COLUMNS = ("layer", "bank", "num_mixtures", "num_cells", "n_samples", "non
 #: Summary columns computed beside :data:`STATISTICS`: from the per-class means, the layer's temperature, and
 #: the recorded batches whose kernel statistics were not finite (left out of their means).
 EXTRA_COLUMNS = ("class_distance", "temperature", "kernel_batches_skipped")
+#: The labels of :data:`EXTRA_COLUMNS` (a statistic's label is its ``label``).
+_EXTRA_LABELS = {
+    "class_distance": "class distance",
+    "temperature": "temperature tau",
+    "kernel_batches_skipped": "recorded batches left out of the kernel statistics",
+}
 #: The probe's headline columns: their means over layers are a run's ``probe_<column>`` results (the final
 #: probe of :mod:`kwlab.experiments.train`, the sweep's results table, its summary and the report).
 HEADLINE = (
@@ -134,7 +203,16 @@ def summary_columns() -> list[str]:
     """The columns of the summary, derived from :data:`STATISTICS` (read when called, so a statistic added
     to the table is a column at once): :data:`LAYER_COLUMNS`, one per statistic, then
     :data:`EXTRA_COLUMNS`."""
-    return [*LAYER_COLUMNS, *(s.column for s in STATISTICS), *EXTRA_COLUMNS]
+    return [*LAYER_COLUMNS, *STATISTICS, *EXTRA_COLUMNS]
+
+
+def statistic_label(column: str) -> str:
+    """How tables and figures name a probe column: the :class:`Statistic`'s ``label`` (also for its
+    ``probe_<column>`` result), the label of an :data:`EXTRA_COLUMNS` column, else ``column`` itself."""
+    name = column[len("probe_") :] if column.startswith("probe_") else column
+    if name in STATISTICS:
+        return STATISTICS[name].label
+    return _EXTRA_LABELS.get(name, column)
 
 
 def headline_metrics() -> tuple[str, ...]:

@@ -16,123 +16,24 @@ Checked against the paper (Yang et al., NeurIPS 2019, eq. 1-2) and the timm
 implementation (``timm/layers/cond_conv2d.py``). Differences from timm: the routing function lives in
 the layer (timm shares one routing Linear across the expand/depthwise/project convs of a block), and
 only zero padding is supported (no TF "same" padding).
-
-This module also holds the small geometry helpers shared by the other family layers.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-import torch.fx
 from torch import Tensor, nn
 
-from kwlab.ops import dynamic_conv
+from kwlab.utils import moved_names
 
-from .base import (
-    DynamicAttention,
-    DynamicLayer,
-    check_attention_mode,
-    check_positive_int,
-    conv_geometry,
-    like_conv,
-)
+from . import bank
+from .bank import conv_repr, init_kernels_like_conv
+from .base import DynamicAttention, check_attention_mode
 
-# dynamic_conv is fx-wrapped where it is defined; wrapping its name here too keeps the call a leaf
-# when a model using this module is traced with torch.fx.symbolic_trace.
-torch.fx.wrap("dynamic_conv")
+__all__ = ["CondConv2d", "CondConvRouting", "CondConvConstantRouting"]
 
-__all__ = ["CondConv2d", "CondConvRouting", "CondConvConstantRouting", "KernelBankConv2d"]
-
-
-def _init_like_conv(weight: Tensor, bias: Tensor | None) -> None:
-    """Initialise each kernel ``weight[e]`` (and ``bias[e]``) like ``nn.Conv2d.reset_parameters``."""
-    for e in range(weight.shape[0]):
-        nn.init.kaiming_uniform_(weight[e], a=math.sqrt(5))
-        if bias is not None:
-            fan_in = weight[e][0].numel()
-            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            nn.init.uniform_(bias[e], -bound, bound)
-
-
-def _conv_repr(layer: nn.Module) -> str:
-    s = (
-        f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
-        f"stride={layer.stride}, padding={layer.padding}"
-    )
-    if layer.dilation != (1, 1):
-        s += f", dilation={layer.dilation}"
-    if layer.groups != 1:
-        s += f", groups={layer.groups}"
-    if getattr(layer, "bias", None) is None:
-        s += ", bias=False"
-    return s
-
-
-class KernelBankConv2d(DynamicLayer):
-    """Base of the whole-kernel methods (CondConv, DY-Conv, ODConv): ``nn.Conv2d`` geometry and a bank
-    ``weight`` of K kernels ``(K, O, I/groups, kh, kw)``.
-
-    Subclasses call :meth:`_init_bank` and set ``self.attention``; the default forward mixes the bank with
-    ``alpha (B, 1, K)`` (and a per-kernel bias ``(K, O)`` when there is one) and runs
-    :func:`kwlab.ops.dynamic_conv`.
-    """
-
-    def _init_bank(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride,
-        padding,
-        dilation,
-        groups: int,
-        padding_mode: str,
-        count_name: str,
-        count: int,
-        bias_shape: tuple[int, ...] | None,
-        factory: dict,
-    ) -> None:
-        geo = conv_geometry(
-            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
-        )
-        setattr(self, count_name, check_positive_int(count_name, count))
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
-        self.padding, self.dilation = geo["padding"], geo["dilation"]
-        self.algorithm = "auto"
-        self._kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
-        self.weight = nn.Parameter(torch.empty(count, *self._kernel_shape, **factory))
-        self.bias = nn.Parameter(torch.empty(*bias_shape, **factory)) if bias_shape is not None else None
-
-    def per_sample_kernel(self, alpha: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Kernels ``(B, O, I/g, kh, kw)`` and biases ``(B, O)`` (or None) for ``alpha`` (B, 1, K)."""
-        r = alpha[:, 0]
-        weight = (r @ self.weight.flatten(1)).view(-1, *self._kernel_shape)
-        bias = None if self.bias is None else r @ self.bias
-        return weight, bias
-
-    def effective_kernels(self, x: Tensor) -> Tensor:
-        """``sum_k alpha_bk W_k`` ``(B, O, I/g, kh, kw)`` (the per-kernel bias is the constant ``c_b``)."""
-        return self.per_sample_kernel(self.attention(x))[0]
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight, bias = self.per_sample_kernel(self.attention(x))
-        return dynamic_conv(
-            x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.algorithm
-        )
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, **kwargs: Any) -> KernelBankConv2d:
-        """A layer with ``conv``'s geometry whose every kernel (and per-kernel bias) copies ``conv``."""
-        layer = like_conv(cls, conv, **kwargs)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias.expand_as(layer.bias))
-        return layer.train(conv.training)
+__getattr__ = moved_names("kwlab.layers.condconv", {"KernelBankConv2d": "kwlab.layers.bank"})
 
 
 class CondConvRouting(DynamicAttention):
@@ -179,7 +80,7 @@ class CondConvConstantRouting(DynamicAttention):
         return torch.sigmoid(self.z).view(1, 1, -1).expand(x.shape[0], -1, -1)
 
 
-class CondConv2d(KernelBankConv2d):
+class CondConv2d(bank.KernelBankConv2d):  # KernelBankConv2d's one address: kwlab.layers.bank
     """Conditionally parameterised 2D convolution: a sigmoid-routed sum of ``num_experts`` kernels.
 
     Args mirror ``nn.Conv2d`` (``bias`` defaults to False: the layers are followed by BatchNorm).
@@ -239,7 +140,7 @@ class CondConv2d(KernelBankConv2d):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _init_like_conv(self.weight, self.bias)
+        init_kernels_like_conv(self.weight, self.bias)
         if isinstance(self.attention, CondConvConstantRouting):
             self.attention.reset_parameters()
             return
@@ -255,4 +156,4 @@ class CondConv2d(KernelBankConv2d):
 
     def extra_repr(self) -> str:
         extra = ", attention='constant'" if not self.attention.input_dependent else ""
-        return _conv_repr(self) + f", num_experts={self.num_experts}" + extra
+        return conv_repr(self) + f", num_experts={self.num_experts}" + extra

@@ -58,9 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry, like_conv
-from .condconv import _conv_repr
-from .kerneldna import OfficialLayout
+from .bank import OfficialLayout, conv_repr, set_conv_geometry
+from .base import DynamicAttention, DynamicLayer, check_positive_int, like_conv
 from .norm import BatchNorm1dSafe, BatchNorm2dSafe
 
 __all__ = [
@@ -318,15 +317,12 @@ class DCDConv2d(DynamicLayer):
         dtype=None,
     ) -> None:
         super().__init__()
-        geo = conv_geometry(
-            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
+        set_conv_geometry(
+            self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
         )
         rule_latent, rule_squeeze = dcd_widths(in_channels, pool)
         latent = rule_latent if latent_dim is None else latent_dim
         squeeze = rule_squeeze if squeeze is None else squeeze
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
-        self.padding, self.dilation = geo["padding"], geo["dilation"]
         pads = self._padding_pairs()
         if any(2 * p != d * (k - 1) for p, d, k in zip(pads, self.dilation, self.kernel_size)):
             raise ValueError(
@@ -427,7 +423,7 @@ class DCDConv2d(DynamicLayer):
         return OfficialLayout({}, _RENAMES)
 
     def extra_repr(self) -> str:
-        return _conv_repr(self) + f", latent_dim={self.latent_dim}"
+        return conv_repr(self) + f", latent_dim={self.latent_dim}"
 
 
 class DCDLinear(DynamicLayer):

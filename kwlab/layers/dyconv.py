@@ -38,8 +38,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .bank import KernelBankConv2d, conv_repr, init_kernels_like_conv
 from .base import DynamicAttention, TemperatureContract, check_attention_mode, check_divisor
-from .condconv import KernelBankConv2d, _conv_repr, _init_like_conv
 
 __all__ = ["DynamicConv2d", "DyConvAttention", "DyConvConstantAttention"]
 
@@ -179,7 +179,7 @@ class DynamicConv2d(KernelBankConv2d):
 
     def reset_parameters(self) -> None:
         """Each kernel like ``nn.Conv2d``; attention Linears with PyTorch's default init (constant: z = 0)."""
-        _init_like_conv(self.weight, self.bias)
+        init_kernels_like_conv(self.weight, self.bias)
         if isinstance(self.attention, DyConvConstantAttention):
             self.attention.reset_parameters()
             return
@@ -196,4 +196,4 @@ class DynamicConv2d(KernelBankConv2d):
 
     def extra_repr(self) -> str:
         extra = ", attention='constant'" if not self.attention.input_dependent else ""
-        return _conv_repr(self) + f", num_kernels={self.num_kernels}" + extra
+        return conv_repr(self) + f", num_kernels={self.num_kernels}" + extra

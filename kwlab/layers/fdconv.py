@@ -70,9 +70,8 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
-from .base import DynamicAttention, DynamicLayer, check_positive_int, conv_geometry, like_conv
-from .condconv import _conv_repr
-from .kerneldna import OfficialLayout
+from .bank import OfficialLayout, conv_repr, set_conv_geometry
+from .base import DynamicAttention, DynamicLayer, check_positive_int, like_conv
 from .norm import BatchNorm2dSafe
 
 torch.fx.wrap("dynamic_conv")
@@ -369,14 +368,11 @@ class FDConv2d(DynamicLayer):
         dtype=None,
     ) -> None:
         super().__init__()
-        geo = conv_geometry(
-            2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
+        set_conv_geometry(
+            self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode
         )
         check_positive_int("kernel_num", kernel_num)
         check_positive_int("param_ratio", param_ratio)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
-        self.padding, self.dilation = geo["padding"], geo["dilation"]
         probe = nn.Conv2d(in_channels, out_channels, self.kernel_size, groups=groups, device="meta")
         reason = fdconv_applies(probe)
         if reason is not None:
@@ -516,4 +512,4 @@ class FDConv2d(DynamicLayer):
         return OfficialLayout({}, (("KSM_Global.", "attention."),))
 
     def extra_repr(self) -> str:
-        return _conv_repr(self) + f", kernel_num={self.kernel_num}, param_ratio={self.param_ratio}"
+        return conv_repr(self) + f", kernel_num={self.kernel_num}, param_ratio={self.param_ratio}"

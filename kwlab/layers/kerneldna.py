@@ -46,38 +46,28 @@ paper's. Checked against the official code (commit a8cb91a, ``models/KDNA_*.py``
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kwlab.utils import moved_names
+
+from .bank import conv_repr, set_conv_geometry
 from .base import (
     DynamicAttention,
     DynamicLayer,
     check_attention_mode,
     check_positive_int,
-    conv_geometry,
     fold_input_scale,
     like_conv,
 )
-from .condconv import _conv_repr
 from .norm import BatchNorm2dSafe
 
-__all__ = ["KernelDNAConv2d", "KernelDNAGate", "KernelDNAConstantGate", "OfficialLayout"]
+__all__ = ["KernelDNAConv2d", "KernelDNAGate", "KernelDNAConstantGate"]
 
-
-class OfficialLayout(NamedTuple):
-    """How a module's ``state_dict`` keys differ from the official KernelDNA code's (relative names).
-
-    Attributes:
-        stacks: official stacked tensor -> the kwlab tensors it holds along its first axis, in order
-            (e.g. ``"static_filter_attn" -> ("kids.0.filter_scale", "kids.1.filter_scale", ...)``).
-        renames: ``(official prefix, kwlab prefix)`` pairs (e.g. ``("se.0.se.", "kids.0.attention.")``).
-    """
-
-    stacks: dict[str, tuple[str, ...]]
-    renames: tuple[tuple[str, str], ...] = ()
+__getattr__ = moved_names("kwlab.layers.kerneldna", {"OfficialLayout": "kwlab.layers.bank"})
 
 
 def _drop_shared_kernel(module: KernelDNAConv2d, state_dict, prefix: str, local_metadata) -> None:
@@ -186,8 +176,8 @@ class KernelDNAConv2d(DynamicLayer):
     ) -> None:
         check_attention_mode(attention, "KernelDNAConv2d (method 'kerneldna')")
         super().__init__()
-        geo = conv_geometry(
-            2,
+        set_conv_geometry(
+            self,
             in_channels,
             out_channels,
             kernel_size,
@@ -198,9 +188,6 @@ class KernelDNAConv2d(DynamicLayer):
             padding_mode,
             asymmetric_same=True,  # F.conv2d on the whole kernel pads like nn.Conv2d
         )
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
-        self.padding, self.dilation = geo["padding"], geo["dilation"]
         shape = (out_channels, in_channels // groups, *self.kernel_size)
         factory = dict(device=device, dtype=dtype)
         self.shares_parent = False
@@ -279,6 +266,6 @@ class KernelDNAConv2d(DynamicLayer):
         return layer.train(conv.training)
 
     def extra_repr(self) -> str:
-        s = _conv_repr(self)
+        s = conv_repr(self)
         s += ", attention='constant'" if not self.attention.input_dependent else ""
         return s + (f", parent={self.parent_name!r}" if self.parent_name else "")

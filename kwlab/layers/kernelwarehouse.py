@@ -26,7 +26,8 @@ from torch.nn import functional as F
 
 from ..ops import CellLayout, assemble_kernel, kw_conv, mix_cells
 from .attention import KWAttention, KWConstantAttention
-from .base import DynamicLayer, KeepsLayout, conv_geometry
+from .bank import set_conv_geometry
+from .base import DynamicLayer, KeepsLayout
 from .warehouse import LayerSpec, WarehouseOptions, owned_cell_count, plan_warehouses
 
 # fx.wrap patches the calling module's globals: keep the dispatching op a single node in traced graphs.
@@ -132,12 +133,9 @@ class _KWConvNd(DynamicLayer):
         dtype=None,
     ) -> None:
         super().__init__()
-        geo = conv_geometry(
-            self.dim, in_channels, out_channels, kernel_size, stride, padding, dilation, groups
+        set_conv_geometry(
+            self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, dim=self.dim
         )
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = geo["kernel_size"], geo["stride"]
-        self.padding, self.dilation = geo["padding"], geo["dilation"]
         self.algorithm = algorithm
         spec = LayerSpec("", self.kind, in_channels, out_channels, self.kernel_size, groups)
         if warehouse is None:

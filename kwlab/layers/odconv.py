@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from kwlab.ops import dynamic_conv
 
+from .bank import KernelBankConv2d, conv_repr
 from .base import (
     DynamicAttention,
     TemperatureContract,
@@ -65,7 +66,6 @@ from .base import (
     fold_input_scale,
     init_attention_head,
 )
-from .condconv import KernelBankConv2d, _conv_repr
 from .norm import BatchNorm2dSafe
 
 torch.fx.wrap("dynamic_conv")
@@ -406,4 +406,4 @@ class ODConv2d(KernelBankConv2d):
 
     def extra_repr(self) -> str:
         extra = ", attention='constant'" if not self.attention.input_dependent else ""
-        return _conv_repr(self) + f", num_kernels={self.num_kernels}" + extra
+        return conv_repr(self) + f", num_kernels={self.num_kernels}" + extra

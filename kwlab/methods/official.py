@@ -5,7 +5,7 @@
   map one to one (kwlab-only buffers are left out).
 * KernelDNA (haiduo/KernelDNA): models built by ``create_model(arch, method="kerneldna")`` declare their
   differences from the official layout per module (``official_layout()``, see
-  :class:`kwlab.layers.kerneldna.OfficialLayout`): the stacked static tensors (``static_spatial_attn``,
+  :class:`kwlab.layers.bank.OfficialLayout`): the stacked static tensors (``static_spatial_attn``,
   ``static_filter_attn[1|2|3]``) are split along their first axis into each child's ``spatial_scale`` /
   ``filter_scale``, the SE gates (``se.{i}.se.*``, ``half1.se.se.*``, ``se1.se.*``, ``se3.se.*``) become the
   children's ``attention.*``, and MobileNetV2's ``classifier.1.`` becomes ``classifier.``. A shared parent
@@ -50,8 +50,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from kwlab.layers.bank import OfficialLayout
 from kwlab.layers.base import DynamicAttention, check_tau, set_temperature
-from kwlab.layers.kerneldna import OfficialLayout
 from kwlab.layers.kernelwarehouse import KWLinear, _KWConvNd
 from kwlab.utils import CheckpointError, load_torch_file
 

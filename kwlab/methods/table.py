@@ -27,7 +27,7 @@ from kwlab.layers.fdconv import FDConv2d, fdconv_applies
 from kwlab.layers.kerneldna import KernelDNAConv2d
 from kwlab.layers.kernelwarehouse import KWConv2d
 from kwlab.layers.odconv import ODCONV_TEMPERATURE, ODConv2d
-from kwlab.utils import suggest
+from kwlab.utils import Registry, suggest
 
 from .conversion import converter_for
 from .kernelwarehouse import kernelwarehouse
@@ -251,7 +251,8 @@ _NO_CONSTANT = {
     ),
 }
 
-METHODS: dict[str, Method] = {
+#: Every method row by name; a new method is ``METHODS.register(name, Method(name, ...))``.
+METHODS: Registry[Method] = Registry("method", {
     m.name: m
     for m in (
         Method("static", None, None, "none", (), (), description="the plain network"),
@@ -387,7 +388,7 @@ METHODS: dict[str, Method] = {
             no_attention=_NO_CONSTANT["fdconv"],
         ),
     )
-}
+})
 
 
 def method_fields() -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import convnext, dcd, kerneldna, mobilenetv2, resnet, vit  # noqa: F401 - each registers its own entries
 from .registry import ModelEntry, create_model, list_models, model_entry, register_model
-from .resnet import RESNET_PRESETS, ResNet, resnet_kw_stage_rule
+from .resnet import ResNet, resnet_kw_stage_rule
 
 __all__ = [
     "ModelEntry",
@@ -20,5 +20,4 @@ __all__ = [
     "model_entry",
     "register_model",
     "resnet_kw_stage_rule",
-    "RESNET_PRESETS",
 ]

@@ -28,8 +28,8 @@ from typing import Any
 
 from torch import nn
 
+from kwlab.layers.bank import OfficialLayout
 from kwlab.layers.dcd import DCDConv2d, DCDLinear, mobilenetv2_widths
-from kwlab.layers.kerneldna import OfficialLayout
 from kwlab.methods import family
 from kwlab.methods.surgery import set_module
 

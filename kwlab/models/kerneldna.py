@@ -32,8 +32,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from kwlab.layers.bank import OfficialLayout
 from kwlab.layers.base import check_attention_mode
-from kwlab.layers.kerneldna import KernelDNAConstantGate, KernelDNAConv2d, OfficialLayout
+from kwlab.layers.kerneldna import KernelDNAConstantGate, KernelDNAConv2d
 
 from .mobilenetv2 import MobileNetV2, make_divisible
 from .registry import register_method_builder

@@ -16,7 +16,7 @@ from torch import nn
 
 from kwlab.methods import KW_PRESETS, get_method
 from kwlab.methods.option_types import OptionError
-from kwlab.utils import suggest
+from kwlab.utils import Registry, suggest
 
 __all__ = [
     "ModelEntry",
@@ -95,15 +95,13 @@ class ModelEntry:
         return self.presets.get(method)
 
 
-_MODELS: dict[str, ModelEntry] = {}
+#: Every architecture by name; extended by :func:`register_model` (its one way in).
+_MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
     """Add an architecture to the registry (a duplicate name is an error)."""
-    if entry.name in _MODELS:
-        raise ValueError(f"model {entry.name!r} is already registered")
-    _MODELS[entry.name] = entry
-    return entry
+    return _MODELS.register(entry.name, entry)
 
 
 def register_method_builder(arch: str, method: str, builder: Callable[..., nn.Module]) -> None:
@@ -111,7 +109,8 @@ def register_method_builder(arch: str, method: str, builder: Callable[..., nn.Mo
     entry = model_entry(arch)
     if method in entry.method_builders:
         raise ValueError(f"model {arch!r} already has a builder for method {method!r}")
-    _MODELS[arch] = replace(entry, method_builders={**entry.method_builders, method: builder})
+    _MODELS.unregister(arch)  # the entry is frozen: its successor takes its name
+    _MODELS.register(arch, replace(entry, method_builders={**entry.method_builders, method: builder}))
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -125,12 +124,11 @@ def model_entry(arch: str) -> ModelEntry:
         raise ValueError(
             f"arch must be a model name (str), got {arch!r}; available: {', '.join(list_models())}"
         )
-    try:
-        return _MODELS[arch]
-    except KeyError:
+    if arch not in _MODELS:
         raise ValueError(
             f"unknown arch {arch!r}; available: {', '.join(list_models())}.{suggest(arch, _MODELS)}"
-        ) from None
+        )
+    return _MODELS[arch]
 
 
 def create_model(

@@ -19,11 +19,11 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from kwlab.methods.kw_options import KW_PRESETS as RESNET_PRESETS
+from kwlab.methods.kw_options import KW_PRESETS
 
 from .registry import ModelEntry, register_model
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet_kw_stage_rule", "DropPath", "RESNET_PRESETS"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet_kw_stage_rule", "DropPath"]
 
 
 class DropPath(nn.Module):
@@ -207,7 +207,7 @@ Builder = Callable[..., nn.Module]
 
 
 # ------------------------------------------------------------------------------------------ registry
-_R50_PRESETS = {**RESNET_PRESETS, "1/2x": dict(RESNET_PRESETS["1/2x"], nonlocal_basis_ratio=0.0625)}
+_R50_PRESETS = {**KW_PRESETS, "1/2x": dict(KW_PRESETS["1/2x"], nonlocal_basis_ratio=0.0625)}
 _RESNET_KW = ("dropout", "drop_path_rate", "in_chans", "widths")
 
 
@@ -220,17 +220,17 @@ def _resnet8(num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64), **kw
 
 
 for _name, _builder, _presets, _size, _description in (
-    ("resnet18", partial(ResNet, BasicBlock, [2, 2, 2, 2]), RESNET_PRESETS, 224, "ResNet-18 (ImageNet)"),
+    ("resnet18", partial(ResNet, BasicBlock, [2, 2, 2, 2]), KW_PRESETS, 224, "ResNet-18 (ImageNet)"),
     ("resnet50", partial(ResNet, Bottleneck, [3, 4, 6, 3]), _R50_PRESETS, 224, "ResNet-50 (ImageNet)"),
     (
         "resnet18_cifar",
         partial(ResNet, BasicBlock, [2, 2, 2, 2], stem="cifar"),
-        RESNET_PRESETS,
+        KW_PRESETS,
         32,
         "ResNet-18 with a 3x3 stem and no max-pool (CIFAR)",
     ),
-    ("resnet20_cifar", _resnet20, RESNET_PRESETS, 32, "ResNet-20 (16-32-64, CIFAR) with 1x1-conv shortcuts"),
-    ("resnet8_cifar", _resnet8, RESNET_PRESETS, 32, "ResNet-8: one block per stage (small tasks)"),
+    ("resnet20_cifar", _resnet20, KW_PRESETS, 32, "ResNet-20 (16-32-64, CIFAR) with 1x1-conv shortcuts"),
+    ("resnet8_cifar", _resnet8, KW_PRESETS, 32, "ResNet-8: one block per stage (small tasks)"),
 ):
     register_model(
         ModelEntry(_name, _builder, _RESNET_KW, {"kw": _presets}, (3, _size, _size), description=_description)

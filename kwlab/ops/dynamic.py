@@ -40,6 +40,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# the table kwlab.utils.moved_names would attach (ops imports nothing of kwlab)
+__getattr__.moved = {"ALGORITHMS": "kwlab.ops"}
+
+
 _chunk_bytes = 64 * 2**20
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from kwlab.instruments.statistics import statistic_label
 
 from .style import (
     _NEG,
@@ -36,15 +39,10 @@ __all__ = [
 ]
 
 
-_STAT_LABELS = {
-    "neg_frac": "share of\nalpha < 0",
-    "neg_mass": "negative share\nof |alpha|",
-    "effective_cells": "effective cells\nexp(entropy)",
-    "diversity": "diversity\n(cosine distance)",
-    "class_distance": "class distance",
-    "zero_mass": "zero-cell mass",
-    "entropy": "entropy (nats)",
-}
+def _panel_label(column: str) -> str:
+    """A statistic's label (:func:`~kwlab.instruments.statistics.statistic_label`) wrapped for a narrow
+    panel's y axis."""
+    return textwrap.fill(statistic_label(column), 22)
 
 
 def attention_heatmap(
@@ -183,8 +181,7 @@ def negative_fraction(
     fig, ax = _fig_ax(ax, (max(4.0, 0.35 * len(df) + 2), 4.0))
     ax.bar(range(len(df)), df[column].to_numpy(), color=_NEG)
     _layer_ticks(ax, list(df["layer"]))
-    ylabels = {"neg_frac": "share of alpha < 0", "neg_mass": "share of |alpha| that is negative"}
-    ax.set_ylabel(ylabels.get(column, column))
+    ax.set_ylabel(statistic_label(column))
     ax.set_xlabel("layer")
     ax.set_ylim(0, max(1e-3, float(np.nanmax(df[column].to_numpy())) * 1.15) if len(df) else 1)
     ax.set_title(title or ("Negative attention per layer" + (" (mass)" if column == "neg_mass" else "")))
@@ -271,19 +268,13 @@ def layer_stats(
         if len(axes) != len(columns):
             raise ValueError(f"axes must hold one Axes per column ({len(columns)}), got {len(axes)}")
         fig = axes[0].figure
-    labels = {
-        "diversity": "diversity (mean pairwise\ncosine distance)",
-        "effective_cells": "effective cells\nexp(entropy)",
-        "entropy": "entropy (nats)",
-        "zero_mass": "zero-cell mass",
-    }
     pos = np.arange(len(df))
     for a, col in zip(axes, columns):
         a.bar(pos, df[col].to_numpy(dtype=float), color="#5a8f5a")
         if col == "effective_cells" and "num_cells" in df.columns:
             a.scatter(pos, df["num_cells"], marker="_", s=200, color="black", label="n (cells)", zorder=3)
             a.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside: covers no bar
-        a.set_ylabel(labels.get(col, _STAT_LABELS.get(col, col)))
+        a.set_ylabel(_panel_label(col))
     _layer_ticks(axes[-1], list(df["layer"]))
     axes[-1].set_xlabel("layer")
     axes[0].set_title(title or "Attention statistics per layer")
@@ -335,7 +326,7 @@ def layer_comparison(
                 if layer in marked:
                     bar.set_hatch("///")
                     bar.set_edgecolor("black")
-        a.set_ylabel(_STAT_LABELS.get(col, col), fontsize=9)
+        a.set_ylabel(_panel_label(col), fontsize=9)
         a.grid(alpha=0.3, axis="y")
     axes[-1].set_xticks(pos)
     axes[-1].set_xticklabels(

@@ -17,7 +17,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .style import _fig_ax, _require, _t_half_width, _table
+from kwlab.instruments.intervals import t_half_width
+
+from .style import _fig_ax, _require, _table
 
 __all__ = ["handover_story"]
 
@@ -33,7 +35,7 @@ def _by_tau(rows: pd.DataFrame, column: str) -> pd.DataFrame:
             "n": grouped[column].count(),
         }
     ).dropna(subset=["tau", "mean"])
-    out["half"] = _t_half_width(out["std"].fillna(0.0).to_numpy(), out["n"].to_numpy())
+    out["half"] = t_half_width(out["std"].fillna(0.0).to_numpy(), out["n"].to_numpy())
     return out.sort_index()
 
 

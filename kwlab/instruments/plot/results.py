@@ -10,6 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from kwlab.instruments.intervals import t_half_width
 from kwlab.instruments.left_out import left_out_text, split_nonfinite
 
 from .style import _ci95, _fig_ax, _require
@@ -184,11 +185,7 @@ def metric_vs_knob(
     for i, (key, part) in enumerate(groups):
         stats = part.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
         if error == "ci95":
-            from scipy import stats as st  # noqa: PLC0415 - scipy: only for the 95% intervals
-
-            stats["std"] = (
-                stats["std"] * st.t.ppf(0.975, (stats["count"] - 1).clip(lower=1)) / np.sqrt(stats["count"])
-            )
+            stats["std"] = t_half_width(stats["std"].to_numpy(), stats["count"].to_numpy())
         err = stats["std"].where(stats["count"] > 1)
         ax.errorbar(
             stats.index,

@@ -14,6 +14,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from kwlab.instruments.intervals import mean_ci
+
 _NEG = "#3b6fb6"  # blue: negative coefficients
 _POS = "#c8553d"  # red: positive coefficients
 _DIVERGING = "RdBu_r"  # signed data only, centred on 0
@@ -95,20 +97,7 @@ def _stacked_axes(rows: int, layers: int, height: float, extra: float) -> tuple[
     return fig, list(axs[:, 0])
 
 
-def _t_half_width(std: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Half-widths of 95% t-intervals of means (NaN for fewer than 2 values)."""
-    from scipy import stats as st  # noqa: PLC0415 - optional dependency (the "lab" extra)
-
-    std, count = np.asarray(std, dtype=float), np.asarray(count)
-    out = np.full(len(std), np.nan)
-    ok = count >= 2
-    out[ok] = st.t.ppf(0.975, count[ok] - 1) * std[ok] / np.sqrt(count[ok])
-    return out
-
-
 def _ci95(values: np.ndarray) -> float:
-    """Half-width of the 95% t-interval of the mean of ``values`` (NaN ignored; NaN for fewer than two)."""
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return float("nan")
-    return float(_t_half_width(np.array([values.std(ddof=1)]), np.array([len(values)]))[0])
+    """Half-width of the 95% t-interval of the mean of ``values`` (NaN ignored; NaN for fewer than two):
+    :func:`kwlab.instruments.intervals.mean_ci`."""
+    return mean_ci(values)[2]

@@ -14,11 +14,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .style import _fig_ax, _require, _t_half_width, _table
+from kwlab.instruments.intervals import t_half_width
+from kwlab.instruments.statistics import statistic_label
+
+from .style import _fig_ax, _require, _table
 
 __all__ = ["negative_fraction_over_training", "learning_curves", "over_training"]
 
 
+#: Labels of the history columns that are not probe statistics (those are named by their ``label``).
 _CURVE_LABELS = {
     "train_loss": "training loss",
     "test_loss": "test loss",
@@ -29,11 +33,11 @@ _CURVE_LABELS = {
     "lr": "learning rate",
     "test_acc_tau0": "test accuracy at tau = 0",
     "test_acc_tau0_recal": "test accuracy at tau = 0, BatchNorm recalibrated",
-    "learned_own_share": "learned attention's weight on the pattern's cell",
-    "learned_to_pattern_norm": "||learned term|| / ||pattern term||",
-    "sample_variation": "sample variation of the attention",
-    "learned_sample_variation": "sample variation of the learned attention",
 }
+
+
+def _label(column: str) -> str:
+    return _CURVE_LABELS.get(column) or statistic_label(column)
 
 
 def _records(history: Any) -> list[Mapping[str, Any]]:
@@ -143,8 +147,8 @@ def learning_curves(
                     ax.plot(cx, cy, linestyle="--", color=f"C{i % 10}", label=f"{run} (train, clean)")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(_CURVE_LABELS.get(metric, metric))
-        ax.set_title(_CURVE_LABELS.get(metric, metric))
+        ax.set_ylabel(_label(metric))
+        ax.set_title(_label(metric))
         ax.grid(alpha=0.3)
         if chance is not None and "acc" in metric:
             ax.axhline(chance, color="0.3", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
@@ -195,7 +199,7 @@ def over_training(
     for i, key in enumerate(keys):
         rows = per_run if key is None else per_run[per_run[hue] == key]
         stats = rows.groupby(x)[column].agg(["mean", "std", "count"]).reset_index()
-        half = _t_half_width(stats["std"].to_numpy(), stats["count"].to_numpy())
+        half = t_half_width(stats["std"].to_numpy(), stats["count"].to_numpy())
         color = f"C{i % 10}"
         n = int(stats["count"].max())
         ax.plot(stats[x], stats["mean"], color=color, label=f"{key if key is not None else column} (n={n})")
@@ -209,7 +213,7 @@ def over_training(
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("training step" if x == "step" else x)
-    ax.set_ylabel(_CURVE_LABELS.get(column, column))
+    ax.set_ylabel(_label(column))
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if tau and "temperature" in df.columns:
@@ -225,6 +229,6 @@ def over_training(
             handles.append(right.lines[0])
             labels.append("tau (dashed, per configuration)")
     ax.legend(handles, labels, fontsize=7, loc="best")
-    ax.set_title(title or _CURVE_LABELS.get(column, column) + " (mean, 95% CI over seeds)", fontsize=9)
+    ax.set_title(title or _label(column) + " (mean, 95% CI over seeds)", fontsize=9)
     fig.tight_layout()
     return fig
