@@ -18,11 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from kwlab.experiments.columns import Column
 from kwlab.instruments.freeze import NonFiniteAttentionError, freeze_attention
 from kwlab.layers.base import set_temperature
 from kwlab.layers.dcd import DCD_REMEDY, DCDConv2d, DCDLinear
 
 __all__ = [
+    "NONFINITE_COLUMNS",
     "NONFINITE_FIELDS",
     "RECALIBRATION_BATCHES",
     "clean_train_accuracy",
@@ -156,6 +158,13 @@ NONFINITE_FIELDS = {
 }
 
 #: what to do when a DCD model's eval-mode outputs are not finite
+
+
+#: The columns :func:`nonfinite_notes` writes (it also appends to the trainer's ``notes``).
+NONFINITE_COLUMNS = (
+    Column("nonfinite", "record", "numbers from non-finite values"),
+    Column("nonfinite_what", "record", "what went non-finite"),
+)
 
 
 def nonfinite_notes(

@@ -19,9 +19,10 @@ import pandas as pd
 from torch import Tensor, nn
 
 from kwlab.experiments.accuracies import frozen_accuracies
+from kwlab.experiments.columns import Column
 from kwlab.instruments.probe import Probe
 from kwlab.instruments.probe_store import plain_value
-from kwlab.instruments.statistics import headline, summary_columns
+from kwlab.instruments.statistics import headline, headline_metrics, statistic_label, summary_columns
 from kwlab.layers.base import dynamic_layers
 from kwlab.utils import read_table, write_table
 
@@ -48,8 +49,13 @@ class Callback:
     def on_fit_end(self, trainer: Any) -> None:
         """After the last epoch."""
 
+    #: The result columns :meth:`result_fields` writes (:class:`kwlab.experiments.columns.Column`): a
+    #: callback that adds fields declares them here, and the results tables derive from the declarations.
+    columns: tuple[Column, ...] = ()
+
     def result_fields(self, trainer: Any) -> dict[str, Any]:
-        """Fields this callback adds to the run's results (after the built-in ones; read after the fit)."""
+        """Fields this callback adds to the run's results (after the built-in ones; read after the fit),
+        declared in :attr:`columns`."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -194,6 +200,17 @@ class FinalProbeCallback(Callback):
     ``probe_effective_cells``, ... (:data:`kwlab.instruments.statistics.HEADLINE`). The trainer adds it for a
     model with dynamic layers when ``config.probe_samples > 0``; it does nothing for a model without them.
     """
+
+    columns = (
+        Column("final_acc_frozen", "metric", "test accuracy with the attention frozen", True),
+        Column(
+            "final_acc_frozen_recal",
+            "metric",
+            "test accuracy with the attention frozen, BatchNorm recalibrated",
+            True,
+        ),
+        *(Column(name, "metric", statistic_label(name)) for name in headline_metrics()),
+    )
 
     def __init__(self, samples: int) -> None:
         if not isinstance(samples, int) or samples < 1:

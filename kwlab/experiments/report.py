@@ -392,6 +392,40 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     return page
 
 
+#: The columns of the report page's tables, in display order (those present are shown): config fields,
+#: ``label``/``n_seeds`` and result columns as :mod:`kwlab.experiments.columns` declares them (a summary
+#: shows a metric ``M`` as ``M_mean`` and ``M_ci95``); ``tests/test_columns.py`` checks every name.
+_RUN_TABLE = (
+    "label",
+    "arch",
+    "data",
+    "epochs",
+    "seed",
+    "params",
+    "params_attention",
+    "macs",
+    "best_acc",
+    "final_acc",
+    "throughput",
+    *headline_metrics(),
+)
+_SUMMARY_TABLE = (
+    "label",
+    "n_seeds",
+    "params",
+    "params_attention",
+    "params_warehouse",
+    "macs",
+    "final_acc_mean",
+    "final_acc_ci95",
+    "best_acc_mean",
+    "best_acc_ci95",
+    "data",
+    "threads",
+    "git_revision",
+)
+
+
 def _html(
     sweep_dir: Path,
     df: pd.DataFrame,
@@ -406,24 +440,7 @@ def _html(
         if meta_file.exists()
         else sweep_dir.name
     )
-    columns = [
-        c
-        for c in (
-            "label",
-            "arch",
-            "data",
-            "epochs",
-            "seed",
-            "params",
-            "params_attention",
-            "macs",
-            "best_acc",
-            "final_acc",
-            "throughput",
-            *headline_metrics(),
-        )
-        if c in df.columns
-    ]
+    columns = [c for c in _RUN_TABLE if c in df.columns]
     table = df[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0) if len(df) else ""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>kwlab sweep {html.escape(name)}</title>",
@@ -441,25 +458,7 @@ def _html(
             items.append(f"<li>{text}</li>" if line.startswith("- ") else f"</ul><p>{text}</p><ul>")
         parts.append("<ul>" + "".join(items) + "</ul>")
     if summary is not None and len(summary):
-        cols = [
-            c
-            for c in (
-                "label",
-                "n_seeds",
-                "params",
-                "params_attention",
-                "params_warehouse",
-                "macs",
-                "final_acc_mean",
-                "final_acc_ci95",
-                "best_acc_mean",
-                "best_acc_ci95",
-                "data",
-                "threads",
-                "git_revision",
-            )
-            if c in summary
-        ]
+        cols = [c for c in _SUMMARY_TABLE if c in summary]
         parts.append("<h2>Per configuration (mean and 95% t-interval half-width over seeds)</h2>")
         parts.append(summary[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0))
         parts.append("<h2>Per run</h2>")

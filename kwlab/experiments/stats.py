@@ -20,15 +20,18 @@ from typing import Any
 
 import pandas as pd
 
+from kwlab.experiments.callbacks import FinalProbeCallback
+from kwlab.experiments.columns import COLLECTED_COLUMNS, names
 from kwlab.experiments.config import RunConfig
+from kwlab.experiments.train import TRAINER_COLUMNS
 from kwlab.instruments.intervals import mean_ci as _mean_ci
 from kwlab.instruments.left_out import left_out_text, nonfinite_runs
-from kwlab.instruments.statistics import headline_metrics
 from kwlab.methods import METHODS
 from kwlab.utils import moved_names
 
 __all__ = [
     "METRICS",
+    "RESULT_COLUMNS",
     "BUDGET_COLUMNS",
     "summarize",
     "config_columns",
@@ -39,46 +42,16 @@ __all__ = [
     "config_labels",
 ]
 
+#: Every result column, as its writers declare it: the trainer
+#: (:data:`kwlab.experiments.train.TRAINER_COLUMNS`), the final probe (``FinalProbeCallback.columns``)
+#: and :func:`kwlab.experiments.results.collect_results` (``columns.COLLECTED_COLUMNS``).
+RESULT_COLUMNS = (*TRAINER_COLUMNS, *FinalProbeCallback.columns, *COLLECTED_COLUMNS)
 #: Per-run numbers summarised over seeds (those present in the table are used).
-METRICS = (
-    "final_acc",
-    "final_acc_tau0",
-    "min_acc_tau0",
-    "min_acc_tau0_recal",
-    "final_acc_frozen",
-    "final_acc_frozen_recal",
-    "best_acc",
-    "final_loss",
-    "final_train_loss",
-    "final_train_acc",
-    "final_train_acc_clean",
-    "throughput",
-    "train_time",
-    *headline_metrics(),
-)
+METRICS = names(RESULT_COLUMNS, "metric")
 #: Per-configuration constants carried into the summary as they are (the budget and the provenance).
-BUDGET_COLUMNS = (
-    "params",
-    "params_static",
-    "params_warehouse",
-    "params_attention",
-    "params_other",
-    "macs",
-    "num_classes",
-    "anneal_steps",
-    "total_steps",
-)
-PROVENANCE_COLUMNS = ("git_revision", "machine", "torch_version", "threads", "data_notice", "anneal_note")
-_NOT_CONFIG = {
-    "run_id",
-    "seed",
-    "epochs_done",
-    "nonfinite",
-    "nonfinite_what",
-    *METRICS,
-    *BUDGET_COLUMNS,
-    *PROVENANCE_COLUMNS,
-}
+BUDGET_COLUMNS = names(RESULT_COLUMNS, "budget")
+PROVENANCE_COLUMNS = names(RESULT_COLUMNS, "provenance")
+_NOT_CONFIG = {"seed", *(c.name for c in RESULT_COLUMNS)}
 
 
 def _isnan(v: Any) -> bool:

@@ -76,6 +76,7 @@ from torch import Tensor, nn
 
 from kwlab.experiments import setup
 from kwlab.experiments.accuracies import (
+    NONFINITE_COLUMNS,
     clean_train_accuracy,
     finite,
     nan_min,
@@ -83,6 +84,7 @@ from kwlab.experiments.accuracies import (
     tau0_accuracies,
 )
 from kwlab.experiments.callbacks import Callback
+from kwlab.experiments.columns import Column
 from kwlab.experiments.config import MAX_ANNEAL_FACTOR
 from kwlab.experiments.config import ConfigError as _ConfigError
 from kwlab.experiments.config import RunConfig as _RunConfig
@@ -126,6 +128,7 @@ from kwlab.utils import progress_bar as tqdm
 _log = get_logger("train")
 
 __all__ = [
+    "TRAINER_COLUMNS",
     "Trainer",
     "fit",
 ]
@@ -144,6 +147,42 @@ __getattr__ = moved_names(
         "recalibrate_batchnorm": "kwlab.experiments.accuracies",
         "RECALIBRATION_BATCHES": "kwlab.experiments.accuracies",
     },
+)
+
+
+#: The keys :meth:`Trainer.results` writes, in the order it writes them (the callbacks' own, e.g.
+#: :attr:`FinalProbeCallback.columns <kwlab.experiments.callbacks.FinalProbeCallback>`, come before the
+#: last two, :func:`~kwlab.experiments.accuracies.nonfinite_notes`'): the declaration the results tables
+#: derive from (:mod:`kwlab.experiments.columns`).
+TRAINER_COLUMNS = (
+    Column("params", "budget", "parameters"),
+    Column("macs", "budget", "MACs"),
+    Column("epochs_done", "record", "epochs done"),
+    Column("final_acc", "metric", "final test accuracy", True),
+    Column("final_acc_tau0", "metric", "final test accuracy at tau = 0", True),
+    Column(
+        "min_acc_tau0_recal", "metric", "lowest test accuracy at tau = 0 after BatchNorm recalibration", True
+    ),
+    Column("min_acc_tau0", "metric", "lowest test accuracy at tau = 0", True),
+    Column("best_acc", "metric", "best test accuracy", True),
+    Column("final_loss", "metric", "final test loss", False),
+    Column("final_train_loss", "metric", "final train loss", False),
+    Column("final_train_acc", "metric", "final train accuracy (augmented)", True),
+    Column("final_train_acc_clean", "metric", "final train accuracy (clean)", True),
+    Column("throughput", "metric", "throughput (images/s)", True),
+    Column("train_time", "metric", "training time (s)", False),
+    Column("config_hash", "record", "config hash"),
+    Column("anneal_steps", "budget", "anneal steps"),
+    Column("total_steps", "budget", "optimizer steps"),
+    Column("anneal_note", "provenance", "anneal note"),
+    Column("notes", "record", "notes"),
+    Column("amp_dtype", "record", "autocast dtype used"),
+    Column("channels_last_used", "record", "channels_last used"),
+    Column("compile_mode", "record", "torch.compile mode used"),
+    Column("graph_breaks", "record", "graph breaks"),
+    Column("world_size", "record", "processes"),
+    Column("rank_param_spread", "record", "parameter spread across ranks"),
+    *NONFINITE_COLUMNS,
 )
 
 
@@ -461,8 +500,8 @@ class Trainer:
         return results
 
     def results(self) -> dict[str, Any]:
-        """Headline numbers of the run (after :meth:`fit`), then the callbacks' fields
-        (:meth:`Callback.result_fields`, e.g. the final probe's)."""
+        """Headline numbers of the run (after :meth:`fit`; declared in :data:`TRAINER_COLUMNS`), then the
+        callbacks' fields (:meth:`Callback.result_fields`, e.g. the final probe's)."""
         last = self.history[-1] if self.history else {}
         timed = [m["throughput"] for m in self.history[1:]] or [m["throughput"] for m in self.history]
         out: dict[str, Any] = {
