@@ -14,6 +14,7 @@ import os
 import platform
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from kwlab.logs import get_logger
 from kwlab.utils import atomic_write, atomic_write_text, git_revision, take_pid_lock
 
 __all__ = [
+    "RunContext",
     "check_run_dir",
     "hold_run_dir",
     "record_problem",
@@ -143,36 +145,62 @@ def hold_run_dir(run_dir: str | os.PathLike | None):
         handle.close()
 
 
-def config_record(trainer: Any) -> dict[str, Any]:
-    """What ``config.json`` holds for ``trainer``'s run: the config and its hash, the git revision, what the
-    config resolved to on this machine, and the environment."""
-    config = trainer.config
-    data = trainer.data
+@dataclass(frozen=True)
+class RunContext:
+    """What a run's records need to know about it: the config, where it is written, and what the config
+    resolved to on this machine. The trainer makes one (:meth:`Trainer.run_context
+    <kwlab.experiments.train.Trainer.run_context>`); :func:`config_record` and :func:`write_config_record`
+    read it (never the trainer itself)."""
+
+    config: RunConfig
+    run_dir: Path | None
+    resumed: bool
+    builder: str | None
+    anneal_steps: int | None
+    total_steps: int
+    device: str
+    world_size: int
+    num_classes: int
+    data: str
+    image_size: int
+    train_samples: int
+    test_samples: int
+    train_eval_samples: int
+    iters_per_epoch: int
+    amp: bool
+    amp_dtype: str | None
+    channels_last: bool
+    notes: tuple[str, ...]
+    compile: str | None
+
+
+def config_record(context: RunContext) -> dict[str, Any]:
+    """What ``config.json`` holds for a run: the config and its hash, the git revision, what the config
+    resolved to on this machine (``context``), and the environment."""
+    config = context.config
     return {
         "config": config.to_dict(),
         "config_hash": config.training_hash(),
         "git_revision": git_revision(),
         "resolved": {
-            "builder": trainer.builder,
+            "builder": context.builder,
             "temperature": config.resolved_temperature(),
-            "anneal_steps": trainer.anneal_steps,
-            "total_steps": trainer.total_steps,
-            "device": str(trainer.device),
-            "world_size": trainer.world_size,
-            "num_classes": data.num_classes,
-            "data": data.name,
-            "image_size": data.image_size,
-            "train_samples": len(data.train_labels),
-            "test_samples": len(data.test_labels),
-            "train_eval_samples": (
-                trainer.train_eval_loader.num_samples if trainer.train_eval_loader is not None else 0
-            ),
-            "iters_per_epoch": trainer.iters_per_epoch,
-            "amp": trainer.use_amp,
-            "amp_dtype": str(trainer.amp_dtype).removeprefix("torch.") if trainer.use_amp else None,
-            "channels_last": trainer.channels_last,
-            "notes": trainer.notes,
-            "compile": trainer.compile_mode,
+            "anneal_steps": context.anneal_steps,
+            "total_steps": context.total_steps,
+            "device": context.device,
+            "world_size": context.world_size,
+            "num_classes": context.num_classes,
+            "data": context.data,
+            "image_size": context.image_size,
+            "train_samples": context.train_samples,
+            "test_samples": context.test_samples,
+            "train_eval_samples": context.train_eval_samples,
+            "iters_per_epoch": context.iters_per_epoch,
+            "amp": context.amp,
+            "amp_dtype": context.amp_dtype,
+            "channels_last": context.channels_last,
+            "notes": list(context.notes),
+            "compile": context.compile,
         },
         "environment": {
             "torch": torch.__version__,
@@ -184,12 +212,14 @@ def config_record(trainer: Any) -> dict[str, Any]:
     }
 
 
-def write_config_record(trainer: Any) -> Path:
-    """Write :func:`config_record` to ``run_dir/config.json``. A resumed run keeps the revision it started
-    with as ``git_revision`` (today's goes to ``git_revision_resumed`` when it differs)."""
-    info = config_record(trainer)
-    path = Path(trainer.run_dir) / "config.json"
-    if trainer.resumed_from is not None and path.exists():
+def write_config_record(context: RunContext) -> Path:
+    """Write :func:`config_record` to ``context.run_dir/config.json``. A resumed run keeps the revision it
+    started with as ``git_revision`` (today's goes to ``git_revision_resumed`` when it differs)."""
+    if context.run_dir is None:
+        raise ValueError("write_config_record: the run has no run_dir")
+    info = config_record(context)
+    path = Path(context.run_dir) / "config.json"
+    if context.resumed and path.exists():
         try:
             started = json.loads(path.read_text()).get("git_revision")
         except (json.JSONDecodeError, AttributeError):

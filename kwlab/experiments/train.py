@@ -89,9 +89,7 @@ from kwlab.experiments.config import MAX_ANNEAL_FACTOR
 from kwlab.experiments.config import ConfigError as _ConfigError
 from kwlab.experiments.config import RunConfig as _RunConfig
 from kwlab.experiments.rundir import (
-    check_run_dir as _check_run_dir,
-)
-from kwlab.experiments.rundir import (
+    RunContext,
     hold_run_dir,
     keyed_callbacks,
     mismatch_message,
@@ -99,6 +97,9 @@ from kwlab.experiments.rundir import (
     set_rng_state,
     write_config_record,
     write_model_safetensors,
+)
+from kwlab.experiments.rundir import (
+    check_run_dir as _check_run_dir,
 )
 from kwlab.experiments.setup import (
     build_model as _build_model,
@@ -277,7 +278,36 @@ class Trainer:
             self.load_checkpoint(self.run_dir / "checkpoint.pt")
             self.resumed_from = self.epoch
         if self.is_main:
-            write_config_record(self)
+            write_config_record(self.run_context())
+
+    def run_context(self) -> RunContext:
+        """What the run's records need (:class:`kwlab.experiments.rundir.RunContext`), read off this
+        trainer now."""
+        data = self.data
+        return RunContext(
+            config=self.config,
+            run_dir=self.run_dir,
+            resumed=self.resumed_from is not None,
+            builder=self.builder,
+            anneal_steps=self.anneal_steps,
+            total_steps=self.total_steps,
+            device=str(self.device),
+            world_size=self.world_size,
+            num_classes=data.num_classes,
+            data=data.name,
+            image_size=data.image_size,
+            train_samples=len(data.train_labels),
+            test_samples=len(data.test_labels),
+            train_eval_samples=self.train_eval_loader.num_samples
+            if self.train_eval_loader is not None
+            else 0,
+            iters_per_epoch=self.iters_per_epoch,
+            amp=self.use_amp,
+            amp_dtype=str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None,
+            channels_last=self.channels_last,
+            notes=tuple(self.notes),
+            compile=self.compile_mode,
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
