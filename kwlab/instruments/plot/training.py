@@ -84,7 +84,7 @@ def negative_fraction_over_training(
         part = df[df["layer"] == name].sort_values(x)
         ax.plot(part[x], part[column], color=cmap(i / max(len(names) - 1, 1)), label=name, linewidth=1.2)
     ax.set_xlabel("training step" if x == "step" else x)
-    ax.set_ylabel({"neg_frac": "share of alpha < 0"}.get(column, column))
+    ax.set_ylabel(statistic_label(column))
     if len(names) <= 12:
         ax.legend(fontsize=7, ncol=2)
     else:  # too many lines for a legend: colour encodes depth
