@@ -41,7 +41,7 @@ def timm_tag(preset: str) -> str:
 
 
 def _preset_of(tag: Any, arch: str) -> str:
-    presets = {timm_tag(p): p for p in model_entry(arch).presets}
+    presets = {timm_tag(p): p for p in model_entry(arch).presets_for("kw")}
     name = getattr(tag, "tag", tag)
     if isinstance(tag, dict):
         name = tag.get("tag")
@@ -95,7 +95,7 @@ def register_timm_models() -> list[str]:
             crop_pct=1.0 if size[1] <= 64 else 0.875, interpolation="bilinear",
             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv="conv1", classifier="fc",
         )  # fmt: skip
-        presets = sorted(entry.presets, key=lambda p: p != "1x")  # the first tag is the default
+        presets = sorted(entry.presets_for("kw"), key=lambda p: p != "1x")  # the first tag is the default
         default_cfgs.update(
             timm.models.generate_default_cfgs({f"{name}.{timm_tag(p)}": dict(cfg) for p in presets})
         )
