@@ -76,6 +76,8 @@ class Registry(Mapping[str, V], Generic[V]):
 
     def __init__(self, kind: str, entries: Mapping[str, V] | Iterable[tuple[str, V]] = ()) -> None:
         self.kind = kind
+        # the table's home is the module that made it (its one import address), not this class's module
+        self.__module__ = sys._getframe(1).f_globals.get("__name__", __name__)
         self._entries: dict[str, V] = {}
         for name, value in entries.items() if isinstance(entries, Mapping) else entries:
             self.register(name, value)

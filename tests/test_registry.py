@@ -120,3 +120,19 @@ def test_figures_and_findings_name_a_statistic_by_its_label():
     results = pd.read_csv(Path(__file__).parents[1] / "data/results/cifar10_resnet20_knobs/results.csv")
     header = knob_table(results)[2]
     assert all(f"| {STATISTICS[c[6:]].label} |" in header + " |" for c in KNOB_STATISTICS), header
+
+
+def test_a_registry_names_the_module_that_made_it_as_its_home():
+    """A table's one import address is the module that made it (the one-address check reads __module__)."""
+    from kwlab.experiments.executors import EXECUTORS
+    from kwlab.instruments.statistics import STATISTICS
+    from kwlab.methods import METHODS
+    from kwlab.models import registry
+
+    homes = [t.__module__ for t in (METHODS, EXECUTORS, STATISTICS, registry._MODELS)]
+    assert homes == [
+        "kwlab.methods.table",
+        "kwlab.experiments.executors",
+        "kwlab.instruments.statistics",
+        "kwlab.models.registry",
+    ]
