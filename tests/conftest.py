@@ -45,3 +45,30 @@ def register():
         table.unregister(name)
         if old is not None:
             table.register(name, old)
+
+
+@pytest.fixture
+def calibrated_model():
+    """``make(method, widths)``: a ResNet-20 of ``method`` (seed 0) at tau 0.3 with measured BatchNorm
+    statistics, in eval mode -- the model the export tests compare with eager (DCD's latent products overflow
+    without measured statistics)."""
+    options = {"kerneldna": {"wiring": "pairing"}, "fdconv": {"kernel_num": 4}}
+
+    def make(method: str, widths=(32, 32, 64)):
+        torch.manual_seed(0)
+        model = kwlab.create_model(
+            "resnet20_cifar", method=method, num_classes=10, widths=list(widths), **options.get(method, {})
+        )
+        if method != "static":
+            kwlab.set_temperature(model, 0.3)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        model.train()
+        with torch.no_grad():
+            for _ in range(3):
+                model(torch.randn(32, 3, 16, 16))
+        return model.eval()
+
+    return make

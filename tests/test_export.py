@@ -12,31 +12,12 @@ import torch
 import kwlab
 from kwlab.ops import dynamic
 
-METHOD_OPTIONS = {"kerneldna": {"wiring": "pairing"}, "fdconv": {"kernel_num": 4}}
 BATCHES = (1, 3, 4, 9)
 
 
-def _model(method: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = kwlab.create_model(
-        "resnet20_cifar", method=method, num_classes=10, widths=[32, 32, 64], **METHOD_OPTIONS.get(method, {})
-    )
-    if method != "static":
-        kwlab.set_temperature(model, 0.3)
-    for m in model.modules():  # measured BatchNorm statistics (DCD's latent products overflow without them)
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(32, 3, 16, 16))
-    return model.eval()
-
-
 @pytest.mark.parametrize("method", kwlab.list_methods())
-def test_export_with_a_dynamic_batch_equals_eager_at_every_batch_size(method, one_thread):
-    model = _model(method)
+def test_export_with_a_dynamic_batch_equals_eager_at_every_batch_size(method, one_thread, calibrated_model):
+    model = calibrated_model(method)
     batch = torch.export.Dim("batch", min=1, max=1024)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -52,10 +33,10 @@ def test_export_with_a_dynamic_batch_equals_eager_at_every_batch_size(method, on
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_export_of_a_batch_above_the_chunk_budget(one_thread):
+def test_export_of_a_batch_above_the_chunk_budget(one_thread, calibrated_model):
     """A batch that eager mode splits into chunks (the per-sample kernel budget) exports as one chunk and
     still equals eager."""
-    model = _model("kw")
+    model = calibrated_model("kw")
     old = dynamic._chunk_bytes
     try:
         dynamic.set_chunk_bytes(1 << 16)
@@ -74,8 +55,8 @@ def test_export_of_a_batch_above_the_chunk_budget(one_thread):
 
 
 @pytest.mark.parametrize("method", ["kw", "odconv", "dcd"])
-def test_torchscript_is_refused_naming_the_working_path(method):
-    model = _model(method)
+def test_torchscript_is_refused_naming_the_working_path(method, calibrated_model):
+    model = calibrated_model(method)
     with pytest.raises(RuntimeError, match=r"torch.jit.script does not support.*torch.export.export"):
         torch.jit.script(model)
     with pytest.raises(RuntimeError, match=r"torch.jit.trace does not support.*torch.export.export"):

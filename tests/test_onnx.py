@@ -17,27 +17,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
-METHOD_OPTIONS = {"kerneldna": {"wiring": "pairing"}, "fdconv": {"kernel_num": 4}}
 BATCHES = (1, 3, 5)
-
-
-def _model(method: str) -> torch.nn.Module:
-    """A small ResNet-20 of ``method`` at tau 0.3 with measured BatchNorm statistics, in eval mode."""
-    torch.manual_seed(0)
-    model = kwlab.create_model(
-        "resnet20_cifar", method=method, num_classes=10, widths=[16, 16, 32], **METHOD_OPTIONS.get(method, {})
-    )
-    if method != "static":
-        kwlab.set_temperature(model, 0.3)
-    for m in model.modules():  # measured BatchNorm statistics (DCD's latent products overflow without them)
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(32, 3, 16, 16))
-    return model.eval()
 
 
 def _export(model: torch.nn.Module, path) -> None:
@@ -52,8 +32,8 @@ def _export(model: torch.nn.Module, path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", kwlab.list_methods())
-def test_onnx_runtime_with_a_dynamic_batch_equals_eager(method, tmp_path, one_thread):
-    model = _model(method)
+def test_onnx_runtime_with_a_dynamic_batch_equals_eager(method, tmp_path, one_thread, calibrated_model):
+    model = calibrated_model(method, widths=(16, 16, 32))
     path = tmp_path / f"{method}.onnx"
     _export(model, path)
     graph_input = onnx.load(str(path)).graph.input[0]

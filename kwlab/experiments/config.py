@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kwlab.experiments.recipes import get_recipe
-from kwlab.methods import METHODS, get_method, method_fields
+from kwlab.methods import METHODS, get_method, method_fields, option_owner, take_knobs
 from kwlab.models import model_entry
 from kwlab.utils import suggest
 
@@ -216,13 +216,15 @@ class RunConfig:
                 raise ConfigError(str(err)) from None
         merged = {**start, **merged, **values}
         names = cls.field_names()
-        _hold_knobs(merged, names)
+        knobs = take_knobs(merged, names)  # a method's knobs given flat: held as its row's options
+        if knobs:
+            merged["options"] = {**dict(merged.get("options") or {}), **knobs}
         hints = typing.get_type_hints(cls)
         for key in merged:
             if key not in names:
+                owner = option_owner(key, merged.get("method"))
                 raise ConfigError(
-                    f"unknown config field {key!r}.{suggest(key, names)}{_model_kwargs_hint(key, merged)} "
-                    f"(fields: {', '.join(names)})"
+                    f"unknown config field {key!r}.{suggest(key, names)}{owner} (fields: {', '.join(names)})"
                 )
         coerced = {k: _coerce(k, v, hints[k]) for k, v in merged.items()}
         config = cls(**coerced)
@@ -453,29 +455,6 @@ def log_targets(log_to: Any) -> tuple[str, ...]:
             f"list of them without repeats"
         )
     return tuple(values)
-
-
-def _model_kwargs_hint(key: str, values: dict[str, Any]) -> str:
-    """For an unknown field that is an option of another method (``kernel_num`` with method=kw): whose."""
-    owners = sorted(m.name for m in METHODS.values() if key in m.options)
-    if not owners:
-        return ""
-    return (
-        f" {key!r} is an option of method {', '.join(map(repr, owners))}, not of "
-        f"method={values.get('method', 'static')!r} (a method's options are given flat, with that method)"
-    )
-
-
-def _hold_knobs(values: dict[str, Any], names: Sequence[str]) -> None:
-    """Move the keys of ``values`` that are options of its method's row but not fields into ``options`` (in
-    place): a sweep file and ``--set`` give a method's knobs flat, the config holds them as the row's."""
-    row = METHODS.get(values.get("method", "static")) if isinstance(values.get("method"), str) else None
-    if row is None:
-        return
-    knobs = {k: values.pop(k) for k in [k for k in values if k not in names and k in row.options]}
-    if knobs:
-        held = values.get("options")
-        values["options"] = {**(dict(held) if isinstance(held, Mapping) else {}), **knobs}
 
 
 def _check_knobs(config: RunConfig, spec) -> None:

@@ -30,6 +30,8 @@ from .table import (
     list_methods,
     method_fields,
     methods_markdown,
+    option_owner,
+    take_knobs,
 )
 from .temperature import TemperatureSchedule, TemperatureScheduler
 from .wiring import Wiring
@@ -44,6 +46,8 @@ __all__ = [
     "get_method",
     "convert",
     "methods_markdown",
+    "take_knobs",
+    "option_owner",
     "kernelwarehouse",
     "plan_kernelwarehouse",
     "KWOptions",

@@ -73,8 +73,10 @@ def cell_part(values: Mapping[str, Any]) -> list[str]:
 def describe(
     row, values: Mapping[str, Any], knobs: Mapping[str, Any] | None = None, arch_presets=None
 ) -> Description:
-    """:meth:`kwlab.methods.Method.describe`: ``values`` maps field names to values (a results row, a config
-    dict; unset: None, NaN or absent), ``knobs`` the row's options held beside the fields."""
+    """``row.describe(values, knobs, arch_presets)``: b, m and the label parts of one configuration.
+    ``values`` maps config fields to values (a results row, a config dict; unset: None, NaN or absent),
+    ``knobs`` the run's other options (``RunConfig.options``), ``arch_presets`` the arch's presets of the
+    method (default: the method's own)."""
     if row.layer is None:  # static: nothing to name
         return Description()
     parts: list[str] = []
@@ -171,10 +173,11 @@ def build(
     guarded: bool = False,
     where: str = "",
 ) -> nn.Module:
-    """:meth:`kwlab.methods.Method.build`: the one merge of a model's settings, in this order: the row's
-    ``train_options`` (trained from scratch: KW's official init), the size guards switched off unless
-    ``guarded`` (a registered arch's official wiring is never refused for its size), the preset's options,
-    then ``options``; ``prepare(model, preset, settings)`` (an arch's per-warehouse KW options) last."""
+    """``row.build(builder, ...)``: ``builder()``'s static network converted to the row's method, the one
+    merge of a model's settings, in this order: the row's ``train_options`` (trained from scratch: KW's
+    official init), the size guards switched off unless ``guarded`` (a registered arch's official wiring is
+    never refused for its size), the preset's options, then ``options``; ``prepare(model, preset,
+    settings)`` (an arch's per-warehouse KW options) last. A wrong preset fails before the build."""
     if row.converter is None:
         return builder()
     settings = row.preset_options(preset, arch_presets, where)  # a wrong preset fails before the build

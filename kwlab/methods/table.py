@@ -33,7 +33,7 @@ from .conversion import converter_for
 from .kernelwarehouse import kernelwarehouse
 from .kw_options import KW_OPTIONS, KW_PRESETS, KWOptions
 from .option_types import check_option_types
-from .row_options import Description, build, check_knob, describe, kw_size, options_type
+from .row_options import build, check_knob, describe, kw_size, options_type
 from .surgery import trace_layers
 from .temperature import TemperatureSchedule
 from .wiring import Wiring, dcd_accepts
@@ -46,6 +46,8 @@ __all__ = [
     "list_methods",
     "get_method",
     "convert",
+    "take_knobs",
+    "option_owner",
     "methods_markdown",
 ]
 
@@ -125,42 +127,11 @@ class Method:
             return self.options_type()
         return self.options_type(**options)
 
-    def describe(
-        self,
-        values: Mapping[str, Any],
-        knobs: Mapping[str, Any] | None = None,
-        arch_presets: Mapping[str, Mapping[str, Any]] | None = None,
-    ) -> Description:
-        """b, m and the label parts of one configuration: ``values`` maps config fields to values (a results
-        row or a config dict), ``knobs`` the run's other options (``RunConfig.options``), ``arch_presets`` the
-        arch's KW presets (default: the generic ones)."""
-        return describe(self, values, knobs, arch_presets)
-
-    def build(
-        self,
-        builder: Callable[[], nn.Module],
-        *,
-        preset: str | None = None,
-        options: Mapping[str, Any] | None = None,
-        arch_presets: Mapping[str, Mapping[str, Any]] | None = None,
-        prepare: Callable[..., dict] | None = None,
-        guarded: bool = False,
-        where: str = "",
-    ) -> nn.Module:
-        """``builder()``'s static network converted to this method: the one merge of the row's
-        ``train_options``, the preset's options and ``options`` (:func:`kwlab.methods.row_options.build`).
-        ``guarded``: keep the size guards of a conversion (a custom network); a registered arch's official
-        wiring is built unguarded."""
-        return build(
-            self,
-            builder,
-            preset=preset,
-            options=options,
-            arch_presets=arch_presets,
-            prepare=prepare,
-            guarded=guarded,
-            where=where,
-        )
+    #: b, m and the label parts of one configuration (:func:`kwlab.methods.row_options.describe`).
+    describe = describe
+    #: the one merge of train options, presets and options into a model
+    #: (:func:`kwlab.methods.row_options.build`).
+    build = build
 
     def schedule(self, iters_per_epoch: int, epochs: float | None = None) -> TemperatureSchedule | None:
         """The anneal (tau 1 -> 0) over ``epochs`` (default: the official span); None without temperature."""
@@ -399,6 +370,27 @@ def method_fields() -> tuple[str, ...]:
 
 #: :func:`method_fields` of the built-in table (read the function where rows may be added at run time).
 METHOD_FIELDS: tuple[str, ...] = method_fields()
+
+
+def take_knobs(values: dict[str, Any], fields: Any) -> dict[str, Any]:
+    """Pop from ``values`` (config values with a ``method``) the options of that method's row that are not
+    in ``fields`` and return them: a sweep file or ``--set`` gives a method's knobs flat, ``RunConfig`` holds
+    them in ``options``. Nothing for an unknown method (refused later, by name)."""
+    method = values.get("method", "static")
+    row = METHODS.get(method) if isinstance(method, str) else None
+    keys = [k for k in values if k not in fields and k in row.options] if row is not None else []
+    return {k: values.pop(k) for k in keys}
+
+
+def option_owner(key: str, method: Any) -> str:
+    """For an unknown config field that is an option of other methods: which ones ('' if none)."""
+    owners = sorted(m.name for m in METHODS.values() if key in m.options)
+    if not owners:
+        return ""
+    return (
+        f" {key!r} is an option of method {', '.join(map(repr, owners))}, not of "
+        f"method={method or 'static'!r} (a method's options are given flat, with that method)"
+    )
 
 
 def list_methods() -> list[str]:
