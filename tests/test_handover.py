@@ -263,6 +263,10 @@ def test_anneal_note_warns_below_a_quarter_of_the_official_span():
     assert anneal_note(OFFICIAL_ANNEAL_STEPS // 4, 10**5) is None
     note = anneal_note(156, 624)
     assert note is not None and "156" in note and f"{OFFICIAL_ANNEAL_STEPS:,}" in note
+    assert note.endswith("or attention_init='pattern'")
+    # a run that already starts its attention at the pattern is not advised to
+    pattern = anneal_note(156, 624, pattern_init=True)
+    assert "attention_init" not in pattern and pattern == note.removesuffix(", or attention_init='pattern'")
 
 
 def test_new_fields_keep_the_hashes_of_committed_results():
@@ -327,7 +331,17 @@ def test_test_acc_tau0_during_and_after_the_anneal():
     assert results["final_acc_tau0"] == trainer.history[-1]["test_acc"]
     assert results["anneal_steps"] == 6 and results["total_steps"] == 12
     assert results["anneal_note"] and "6 optimizer steps of 12" in results["anneal_note"]
+    assert "attention_init='pattern'" in results["anneal_note"]  # official init: the pattern init is advised
     assert 0.0 <= results["final_acc_frozen"] <= 1.0
+
+
+def test_anneal_note_of_a_pattern_init_run_does_not_advise_the_pattern_init():
+    config = RunConfig.from_dict(
+        tiny_run(method="kw", budget=1, epochs=1, temperature_steps=2, attention_init="pattern")
+    )
+    results = Trainer(config, progress=False).fit()
+    assert "2 optimizer steps of 4" in results["anneal_note"]
+    assert "attention_init" not in results["anneal_note"]
 
 
 def test_static_run_has_no_tau0_and_skips_the_probe_with_a_note():
@@ -435,17 +449,25 @@ def test_handover_story_draws_both_accuracies_against_tau_with_seed_intervals():
         for seed in range(3):
             for epoch, tau in enumerate((0.5, 0.0, 0.0)):
                 rows.append(
-                    dict(label=label, seed=seed, epoch=epoch, temperature=tau,
-                         test_acc=0.3 + shift + 0.1 * epoch + 0.01 * seed,
-                         test_acc_tau0=0.1 + shift + 0.2 * epoch + 0.02 * seed)
+                    dict(
+                        label=label,
+                        seed=seed,
+                        epoch=epoch,
+                        temperature=tau,
+                        test_acc=0.3 + shift + 0.1 * epoch + 0.01 * seed,
+                        test_acc_tau0=0.1 + shift + 0.2 * epoch + 0.02 * seed,
+                    )
                 )
     epochs = pd.DataFrame(rows)
     fig = plot.handover_story(epochs, chance=0.1)
     ax = fig.axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
     assert set(lines) == {
-        "official: at the current tau", "official: at tau = 0",
-        "pattern: at the current tau", "pattern: at tau = 0", "chance (0.10)",
+        "official: at the current tau",
+        "official: at tau = 0",
+        "pattern: at the current tau",
+        "pattern: at tau = 0",
+        "chance (0.10)",
     }
     solid = lines["pattern: at the current tau"]
     assert list(solid.get_xdata()) == [0.5, 0.0, 0.0] and solid.get_linestyle() == "-"
@@ -517,6 +539,19 @@ def test_anneal_summary_counts_the_runs_and_spans_their_steps():
     one = anneal_summary([(8, 16)], 1)
     assert one.startswith("1 of 1 runs: the temperature anneal spans 8 optimizer steps of 16, ")
     assert text.split(", far fewer")[1] == anneal_note(8, 16).split(", far fewer")[1]  # the same advice
+    pattern = anneal_summary([(8, 16)], 1, pattern_init=True)
+    assert pattern.split(", far fewer")[1] == anneal_note(8, 16, pattern_init=True).split(", far fewer")[1]
+    assert "attention_init" not in pattern
+    # a sweep's warning advises the pattern init only when one of its short-anneal runs lacks it
+    from kwlab.experiments.sweep import _warn_short_anneals
+
+    table = pd.DataFrame(
+        {"anneal_note": ["short", "short", None], "anneal_steps": [8, 8, None], "total_steps": [16, 16, 16],
+         "attention_init": ["pattern", "pattern", "official"]}
+    )  # fmt: skip
+    assert "attention_init" not in _warn_short_anneals(table, 3)
+    table.loc[1, "attention_init"] = "official"
+    assert _warn_short_anneals(table, 3).endswith("or attention_init='pattern'")
 
 
 def test_kw_configurations_that_differ_in_no_handover_setting_are_not_compared_three_times():

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.container import BarContainer  # noqa: E402
 
 from kwlab.experiments.callbacks import ProbeCallback  # noqa: E402
@@ -153,6 +154,13 @@ def test_accuracy_vs_params_and_metric_vs_knob():
     ax = plot.metric_vs_knob(sweep, "cell_in", "acc", hue="sharing").axes[0]
     assert len(ax.lines) >= 2 and len(ax.get_legend().get_texts()) == 2
     assert np.allclose(ax.lines[0].get_ydata(), [91, 93])  # mean over seeds
+    scatters = lambda ax: [c for c in ax.collections if isinstance(c, PathCollection)]  # noqa: E731
+    assert not scatters(ax)  # no seed dots unless asked for (the error bars are LineCollections)
+    ax = plot.metric_vs_knob(sweep, "cell_in", "acc", hue="sharing", points=True).axes[0]
+    dots = [c.get_offsets() for c in scatters(ax)]
+    assert len(dots) == 2  # one set of dots per line, every row of its group
+    assert np.allclose(dots[0], sweep.loc[sweep["sharing"] == "stage", ["cell_in", "acc"]].to_numpy())
+    assert np.allclose(dots[1], sweep.loc[sweep["sharing"] == "layer", ["cell_in", "acc"]].to_numpy())
     with pytest.raises(ValueError, match="missing"):
         plot.metric_vs_knob(sweep, "budget", "acc")
 
@@ -367,3 +375,55 @@ def test_tau0_recal_curve_draws_against_the_anneal_position():
     line = fig.axes[0].lines[0]
     assert np.allclose(line.get_xdata(), [0.1, 0.4, 0.7])
     assert np.allclose(line.get_ydata(), [0.39, 0.225, 0.11])
+
+
+def _per_class(values: dict[tuple[str, int], list[float]]) -> pd.DataFrame:
+    """A Probe.per_class table (one mixture) from {(layer, label): [alpha of each cell]}, in that order."""
+    rows = [
+        {"layer": layer, "label": label, "mixture": 0, "cell": c, "mean_alpha": a, "n_samples": 4}
+        for (layer, label), alphas in values.items()
+        for c, a in enumerate(alphas)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_attention_by_label_draws_what_changes_with_the_label_on_one_scale():
+    # layer "b" comes first in the table and keeps its place; "a" routes by the label, "b" does not
+    dynamic = _per_class(
+        {("b", 0): [0.2, 0.2, 0.6], ("b", 1): [0.2, 0.2, 0.6], ("a", 0): [0.7, 0.3], ("a", 1): [0.5, 0.5]}
+    )
+    constant = _per_class(
+        {("b", 0): [0.3, 0.3, 0.4], ("b", 1): [0.3, 0.3, 0.4], ("a", 0): [0.6, 0.4], ("a", 1): [0.6, 0.4]}
+    )
+    fig = plot.attention_by_label({"DY": dynamic, "constant": constant}, label_names=["red", "green"])
+    top, bottom = fig.axes[0], fig.axes[1]
+    raw = np.array([[0.2, 0.2, 0.6, 0.7, 0.3], [0.2, 0.2, 0.6, 0.5, 0.5]])
+    assert np.allclose(top.images[0].get_array(), raw - raw.mean(axis=0))  # each column minus its mean
+    assert np.allclose(bottom.images[0].get_array(), 0.0)  # a constant mixture: nothing changes
+    # one diverging scale for both panels, centred on 0, set by the largest deviation (0.1)
+    assert top.images[0].get_clim() == bottom.images[0].get_clim() == pytest.approx((-0.1, 0.1))
+    assert top.images[0].get_cmap().name == "RdBu_r"
+    assert [t.get_text() for t in top.get_yticklabels()] == ["red", "green"]
+    assert [t.get_text() for t in bottom.get_xticklabels()] == ["b", "a"]  # under the last panel only
+    assert [t.get_text() for t in top.get_xticklabels()] == ["", ""]
+    assert np.allclose(top.get_xticks(), [1.0, 3.5])  # the middle of each layer's columns
+    assert top.get_ylabel() == "DY" and bottom.get_ylabel() == "constant"
+    # the plain means: a sequential scale from 0 for non-negative attention
+    plain = plot.attention_by_label(dynamic, relative=False).axes[0].images[0]
+    assert np.allclose(plain.get_array(), raw) and plain.get_clim() == pytest.approx((0.0, 0.7))
+    assert plain.get_cmap().name == "viridis"
+    with pytest.raises(ValueError, match="missing"):
+        plot.attention_by_label(dynamic.drop(columns="label"))
+
+
+def test_attention_by_label_reads_a_probe_recorded_with_labels():
+    net = TinyDynamicNet()
+    x, y = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(24) % 3
+    with Probe(net) as probe:
+        probe.record(x, labels=y)
+    table = probe.per_class()
+    image = plot.attention_by_label(probe).axes[0].images[0].get_array()
+    first = table[table["layer"] == table["layer"].iloc[0]]
+    grid = first.pivot_table(index="label", columns=["mixture", "cell"], values="mean_alpha").to_numpy()
+    assert image.shape[0] == 3
+    assert np.allclose(image[:, : grid.shape[1]], grid - grid.mean(axis=0))

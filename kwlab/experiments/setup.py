@@ -388,10 +388,15 @@ def make_temperature(config: RunConfig, iters_per_epoch: int) -> TemperatureSche
 def handover_note(model: nn.Module, anneal_steps: int | None, total_steps: int) -> str | None:
     """:func:`kwlab.methods.temperature.anneal_note` for a model whose attention is blended with a one-hot
     init pattern (KW's CAF: the handover); None for other models."""
-    blends_pattern = any(
-        getattr(layer.attention, "function", None) == "caf" for _, layer in dynamic_layers(model)
-    )
-    return anneal_note(anneal_steps, total_steps) if blends_pattern else None
+    blending = [
+        layer.attention
+        for _, layer in dynamic_layers(model)
+        if getattr(layer.attention, "function", None) == "caf"
+    ]
+    if not blending:
+        return None
+    pattern_init = all(getattr(a, "attention_init", None) == "pattern" for a in blending)
+    return anneal_note(anneal_steps, total_steps, pattern_init=pattern_init)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -366,12 +366,13 @@ def _warn_short_anneals(results, n_runs: int) -> str | None:
 
     It comes after the runs: a run's anneal span in optimizer steps needs its loader's length, known once
     the data are loaded."""
-    spans = []
+    spans, pattern_init = [], False
     if "anneal_note" in results:
         rows = results[results["in_current_spec"]] if "in_current_spec" in results else results
         short = rows[rows["anneal_note"].fillna("").astype(bool)]
         spans = [(int(a), int(t)) for a, t in zip(short["anneal_steps"], short["total_steps"])]
-    warning = anneal_summary(spans, n_runs)
+        pattern_init = "attention_init" in short and bool((short["attention_init"] == "pattern").all())
+    warning = anneal_summary(spans, n_runs, pattern_init=pattern_init)
     if warning:
         _log.warning("%s", warning)
     return warning

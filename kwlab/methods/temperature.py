@@ -48,19 +48,24 @@ SHORT_ANNEAL_STEPS = OFFICIAL_ANNEAL_STEPS // 4
 _ANNEAL_ADVICE = (
     "far fewer than the official {official:,} (ResNet recipe): the learned attention has few steps to take "
     "over the function of the one-hot init pattern before tau reaches 0, so accuracy can drop at the end of "
-    "the anneal (watch test_acc_tau0); use temperature_steps or temperature_epochs for a longer anneal, or "
-    "attention_init='pattern'"
+    "the anneal (watch test_acc_tau0); use temperature_steps or temperature_epochs for a longer anneal"
 )
+_PATTERN_ADVICE = ", or attention_init='pattern'"  # only for runs that do not use it already
 
 
-def anneal_note(anneal_steps: int | None, total_steps: int) -> str | None:
-    """A warning for a KW anneal far shorter than the official one (None when it is not)."""
+def _advice(pattern_init: bool) -> str:
+    return _ANNEAL_ADVICE.format(official=OFFICIAL_ANNEAL_STEPS) + ("" if pattern_init else _PATTERN_ADVICE)
+
+
+def anneal_note(anneal_steps: int | None, total_steps: int, *, pattern_init: bool = False) -> str | None:
+    """A warning for a KW anneal far shorter than the official one (None when it is not).
+
+    ``pattern_init``: the run already starts its learned attention at the pattern
+    (``attention_init="pattern"``), so the note does not advise it."""
     if anneal_steps is None or anneal_steps >= SHORT_ANNEAL_STEPS:
         return None
-    return (
-        f"the temperature anneal spans {anneal_steps} optimizer steps of {total_steps}, "
-        + _ANNEAL_ADVICE.format(official=OFFICIAL_ANNEAL_STEPS)
-    )
+    span = f"the temperature anneal spans {anneal_steps} optimizer steps of {total_steps}, "
+    return span + _advice(pattern_init)
 
 
 def _span(values: Sequence[int]) -> str:
@@ -68,12 +73,13 @@ def _span(values: Sequence[int]) -> str:
     return f"{lo}" if lo == hi else f"{lo} to {hi}"
 
 
-def anneal_summary(spans: Iterable[tuple[int, int]], runs: int) -> str | None:
+def anneal_summary(spans: Iterable[tuple[int, int]], runs: int, *, pattern_init: bool = False) -> str | None:
     """One warning for the runs of a sweep whose anneal is short (None when none is).
 
     Args:
         spans: ``(anneal_steps, total_steps)`` of each run that has an :func:`anneal_note`.
         runs: the number of runs of the sweep.
+        pattern_init: every one of those runs uses ``attention_init="pattern"`` (not advised again).
     """
     spans = list(spans)
     if not spans:
@@ -81,7 +87,7 @@ def anneal_summary(spans: Iterable[tuple[int, int]], runs: int) -> str | None:
     anneals, totals = [a for a, _ in spans], [t for _, t in spans]
     return (
         f"{len(spans)} of {runs} runs: the temperature anneal spans {_span(anneals)} optimizer steps of "
-        f"{_span(totals)}, " + _ANNEAL_ADVICE.format(official=OFFICIAL_ANNEAL_STEPS)
+        f"{_span(totals)}, " + _advice(pattern_init)
     )
 
 

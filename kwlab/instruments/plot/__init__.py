@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from .attention import (
     alpha_histogram,
+    attention_by_label,
     attention_heatmap,
     cell_usage,
     layer_comparison,
@@ -36,6 +37,7 @@ from .training import learning_curves, negative_fraction_over_training, over_tra
 __all__ = [
     "handover_story",
     "attention_heatmap",
+    "attention_by_label",
     "alpha_histogram",
     "negative_fraction",
     "negative_fraction_over_training",

@@ -17,8 +17,10 @@ from matplotlib.ticker import MaxNLocator
 from kwlab.instruments.statistics import statistic_label
 
 from .style import (
+    _DIVERGING,
     _NEG,
     _POS,
+    _SEQUENTIAL,
     _fig_ax,
     _layer_ticks,
     _one_layer,
@@ -31,6 +33,7 @@ from .style import (
 
 __all__ = [
     "attention_heatmap",
+    "attention_by_label",
     "alpha_histogram",
     "negative_fraction",
     "cell_usage",
@@ -113,6 +116,85 @@ def attention_heatmap(
         "mixture": "per mixture" + (f" (sample {sample})" if sample is not None else " (mean over samples)"),
     }
     ax.set_title(title or f"Attention {name} {what[by]}".replace("  ", " "))
+    return fig
+
+
+def _by_label_values(table: Any) -> tuple[np.ndarray, list[Any], list[tuple[str, int, int]]]:
+    """(labels x columns) mean attention of a :meth:`Probe.per_class` table, its labels and its columns
+    ``(layer, mixture, cell)`` with the layers in the table's order."""
+    df = _table(table, "per_class")
+    _require(df, ["layer", "label", "mixture", "cell", "mean_alpha"], "attention_by_label")
+    layers = list(dict.fromkeys(df["layer"]))
+    grid = df.pivot_table(index="label", columns=["layer", "mixture", "cell"], values="mean_alpha")
+    columns = [c for layer in layers for c in grid.columns if c[0] == layer]
+    return grid[columns].to_numpy(dtype=float), list(grid.index), columns
+
+
+def attention_by_label(
+    data: Any,
+    *,
+    label_names: Sequence[str] | None = None,
+    relative: bool = True,
+    vmax: float | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The attention per label (rows) and per layer, mixture and cell (columns): does it route by the label?
+
+    One panel per model, stacked on one colour scale, the layers side by side (a line between two layers,
+    the layer's name under its columns).
+
+    Args:
+        data: a :meth:`Probe.per_class` table (or a probe recorded with labels), or a mapping ``{name: table
+            or probe}`` to compare models (e.g. a dynamic net and its constant-attention control).
+        label_names: names of the labels 0, 1, ... (default: the label values).
+        relative: True: each column minus its mean over the labels, on a diverging map centred on 0 -- what
+            changes with the label. The plain means hide it wherever every label leans on the same cells.
+            False: the mean attention itself (sequential from 0 for non-negative attention, diverging when a
+            value is negative).
+        vmax: the colour scale's limit for every panel (None: the largest ``|value|`` of all panels).
+    """
+    tables = dict(data) if isinstance(data, Mapping) else {"": data}
+    if not tables:
+        raise ValueError("data is an empty mapping: give at least one per_class table or probe")
+    panels = {name: _by_label_values(table) for name, table in tables.items()}
+    if relative:
+        panels = {n: (v - v.mean(axis=0, keepdims=True), lab, col) for n, (v, lab, col) in panels.items()}
+    everything = np.concatenate([v.ravel() for v, _, _ in panels.values()])
+    signed = relative or bool(np.nanmin(everything) < 0)
+    lim = vmax if vmax is not None else float(np.nanmax(np.abs(everything))) if everything.size else 1.0
+    lim = lim if lim > 0 else 1.0
+    widest = max(v.shape[1] for v, _, _ in panels.values())
+    heights = [0.3 * v.shape[0] + 1.1 for v, _, _ in panels.values()]
+    fig, axs = plt.subplots(
+        len(panels), 1, figsize=(max(8.0, 0.24 * widest + 3.0), sum(heights) + 0.8), squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )  # fmt: skip
+    axes = list(axs[:, 0])
+    image = None
+    for ax, (name, (values, labels, columns)) in zip(axes, panels.items()):
+        image = ax.imshow(
+            values, aspect="auto", interpolation="nearest", cmap=_DIVERGING if signed else _SEQUENTIAL,
+            vmin=-lim if signed else 0.0, vmax=lim,
+        )  # fmt: skip
+        names = [label_names[int(v)] if label_names is not None else str(v) for v in labels]
+        ax.set_yticks(range(len(labels)), names, fontsize=10)
+        ax.set_ylabel(name, fontsize=11)
+        layers = [c[0] for c in columns]
+        starts = [i for i, layer in enumerate(layers) if i == 0 or layer != layers[i - 1]]
+        for i in starts[1:]:
+            ax.axvline(i - 0.5, color="k", linewidth=1.2)
+        ends = starts[1:] + [len(layers)]
+        ax.set_xticks([(a + b - 1) / 2 for a, b in zip(starts, ends)])
+        ax.set_xticklabels([layers[a] for a in starts], rotation=30, ha="right", fontsize=10)
+        ax.tick_params(axis="x", length=0)
+    same_columns = all(col == next(iter(panels.values()))[2] for _, _, col in panels.values())
+    if same_columns:  # one set of layer names, under the last panel
+        for ax in axes[:-1]:
+            ax.set_xticklabels([])
+    what = "minus its mean over the labels" if relative else ""
+    cbar = fig.colorbar(image, ax=axes, shrink=0.9, pad=0.02)
+    cbar.set_label(f"mean attention {what}".strip(), fontsize=10)
+    fig.suptitle(title or "attention per label (rows), cells of each layer (columns)", fontsize=12)
     return fig
 
 

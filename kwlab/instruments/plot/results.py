@@ -166,6 +166,7 @@ def metric_vs_knob(
     title: str | None = None,
     error: str = "std",
     chance: float | None = None,
+    points: bool = False,
 ) -> Figure:
     """Line of ``y`` against a knob ``x`` (mean over repeated rows, e.g. seeds, with error bars).
 
@@ -174,6 +175,8 @@ def metric_vs_knob(
         error: ``"std"`` (±1 sample std) or ``"ci95"`` (half-width of the 95% t-interval of the mean).
         chance: draw this chance level (dashed) and start the y-axis at 0, so that differences of a few
             points near chance do not fill the panel and look like trends.
+        points: also draw every row (e.g. each seed) as a small dot of its line's colour, so that seeds
+            which split into two modes show as two clusters instead of hiding inside one wide interval.
     """
     _require(data, [x, y] + ([hue] if hue else []), "metric_vs_knob")
     if error not in ("std", "ci95"):
@@ -196,6 +199,8 @@ def metric_vs_knob(
             color=f"C{i}",
             label=None if key is None else str(key),
         )
+        if points:
+            ax.scatter(part[x], part[y], s=14, color=f"C{i}", alpha=0.45, linewidths=0, zorder=3)
     if logx:
         ax.set_xscale("log")
     if chance is not None:
