@@ -44,6 +44,9 @@ def test_table_formats_each_kind_of_column():
     assert (row["ratio"], out.iloc[1]["ratio"]) == ("1", "4.03")
     assert not out.map(lambda v: "nan" in v.lower() or "{" in v).any().any()
     assert df["params"].iloc[0] == 68786.0  # the input is not changed
+    # a configuration whose runs gave no finite number has no mean: a dash, not "– ± 0.000"
+    none = fmt.table(pd.DataFrame({"acc_mean": [float("nan"), 0.5], "acc_ci95": [0.0, 0.1], "n": [3, 3]}))
+    assert list(none["acc (mean ± 95% CI)"]) == [fmt.MISSING, "0.500 ± 0.100"]
 
 
 def test_table_keeps_missing_cells_as_dashes_and_can_index():

@@ -216,7 +216,8 @@ def table(
             stem = _with_leaf(name, _leaf(name)[:-5])
             fmt = _formatter(stem, col, digits, decimals)
             out[_with_leaf(name, f"{_leaf(stem)} (mean ± 95% CI)")] = [
-                fmt(m) if _missing(c) else f"{fmt(m)} ± {fmt(c)}" for m, c in zip(col, df[pairs[name]])
+                fmt(m) if _missing(c) or _missing(m) else f"{fmt(m)} ± {fmt(c)}"  # no mean: no interval
+                for m, c in zip(col, df[pairs[name]])
             ]
             continue
         fmt = _formatter(name, col, digits, decimals)
