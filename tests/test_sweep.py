@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,6 +114,26 @@ def test_output_dir_of_another_sweep_is_refused(tmp_path):
     run_sweep(spec, tmp_path / "out", progress=False)
     with pytest.raises(ConfigError, match="holds a different sweep"):
         run_sweep(_spec(name="other", runs=[{"method": "static"}]), tmp_path / "out", progress=False)
+
+
+def test_a_sweep_resumes_from_finished_runs_copied_into_an_empty_directory(tmp_path):
+    """A committed study keeps each finished run's config, results and metrics (no checkpoints, no
+    sweep.json): copied into a new directory's runs/, they count as finished; anything else is refused."""
+    spec = _spec(runs=[{"method": "static"}, {"method": "kw", "preset": "1x"}], base={**BASE, "epochs": 1})
+    first = run_sweep(spec, tmp_path / "a", progress=False)
+    kept = first["run_id"].iloc[0]
+    records = tmp_path / "b" / "runs" / kept
+    records.mkdir(parents=True)
+    for name in ("config.json", "results.json", "metrics.jsonl"):
+        shutil.copy(tmp_path / "a" / "runs" / kept / name, records / name)
+    before = (records / "results.json").read_bytes()
+    again = run_sweep(spec, tmp_path / "b", progress=False)
+    assert (records / "results.json").read_bytes() == before  # not trained again
+    pd.testing.assert_frame_equal(again[SCORE_COLUMNS], first[SCORE_COLUMNS])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds no sweep.json"):
+        run_sweep(spec, tmp_path / "c", progress=False)
 
 
 # ------------------------------------------------------------------------------------------- running

@@ -217,13 +217,15 @@ def _unlock_out_dir(out: Path) -> None:
 def _prepare_out_dir(spec: _SweepSpec, out: Path, log=print) -> None:
     """Lock ``out`` and record the spec in sweep.json.
 
-    A directory of another sweep name, or a non-empty one without sweep.json, is refused. The same name with
+    A directory of another sweep name, or a non-empty one without sweep.json, is refused -- except one that
+    holds only ``runs/``: finished run directories copied in to resume (a committed study's records). The same
+    name with
     an edited spec (a changed grid) is accepted: sweep.json keeps every earlier spec (``history``, by spec
     hash), and the results table keeps every finished run directory (``in_current_spec`` marks the runs of
     the current spec).
     """
     meta = out / "sweep.json"
-    if not meta.exists() and out.exists() and any(p.name != _LOCK_NAME for p in out.iterdir()):
+    if not meta.exists() and out.exists() and any(p.name not in (_LOCK_NAME, "runs") for p in out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no sweep.json: refusing to write a sweep into it")
     out.mkdir(parents=True, exist_ok=True)
     _lock_out_dir(out)
