@@ -414,6 +414,8 @@ def test_attention_by_label_draws_what_changes_with_the_label_on_one_scale():
     assert plain.get_cmap().name == "viridis"
     with pytest.raises(ValueError, match="missing"):
         plot.attention_by_label(dynamic.drop(columns="label"))
+    with pytest.raises(ValueError, match="label_names must name every label 0..1"):
+        plot.attention_by_label(dynamic, label_names=["red"])
 
 
 def test_attention_by_label_reads_a_probe_recorded_with_labels():

@@ -157,6 +157,12 @@ def attention_by_label(
     if not tables:
         raise ValueError("data is an empty mapping: give at least one per_class table or probe")
     panels = {name: _by_label_values(table) for name, table in tables.items()}
+    needed = sorted({int(v) for _, labels, _ in panels.values() for v in labels})
+    if label_names is not None and needed and (needed[0] < 0 or needed[-1] >= len(label_names)):
+        raise ValueError(
+            f"label_names must name every label 0..{needed[-1]} (a sequence of {needed[-1] + 1} strings), "
+            f"got {len(label_names)} names"
+        )
     if relative:
         panels = {n: (v - v.mean(axis=0, keepdims=True), lab, col) for n, (v, lab, col) in panels.items()}
     everything = np.concatenate([v.ravel() for v, _, _ in panels.values()])
