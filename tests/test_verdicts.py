@@ -310,7 +310,8 @@ def test_a_sweep_over_lr_keeps_its_configurations_apart_in_tables_and_figures(tm
     matplotlib.use("Agg")
     from kwlab.experiments.findings import findings, load_results
     from kwlab.experiments.handover import epoch_table
-    from kwlab.experiments.report import _knob_hue, make_report
+    from kwlab.experiments.report import make_report
+    from kwlab.experiments.report_figures import knob_hue
     from kwlab.experiments.stats import config_label
     from kwlab.instruments import plot
 
@@ -333,7 +334,7 @@ def test_a_sweep_over_lr_keeps_its_configurations_apart_in_tables_and_figures(tm
     assert len([ln for ln in fig.axes[0].lines if "(n=3)" in ln.get_label()]) == 4
     assert (page.parent / "training_curves.png").exists()
     dyn = load_results(tmp_path).query("method == 'kw'")
-    assert set(_knob_hue(dyn, "b")) == {"lr=0.1", "lr=0.01"}  # a knob plot draws one line per lr
+    assert set(knob_hue(dyn, "b")) == {"lr=0.1", "lr=0.01"}  # a knob plot draws one line per lr
     assert len(findings(df)) > 4
 
 

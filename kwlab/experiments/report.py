@@ -31,17 +31,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from kwlab.experiments import report_figures as _figures
 from kwlab.experiments.findings import (
     KNOB_STATISTICS as _KNOB_STATISTICS,
 )
 from kwlab.experiments.findings import (
     chance_level,
     load_verdicts,
-    short_number,
 )
 from kwlab.experiments.findings import (
     findings as _findings,
@@ -57,10 +56,10 @@ from kwlab.experiments.findings import (
 )
 from kwlab.experiments.handover import epoch_table, handover_figures, handover_findings, is_handover_study
 from kwlab.experiments.results import collect_results
-from kwlab.experiments.stats import config_columns, config_labels, summarize
+from kwlab.experiments.stats import config_labels, summarize
 from kwlab.instruments.left_out import left_out_text, split_nonfinite
 from kwlab.instruments.probe_store import load as load_probe
-from kwlab.instruments.statistics import headline_metrics, statistic_label
+from kwlab.instruments.statistics import headline_metrics
 from kwlab.utils import moved_names, write_table
 
 __all__ = [
@@ -86,132 +85,6 @@ __getattr__ = moved_names(
 
 
 _KNOB_NAMES = {"b": "the budget b", "m": "m = 1 / (cell_in * cell_out)", "sharing_range": "the sharing range"}
-
-
-def _plain_ticks(ax: Any) -> None:
-    """Readable tick labels on every axis: '69k', '0.5', '2' -- never '2x10^0'."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
-
-    if ax.xaxis.get_scale() == "log":  # ticks at the data's own x values when there are few (b = 1, 2, 4)
-        xs = sorted({float(x) for line in ax.lines for x in line.get_xdata() if x is not None and x > 0})
-        if 0 < len(xs) <= 12:
-            ax.minorticks_off()
-            ax.set_xticks(xs, [short_number(x) for x in xs])
-    for axis in (ax.xaxis, ax.yaxis):
-        if axis.get_scale() == "log":
-            axis.set_major_formatter(FuncFormatter(lambda v, _: short_number(v)))
-            axis.set_minor_formatter(NullFormatter())
-
-
-def _accuracy_by_config(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
-
-    n = len(summary)
-    fig, ax = plt.subplots(figsize=(7.5, 0.55 * n + 1.6))
-    labels = []
-    for i, (_, row) in enumerate(summary.iterrows()):
-        y = n - 1 - i
-        colour = f"C{i % 10}"  # one colour per configuration; squares: static
-        runs = df[df["run_id"].astype(str).isin(str(row["run_ids"]).split())]  # by id, never by label
-        ax.scatter(runs[metric], [y] * len(runs), s=14, color=colour, alpha=0.5, zorder=2)
-        ax.errorbar(
-            row[f"{metric}_mean"], y, xerr=row[f"{metric}_ci95"], fmt="o", color=colour, capsize=4, zorder=3
-        )
-        att = row.get("params_attention")
-        att_text = f", attention {short_number(att)}" if att and not pd.isna(att) and att > 0 else ""
-        budget = f"{short_number(row.get('params'))} params{att_text}, {short_number(row.get('macs'))} MACs"
-        labels.append(f"{row['label']}\n{budget}")
-    chance = chance_level(df)
-    ax.axvline(chance, color="grey", ls="--", lw=1)
-    ax.text(chance, n - 0.45, f" chance {chance:.2f}", color="grey", fontsize=8, va="bottom")
-    ax.set_yticks(range(n - 1, -1, -1), labels, fontsize=8)
-    ax.set_ylim(-0.6, n - 0.2)
-    hi = max(float(df[metric].max()), chance)
-    ax.set_xlim(0, min(1.0, hi * 1.1 + 0.02))
-    ax.set_xlabel(f"{metric} (mean over seeds, bar: 95% t-interval; dots: seeds)")
-    ax.grid(axis="x", alpha=0.3)
-    return fig
-
-
-def _accuracy_vs_params(df: pd.DataFrame, summary: pd.DataFrame, metric: str):
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, (_, row) in enumerate(summary.iterrows()):
-        colour = f"C{i % 10}"  # one colour per configuration; squares: static
-        marker = "s" if row["method"] == "static" else "o"
-        ax.errorbar(
-            row["params"],
-            row[f"{metric}_mean"],
-            yerr=row[f"{metric}_ci95"],
-            fmt=marker,
-            color=colour,
-            capsize=4,
-            label=f"{row['label']} ({short_number(row.get('macs'))} MACs)",
-        )
-    chance = chance_level(df)
-    ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.2f})")
-    ax.set_xscale("log")
-    params = sorted({float(v) for v in summary["params"].dropna()})
-    if params:  # one tick per parameter count of the sweep, written 69k / 1.2M
-        ax.set_xlim(params[0] / 1.3, params[-1] * 1.3)
-        ax.minorticks_off()
-        ticks = [
-            v for i, v in enumerate(params) if i == 0 or v > params[i - 1] * 1.15
-        ]  # no overlapping labels
-        ax.set_xticks(ticks, [short_number(v) for v in ticks], rotation=45 if len(ticks) > 4 else 0)
-    ax.set_ylim(0, min(1.0, max(float(df[metric].max()), chance) * 1.15 + 0.02))
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(f"{metric} (mean ± 95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    return fig
-
-
-def _statistics_vs_knob(dyn: pd.DataFrame, knob: str, logx: bool):
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: loaded when a figure is drawn
-
-    from kwlab.instruments import plot  # noqa: PLC0415 - matplotlib
-
-    columns = [c for c in _KNOB_STATISTICS if c in dyn and dyn[c].notna().any()]
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
-    data = dyn.assign(**{_HUE: _knob_hue(dyn, knob)})
-    for i, (ax, column) in enumerate(zip(axes[0], columns)):
-        plot.metric_vs_knob(
-            data, knob, column, hue=_HUE, ax=ax, logx=logx, error="ci95", title=statistic_label(column)
-        )
-        ax.set_ylabel(statistic_label(column))
-        if i and ax.get_legend() is not None:  # one legend, on the first panel
-            ax.get_legend().remove()
-    fig.tight_layout()
-    return fig
-
-
-_HUE = "other settings"
-#: Config columns a knob plot shows on its axis (the derived knob and the fields it comes from).
-_KNOB_SOURCES = {
-    "b": ("b", "budget", "preset"),
-    "m": ("m", "cell_in", "cell_out", "preset"),
-    "sharing_range": ("sharing_range", "sharing"),
-}
-
-
-def _knob_hue(dyn: pd.DataFrame, knob: str) -> pd.Series:
-    """One line per combination of everything else that varies: the config columns (and derived knobs)
-    other than ``knob`` whose values differ between the dynamic runs, written ``sharing=layer, m=4``.
-    Configurations that differ in a field the plot does not show never share a point."""
-    skip = set(_KNOB_SOURCES[knob]) | {"seed"}
-    cols = [c for c in ("b", "m", "sharing_range") if c not in skip]
-    derived_from = ("budget", "cell_in", "cell_out", "sharing", "preset")  # shown as b, m and sharing_range
-    cols += [c for c in config_columns(dyn) if c not in skip and c not in derived_from]
-    varying = [c for c in cols if dyn[c].astype(str).nunique() > 1]
-    if not varying:
-        return pd.Series(["all"] * len(dyn), index=dyn.index)
-
-    def text(v):
-        return f"{v:g}" if isinstance(v, float) else str(v)
-
-    return dyn[varying].apply(lambda r: ", ".join(f"{c}={text(r[c])}" for c in varying), axis=1)
 
 
 def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
@@ -241,7 +114,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
     def save(fig, name: str, caption: str) -> None:
         for ax in fig.axes:
             if name != "accuracy_vs_params.png":
-                _plain_ticks(ax)
+                _figures.plain_ticks(ax)
             if name.startswith("accuracy_vs_") and name != "accuracy_vs_params.png" and not df.empty:
                 ax.axhline(chance_level(df), color="grey", ls="--", lw=1)
                 caption = caption.rstrip(".") + "; dashed: chance."
@@ -256,13 +129,13 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         # the table on disk also lists the runs left out (n_left_out, left_out), the figures only the rest
         write_table(_summary_table(every_run) if len(left) else summary, out / "summary.csv")
         save(
-            _accuracy_by_config(df, summary, "final_acc"),
+            _figures.accuracy_by_config(df, summary, "final_acc"),
             "accuracy_by_config.png",
             "Final test accuracy per configuration: mean over seeds with its 95% t-interval (bar), every "
             "seed (dots), parameters and MACs; dashed: chance.",
         )
         save(
-            _accuracy_vs_params(df, summary, "final_acc"),
+            _figures.accuracy_vs_params(df, summary, "final_acc"),
             "accuracy_vs_params.png",
             "Final test accuracy (mean ± 95% CI over seeds) against parameter count; dashed: chance.",
         )
@@ -277,7 +150,12 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         if dyn["b"].nunique() > 1:
             save(
                 plot.metric_vs_knob(
-                    dyn.assign(**{_HUE: _knob_hue(dyn, "b")}), "b", "final_acc", hue=_HUE, logx=True, **ci
+                    dyn.assign(**{_figures.HUE: _figures.knob_hue(dyn, "b")}),
+                    "b",
+                    "final_acc",
+                    hue=_figures.HUE,
+                    logx=True,
+                    **ci,
                 ),
                 "accuracy_vs_budget.png",
                 "Final test accuracy against budget b (mean ± 95% CI over seeds), one line per combination "
@@ -286,10 +164,10 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
             if "probe_diversity" in dyn and dyn["probe_diversity"].notna().any():
                 save(
                     plot.metric_vs_knob(
-                        dyn.assign(**{_HUE: _knob_hue(dyn, "b")}),
+                        dyn.assign(**{_figures.HUE: _figures.knob_hue(dyn, "b")}),
                         "b",
                         "probe_diversity",
-                        hue=_HUE,
+                        hue=_figures.HUE,
                         logx=True,
                         error="ci95",
                     ),
@@ -300,7 +178,11 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         if dyn["m"].nunique() > 1:
             save(
                 plot.metric_vs_knob(
-                    dyn.assign(**{_HUE: _knob_hue(dyn, "m")}), "m", "final_acc", hue=_HUE, **ci
+                    dyn.assign(**{_figures.HUE: _figures.knob_hue(dyn, "m")}),
+                    "m",
+                    "final_acc",
+                    hue=_figures.HUE,
+                    **ci,
                 ),
                 "accuracy_vs_m.png",
                 "Final test accuracy against m, the number of cells per kernel (1 / (cell_in * cell_out)); "
@@ -309,10 +191,10 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         if dyn["sharing_range"].nunique() > 1:
             save(
                 plot.metric_vs_knob(
-                    dyn.assign(**{_HUE: _knob_hue(dyn, "sharing_range")}),
+                    dyn.assign(**{_figures.HUE: _figures.knob_hue(dyn, "sharing_range")}),
                     "sharing_range",
                     "final_acc",
-                    hue=_HUE,
+                    hue=_figures.HUE,
                     **ci,
                 ),
                 "accuracy_vs_sharing.png",
@@ -322,7 +204,7 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
         for knob, logx in (("b", True), ("m", False), ("sharing_range", False)):
             if dyn[knob].nunique() > 1 and any(c in dyn and dyn[c].notna().any() for c in _KNOB_STATISTICS):
                 save(
-                    _statistics_vs_knob(dyn, knob, logx),
+                    _figures.statistics_vs_knob(dyn, knob, logx),
                     f"statistics_vs_{knob}.png",
                     f"Attention statistics of the trained nets against {_KNOB_NAMES[knob]} (mean over layers "
                     "of the final probe on test images; mean ± 95% CI over seeds).",
