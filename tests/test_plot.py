@@ -429,3 +429,34 @@ def test_attention_by_label_reads_a_probe_recorded_with_labels():
     grid = first.pivot_table(index="label", columns=["mixture", "cell"], values="mean_alpha").to_numpy()
     assert image.shape[0] == 3
     assert np.allclose(image[:, : grid.shape[1]], grid - grid.mean(axis=0))
+
+
+def test_over_training_gives_each_hue_value_the_colour_of_its_place_in_order():
+    rows = [
+        {"epoch": e, "label": label, "seed": s, "test_acc": base + 0.1 * e + 0.01 * s}
+        for label, base in [("b static", 0.2), ("a kw", 0.3)]
+        for s in (0, 1)
+        for e in (1, 2, 3)
+    ]
+    frame = pd.DataFrame(rows)
+
+    def colours(ax):
+        return {
+            line.get_label().split(" (n=")[0]: line.get_color()
+            for line in ax.lines
+            if "(n=" in line.get_label()
+        }
+
+    plain = colours(plot.over_training(frame, "test_acc", x="epoch", tau=False).axes[0])
+    assert plain == {"a kw": "C0", "b static": "C1"}  # sorted by default
+    ordered = plot.over_training(frame, "test_acc", x="epoch", tau=False, order=["b static", "a kw"]).axes[0]
+    assert colours(ordered) == {"b static": "C0", "a kw": "C1"}  # a summary table's order: same colours
+    means = {
+        line.get_label().split(" (n=")[0]: line.get_ydata()
+        for line in ordered.lines
+        if "(n=" in line.get_label()
+    }
+    assert np.allclose(means["a kw"], [0.405, 0.505, 0.605])  # the line is the mean over seeds
+    # a value missing from order keeps a colour after those in it
+    partial = colours(plot.over_training(frame, "test_acc", x="epoch", tau=False, order=["b static"]).axes[0])
+    assert partial == {"b static": "C0", "a kw": "C1"}

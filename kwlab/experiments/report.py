@@ -228,6 +228,9 @@ def make_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = No
                     chance=chance_level(df),
                     tau=False,
                     title="Test accuracy per epoch",
+                    order=list(summary["label"])
+                    if "label" in summary
+                    else None,  # accuracy_by_config's colours
                 ),
                 "training_curves.png",
                 f"Test accuracy per epoch, one line per configuration ({n_conf}; runs grouped by their "

@@ -172,6 +172,7 @@ def over_training(
     tau: bool = True,
     logy: bool = False,
     title: str | None = None,
+    order: Sequence[Any] | None = None,
 ) -> Figure:
     """One statistic over training, one line per ``hue`` value: the mean over seeds with its 95% t-interval.
 
@@ -185,6 +186,8 @@ def over_training(
         chance: draw the chance level as a dotted line (in the legend).
         tau: with a ``temperature`` column, draw the anneal position tau (mean over runs) on a right axis.
         logy: logarithmic y axis (ratios); non-finite values are left out.
+        order: the ``hue`` values in the order of their colours C0, C1, ... (e.g. a summary table's order, so
+            that every figure of a report gives a configuration one colour); values not in it follow, sorted.
     """
     _require(frame, [x, column], "over_training")
     df = frame.copy()
@@ -196,6 +199,8 @@ def over_training(
     per_run = df.groupby([*groups, x], sort=True)[column].mean().reset_index()
     fig, ax = _fig_ax(ax, (6.4, 3.8))
     keys = list(dict.fromkeys(per_run[hue])) if hue is not None and hue in per_run else [None]
+    if order is not None and keys != [None]:
+        keys = [k for k in dict.fromkeys(order) if k in keys] + [k for k in keys if k not in set(order)]
     for i, key in enumerate(keys):
         rows = per_run if key is None else per_run[per_run[hue] == key]
         stats = rows.groupby(x)[column].agg(["mean", "std", "count"]).reset_index()
