@@ -2,12 +2,10 @@
 
 One run = one model trained on one dataset with one recipe. The loop is deliberately plain:
 
-* SGD (momentum, Nesterov, as timm's "sgd" in the official code) or AdamW; no weight decay on 1-D
-  parameters (norms, biases), as in
-  the official KW code (warehouse cells are >= 2-D and do get weight decay);
-* learning rate per iteration: linear warmup from 0 over ``warmup_epochs``, then cosine to ``min_lr``;
-* the attention temperature of dynamic layers is set every iteration from
-  :class:`kwlab.methods.temperature.TemperatureSchedule` (KW: 1 -> 0 over ``temperature_epochs``);
+* SGD (momentum, Nesterov, as timm's "sgd" in the official code) or AdamW; no weight decay on 1-D parameters
+  (norms, biases), as in the official KW code (warehouse cells are >= 2-D and do get weight decay);
+* learning rate per iteration: linear warmup from 0 over ``warmup_epochs``, then cosine to ``min_lr``; the
+  attention temperature set every iteration (:class:`kwlab.methods.temperature.TemperatureSchedule`);
 * AMP (bf16, or fp16 with a grad scaler) and channels_last on CUDA by default, on CPU when asked explicitly
   (``amp="bf16"``, ``channels_last="always"``); ``compile`` wraps the training model in ``torch.compile``
   (graph breaks are counted into the results); DDP when launched by torchrun (see :class:`Trainer`);
